@@ -1,0 +1,59 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "berth",
+    products: [
+        .executable(name: "berth", targets: ["BerthCLI"]),
+        .library(name: "Publishing", targets: ["Publishing"]),
+        .library(name: "Relay", targets: ["Relay"]),
+        .library(name: "LinuxIO", targets: ["LinuxIO"]),
+        .library(name: "Mappings", targets: ["Mappings"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "CBerthLinux",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        .target(
+            name: "LinuxIO",
+            dependencies: [
+                "CBerthLinux",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        .target(name: "Mappings"),
+        .target(
+            name: "Relay",
+            dependencies: [
+                "LinuxIO", "Mappings",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Publishing",
+            dependencies: [
+                "Relay", "Mappings", "LinuxIO",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "BerthCLI",
+            dependencies: [
+                "Publishing", "Mappings", "LinuxIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
+        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO"]),
+        .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,50 @@
+// Shims for what Swift cannot import from Glibc on its own (see DESIGN.md pitfalls).
+// No _GNU_SOURCE here: it is defined for the .c file only, or the module clashes with SwiftGlibc.
+#ifndef C_BERTH_LINUX_H
+#define C_BERTH_LINUX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <sys/signalfd.h>
+#include <signal.h>
+
+// splice(2), pipe2(2) and accept4(2) are GNU extensions.
+ssize_t CBerthLinux_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
+int CBerthLinux_pipe2(int fds[2], int flags);
+int CBerthLinux_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+
+// recvmmsg/sendmmsg and struct mmsghdr are GNU extensions too.
+struct CBerthLinux_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+int CBerthLinux_recvmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int vlen, int flags);
+int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int vlen, int flags);
+
+extern const unsigned int CBerthLinux_SPLICE_F_NONBLOCK;
+extern const unsigned int CBerthLinux_SPLICE_F_MORE;
+extern const int CBerthLinux_F_SETPIPE_SZ;
+extern const int CBerthLinux_F_GETPIPE_SZ;
+extern const int CBerthLinux_SOCK_NONBLOCK;
+extern const int CBerthLinux_SOCK_CLOEXEC;
+extern const int CBerthLinux_O_NONBLOCK;
+extern const int CBerthLinux_O_CLOEXEC;
+extern const int CBerthLinux_IP_PKTINFO;
+extern const int CBerthLinux_IPV6_RECVPKTINFO;
+extern const int CBerthLinux_IPV6_PKTINFO;
+extern const int CBerthLinux_MSG_TRUNC;
+
+// CMSG_* are macros.
+struct cmsghdr *CBerthLinux_CMSG_FIRSTHDR(const struct msghdr *msg);
+struct cmsghdr *CBerthLinux_CMSG_NXTHDR(struct msghdr *msg, struct cmsghdr *cmsg);
+unsigned char *CBerthLinux_CMSG_DATA(struct cmsghdr *cmsg);
+size_t CBerthLinux_CMSG_SPACE(size_t len);
+size_t CBerthLinux_CMSG_LEN(size_t len);
+
+#endif

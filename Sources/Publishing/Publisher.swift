@@ -1,0 +1,1 @@
+// Publishing composes Relay and Netfilter.
