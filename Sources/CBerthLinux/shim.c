@@ -20,6 +20,8 @@ int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
     return sendmmsg(fd, (struct mmsghdr *)msgs, vlen, flags);
 }
 
+int CBerthLinux_pthread_setname(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
+
 const unsigned int CBerthLinux_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
 const unsigned int CBerthLinux_SPLICE_F_MORE = SPLICE_F_MORE;
 const int CBerthLinux_F_SETPIPE_SZ = F_SETPIPE_SZ;

@@ -1,1 +1,195 @@
-// Publishing composes Relay and Netfilter.
+// Publishing turns a set of port mappings into bound listeners and running event loops,
+// and takes them down again. The CLI (standalone and docker-proxy modes) and bench/
+// both drive this one type, so the CLI stays thin.
+
+import Glibc
+import LinuxIO
+import Logging
+import Mappings
+import Relay
+
+/// Something went wrong while publishing; the text is the one line a user sees.
+public struct PublishError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One bound listener: which mapping it serves and where it listens.
+public struct BoundPort: Sendable {
+    public let mapping: PortMapping
+    public let address: SocketAddress
+    public let target: SocketAddress
+
+    /// `docker port` style: `80/tcp -> 0.0.0.0:49153`.
+    public var line: String { "\(mapping.containerSide) -> \(address)" }
+}
+
+public struct PublishOptions: Sendable {
+    public var relay = RelayConfig()
+    /// Event loops (threads). Each serves every TCP listener (EPOLLEXCLUSIVE wakes one).
+    public var threads = 1
+    public init() {}
+}
+
+public final class Publisher {
+    public let options: PublishOptions
+    public private(set) var ports: [BoundPort] = []
+    private var listeners: [Listener] = []
+    private let logger: Logger
+    /// Stops the loops from any thread, also before they start.
+    public let stopper = Stopper()
+    private var contexts: [RelayContext] = []
+
+    public init(options: PublishOptions = PublishOptions(), logger: Logger = Logger(label: "berth")) {
+        self.options = options
+        self.logger = logger
+    }
+
+    // MARK: binding
+
+    /// Binds every mapping. All or nothing: on any failure what was bound is closed again.
+    @discardableResult
+    public func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
+        var bound: [(Listener, BoundPort)] = []
+        for mapping in mappings {
+            guard mapping.proto == .tcp else {
+                throw PublishError("\(mapping.proto) is not supported yet: \(mapping)")
+            }
+            bound += try bindOne(mapping)
+        }
+        listeners += bound.map(\.0)
+        ports += bound.map(\.1)
+        return bound.map(\.1)
+    }
+
+    /// Adopts a listener bound by someone else (dockerd's `-use-listen-fd`).
+    public func adopt(_ fd: Int32, mapping: PortMapping) throws(PublishError) -> BoundPort {
+        let listener: Listener
+        do {
+            listener = try Listener.adopt(fd)
+        } catch {
+            throw PublishError("listen fd \(fd): \(error)")
+        }
+        let port = BoundPort(mapping: mapping, address: listener.address, target: Self.target(of: mapping))
+        listeners.append(listener)
+        ports.append(port)
+        return port
+    }
+
+    private static func target(of mapping: PortMapping) -> SocketAddress {
+        SocketAddress(ip: mapping.containerIP.bytes, port: mapping.containerPort)
+    }
+
+    /// The host addresses a mapping binds: one, or `0.0.0.0` and `::` for all addresses.
+    private static func hostAddresses(_ mapping: PortMapping) -> [IPAddress] {
+        if let ip = mapping.hostIP { return [ip] }
+        return [.anyV4, .anyV6]
+    }
+
+    private func bindOne(_ mapping: PortMapping) throws(PublishError) -> [(Listener, BoundPort)] {
+        let target = Self.target(of: mapping)
+        let hosts = Self.hostAddresses(mapping)
+        let candidates: [UInt16]
+        switch mapping.hostPort {
+        case .fixed(let port): candidates = [port]
+        case .ephemeral: candidates = [0, 0, 0, 0, 0, 0, 0, 0]  // retried when `::` has the port taken
+        case .anyOf(let range): candidates = Array(range.first...range.last)
+        }
+        var lastError: SyscallError?
+        for candidate in candidates {
+            var port = candidate
+            var got: [(Listener, BoundPort)] = []
+            var failed = false
+            for host in hosts {
+                do {
+                    let listener = try Listener.tcp(SocketAddress(ip: host.bytes, port: port))
+                    port = listener.address.port
+                    got.append((listener, BoundPort(mapping: mapping, address: listener.address, target: target)))
+                } catch {
+                    // A host with IPv6 turned off still publishes on IPv4 for an all-address binding.
+                    if mapping.hostIP == nil, host.isV6, error.errno == .addressFamilyNotSupported { continue }
+                    lastError = error
+                    failed = true
+                    break
+                }
+            }
+            if !failed { return got }
+            // Closing `got` here (dropping it) frees the ports for the next candidate.
+            if case .fixed = mapping.hostPort { break }
+            if let e = lastError, e.errno != .addressInUse && e.errno != .permissionDenied { break }
+        }
+        throw Self.explain(lastError!, mapping)
+    }
+
+    private static func explain(_ error: SyscallError, _ mapping: PortMapping) -> PublishError {
+        var text = "\(mapping.containerSide): \(error)"
+        if case .anyOf(let range) = mapping.hostPort {
+            text = "\(mapping.containerSide): no free host port in \(range): last tried \(error)"
+        }
+        if error.errno == .permissionDenied {
+            text += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        }
+        return PublishError(text)
+    }
+
+    // MARK: running
+
+    /// Runs the loops until SIGINT/SIGTERM or `stop()`. Loop 0 runs on the calling thread.
+    /// Signals are blocked here first so that only the signalfd sees them.
+    public func run(signals: [Int32] = [SIGINT, SIGTERM]) throws(PublishError) {
+        if !signals.isEmpty { EventLoop.blockSignals(signals) }
+        var loops: [EventLoop] = []
+        do {
+            for _ in 0..<max(1, options.threads) {
+                let loop = try EventLoop()
+                let context = RelayContext(loop: loop, config: options.relay, logger: logger)
+                for (listener, port) in zip(listeners, ports) where listener.isTCP {
+                    try TCPAcceptor(listener: listener, target: port.target, context: context).start()
+                }
+                loops.append(loop)
+                contexts.append(context)
+                stopper.add(loop.waker)
+            }
+            if !signals.isEmpty {
+                let stopper = self.stopper
+                let logger = self.logger
+                try loops[0].watchSignals(signals) { signal in
+                    logger.debug("signal \(signal): stopping")
+                    stopper.stop()
+                }
+            }
+        } catch {
+            throw PublishError("\(error)")
+        }
+        var threads: [LoopThread] = []
+        for (i, loop) in loops.enumerated().dropFirst() {
+            let handover = Handover(loop)
+            let logger = self.logger
+            do {
+                threads.append(try LoopThread(name: "berth-loop-\(i)") {
+                    do { try handover.value.run() } catch { logger.critical("loop \(i): \(error)") }
+                })
+            } catch {
+                stop()
+                for thread in threads { thread.join() }
+                throw PublishError("\(error)")
+            }
+        }
+        var failure: SyscallError?
+        do { try loops[0].run() } catch { failure = error; stop() }
+        for thread in threads { thread.join() }
+        if let failure { throw PublishError("event loop: \(failure)") }
+    }
+
+    /// Stops every loop; from another thread use `stopper.stop()`.
+    public func stop() { stopper.stop() }
+
+    /// Counters of all loops, summed. Call after `run` returns.
+    public var counters: RelayCounters { contexts.map(\.counters).reduce(RelayCounters(), +) }
+
+    /// Closes every listener (the loops must have stopped).
+    public func close() {
+        listeners.removeAll()
+        ports.removeAll()
+    }
+}

@@ -27,6 +27,10 @@ struct CBerthLinux_mmsghdr {
 int CBerthLinux_recvmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int vlen, int flags);
 int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int vlen, int flags);
 
+#include <pthread.h>
+// pthread_setname_np is GNU too.
+int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
+
 extern const unsigned int CBerthLinux_SPLICE_F_NONBLOCK;
 extern const unsigned int CBerthLinux_SPLICE_F_MORE;
 extern const int CBerthLinux_F_SETPIPE_SZ;

@@ -1,0 +1,273 @@
+// One event loop per thread. It owns its handlers (listeners, connections, flows) in a
+// slot table; epoll's user data carries a token (slot, generation, tag), never a
+// retained object, so an event that arrives for a handler detached earlier in the same
+// batch, or for a descriptor number reused since, is dropped by the generation check.
+//
+// Level or edge: the loop offers both; the relay registers connection sockets
+// edge-triggered for read and write once, for their whole life, and tracks readiness
+// itself. A splice relay must try the I/O until EAGAIN anyway (the pipe, not the socket,
+// decides how much moves), so edge triggering costs nothing there and saves every
+// epoll_ctl that level triggering would need to stop write interest while a pipe is
+// empty: zero epoll_ctl calls per connection in steady state. Listeners stay level-
+// triggered: accepting a bounded batch per wake-up, and pausing on EMFILE, is then safe.
+//
+// Timers are a binary heap of deadlines with lazy cancellation: a handler keeps its own
+// deadline and checks it when woken; idle timeouts are not rescheduled per event, the
+// handler re-arms when an old deadline fires early. The epoll_wait timeout is the
+// nearest deadline, so an idle loop sleeps with no timer descriptor.
+
+import CBerthLinux
+import Glibc
+import Synchronization
+
+/// Something the loop wakes: a listener, a connection, a UDP flow table.
+public protocol EventHandler: AnyObject {
+    /// A descriptor registered with `tag` is ready.
+    func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop)
+    /// A deadline scheduled with `tag` passed (maybe one the handler has since moved).
+    func timer(tag: UInt8, loop: EventLoop)
+}
+
+extension EventHandler {
+    public func timer(tag: UInt8, loop: EventLoop) {}
+}
+
+/// A handler's place in its loop; stale once detached.
+public struct HandlerID: Hashable, Sendable {
+    let slot: UInt32
+    let generation: UInt32
+
+    /// An id that names no handler, for a field set before `attach`.
+    public static let none = HandlerID(slot: .max, generation: .max)
+}
+
+/// Stops a loop from any thread.
+public final class LoopWaker: Sendable {
+    private let stopFlag = Atomic<Bool>(false)
+    let eventFD: Int32
+
+    init() throws(SyscallError) {
+        eventFD = try syscall("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
+    }
+
+    deinit { close(eventFD) }
+
+    public var stopRequested: Bool { stopFlag.load(ordering: .acquiring) }
+
+    public func stop() {
+        stopFlag.store(true, ordering: .releasing)
+        wake()
+    }
+
+    public func wake() {
+        var one: UInt64 = 1
+        _ = write(eventFD, &one, 8)
+    }
+}
+
+public final class EventLoop {
+    private struct Slot {
+        var handler: (any EventHandler)?
+        var generation: UInt32
+    }
+
+    private struct TimerEntry {
+        var deadline: UInt64
+        var slot: UInt32
+        var generation: UInt32
+        var tag: UInt8
+    }
+
+    private static let internalSlot: UInt32 = .max
+    private static let wakeTag: UInt8 = 0
+    private static let signalTag: UInt8 = 1
+
+    private var selector: Selector
+    private var slots: [Slot] = []
+    private var freeSlots: [UInt32] = []
+    private var timers: [TimerEntry] = []
+    private var signalFD: Descriptor?
+    private var onSignal: ((Int32) -> Void)?
+
+    /// Time at the start of the current batch of events.
+    public private(set) var now: Instant = .now()
+    public let waker: LoopWaker
+
+    /// Counters of the loop itself, for benchmarks and tests.
+    public private(set) var waits: UInt64 = 0
+    public private(set) var eventsHandled: UInt64 = 0
+
+    public init(eventCapacity: Int = 256) throws(SyscallError) {
+        selector = try Selector(capacity: eventCapacity)
+        waker = try LoopWaker()
+        try selector.add(waker.eventFD, .read, token: EventLoop.token(EventLoop.internalSlot, 0, EventLoop.wakeTag))
+    }
+
+    // MARK: handlers and descriptors
+
+    public func attach(_ handler: any EventHandler) -> HandlerID {
+        if let slot = freeSlots.popLast() {
+            slots[Int(slot)].handler = handler
+            return HandlerID(slot: slot, generation: slots[Int(slot)].generation)
+        }
+        slots.append(Slot(handler: handler, generation: 0))
+        return HandlerID(slot: UInt32(slots.count - 1), generation: 0)
+    }
+
+    /// Forgets the handler: its pending events and timers are dropped. Remove or close its
+    /// descriptors yourself (a closed descriptor leaves epoll by itself).
+    public func detach(_ id: HandlerID) {
+        let i = Int(id.slot)
+        guard i < slots.count, slots[i].generation == id.generation else { return }
+        slots[i].handler = nil
+        slots[i].generation = (slots[i].generation &+ 1) & 0xFF_FFFF
+        freeSlots.append(id.slot)
+    }
+
+    public var handlerCount: Int { slots.count - freeSlots.count }
+
+    public func add(_ fd: Int32, _ interest: Interest, for id: HandlerID, tag: UInt8) throws(SyscallError) {
+        try selector.add(fd, interest, token: EventLoop.token(id.slot, id.generation, tag))
+    }
+
+    public func modify(_ fd: Int32, _ interest: Interest, for id: HandlerID, tag: UInt8) throws(SyscallError) {
+        try selector.modify(fd, interest, token: EventLoop.token(id.slot, id.generation, tag))
+    }
+
+    public func remove(_ fd: Int32) { selector.remove(fd) }
+
+    @inline(__always)
+    private static func token(_ slot: UInt32, _ generation: UInt32, _ tag: UInt8) -> UInt64 {
+        UInt64(slot) << 32 | UInt64(generation & 0xFF_FFFF) << 8 | UInt64(tag)
+    }
+
+    // MARK: timers
+
+    /// Calls the handler's `timer(tag:)` at or after `deadline`, unless it was detached.
+    public func schedule(at deadline: Instant, for id: HandlerID, tag: UInt8) {
+        timers.append(TimerEntry(deadline: deadline.nanoseconds, slot: id.slot, generation: id.generation, tag: tag))
+        var child = timers.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            if timers[parent].deadline <= timers[child].deadline { break }
+            timers.swapAt(parent, child)
+            child = parent
+        }
+    }
+
+    private func popTimer() -> TimerEntry {
+        let top = timers[0]
+        let last = timers.removeLast()
+        if !timers.isEmpty {
+            timers[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1
+                if left >= timers.count { break }
+                var child = left
+                if left + 1 < timers.count && timers[left + 1].deadline < timers[left].deadline { child = left + 1 }
+                if timers[parent].deadline <= timers[child].deadline { break }
+                timers.swapAt(parent, child)
+                parent = child
+            }
+        }
+        return top
+    }
+
+    public var pendingTimers: Int { timers.count }
+
+    private func timeoutMilliseconds() -> Int32 {
+        guard let next = timers.first?.deadline else { return -1 }
+        let current = Instant.now().nanoseconds
+        if next <= current { return 0 }
+        let ms = (next - current + 999_999) / 1_000_000
+        return Int32(min(ms, UInt64(Int32.max)))
+    }
+
+    private func fireTimers() {
+        let current = now.nanoseconds
+        while let first = timers.first, first.deadline <= current {
+            let entry = popTimer()
+            let i = Int(entry.slot)
+            guard i < slots.count, slots[i].generation == entry.generation, let handler = slots[i].handler else { continue }
+            handler.timer(tag: entry.tag, loop: self)
+        }
+    }
+
+    // MARK: signals
+
+    /// Blocks these signals in the calling thread (and threads it starts later), so that
+    /// only a signalfd sees them. Call before starting other threads.
+    public static func blockSignals(_ signals: [Int32]) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in signals { sigaddset(&set, s) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    /// Delivers these (blocked) signals through the loop.
+    public func watchSignals(_ signals: [Int32], _ handler: @escaping (Int32) -> Void) throws(SyscallError) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in signals { sigaddset(&set, s) }
+        let fd = try syscall("signalfd") { signalfd(-1, &set, Int32(SFD_NONBLOCK | SFD_CLOEXEC)) }
+        var owned: Descriptor? = Descriptor(taking: fd)
+        try selector.add(fd, .read, token: EventLoop.token(EventLoop.internalSlot, 0, EventLoop.signalTag))
+        signalFD = owned.take()
+        onSignal = handler
+    }
+
+    private func readSignals() {
+        guard let fd = signalFD?.raw else { return }
+        var info = signalfd_siginfo()
+        while read(fd, &info, MemoryLayout<signalfd_siginfo>.size) == MemoryLayout<signalfd_siginfo>.size {
+            onSignal?(Int32(info.ssi_signo))
+        }
+    }
+
+    // MARK: running
+
+    /// Runs until `waker.stop()` (from any thread) or `stop()`.
+    public func run() throws(SyscallError) {
+        while !waker.stopRequested {
+            try runOnce(timeoutMilliseconds: timeoutMilliseconds())
+        }
+    }
+
+    public func stop() { waker.stop() }
+
+    /// One wait and everything it woke; `timeoutMilliseconds` caps the wait (timers may shorten it).
+    public func runOnce(timeoutMilliseconds limit: Int32) throws(SyscallError) {
+        let timerLimit = timeoutMilliseconds()
+        let timeout = timerLimit < 0 ? limit : (limit < 0 ? timerLimit : min(limit, timerLimit))
+        waits &+= 1
+        let n = try selector.wait(timeoutMilliseconds: timeout)
+        now = .now()
+        for i in 0..<n {
+            let (token, readiness) = selector.event(i)
+            dispatch(token, readiness)
+        }
+        selector.growIfFull(n)
+        eventsHandled &+= UInt64(n)
+        fireTimers()
+    }
+
+    @inline(__always)
+    private func dispatch(_ token: UInt64, _ readiness: Readiness) {
+        let slot = UInt32(truncatingIfNeeded: token >> 32)
+        let tag = UInt8(truncatingIfNeeded: token)
+        if slot == EventLoop.internalSlot {
+            if tag == EventLoop.wakeTag {
+                var value: UInt64 = 0
+                _ = read(waker.eventFD, &value, 8)
+            } else {
+                readSignals()
+            }
+            return
+        }
+        let generation = UInt32(truncatingIfNeeded: token >> 8) & 0xFF_FFFF
+        let i = Int(slot)
+        guard i < slots.count, slots[i].generation == generation, let handler = slots[i].handler else { return }
+        handler.ready(readiness, tag: tag, loop: self)
+    }
+}

@@ -1,0 +1,107 @@
+// Socket calls. Every socket berth makes is non-blocking and close-on-exec.
+
+import CBerthLinux
+import Glibc
+import SystemPackage
+
+public enum ConnectResult: Sendable {
+    case connected
+    case inProgress
+}
+
+/// One wrapper per socket call, named after it.
+public enum Socket {
+    public static func make(family: Int32, type: Int32) throws(SyscallError) -> Descriptor {
+        let flags = type | CBerthLinux_SOCK_NONBLOCK | CBerthLinux_SOCK_CLOEXEC
+        return Descriptor(taking: try syscall("socket") { Glibc.socket(family, flags, 0) })
+    }
+
+    public static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(SyscallError) {
+        var v = value
+        _ = try syscall("setsockopt") { setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
+    }
+
+    public static func getOption(_ fd: Int32, _ level: Int32, _ name: Int32) throws(SyscallError) -> Int32 {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        _ = try syscall("getsockopt") { getsockopt(fd, level, name, &v, &len) }
+        return v
+    }
+
+    public static func bind(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) {
+        do {
+            _ = try syscall("bind") { address.withSockAddr { Glibc.bind(fd, $0, $1) } }
+        } catch {
+            throw error.about(address.description)
+        }
+    }
+
+    public static func listen(_ fd: Int32, backlog: Int32) throws(SyscallError) {
+        _ = try syscall("listen") { Glibc.listen(fd, backlog) }
+    }
+
+    public static func localAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
+        var address = SocketAddress()
+        _ = try syscall("getsockname") { address.withMutableSockAddr { getsockname(fd, $0, $1) } }
+        return address
+    }
+
+    public static func peerAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
+        var address = SocketAddress()
+        _ = try syscall("getpeername") { address.withMutableSockAddr { getpeername(fd, $0, $1) } }
+        return address
+    }
+
+    /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; the peer's address is not asked for.
+    public static func accept(_ fd: Int32) throws(SyscallError) -> Int32? {
+        let flags = CBerthLinux_SOCK_NONBLOCK | CBerthLinux_SOCK_CLOEXEC
+        switch try syscallNonBlocking("accept4", { CBerthLinux_accept4(fd, nil, nil, flags) }) {
+        case .done(let client): return client
+        case .wouldBlock: return nil
+        }
+    }
+
+    /// Starts a connect on a non-blocking socket. Completion shows as writability; then ask `pendingError`.
+    public static func connect(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) -> ConnectResult {
+        while true {
+            let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+            if rc == 0 { return .connected }
+            let err = Glibc.errno
+            if err == EINTR || err == EINPROGRESS { return .inProgress }
+            throw SyscallError("connect", Errno(rawValue: err))
+        }
+    }
+
+    /// SO_ERROR: the outcome of a non-blocking connect, or the error that woke us.
+    public static func pendingError(_ fd: Int32) -> Errno? {
+        let v = (try? getOption(fd, SOL_SOCKET, SO_ERROR)) ?? 0
+        return v == 0 ? nil : Errno(rawValue: v)
+    }
+
+    public static func shutdownWrite(_ fd: Int32) {
+        // ENOTCONN when the peer is gone already: nothing left to tell it.
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// SO_LINGER {on, 0}: the close that follows sends RST instead of FIN.
+    public static func setResetOnClose(_ fd: Int32) {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+
+    public static func setNoDelay(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Makes a descriptor we were handed (fd 4 from dockerd) non-blocking and close-on-exec.
+    public static func makeNonBlocking(_ fd: Int32) throws(SyscallError) {
+        let flags = try syscall("fcntl") { fcntl(fd, F_GETFL) }
+        _ = try syscall("fcntl") { fcntl(fd, F_SETFL, flags | CBerthLinux_O_NONBLOCK) }
+        _ = try syscall("fcntl") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    }
+
+    public static func type(_ fd: Int32) throws(SyscallError) -> Int32 {
+        try getOption(fd, SOL_SOCKET, SO_TYPE)
+    }
+}

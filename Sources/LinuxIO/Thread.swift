@@ -1,0 +1,71 @@
+import CBerthLinux
+import Glibc
+import Synchronization
+
+/// A plain pthread: berth's loops each own one, with no runtime between them and the kernel.
+public final class LoopThread {
+    private let handle: pthread_t
+    private var joined = false
+
+    private final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    /// Starts `body` on a new thread. The caller hands over whatever `body` captures:
+    /// nothing it captures may be used by the caller until `join` returns.
+    public init(name: String, _ body: @escaping @Sendable () -> Void) throws(SyscallError) {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        if rc != 0 {
+            Unmanaged<Box>.fromOpaque(box).release()
+            throw SyscallError("pthread_create", .init(rawValue: rc))
+        }
+        _ = CBerthLinux_pthread_setname(thread, String(name.prefix(15)))
+        handle = thread
+    }
+
+    /// Waits for the thread to end; later calls return at once.
+    public func join() {
+        guard !joined else { return }
+        joined = true
+        pthread_join(handle, nil)
+    }
+}
+
+/// Moves a non-Sendable value to another thread that becomes its only user.
+public struct Handover<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+}
+
+/// Stops a set of loops from any thread, including loops that start after the call.
+public final class Stopper: Sendable {
+    private let state = Mutex<(stopped: Bool, wakers: [LoopWaker])>((false, []))
+
+    public init() {}
+
+    /// Adds a loop's waker; stops it at once if `stop` came first.
+    public func add(_ waker: LoopWaker) {
+        let stopNow = state.withLock { s in
+            s.wakers.append(waker)
+            return s.stopped
+        }
+        if stopNow { waker.stop() }
+    }
+
+    public func stop() {
+        let wakers = state.withLock { s in
+            s.stopped = true
+            return s.wakers
+        }
+        for w in wakers { w.stop() }
+    }
+
+    public var stopped: Bool { state.withLock { $0.stopped } }
+}

@@ -1,0 +1,75 @@
+import LinuxIO
+import Logging
+
+/// Tunables of the userspace relay. Defaults suit a port publisher: generous, never infinite.
+public struct RelayConfig: Sendable {
+    /// How long a backend may take to accept a connection before the client is reset.
+    public var connectTimeout: Duration = .seconds(5)
+    /// How long a half-closed TCP connection (one direction done) may sit with nothing moving.
+    public var halfCloseTimeout: Duration = .seconds(3600)
+    /// Bytes per pipe (F_SETPIPE_SZ); the kernel may round it or keep its default.
+    public var pipeSize: Int = 1 << 20
+    /// Empty pipes a loop keeps for reuse; beyond that they are closed.
+    public var pipePoolLimit: Int = 64
+    /// Connections accepted per wake-up of a listener, so one busy port cannot starve the rest.
+    public var acceptBatch: Int = 64
+    /// How long accepting pauses when the process runs out of descriptors.
+    public var descriptorPause: Duration = .milliseconds(100)
+
+    public init() {}
+}
+
+/// Per-loop counters: plain integers, no atomics (one loop, one thread); summed when read.
+public struct RelayCounters: Sendable, Equatable {
+    public var accepted: UInt64 = 0
+    public var active: Int = 0
+    public var closed: UInt64 = 0
+    public var refused: UInt64 = 0
+    public var connectTimeouts: UInt64 = 0
+    public var resets: UInt64 = 0
+    public var halfCloseTimeouts: UInt64 = 0
+    public var bytesToBackend: UInt64 = 0
+    public var bytesToClient: UInt64 = 0
+    public var spliceCalls: UInt64 = 0
+    public var acceptPauses: UInt64 = 0
+
+    public init() {}
+
+    public static func + (a: RelayCounters, b: RelayCounters) -> RelayCounters {
+        var s = RelayCounters()
+        s.accepted = a.accepted + b.accepted
+        s.active = a.active + b.active
+        s.closed = a.closed + b.closed
+        s.refused = a.refused + b.refused
+        s.connectTimeouts = a.connectTimeouts + b.connectTimeouts
+        s.resets = a.resets + b.resets
+        s.halfCloseTimeouts = a.halfCloseTimeouts + b.halfCloseTimeouts
+        s.bytesToBackend = a.bytesToBackend + b.bytesToBackend
+        s.bytesToClient = a.bytesToClient + b.bytesToClient
+        s.spliceCalls = a.spliceCalls + b.spliceCalls
+        s.acceptPauses = a.acceptPauses + b.acceptPauses
+        return s
+    }
+}
+
+/// What every handler of one loop shares: settings, the pipe pool, counters, the logger.
+/// Owned by one loop's thread; never touched from another.
+public final class RelayContext {
+    public let config: RelayConfig
+    public let loop: EventLoop
+    public var counters = RelayCounters()
+    let pipes: PipePool
+    let logger: Logger
+    /// Copy buffer for the no-pipe fallback and for UDP; one per loop, never per event.
+    let scratch: UnsafeMutableRawBufferPointer
+
+    public init(loop: EventLoop, config: RelayConfig = RelayConfig(), logger: Logger = Logger(label: "berth")) {
+        self.loop = loop
+        self.config = config
+        self.logger = logger
+        pipes = PipePool(size: config.pipeSize, limit: config.pipePoolLimit)
+        scratch = .allocate(byteCount: 1 << 16, alignment: 16)
+    }
+
+    deinit { scratch.deallocate() }
+}

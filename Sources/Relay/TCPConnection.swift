@@ -1,0 +1,335 @@
+// Theory of operation: one client socket (side 0), one backend socket (side 1), and two
+// directions, "up" (client → backend) and "down" (backend → client). Each direction moves
+// bytes socket → pipe → socket with splice(2); its pipe comes from the loop's pool when a
+// read is about to happen and goes back as soon as it is empty, so an idle connection
+// holds only its two sockets.
+//
+// Both sockets are registered once, edge-triggered, for read, write and read-hangup; the
+// connection keeps `readable`/`writable` bits per side, set by events and cleared by
+// EAGAIN. Backpressure needs no epoll_ctl: a direction whose pipe cannot drain stops
+// reading, and the next write edge on its target resumes it.
+//
+// A splice into a pipe can fail with EAGAIN because the pipe ran out of slots even though
+// its byte count says there is room; so EAGAIN on the read side clears `readable` only
+// when the pipe is empty (then it must have been the socket). Otherwise the read is tried
+// again after the pipe drains.
+//
+// Direction states: `eof` (read returned 0), then `shutdownSent` (the pipe drained and
+// the target got shutdown(SHUT_WR)): half-close, the other direction keeps flowing. Both
+// directions shut down: the connection closes. A read error (the peer reset) resets the
+// other side (SO_LINGER 0, then close), a write error (the target is gone) resets the
+// source side: a reset travels both ways. A refused or timed-out backend resets the client.
+//
+// If no pipe can be had (out of descriptors), the direction falls back to copying through
+// the loop's scratch buffer with MSG_PEEK: peek, send, then consume exactly what was sent,
+// so no byte is held in userspace between events.
+
+import Glibc
+import LinuxIO
+import Logging
+import SystemPackage
+
+final class TCPConnection: EventHandler {
+    private enum Phase { case connecting, relaying, closed }
+
+    private struct Direction {
+        var buffered = 0
+        var pipeRead: Int32 = -1
+        var pipeWrite: Int32 = -1
+        var capacity = 0
+        var eof = false
+        var shutdownSent = false
+        var moved: UInt64 = 0
+    }
+
+    private enum PumpResult {
+        case progressed(Bool)
+        case readFailed(Errno)
+        case writeFailed(Errno)
+    }
+
+    enum StartResult {
+        case started
+        case outOfDescriptors(SyscallError)
+    }
+
+    private static let interest: Interest = [.read, .write, .readHangup, .edge]
+    private static let clientTag: UInt8 = 0
+    private static let backendTag: UInt8 = 1
+    private static let connectTimerTag: UInt8 = 0
+    private static let halfCloseTimerTag: UInt8 = 1
+
+    private let context: RelayContext
+    private var id: HandlerID
+    private var phase: Phase
+    private var client: Descriptor?
+    private var backend: Descriptor?
+    private let clientFD: Int32
+    private let backendFD: Int32
+    private var upPipe: Pipe?
+    private var downPipe: Pipe?
+    private var up = Direction()
+    private var down = Direction()
+    private var clientReadable = false
+    private var clientWritable = false
+    private var backendReadable = false
+    private var backendWritable = false
+    private var lastActivity: Instant
+    private var halfCloseArmed = false
+
+    private init(client: consuming Descriptor, backend: consuming Descriptor, context: RelayContext, connected: Bool) {
+        self.context = context
+        clientFD = client.raw
+        backendFD = backend.raw
+        self.client = consume client
+        self.backend = consume backend
+        phase = connected ? .relaying : .connecting
+        lastActivity = context.loop.now
+        id = HandlerID.none
+    }
+
+    /// Connects to `target` for a freshly accepted client and starts relaying when it answers.
+    static func start(client: consuming Descriptor, target: SocketAddress, context: RelayContext) -> StartResult {
+        let backend: Descriptor
+        do {
+            backend = try Socket.make(family: target.family, type: Int32(SOCK_STREAM.rawValue))
+        } catch {
+            Socket.setResetOnClose(client.raw)
+            context.counters.refused &+= 1
+            switch error.errno {
+            case .tooManyOpenFiles, .tooManyOpenFilesInSystem: return .outOfDescriptors(error)
+            default: return .started
+            }
+        }
+        Socket.setNoDelay(client.raw)
+        Socket.setNoDelay(backend.raw)
+        let connected: Bool
+        do {
+            connected = try Socket.connect(backend.raw, target) == .connected
+        } catch {
+            Socket.setResetOnClose(client.raw)
+            context.counters.refused &+= 1
+            context.logger.debug("connect \(target): \(error)")
+            return .started
+        }
+        let connection = TCPConnection(client: client, backend: backend, context: context, connected: connected)
+        connection.register(target: target)
+        return .started
+    }
+
+    private func register(target: SocketAddress) {
+        let loop = context.loop
+        id = loop.attach(self)
+        context.counters.active += 1
+        do {
+            try loop.add(clientFD, Self.interest, for: id, tag: Self.clientTag)
+            try loop.add(backendFD, Self.interest, for: id, tag: Self.backendTag)
+        } catch {
+            context.logger.warning("\(error)")
+            close(reset: true)
+            return
+        }
+        if phase == .connecting {
+            loop.schedule(at: loop.now + context.config.connectTimeout, for: id, tag: Self.connectTimerTag)
+        }
+    }
+
+    // MARK: events
+
+    func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
+        if tag == Self.clientTag {
+            if readiness.readable { clientReadable = true }
+            if readiness.writable { clientWritable = true }
+        } else {
+            if readiness.readable { backendReadable = true }
+            if readiness.writable { backendWritable = true }
+        }
+        if phase == .connecting {
+            guard tag == Self.backendTag, readiness.writable || readiness.error else {
+                if readiness.error, Socket.pendingError(clientFD) != nil { close(reset: true) }
+                return
+            }
+            if let error = Socket.pendingError(backendFD) {
+                context.counters.refused &+= 1
+                context.logger.debug("connect: \(SyscallError.text(error))")
+                Socket.setResetOnClose(clientFD)
+                close(reset: false)
+                return
+            }
+            phase = .relaying
+        }
+        guard phase == .relaying else { return }
+        if readiness.error, let error = Socket.pendingError(tag == Self.clientTag ? clientFD : backendFD) {
+            context.logger.trace("side \(tag): \(SyscallError.text(error))")
+            context.counters.resets &+= 1
+            close(reset: true)
+            return
+        }
+        relay()
+    }
+
+    func timer(tag: UInt8, loop: EventLoop) {
+        switch (tag, phase) {
+        case (Self.connectTimerTag, .connecting):
+            context.counters.connectTimeouts &+= 1
+            context.logger.debug("connect: timed out after \(context.config.connectTimeout)")
+            close(reset: true)
+        case (Self.halfCloseTimerTag, .relaying):
+            let deadline = lastActivity + context.config.halfCloseTimeout
+            if loop.now < deadline {
+                loop.schedule(at: deadline, for: id, tag: Self.halfCloseTimerTag)
+            } else {
+                context.counters.halfCloseTimeouts &+= 1
+                close(reset: true)
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: moving bytes
+
+    private func relay() {
+        let upResult = pump(&up, pipe: &upPipe, from: clientFD, to: backendFD, readable: &clientReadable, writable: &backendWritable)
+        if !handle(upResult, source: clientFD, target: backendFD) { return }
+        let downResult = pump(&down, pipe: &downPipe, from: backendFD, to: clientFD, readable: &backendReadable, writable: &clientWritable)
+        if !handle(downResult, source: backendFD, target: clientFD) { return }
+
+        if up.shutdownSent && down.shutdownSent {
+            close(reset: false)
+        } else if (up.shutdownSent || down.shutdownSent) && !halfCloseArmed {
+            halfCloseArmed = true
+            context.loop.schedule(at: lastActivity + context.config.halfCloseTimeout, for: id, tag: Self.halfCloseTimerTag)
+        }
+    }
+
+    /// False when the connection was closed.
+    private func handle(_ result: PumpResult, source: Int32, target: Int32) -> Bool {
+        switch result {
+        case .progressed(let moved):
+            if moved { lastActivity = context.loop.now }
+            return true
+        case .readFailed, .writeFailed:
+            // Whichever side failed, the other learns by a reset.
+            context.counters.resets &+= 1
+            close(reset: true)
+            return false
+        }
+    }
+
+    /// Moves what it can in one direction until both ends would block or nothing is left.
+    @inline(__always)
+    private func pump(
+        _ d: inout Direction, pipe: inout Pipe?, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool
+    ) -> PumpResult {
+        var movedAny = false
+        while true {
+            var progressed = false
+            if !d.eof && readable && (d.pipeWrite < 0 || d.buffered < d.capacity) {
+                if d.pipeWrite < 0 {
+                    do {
+                        let p = try context.pipes.take()
+                        d.pipeRead = p.read.raw
+                        d.pipeWrite = p.write.raw
+                        d.capacity = p.capacity
+                        pipe = consume p
+                    } catch {
+                        // Out of descriptors: copy instead, holding nothing between events.
+                        return copy(&d, from: from, to: to, readable: &readable, writable: &writable)
+                    }
+                }
+                context.counters.spliceCalls &+= 1
+                do {
+                    switch try Splice.move(from: from, to: d.pipeWrite, length: d.capacity - d.buffered) {
+                    case .done(0):
+                        d.eof = true
+                    case .done(let n):
+                        d.buffered += n
+                        progressed = true
+                    case .wouldBlock:
+                        if d.buffered == 0 { readable = false }
+                    }
+                } catch {
+                    return .readFailed(error.errno)
+                }
+            }
+            if d.buffered > 0 && writable {
+                context.counters.spliceCalls &+= 1
+                do {
+                    switch try Splice.move(from: d.pipeRead, to: to, length: d.buffered) {
+                    case .done(let n):
+                        d.buffered -= n
+                        d.moved &+= UInt64(n)
+                        if to == backendFD { context.counters.bytesToBackend &+= UInt64(n) } else { context.counters.bytesToClient &+= UInt64(n) }
+                        progressed = true
+                    case .wouldBlock:
+                        writable = false
+                    }
+                } catch {
+                    return .writeFailed(error.errno)
+                }
+            }
+            if !progressed { break }
+            movedAny = true
+        }
+        if d.buffered == 0 && d.pipeWrite >= 0 {
+            if let p = pipe.take() { context.pipes.give(p) }
+            d.pipeRead = -1
+            d.pipeWrite = -1
+        }
+        if d.eof && d.buffered == 0 && !d.shutdownSent {
+            d.shutdownSent = true
+            Socket.shutdownWrite(to)
+        }
+        return .progressed(movedAny)
+    }
+
+    /// The fallback when no pipe can be had: peek, send, consume what was sent.
+    private func copy(_ d: inout Direction, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool) -> PumpResult {
+        var movedAny = false
+        let buffer = context.scratch
+        while readable && writable && !d.eof {
+            let peeked = recv(from, buffer.baseAddress, buffer.count, Int32(MSG_PEEK | MSG_DONTWAIT))
+            if peeked == 0 { d.eof = true; break }
+            if peeked < 0 {
+                if errno == EAGAIN || errno == EINTR { readable = errno != EAGAIN; continue }
+                return .readFailed(Errno(rawValue: errno))
+            }
+            let sent = send(to, buffer.baseAddress, peeked, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if sent < 0 {
+                if errno == EAGAIN || errno == EINTR { writable = errno != EAGAIN; continue }
+                return .writeFailed(Errno(rawValue: errno))
+            }
+            _ = recv(from, buffer.baseAddress, sent, Int32(MSG_DONTWAIT))
+            d.moved &+= UInt64(sent)
+            if to == backendFD { context.counters.bytesToBackend &+= UInt64(sent) } else { context.counters.bytesToClient &+= UInt64(sent) }
+            movedAny = true
+        }
+        if d.eof && !d.shutdownSent {
+            d.shutdownSent = true
+            Socket.shutdownWrite(to)
+        }
+        return .progressed(movedAny)
+    }
+
+    // MARK: closing
+
+    private func close(reset: Bool) {
+        guard phase != .closed else { return }
+        phase = .closed
+        if reset {
+            Socket.setResetOnClose(clientFD)
+            Socket.setResetOnClose(backendFD)
+        }
+        context.loop.detach(id)
+        client = nil
+        backend = nil
+        // Pipes with bytes in them are closed, never pooled.
+        if up.buffered == 0, let p = upPipe.take() { context.pipes.give(p) }
+        if down.buffered == 0, let p = downPipe.take() { context.pipes.give(p) }
+        upPipe = nil
+        downPipe = nil
+        context.counters.active -= 1
+        context.counters.closed &+= 1
+    }
+}
