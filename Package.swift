@@ -50,10 +50,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(name: "TestSupport", dependencies: ["LinuxIO"], path: "Tests/TestSupport"),
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
-        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO"]),
-        .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO"]),
+        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
+        .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

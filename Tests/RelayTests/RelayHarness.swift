@@ -1,0 +1,55 @@
+import Glibc
+import LinuxIO
+import Relay
+import TestSupport
+
+/// A relay on 127.0.0.1 (or another address) running its own loop thread, as berth runs it.
+final class RelayHarness {
+    let listener: Listener
+    private let loop: EventLoop
+    private let context: RelayContext
+    private var thread: LoopThread?
+
+    var address: SocketAddress { listener.address }
+
+    init(target: SocketAddress, host: String = "127.0.0.1", config: RelayConfig = RelayConfig()) throws {
+        listener = try Listener.tcp(SocketAddress(ip: host, port: 0)!)
+        loop = try EventLoop()
+        context = RelayContext(loop: loop, config: config)
+        try TCPAcceptor(listener: listener, target: target, context: context).start()
+        let handover = Handover(loop)
+        thread = try LoopThread(name: "relay-under-test") {
+            do { try handover.value.run() } catch { fatalError("loop: \(error)") }
+        }
+    }
+
+    /// Stops the loop and returns its counters (read after the thread has ended).
+    @discardableResult
+    func stop() -> RelayCounters {
+        loop.waker.stop()
+        thread?.join()
+        thread = nil
+        return context.counters
+    }
+
+    deinit { stop() }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then closed).
+func unusedPort() -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    let a = SocketAddress(ip: "127.0.0.1", port: 0)!
+    _ = a.withSockAddr { bind(fd, $0, $1) }
+    return (try? Socket.localAddress(fd).port) ?? 1
+}
+
+/// An order-sensitive checksum of a stream, computed chunk by chunk.
+struct StreamSum {
+    private(set) var value: UInt64 = fnvOffset
+    private(set) var count = 0
+    mutating func add(_ bytes: [UInt8]) {
+        fnv1a(bytes, into: &value)
+        count += bytes.count
+    }
+}

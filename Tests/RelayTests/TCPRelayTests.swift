@@ -1,0 +1,233 @@
+import Glibc
+import LinuxIO
+import Relay
+import Synchronization
+import TestSupport
+import XCTest
+
+final class TCPRelayTests: XCTestCase {
+    func testEchoThroughRelay() throws {
+        let server = try TestServer.echo()
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        try client.send("hello, berth")
+        XCTAssertEqual(String(decoding: try client.receive(exactly: 12), as: UTF8.self), "hello, berth")
+        client.shutdownWrite()
+        XCTAssertEqual(try client.receiveAll(), [], "the echo server closes after our FIN, and so must the relay")
+        let counters = relay.stop()
+        XCTAssertEqual(counters.accepted, 1)
+        XCTAssertEqual(counters.bytesToBackend, 12)
+        XCTAssertEqual(counters.bytesToClient, 12)
+    }
+
+    func testSixtyFourMiBBothDirectionsAtOnce() throws {
+        let size = 64 << 20
+        let chunkUp = pattern(1 << 20, seed: 1)
+        let chunkDown = pattern(1 << 20, seed: 2)
+        var expectedUp = StreamSum()
+        var expectedDown = StreamSum()
+        for _ in 0..<(size >> 20) {
+            expectedUp.add(chunkUp)
+            expectedDown.add(chunkDown)
+        }
+        let received = Mutex<StreamSum?>(nil)
+        let server = try TestServer { socket in
+            let sender = try? LoopThread(name: "down") {
+                for _ in 0..<(size >> 20) { try? socket.send(chunkDown) }
+                socket.shutdownWrite()
+            }
+            var sum = StreamSum()
+            while let chunk = try? socket.receive(), !chunk.isEmpty { sum.add(chunk) }
+            sender?.join()
+            received.withLock { $0 = sum }
+            socket.close()
+        }
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        let sender = try LoopThread(name: "up") {
+            for _ in 0..<(size >> 20) { try? client.send(chunkUp) }
+            client.shutdownWrite()
+        }
+        var down = StreamSum()
+        while true {
+            let chunk = try client.receive()
+            if chunk.isEmpty { break }
+            down.add(chunk)
+        }
+        sender.join()
+        XCTAssertEqual(down.count, size)
+        XCTAssertEqual(down.value, expectedDown.value, "backend → client bytes differ")
+        XCTAssertTrue(eventually { received.withLock { $0 != nil } })
+        let up = received.withLock { $0! }
+        XCTAssertEqual(up.count, size)
+        XCTAssertEqual(up.value, expectedUp.value, "client → backend bytes differ")
+        let counters = relay.stop()
+        XCTAssertEqual(counters.bytesToBackend, UInt64(size))
+        XCTAssertEqual(counters.bytesToClient, UInt64(size))
+    }
+
+    func testClientHalfClosesFirstAndStillGetsTheResponse() throws {
+        let server = try TestServer { socket in
+            let request = (try? socket.receiveAll()) ?? []
+            try? socket.send("got \(request.count) bytes")
+            socket.close()
+        }
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        try client.send("a request of 27 bytes......")
+        client.shutdownWrite()
+        XCTAssertEqual(String(decoding: try client.receiveAll(), as: UTF8.self), "got 27 bytes")
+    }
+
+    func testBackendHalfClosesFirstAndStillGetsTheClientsBytes() throws {
+        let late = Mutex<String?>(nil)
+        let server = try TestServer { socket in
+            try? socket.send("banner")
+            socket.shutdownWrite()
+            let rest = (try? socket.receiveAll()) ?? []
+            late.withLock { $0 = String(decoding: rest, as: UTF8.self) }
+            socket.close()
+        }
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        XCTAssertEqual(String(decoding: try client.receiveAll(), as: UTF8.self), "banner")
+        try client.send("sent after the backend's FIN")
+        client.shutdownWrite()
+        XCTAssertTrue(eventually { late.withLock { $0 != nil } })
+        XCTAssertEqual(late.withLock { $0 }, "sent after the backend's FIN")
+    }
+
+    func testClientResetResetsTheBackend() throws {
+        let outcome = Mutex<Int32?>(nil)
+        let server = try TestServer { socket in
+            _ = try? socket.receive(exactly: 5)
+            try? socket.send("ready")
+            var result = socket.receiveOutcome()
+            while result.errno == 0 && !result.bytes.isEmpty { result = socket.receiveOutcome() }
+            outcome.withLock { $0 = result.errno }
+        }
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        try client.send("hello")
+        _ = try client.receive(exactly: 5)
+        client.reset()
+        XCTAssertTrue(eventually { outcome.withLock { $0 != nil } })
+        XCTAssertEqual(outcome.withLock { $0 }, ECONNRESET, "the backend must see a reset, not a FIN")
+    }
+
+    func testBackendResetResetsTheClient() throws {
+        let server = try TestServer { socket in
+            _ = try? socket.receive(exactly: 5)
+            socket.reset()
+        }
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        try client.send("hello")
+        var result = client.receiveOutcome()
+        while result.errno == 0 && !result.bytes.isEmpty { result = client.receiveOutcome() }
+        XCTAssertEqual(result.errno, ECONNRESET, "the client must see a reset, not a FIN")
+        XCTAssertGreaterThanOrEqual(relay.stop().resets, 1)
+    }
+
+    func testRefusedBackendResetsTheClientAndTheListenerRecovers() throws {
+        let port = unusedPort()
+        let target = SocketAddress(ip: "127.0.0.1", port: port)!
+        let relay = try RelayHarness(target: target)
+        let client = try TestSocket.connect(relay.address, timeoutSeconds: 5)
+        let result = client.receiveOutcome()
+        XCTAssertEqual(result.errno, ECONNRESET, "a refused backend resets the client (got \(errnoText(result.errno)))")
+
+        let server = try TestServer(port: port) { socket in
+            while let chunk = try? socket.receive(), !chunk.isEmpty { try? socket.send(chunk) }
+        }
+        defer { server.stop() }
+        let again = try TestSocket.connect(relay.address)
+        try again.send("back")
+        XCTAssertEqual(try again.receive(exactly: 4), Array("back".utf8))
+        XCTAssertEqual(relay.stop().refused, 1)
+    }
+
+    func testConnectTimeoutResetsTheClient() throws {
+        // A listener that never accepts, with its backlog full: the next SYN goes unanswered.
+        let stuck = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(stuck) }
+        let any = SocketAddress(ip: "127.0.0.1", port: 0)!
+        _ = any.withSockAddr { bind(stuck, $0, $1) }
+        listen(stuck, 0)
+        let target = try Socket.localAddress(stuck)
+        var fillers: [TestSocket] = []
+        for _ in 0..<2 { if let s = try? TestSocket.connect(target, timeoutSeconds: 1) { fillers.append(s) } }
+
+        var config = RelayConfig()
+        config.connectTimeout = .milliseconds(300)
+        let relay = try RelayHarness(target: target, config: config)
+        let client = try TestSocket.connect(relay.address, timeoutSeconds: 10)
+        XCTAssertEqual(client.receiveOutcome().errno, ECONNRESET)
+        XCTAssertEqual(relay.stop().connectTimeouts, 1)
+    }
+
+    func testHalfClosedConnectionWithNothingMovingTimesOut() throws {
+        let server = try TestServer { socket in
+            _ = socket.receiveOutcome()  // sees the FIN, then sits there holding the connection
+            sleep(5)
+        }
+        var config = RelayConfig()
+        config.halfCloseTimeout = .milliseconds(300)
+        let relay = try RelayHarness(target: server.address, config: config)
+        let client = try TestSocket.connect(relay.address, timeoutSeconds: 10)
+        client.shutdownWrite()
+        XCTAssertEqual(client.receiveOutcome().errno, ECONNRESET)
+        XCTAssertEqual(relay.stop().halfCloseTimeouts, 1)
+    }
+
+    func testThreeHundredConcurrentConnections() throws {
+        let server = try TestServer.echo()
+        let relay = try RelayHarness(target: server.address)
+        var clients: [TestSocket] = []
+        for i in 0..<300 {
+            let c = try TestSocket.connect(relay.address)
+            try c.send("client \(i) says hello;")
+            clients.append(c)
+        }
+        for (i, c) in clients.enumerated() {
+            let expected = "client \(i) says hello;"
+            XCTAssertEqual(String(decoding: try c.receive(exactly: expected.utf8.count), as: UTF8.self), expected)
+        }
+        clients.removeAll()
+        XCTAssertEqual(relay.stop().accepted, 300)
+    }
+
+    func testSocketCountReturnsToBaselineAfterTwoThousandConnections() throws {
+        let server = try TestServer.echo()
+        let relay = try RelayHarness(target: server.address)
+        // Warm up: the pool's first pipe and the thread stacks exist before the baseline.
+        for _ in 0..<3 {
+            let c = try TestSocket.connect(relay.address)
+            try c.send("w")
+            _ = try c.receive(exactly: 1)
+        }
+        usleep(200_000)
+        let socketsBefore = openSocketCount()
+        for i in 0..<2000 {
+            let c = try TestSocket.connect(relay.address)
+            try c.send("\(i)")
+            _ = try c.receive(exactly: "\(i)".utf8.count)
+            c.shutdownWrite()
+            _ = try c.receiveAll()
+            c.close()
+        }
+        XCTAssertTrue(eventually { openSocketCount() <= socketsBefore }, "sockets: \(socketsBefore) before, \(openSocketCount()) after")
+        let counters = relay.stop()
+        XCTAssertEqual(counters.accepted, 2003)
+        XCTAssertEqual(counters.active, 0)
+        print("socket count: \(socketsBefore) before 2,000 connections, \(openSocketCount()) after; relay closed \(counters.closed)")
+    }
+
+    func testIPv6ClientToIPv4Backend() throws {
+        let server = try TestServer.echo()
+        let relay = try RelayHarness(target: server.address, host: "::1")
+        let client = try TestSocket.connect(relay.address)
+        try client.send("v6 to v4")
+        XCTAssertEqual(try client.receive(exactly: 8), Array("v6 to v4".utf8))
+    }
+}

@@ -1,0 +1,228 @@
+// Blocking-socket helpers for tests: a test is a client or a server the way a user's
+// program would be, with plain blocking calls and timeouts.
+
+import Glibc
+import LinuxIO
+import Synchronization
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A blocking TCP socket owned by a test.
+public final class TestSocket: @unchecked Sendable {
+    public let fd: Int32
+    private let closed = Atomic<Bool>(false)
+
+    public init(fd: Int32) { self.fd = fd }
+    deinit { close() }
+
+    public func close() {
+        if !closed.exchange(true, ordering: .acquiringAndReleasing) { Glibc.close(fd) }
+    }
+
+    /// Connects with a receive/send timeout so a broken relay fails the test instead of hanging it.
+    public static func connect(_ address: SocketAddress, timeoutSeconds: Int = 20) throws -> TestSocket {
+        let fd = Glibc.socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(errnoText())") }
+        let s = TestSocket(fd: fd)
+        s.setTimeout(seconds: timeoutSeconds)
+        let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+        guard rc == 0 else { throw TestFailure("connect \(address): \(errnoText())") }
+        return s
+    }
+
+    public func setTimeout(seconds: Int) {
+        var tv = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    public func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TestFailure("send: \(errnoText())")
+            }
+            offset += n
+        }
+    }
+
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Reads up to `max` bytes; empty at end of file. Throws on error or timeout.
+    public func receive(max: Int = 65536) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: max)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, max, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TestFailure("recv: \(errnoText())")
+            }
+            return Array(buffer[0..<n])
+        }
+    }
+
+    public func receive(exactly count: Int) throws -> [UInt8] {
+        var result: [UInt8] = []
+        while result.count < count {
+            let chunk = try receive(max: min(65536, count - result.count))
+            if chunk.isEmpty { throw TestFailure("end of file after \(result.count) of \(count) bytes") }
+            result += chunk
+        }
+        return result
+    }
+
+    /// Reads until end of file.
+    public func receiveAll() throws -> [UInt8] {
+        var result: [UInt8] = []
+        while true {
+            let chunk = try receive()
+            if chunk.isEmpty { return result }
+            result += chunk
+        }
+    }
+
+    /// What the next read says: bytes, end of file, or the errno (ECONNRESET).
+    public func receiveOutcome() -> (bytes: [UInt8], errno: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, 65536, 0) }
+        if n < 0 { return ([], errno) }
+        return (Array(buffer[0..<n]), 0)
+    }
+
+    public func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Closes with RST instead of FIN.
+    public func reset() {
+        var l = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        close()
+    }
+}
+
+public func errnoText(_ e: Int32 = errno) -> String { String(cString: strerror(e)) }
+
+/// A blocking TCP server on a loopback address; each client is served on its own thread.
+public final class TestServer: @unchecked Sendable {
+    public let address: SocketAddress
+    private let listenFD: Int32
+    private let handler: @Sendable (TestSocket) -> Void
+    private var thread: LoopThread?
+    private let accepted = Atomic<Int>(0)
+
+    public var acceptedCount: Int { accepted.load(ordering: .relaxed) }
+
+    public init(host: String = "127.0.0.1", port: UInt16 = 0, handler: @escaping @Sendable (TestSocket) -> Void) throws {
+        let bindAddress = SocketAddress(ip: host, port: port)!
+        let fd = Glibc.socket(bindAddress.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
+        if bindAddress.isV6 { setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, 4) }
+        guard bindAddress.withSockAddr({ Glibc.bind(fd, $0, $1) }) == 0, Glibc.listen(fd, 1024) == 0 else {
+            let text = errnoText()
+            Glibc.close(fd)
+            throw TestFailure("test server bind \(bindAddress): \(text)")
+        }
+        listenFD = fd
+        address = try Socket.localAddress(fd)
+        self.handler = handler
+        thread = try LoopThread(name: "test-server") { [self] in self.acceptLoop() }
+    }
+
+    private func acceptLoop() {
+        while true {
+            let client = Glibc.accept(listenFD, nil, nil)
+            if client < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return  // closed by stop()
+            }
+            accepted.add(1, ordering: .relaxed)
+            let socket = TestSocket(fd: client)
+            socket.setTimeout(seconds: 30)
+            let handler = self.handler
+            _ = try? LoopThread(name: "test-conn") { handler(socket) }
+        }
+    }
+
+    public func stop() {
+        Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
+        Glibc.close(listenFD)
+        thread?.join()
+        thread = nil
+    }
+
+    deinit { if thread != nil { stop() } }
+
+    /// Echoes everything back, then closes after the client's EOF.
+    public static func echo(host: String = "127.0.0.1") throws -> TestServer {
+        try TestServer(host: host) { socket in
+            while let chunk = try? socket.receive(), !chunk.isEmpty {
+                if (try? socket.send(chunk)) == nil { break }
+            }
+            socket.close()
+        }
+    }
+}
+
+/// Open descriptors of this process, or of `pid`.
+public func openDescriptorCount(pid: Int32? = nil) -> Int {
+    let path = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
+    guard let dir = opendir(path) else { return -1 }
+    defer { closedir(dir) }
+    var count = 0
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { count += 1 }
+    }
+    return count
+}
+
+/// Sockets among the open descriptors of `pid` (or this process).
+public func openSocketCount(pid: Int32? = nil) -> Int {
+    let path = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
+    guard let dir = opendir(path) else { return -1 }
+    defer { closedir(dir) }
+    var count = 0
+    var target = [CChar](repeating: 0, count: 256)
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name == "." || name == ".." { continue }
+        let n = readlink(path + "/" + name, &target, 255)
+        if n > 0, String(decoding: target[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("socket:") { count += 1 }
+    }
+    return count
+}
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass; the answer, not the time, is what tests assert.
+public func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Instant.now() + .milliseconds(Int(seconds * 1000))
+    while Instant.now() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
+}
+
+/// A deterministic byte pattern and a checksum to compare transfers without keeping both copies.
+public func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+    var x = seed | 1
+    var out = [UInt8](repeating: 0, count: count)
+    for i in 0..<count {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17
+        out[i] = UInt8(truncatingIfNeeded: x)
+    }
+    return out
+}
+
+public func fnv1a(_ bytes: [UInt8], into hash: inout UInt64) {
+    for b in bytes {
+        hash ^= UInt64(b)
+        hash = hash &* 0x100_0000_01b3
+    }
+}
+
+public let fnvOffset: UInt64 = 0xcbf2_9ce4_8422_2325
