@@ -1,0 +1,83 @@
+import ArgumentParser
+import Glibc
+import Logging
+import Mappings
+import Publishing
+import Relay
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish ports of one container address until SIGINT or SIGTERM.",
+        discussion: """
+            For every listener it binds, berth prints one line in `docker port` style, e.g.
+              80/tcp -> 0.0.0.0:49153
+              80/tcp -> [::]:49153
+            which is how scripts learn an ephemeral port. Without a host IP berth binds all
+            addresses on both families, each its own socket, as Docker does.
+
+            Examples:
+              berth run -p 80:80 172.17.0.2
+              berth run -p 80 172.17.0.2
+              berth run -p 127.0.0.1:80:80 172.17.0.2
+            """
+    )
+
+    @Option(name: .customShort("p"), help: ArgumentHelp("Publish a port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO].", valueName: "spec"))
+    var publish: [String] = []
+
+    @Argument(help: ArgumentHelp("The container's address (IPv4 or IPv6).", valueName: "target-ip"))
+    var target: String
+
+    @Option(help: ArgumentHelp("Seconds to wait for the container to accept a connection.", valueName: "seconds"))
+    var connectTimeout: Double = 5
+
+    @Option(help: ArgumentHelp("Seconds a half-closed TCP connection may sit with nothing moving.", valueName: "seconds"))
+    var halfCloseTimeout: Double = 3600
+
+    @Option(help: ArgumentHelp("Event loop threads.", valueName: "n"))
+    var threads: Int = 1
+
+    @Option(help: ArgumentHelp("Bytes per splice pipe.", valueName: "bytes"))
+    var pipeSize: Int = 1 << 20
+
+    @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
+    var logLevel: Logger.Level = .notice
+
+    func validate() throws {
+        if publish.isEmpty { throw ValidationError("nothing to publish: give at least one -p") }
+        if !(connectTimeout > 0) { throw ValidationError("--connect-timeout must be more than 0 seconds") }
+        if !(halfCloseTimeout > 0) { throw ValidationError("--half-close-timeout must be more than 0 seconds") }
+        if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+        if pipeSize < 4096 { throw ValidationError("--pipe-size must be at least 4096 bytes") }
+    }
+
+    func run() throws {
+        bootstrapLogging(logLevel)
+        guard let targetIP = IPAddress(target) else {
+            complain("target IP \"\(target)\" is not an IPv4 or IPv6 address")
+            throw ExitCode(2)
+        }
+        var mappings: [PortMapping] = []
+        for text in publish {
+            do {
+                mappings += try PortSpec(parsing: text).mappings(to: targetIP)
+            } catch {
+                complain("\(error)")
+                throw ExitCode(2)
+            }
+        }
+        var options = PublishOptions()
+        options.threads = threads
+        options.relay.connectTimeout = .seconds(connectTimeout)
+        options.relay.halfCloseTimeout = .seconds(halfCloseTimeout)
+        options.relay.pipeSize = pipeSize
+        let publisher = Publisher(options: options, logger: Logger(label: "berth"))
+        do {
+            for port in try publisher.bind(mappings) { say(port.line) }
+            try publisher.run()
+        } catch {
+            complain("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,149 @@
+// Runs the built berth binary the way a user or dockerd would: argv, extra descriptors
+// (fd 3 and 4 for the docker-proxy protocol), stdout and stderr captured.
+
+import Glibc
+import LinuxIO
+
+public final class Subprocess: @unchecked Sendable {
+    public let pid: pid_t
+    private let stdoutFD: Int32
+    private let stderrFD: Int32
+    private var stdoutBuffer: [UInt8] = []
+    private var stderrBuffer: [UInt8] = []
+    private var exitStatus: Int32?
+
+    /// `extraFDs`: child fd number → parent fd to dup there (e.g. [3: pipeWriteEnd]).
+    public init(_ path: String, _ arguments: [String], extraFDs: [Int32: Int32] = [:], environment: [String]? = nil) throws {
+        var out: [Int32] = [0, 0]
+        var err: [Int32] = [0, 0]
+        guard pipe(&out) == 0, pipe(&err) == 0 else { throw TestFailure("pipe: \(errnoText())") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+        for (child, parent) in extraFDs.sorted(by: { $0.key < $1.key }) {
+            posix_spawn_file_actions_adddup2(&actions, parent, child)
+        }
+        // A fresh signal mask: tests may have blocked signals berth must see.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        let env = (environment ?? Subprocess.currentEnvironment()).map { strdup($0) } + [nil]
+        defer { for p in env { free(p) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, path, &actions, &attributes, argv, env)
+        close(out[1])
+        close(err[1])
+        guard rc == 0 else {
+            close(out[0]); close(err[0])
+            throw TestFailure("spawn \(path): \(errnoText(rc))")
+        }
+        pid = child
+        stdoutFD = out[0]
+        stderrFD = err[0]
+    }
+
+    deinit {
+        if exitStatus == nil {
+            kill(pid, SIGKILL)
+            _ = waitForExit(seconds: 5)
+        }
+        close(stdoutFD)
+        close(stderrFD)
+    }
+
+    static func currentEnvironment() -> [String] {
+        var result: [String] = []
+        var p = environ
+        while let entry = p.pointee {
+            result.append(String(cString: entry))
+            p += 1
+        }
+        return result
+    }
+
+    /// Reads what is available on stdout and stderr, waiting up to `milliseconds`.
+    private func pump(milliseconds: Int32) {
+        var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
+        guard poll(&fds, 2, milliseconds) > 0 else { return }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        for (i, f) in fds.enumerated() where f.revents != 0 {
+            let n = read(f.fd, &chunk, chunk.count)
+            if n > 0 {
+                if i == 0 { stdoutBuffer += chunk[0..<n] } else { stderrBuffer += chunk[0..<n] }
+            }
+        }
+    }
+
+    public var stdout: String { String(decoding: stdoutBuffer, as: UTF8.self) }
+    public var stderr: String { String(decoding: stderrBuffer, as: UTF8.self) }
+
+    public var stdoutLines: [String] { stdout.split(separator: "\n").map(String.init) }
+
+    /// Waits until stdout has `count` complete lines (or the process exits, or time runs out).
+    @discardableResult
+    public func waitForLines(_ count: Int, seconds: Double = 20) -> [String] {
+        let deadline = Instant.now() + .milliseconds(Int(seconds * 1000))
+        while Instant.now() < deadline {
+            if stdoutBuffer.filter({ $0 == 10 }).count >= count { break }
+            if exitStatus != nil || hasExited() { pump(milliseconds: 50); break }
+            pump(milliseconds: 50)
+        }
+        return stdoutLines
+    }
+
+    private func hasExited() -> Bool {
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid {
+            exitStatus = status
+            return true
+        }
+        return false
+    }
+
+    public func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Exit code (or 128 + signal), nil if it did not exit in time. Drains stdout/stderr meanwhile.
+    public func waitForExit(seconds: Double = 20) -> Int32? {
+        let deadline = Instant.now() + .milliseconds(Int(seconds * 1000))
+        while exitStatus == nil && Instant.now() < deadline {
+            if hasExited() { break }
+            pump(milliseconds: 20)
+        }
+        pump(milliseconds: 0)
+        pump(milliseconds: 0)
+        guard let status = exitStatus else { return nil }
+        let signalled = status & 0x7f
+        return signalled == 0 ? (status >> 8) & 0xff : 128 + signalled
+    }
+
+    /// Runs to completion: (exit code, stdout, stderr).
+    public static func run(_ path: String, _ arguments: [String], seconds: Double = 30) throws -> (code: Int32?, stdout: String, stderr: String) {
+        let p = try Subprocess(path, arguments)
+        let code = p.waitForExit(seconds: seconds)
+        return (code, p.stdout, p.stderr)
+    }
+}
+
+/// The built `berth` binary next to the test bundle (`.build/<triple>/debug/berth`).
+public func berthBinary() -> String {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, 4095)
+    let exe = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    var dir = exe
+    while !dir.isEmpty && !dir.hasSuffix("/") { dir.removeLast() }
+    // The test bundle is `<dir>/berthPackageTests.xctest`; berth sits beside it.
+    if access(dir + "berth", X_OK) == 0 { return dir + "berth" }
+    let candidate = dir + "../berth"
+    return access(candidate, X_OK) == 0 ? candidate : (dir + "berth")
+}
+
+public var isRoot: Bool { geteuid() == 0 }
