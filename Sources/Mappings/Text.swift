@@ -1,0 +1,51 @@
+// Small text helpers shared by the `-p` grammar and the docker-proxy flag parser.
+
+/// The outcome of reading a port number written in plain decimal.
+enum DecimalPort: Equatable {
+    case value(UInt16)
+    /// Decimal digits only, but above 65535.
+    case tooLarge
+    /// Empty, or something other than ASCII decimal digits (a sign, a space, a letter).
+    case notANumber
+
+    /// Reads ASCII decimal digits; leading zeros are accepted (`080` is 80, as Docker's `-p` reads it).
+    init(_ text: some StringProtocol) {
+        guard !text.isEmpty else {
+            self = .notANumber
+            return
+        }
+        var value = 0
+        for byte in text.utf8 {
+            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else {
+                self = .notANumber
+                return
+            }
+            if value <= 65535 {
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+        }
+        self = value <= 65535 ? .value(UInt16(value)) : .tooLarge
+    }
+}
+
+/// `text` in double quotes, with quotes, backslashes and control characters escaped, so that an error
+/// message that quotes user input stays on one line.
+func quoted(_ text: some StringProtocol) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7f {
+                out += "\\u{" + String(scalar.value, radix: 16) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
