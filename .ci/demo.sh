@@ -43,9 +43,9 @@ wait_lines() {
 fetch() { # url label
 	local body
 	if body=$(curl -sS --max-time 5 "$1" 2>&1); then
-		say "$(printf '%-28s' "$2") -> $(echo "$body" | head -1)"
+		say "$(printf '%-34s' "$2") -> $(echo "$body" | head -1)"
 	else
-		say "$(printf '%-28s' "$2") -> FAILED: $body"
+		say "$(printf '%-34s' "$2") -> FAILED: $body"
 		FAILED=1
 	fi
 }
@@ -87,7 +87,6 @@ ip link set "veth-$$" master "$BRIDGE" up
 ip -n "$NS" link set lo up
 ip -n "$NS" addr add "$SUBNET.2/24" dev eth0
 ip -n "$NS" link set eth0 up
-ip -n "$NS" route add default via "$SUBNET.1"
 
 ip netns exec "$NS" python3 -m http.server 80 --bind "$SUBNET.2" --directory "$WORK/www" > "$WORK/server" 2>&1 &
 SERVER_PID=$!

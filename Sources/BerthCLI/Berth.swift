@@ -7,19 +7,24 @@ struct Berth: ParsableCommand {
         commandName: "berth",
         abstract: "Publish container ports: listen on host addresses and forward TCP and UDP to a container.",
         discussion: """
-            berth does what `docker run -p` and docker-proxy do, in one process for any number of ports.
+            Does what `docker run -p` and docker-proxy do, in one process for many ports.
 
-            Port specs use Docker's -p grammar, [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]:
-              -p 80:80             host port 80 on all addresses (0.0.0.0 and ::) -> container port 80
-              -p 80                a free host port picked by the system -> container port 80
-              -p 127.0.0.1:80:80   host port 80 on 127.0.0.1 only -> container port 80
-              -p 8000-8010:80-90   eleven ports, pairwise;  -p 8000-8010:80  one free port of the range
-              -p [::1]:8080:80     an IPv6 host address;     -p 53:53/udp  UDP
+            Port specs use Docker's -p grammar:
+              [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]
+              -p 80:80            host port 80, all addresses (0.0.0.0 and ::)
+              -p 80               a free host port the system picks
+              -p 127.0.0.1:80:80  host port 80 on 127.0.0.1 only
+              -p 8000-8010:80-90  eleven ports, pairwise
+              -p 8000-8010:80     one free port of the host range
+              -p [::1]:8080:80    an IPv6 host address
+              -p 53:53/udp        UDP
 
-            Example: berth run -p 8080:80 -p 80 -p 127.0.0.1:8081:80 172.17.0.2
+            Example:
+              berth run -p 8080:80 -p 80 -p 127.0.0.1:8081:80 172.17.0.2
 
-            berth also accepts docker-proxy's own flags (-proto, -host-ip, -host-port, -container-ip,
-            -container-port, -use-listen-fd), so dockerd can use it as its userland-proxy-path.
+            berth also takes docker-proxy's flags (-proto, -host-ip, -host-port,
+            -container-ip, -container-port, -use-listen-fd), so dockerd can run
+            it as its userland-proxy-path.
             """,
         version: berthVersion,
         subcommands: [Run.self],
