@@ -50,7 +50,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "TestSupport", dependencies: ["LinuxIO"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux"], path: "Tests/TestSupport"),
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),

@@ -21,6 +21,9 @@ int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 }
 
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
+int CBerthLinux_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
 
 const unsigned int CBerthLinux_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
 const unsigned int CBerthLinux_SPLICE_F_MORE = SPLICE_F_MORE;

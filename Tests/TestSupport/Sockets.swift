@@ -1,6 +1,7 @@
 // Blocking-socket helpers for tests: a test is a client or a server the way a user's
 // program would be, with plain blocking calls and timeouts.
 
+import CBerthLinux
 import Glibc
 import LinuxIO
 import Synchronization
@@ -135,7 +136,7 @@ public final class TestServer: @unchecked Sendable {
 
     private func acceptLoop() {
         while true {
-            let client = Glibc.accept(listenFD, nil, nil)
+            let client = CBerthLinux_accept4(listenFD, nil, nil, CBerthLinux_SOCK_CLOEXEC)
             if client < 0 {
                 if errno == EINTR || errno == ECONNABORTED { continue }
                 return  // closed by stop()
@@ -226,3 +227,32 @@ public func fnv1a(_ bytes: [UInt8], into hash: inout UInt64) {
 }
 
 public let fnvOffset: UInt64 = 0xcbf2_9ce4_8422_2325
+
+/// A TCP port on 127.0.0.1 and ::1 that nothing listens on right now (bound, then closed).
+public func freePort() -> UInt16 {
+    for _ in 0..<20 {
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var off: Int32 = 0
+        setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)  // dual stack: free on both families
+        let a = SocketAddress(ip: "::", port: 0)!
+        guard a.withSockAddr({ bind(fd, $0, $1) }) == 0, let port = try? Socket.localAddress(fd).port else { continue }
+        return port
+    }
+    return 0
+}
+
+/// Two consecutive free ports (p, p + 1), for range specs.
+public func freePortPair() -> UInt16 {
+    for _ in 0..<50 {
+        let p = freePort()
+        guard p > 0, p < 65535 else { continue }
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var off: Int32 = 0
+        setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)
+        let next = SocketAddress(ip: "::", port: p + 1)!
+        if next.withSockAddr({ bind(fd, $0, $1) }) == 0 { return p }
+    }
+    return 0
+}

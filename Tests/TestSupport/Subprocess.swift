@@ -1,6 +1,7 @@
 // Runs the built berth binary the way a user or dockerd would: argv, extra descriptors
 // (fd 3 and 4 for the docker-proxy protocol), stdout and stderr captured.
 
+import CBerthLinux
 import Glibc
 import LinuxIO
 
@@ -16,7 +17,7 @@ public final class Subprocess: @unchecked Sendable {
     public init(_ path: String, _ arguments: [String], extraFDs: [Int32: Int32] = [:], environment: [String]? = nil) throws {
         var out: [Int32] = [0, 0]
         var err: [Int32] = [0, 0]
-        guard pipe(&out) == 0, pipe(&err) == 0 else { throw TestFailure("pipe: \(errnoText())") }
+        guard CBerthLinux_pipe2(&out, CBerthLinux_O_CLOEXEC) == 0, CBerthLinux_pipe2(&err, CBerthLinux_O_CLOEXEC) == 0 else { throw TestFailure("pipe: \(errnoText())") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -25,6 +26,7 @@ public final class Subprocess: @unchecked Sendable {
         for (child, parent) in extraFDs.sorted(by: { $0.key < $1.key }) {
             posix_spawn_file_actions_adddup2(&actions, parent, child)
         }
+        CBerthLinux_spawn_closefrom(&actions, (extraFDs.keys.max() ?? 2) + 1)
         // A fresh signal mask: tests may have blocked signals berth must see.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

@@ -28,6 +28,9 @@ int CBerthLinux_recvmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int vlen, int flags);
 
 #include <pthread.h>
+#include <spawn.h>
+// posix_spawn_file_actions_addclosefrom_np is GNU: a child gets only the descriptors it is given.
+int CBerthLinux_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
 // pthread_setname_np is GNU too.
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
 
