@@ -21,6 +21,10 @@ int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 }
 
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
+#include <sched.h>
+int CBerthLinux_setns(int fd, int nstype) { return setns(fd, nstype); }
+const int CBerthLinux_CLONE_NEWNET = CLONE_NEWNET;
+
 int CBerthLinux_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }

@@ -29,6 +29,9 @@ int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 
 #include <pthread.h>
 #include <spawn.h>
+// setns(2) is GNU: tests enter network namespaces they created.
+int CBerthLinux_setns(int fd, int nstype);
+extern const int CBerthLinux_CLONE_NEWNET;
 // posix_spawn_file_actions_addclosefrom_np is GNU: a child gets only the descriptors it is given.
 int CBerthLinux_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
 // pthread_setname_np is GNU too.
