@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Relay", targets: ["Relay"]),
         .library(name: "LinuxIO", targets: ["LinuxIO"]),
         .library(name: "Mappings", targets: ["Mappings"]),
+        .library(name: "Netfilter", targets: ["Netfilter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -51,6 +52,15 @@ let package = Package(
             ]
         ),
         .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux"], path: "Tests/TestSupport"),
+        .systemLibrary(
+            name: "CNetfilter",
+            pkgConfig: "libnftnl",
+            providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
+        ),
+        .target(name: "Netfilter", dependencies: ["CNetfilter", "Mappings"]),
+        // Drives Netfilter inside throwaway network namespaces for NetfilterTests; not a product.
+        .executableTarget(name: "NetfilterProbe", dependencies: ["Netfilter", "Mappings"]),
+        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Mappings", "NetfilterProbe"]),
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
