@@ -39,14 +39,14 @@ let package = Package(
         .target(
             name: "Publishing",
             dependencies: [
-                "Relay", "Mappings", "LinuxIO",
+                "Relay", "Netfilter", "Mappings", "LinuxIO",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "BerthCLI",
             dependencies: [
-                "Publishing", "Mappings", "LinuxIO",
+                "Publishing", "Mappings", "LinuxIO", "Netfilter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

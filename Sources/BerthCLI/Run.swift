@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import Mappings
+import Netfilter
 import Publishing
 import Relay
 
@@ -40,10 +41,21 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Bytes per splice pipe.", valueName: "bytes"))
     var pipeSize: Int = 1 << 20
 
+    @Option(help: ArgumentHelp(
+        "userspace (berth's relay), kernel (nftables DNAT) or hybrid (DNAT, and the relay for loopback and IPv6 to IPv4). Default: hybrid with CAP_NET_ADMIN, else userspace.",
+        valueName: "mode"))
+    var mode: Mode?
+
+    @Option(help: ArgumentHelp("berth's nftables table (inet family). Default: berth_<pid>.", valueName: "name"))
+    var nftTable: String?
+
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: Logger.Level = .notice
 
     func validate() throws {
+        if let nftTable, nftTable.isEmpty || nftTable.count > 64 || !nftTable.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+            throw ValidationError("--nft-table must be 1 to 64 letters, digits, _ or -")
+        }
         if publish.isEmpty { throw ValidationError("nothing to publish: give at least one -p") }
         if !(connectTimeout > 0) { throw ValidationError("--connect-timeout must be more than 0 seconds") }
         if !(halfCloseTimeout > 0) { throw ValidationError("--half-close-timeout must be more than 0 seconds") }
@@ -67,14 +79,38 @@ struct Run: ParsableCommand {
             }
         }
         var options = PublishOptions()
+        var automatic = false
+        if let mode {
+            if mode != .userspace && !Capability.hasNetAdmin() {
+                complain("--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)")
+                throw ExitCode(1)
+            }
+            options.mode = mode
+        } else {
+            let (picked, notice) = Mode.automatic()
+            if let notice { complain("notice: \(notice)") }
+            options.mode = picked
+            automatic = true
+        }
+        options.tableName = nftTable
         options.threads = threads
         options.relay.connectTimeout = .seconds(connectTimeout)
         options.relay.halfCloseTimeout = .seconds(halfCloseTimeout)
         options.relay.pipeSize = pipeSize
-        let publisher = Publisher(options: options, logger: Logger(label: "berth"))
+        var publisher = Publisher(options: options, logger: Logger(label: "berth"))
         do {
-            for port in try publisher.bind(mappings) { say(port.line) }
+            let ports: [BoundPort]
+            do {
+                ports = try publisher.bind(mappings)
+            } catch where error.isKernelPathFailure && automatic {
+                complain("notice: no kernel fast path (\(error)): forwarding in userspace only")
+                options.mode = .userspace
+                publisher = Publisher(options: options, logger: Logger(label: "berth"))
+                ports = try publisher.bind(mappings)
+            }
+            for port in ports { say(port.line) }
             try publisher.run()
+            publisher.close()
         } catch {
             complain("\(error)")
             throw ExitCode(1)

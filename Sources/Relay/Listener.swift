@@ -20,13 +20,15 @@ public final class Listener: Sendable {
     /// Binds and listens. IPv6 sockets are IPV6_V6ONLY, so `::` and `0.0.0.0` on the same
     /// port are two sockets, as Docker does. SO_REUSEADDR lets a restart bind while old
     /// connections sit in TIME_WAIT.
-    public static func tcp(_ address: SocketAddress, backlog: Int32 = 4096) throws(SyscallError) -> Listener {
+    /// With `listen: false` the port is only reserved (the kernel path serves it): a client
+    /// that reaches it anyway is refused rather than left waiting in a backlog.
+    public static func tcp(_ address: SocketAddress, backlog: Int32 = 4096, listen: Bool = true) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
         try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
         if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         try Socket.bind(socket.raw, address)
         do {
-            try Socket.listen(socket.raw, backlog: backlog)
+            if listen { try Socket.listen(socket.raw, backlog: backlog) }
         } catch {
             throw error.about(address.description)
         }
