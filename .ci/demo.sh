@@ -64,7 +64,7 @@ if [ "$(id -u)" != 0 ]; then
 	"$BERTH" run -p 127.0.0.1:18080:$PORT -p 127.0.0.1::$PORT 127.0.0.1 > "$WORK/ports" 2> "$WORK/err" &
 	BERTH_PID=$!
 	wait_lines 2
-	echo "berth reported:"; sed 's/^/  /' "$WORK/ports"
+	echo "berth reported:"; sed 's/^/  /' "$WORK/ports"; sed 's/^/  /' "$WORK/err"
 	EPHEMERAL=$(sed -n 2p "$WORK/ports" | sed 's/.*:\([0-9]*\)$/\1/')
 	echo "fetched:"
 	fetch "http://127.0.0.1:18080/" "127.0.0.1:18080"
