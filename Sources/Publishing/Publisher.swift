@@ -32,7 +32,8 @@ public struct BoundPort: Sendable {
 
 public struct PublishOptions: Sendable {
     public var relay = RelayConfig()
-    /// Event loops (threads). Each serves every TCP listener (EPOLLEXCLUSIVE wakes one).
+    /// Event loops (threads). Each serves every TCP listener (EPOLLEXCLUSIVE wakes one); a UDP
+    /// listener belongs to one loop (its flows' sockets live there), handed out round-robin.
     public var threads = 1
     public var mode = Mode.userspace
     /// berth's nftables table (`inet` family); nil: `berth_<pid>`, so several berths coexist.
@@ -66,8 +67,8 @@ public final class Publisher {
     public func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
         var bound: [(Listener, BoundPort)] = []
         for mapping in mappings {
-            guard mapping.proto == .tcp else {
-                throw PublishError("\(mapping.proto) is not supported yet: \(mapping)")
+            guard mapping.proto == .tcp || mapping.proto == .udp else {
+                throw PublishError("\(mapping.proto) is not supported: \(mapping)")
             }
             bound += try bindOne(mapping)
         }
@@ -139,7 +140,7 @@ public final class Publisher {
             var failed = false
             for host in hosts {
                 do {
-                    let listener = try Listener.tcp(SocketAddress(ip: host.bytes, port: port), listen: options.mode != .kernel)
+                    let listener = try listen(mapping.proto, SocketAddress(ip: host.bytes, port: port))
                     port = listener.address.port
                     got.append((listener, BoundPort(mapping: mapping, address: listener.address, target: target)))
                 } catch {
@@ -156,6 +157,12 @@ public final class Publisher {
             if let e = lastError, e.errno != .addressInUse && e.errno != .permissionDenied { break }
         }
         throw Self.explain(lastError!, mapping)
+    }
+
+    /// A TCP or UDP listener on `address`.
+    /// In kernel mode a TCP port is only reserved: DNAT serves it, loopback clients are refused.
+    private func listen(_ proto: Proto, _ address: SocketAddress) throws(SyscallError) -> Listener {
+        proto == .udp ? try Listener.udp(address) : try Listener.tcp(address, listen: options.mode != .kernel)
     }
 
     private static func explain(_ error: SyscallError, _ mapping: PortMapping) -> PublishError {
@@ -176,12 +183,22 @@ public final class Publisher {
     public func run(signals: [Int32] = [SIGINT, SIGTERM]) throws(PublishError) {
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
         var loops: [EventLoop] = []
+        var udpRelays: [UDPRelay] = []
+        // Closes the UDP flows once no loop runs any more.
+        defer { for relay in udpRelays { relay.stop() } }
+        let loopCount = max(1, options.threads)
+        let udp = options.mode == .kernel ? [] : zip(listeners, ports).filter { !$0.0.isTCP }
         do {
-            for _ in 0..<max(1, options.threads) {
+            for index in 0..<loopCount {
                 let loop = try EventLoop()
                 let context = RelayContext(loop: loop, config: options.relay, logger: logger)
                 for (listener, port) in zip(listeners, ports) where listener.isTCP && options.mode != .kernel {
                     try TCPAcceptor(listener: listener, target: port.target, context: context).start()
+                }
+                for (k, (listener, port)) in udp.enumerated() where k % loopCount == index {
+                    let relay = UDPRelay(listener: listener, target: port.target, context: context)
+                    try relay.start()
+                    udpRelays.append(relay)
                 }
                 loops.append(loop)
                 contexts.append(context)
