@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import LinuxIO
 import Logging
 import Mappings
 import Netfilter
@@ -35,6 +36,12 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds a half-closed TCP connection may sit with nothing moving.", valueName: "seconds"))
     var halfCloseTimeout: Double = 3600
 
+    @Option(help: ArgumentHelp("Seconds a UDP flow lives with no datagram either way.", valueName: "seconds"))
+    var udpTimeout: Double = 90
+
+    @Option(help: ArgumentHelp("UDP flows per listener; when full, the least recently active is evicted.", valueName: "n"))
+    var udpMaxFlows: Int = 4096
+
     @Option(help: ArgumentHelp("Event loop threads.", valueName: "n"))
     var threads: Int = 1
 
@@ -59,11 +66,16 @@ struct Run: ParsableCommand {
         if publish.isEmpty { throw ValidationError("nothing to publish: give at least one -p") }
         if !(connectTimeout > 0) { throw ValidationError("--connect-timeout must be more than 0 seconds") }
         if !(halfCloseTimeout > 0) { throw ValidationError("--half-close-timeout must be more than 0 seconds") }
+        if !(udpTimeout > 0) { throw ValidationError("--udp-timeout must be more than 0 seconds") }
+        if udpMaxFlows < 1 || udpMaxFlows > 1_000_000 { throw ValidationError("--udp-max-flows must be between 1 and 1000000") }
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if pipeSize < 4096 { throw ValidationError("--pipe-size must be at least 4096 bytes") }
     }
 
     func run() throws {
+        // Blocked before any port is reported, so a SIGTERM right after the report is not lost
+        // (the loop's signalfd picks it up once it runs).
+        EventLoop.blockSignals([SIGINT, SIGTERM])
         bootstrapLogging(logLevel)
         guard let targetIP = IPAddress(target) else {
             complain("target IP \"\(target)\" is not an IPv4 or IPv6 address")
@@ -97,6 +109,8 @@ struct Run: ParsableCommand {
         options.relay.connectTimeout = .seconds(connectTimeout)
         options.relay.halfCloseTimeout = .seconds(halfCloseTimeout)
         options.relay.pipeSize = pipeSize
+        options.relay.udpTimeout = .seconds(udpTimeout)
+        options.relay.udpMaxFlows = udpMaxFlows
         var publisher = Publisher(options: options, logger: Logger(label: "berth"))
         do {
             let ports: [BoundPort]

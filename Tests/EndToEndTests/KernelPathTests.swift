@@ -89,6 +89,36 @@ final class KernelPathTests: XCTestCase {
         XCTAssertTrue(try nft("list tables").isEmpty, "SIGTERM removes the table")
     }
 
+    func testUDPThroughDNATKeepsTheClientAddress() throws {
+        let server = try Topology.inside(topology.container) { try TestUDPEchoServer(host: Topology.containerIP) }
+        defer { server.stop() }
+        let berth = try startBerth(["--mode", "hybrid", "-p", "5353:\(server.address.port)/udp", Topology.containerIP], lines: 2)
+        let reply = try Topology.inside(topology.client) {
+            let client = try TestUDPSocket(host: "0.0.0.0")
+            try client.send(Array("ping".utf8), to: SocketAddress(ip: Topology.hostOutsideIP, port: 5353)!)
+            let (bytes, from) = try client.receiveFrom()
+            return (String(decoding: bytes, as: UTF8.self), from.description)
+        }
+        XCTAssertEqual(reply.0, "ping")
+        XCTAssertEqual(reply.1, "\(Topology.hostOutsideIP):5353", "the reply is un-NATed by conntrack")
+        XCTAssertEqual(server.senders.map(\.ipText), [Topology.clientIP], "the container sees the client's real address")
+        // The host's loopback goes through the userspace relay.
+        let viaRelay = try Topology.inside(topology.host) {
+            let client = try TestUDPSocket(host: "127.0.0.1")
+            try client.send(Array("local".utf8), to: SocketAddress(ip: "127.0.0.1", port: 5353)!)
+            return String(decoding: try client.receive(), as: UTF8.self)
+        }
+        XCTAssertEqual(viaRelay, "local")
+        XCTAssertEqual(server.senders.last?.ipText, Topology.bridgeIP)
+        XCTAssertTrue(try nft("list table inet \(table)").contains("udp . 5353"))
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+        // The UDP flow's conntrack entry went with the table: no flow keeps going to the old target.
+        let (program, argv) = Topology.exec(in: topology.host, "/usr/sbin/conntrack", ["-L", "-p", "udp", "--orig-port-dst", "5353"])
+        let entries = try Subprocess.run(program, argv)
+        XCTAssertFalse(entries.stdout.contains("src=\(Topology.clientIP)"), entries.stdout)
+    }
+
     func testKernelModeServesWithoutTheRelayAndRefusesLoopback() throws {
         let server = try peerReportingServer()
         defer { server.stop() }

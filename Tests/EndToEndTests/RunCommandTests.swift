@@ -116,6 +116,23 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(berth.waitForExit(), 0)
     }
 
+    func testUDPPortsOnBothFamiliesAndTheUDPOptions() throws {
+        let server = try TestUDPEchoServer()
+        let c = server.address.port
+        let (berth, lines) = try start(["--udp-timeout", "30", "--udp-max-flows", "64", "-p", "\(c)/udp", "127.0.0.1"], lines: 2)
+        XCTAssertTrue(lines[0].hasPrefix("\(c)/udp -> 0.0.0.0:"), lines[0])
+        XCTAssertTrue(lines[1].hasPrefix("\(c)/udp -> [::]:"), lines[1])
+        for host in ["127.0.0.1", "::1"] {
+            let client = try TestUDPSocket(host: host == "::1" ? "::1" : "127.0.0.1")
+            try client.send(Array("udp via \(host)".utf8), to: SocketAddress(ip: host, port: port(of: lines[0]))!)
+            let (bytes, from) = try client.receiveFrom()
+            XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "udp via \(host)")
+            XCTAssertEqual(from.ipText, host, "the reply comes from the address the client sent to")
+        }
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+    }
+
     func testMalformedSpecIsOneLineAndExitTwo() throws {
         for (spec, message) in [
             ("300.1.1.1:80:80", "berth: invalid port spec \"300.1.1.1:80:80\": host IP \"300.1.1.1\" is not an IPv4 or IPv6 address\n"),
