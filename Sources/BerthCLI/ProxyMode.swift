@@ -111,6 +111,8 @@ enum ProxyMode {
 
         var options = PublishOptions()
         options.threads = 1
+        // dockerd programs its own DNAT rules; the userland proxy only relays.
+        options.mode = .userspace
         let logger = Logger(label: "berth")
         let publisher = Publisher(options: options, logger: logger)
         do {
@@ -128,6 +130,7 @@ enum ProxyMode {
             complain("\(error)")
             return 1
         }
+        publisher.close()
         return 0
     }
 
@@ -158,10 +161,11 @@ enum ProxyMode {
             guard family == AF_INET || family == AF_INET6 else {
                 throw PublishError("-use-listen-fd: fd \(fd) is not an IPv4 or IPv6 socket")
             }
+            let stream = Int32(SOCK_STREAM.rawValue)
+            let datagram = Int32(SOCK_DGRAM.rawValue)
             let type = try Socket.type(fd)
-            let wanted = invocation.proto == .tcp ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)
-            guard type == wanted else {
-                let what = type == Int32(SOCK_STREAM.rawValue) ? "a TCP" : type == Int32(SOCK_DGRAM.rawValue) ? "a UDP" : "an unusable"
+            guard type == (invocation.proto == .tcp ? stream : datagram) else {
+                let what = type == stream ? "a TCP" : type == datagram ? "a UDP" : "an unusable"
                 throw PublishError("-use-listen-fd: fd \(fd) is \(what) socket, not \(invocation.proto)")
             }
             // dockerd listens before handing it over; a socket that is only bound is made to listen here.

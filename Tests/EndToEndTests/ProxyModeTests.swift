@@ -141,7 +141,12 @@ final class ProxyModeTests: XCTestCase {
         XCTAssertEqual(String(decoding: try client.receiveAll(), as: UTF8.self), Self.payload, file: file, line: line)
     }
 
-    private func stop(_ launch: ProxyLaunch, _ signal: Int32 = SIGINT, file: StaticString = #filePath, line: UInt = #line) {
+    private func stop(
+        _ launch: ProxyLaunch,
+        _ signal: Int32 = SIGINT,
+        file: StaticString = #filePath,
+        line: UInt = #line
+    ) {
         launch.process.signal(signal)
         XCTAssertEqual(launch.process.waitForExit(), 0, "stderr: \(launch.process.stderr)", file: file, line: line)
     }
@@ -151,7 +156,9 @@ final class ProxyModeTests: XCTestCase {
     func testBuffaloPayloadOverIPv4() throws {
         let server = try TestServer.echo()
         let port = freePort()
-        let berth = try startReady(flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port))
+        let berth = try startReady(
+            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port)
+        )
         XCTAssertEqual(Self.payload.utf8.count, 71)
         try assertEcho("127.0.0.1", port)
         stop(berth)
@@ -162,7 +169,9 @@ final class ProxyModeTests: XCTestCase {
     func testIPv6HostAndContainer() throws {
         let server = try TestServer.echo(host: "::1")
         let port = freePort()
-        let berth = try startReady(flags(hostIP: "::1", hostPort: port, containerIP: "::1", containerPort: server.address.port))
+        let berth = try startReady(
+            flags(hostIP: "::1", hostPort: port, containerIP: "::1", containerPort: server.address.port)
+        )
         try assertEcho("::1", port)
         // Bound to ::1 only, as docker-proxy binds it (IPV6_V6ONLY): not on 127.0.0.1.
         XCTAssertThrowsError(try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!))
@@ -172,7 +181,9 @@ final class ProxyModeTests: XCTestCase {
     func testIPv6HostToIPv4Container() throws {
         let server = try TestServer.echo()
         let port = freePort()
-        let berth = try startReady(flags(hostIP: "::1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port))
+        let berth = try startReady(
+            flags(hostIP: "::1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port)
+        )
         try assertEcho("::1", port)
         stop(berth)
     }
@@ -185,7 +196,13 @@ final class ProxyModeTests: XCTestCase {
         defer { close(fd) }
         XCTAssertEqual(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "dockerd's socket starts blocking")
         let berth = try startReady(
-            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port, listenFD: true),
+            flags(
+                hostIP: "127.0.0.1",
+                hostPort: port,
+                containerIP: "127.0.0.1",
+                containerPort: server.address.port,
+                listenFD: true
+            ),
             listenSocket: fd
         )
         // The flag lives on the open file description this process shares with berth.
@@ -198,7 +215,13 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestServer.echo()
         let (fd, port) = try dockerdSocket("::", dualStack: true)
         let berth = try startReady(
-            flags(hostIP: "::", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port, listenFD: true),
+            flags(
+                hostIP: "::",
+                hostPort: port,
+                containerIP: "127.0.0.1",
+                containerPort: server.address.port,
+                listenFD: true
+            ),
             listenSocket: fd
         )
         close(fd)  // as dockerd may: berth's copy is the one that serves
@@ -211,7 +234,13 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestServer.echo()
         let (fd, port) = try dockerdSocket("127.0.0.1", listen: false)
         let berth = try startReady(
-            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port, listenFD: true),
+            flags(
+                hostIP: "127.0.0.1",
+                hostPort: port,
+                containerIP: "127.0.0.1",
+                containerPort: server.address.port,
+                listenFD: true
+            ),
             listenSocket: fd
         )
         close(fd)
@@ -232,6 +261,14 @@ final class ProxyModeTests: XCTestCase {
         XCTAssertEqual(wrongKind.readinessText(), "1\n-use-listen-fd: fd 4 is a UDP socket, not tcp")
         XCTAssertEqual(wrongKind.process.waitForExit(), 1)
 
+        let (tcp, _) = try dockerdSocket("127.0.0.1")
+        defer { close(tcp) }
+        var udpArgs = args
+        udpArgs[1] = "udp"
+        let tcpForUDP = try ProxyLaunch(udpArgs, listenSocket: tcp)
+        XCTAssertEqual(tcpForUDP.readinessText(), "1\n-use-listen-fd: fd 4 is a TCP socket, not udp")
+        XCTAssertEqual(tcpForUDP.process.waitForExit(), 1)
+
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(pipe(&fds), 0)
         let notSocket = aboveTen(fds[0])
@@ -242,12 +279,125 @@ final class ProxyModeTests: XCTestCase {
         XCTAssertEqual(notASocket.process.waitForExit(), 1)
     }
 
+    // MARK: UDP
+
+    /// Sends the buffalo payload from a fresh client and expects it back from the address it was sent to.
+    private func assertUDPEcho(
+        _ host: String,
+        _ port: UInt16,
+        file: StaticString = #filePath,
+        line: UInt = #line
+    ) throws {
+        let to = SocketAddress(ip: host, port: port)!
+        let client = try TestUDPSocket(host: to.isV6 ? "::1" : "127.0.0.1")
+        try client.send(Array(Self.payload.utf8), to: to)
+        let (bytes, from) = try client.receiveFrom()
+        XCTAssertEqual(String(decoding: bytes, as: UTF8.self), Self.payload, file: file, line: line)
+        XCTAssertEqual(from, to, "the reply comes from the address the client sent to", file: file, line: line)
+    }
+
+    func testUDPOverIPv4AndIPv6() throws {
+        let server4 = try TestUDPEchoServer()
+        let server6 = try TestUDPEchoServer(host: "::1")
+        let port4 = unusedUDPPort()
+        let port6 = unusedUDPPort("::1")
+        let berth4 = try startReady(
+            flags(
+                proto: "udp",
+                hostIP: "127.0.0.1",
+                hostPort: port4,
+                containerIP: "127.0.0.1",
+                containerPort: server4.address.port
+            )
+        )
+        let berth6 = try startReady(
+            flags(proto: "udp", hostIP: "::1", hostPort: port6, containerIP: "::1", containerPort: server6.address.port)
+        )
+        for _ in 0..<3 {
+            try assertUDPEcho("127.0.0.1", port4)
+            try assertUDPEcho("::1", port6)
+        }
+        stop(berth4)
+        stop(berth6, SIGTERM)
+        XCTAssertEqual(berth4.process.stderr, "")
+    }
+
+    func testUDPIPv6HostToIPv4Container() throws {
+        let server = try TestUDPEchoServer()
+        let port = unusedUDPPort("::1")
+        let berth = try startReady(
+            flags(
+                proto: "udp",
+                hostIP: "::1",
+                hostPort: port,
+                containerIP: "127.0.0.1",
+                containerPort: server.address.port
+            )
+        )
+        try assertUDPEcho("::1", port)
+        stop(berth)
+    }
+
+    func testUDPListenFDWithoutPacketInfo() throws {
+        // dockerd binds a host address; such a socket has no IP_PKTINFO and needs none.
+        let server = try TestUDPEchoServer()
+        let (fd, port) = try dockerdSocket("127.0.0.1", udp: true)
+        let berth = try startReady(
+            flags(
+                proto: "udp",
+                hostIP: "127.0.0.1",
+                hostPort: port,
+                containerIP: "127.0.0.1",
+                containerPort: server.address.port,
+                listenFD: true
+            ),
+            listenSocket: fd
+        )
+        XCTAssertNotEqual(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "berth made the inherited socket non-blocking")
+        close(fd)
+        try assertUDPEcho("127.0.0.1", port)
+        stop(berth)
+    }
+
+    func testUDPDualStackListenFDReachedOverIPv4() throws {
+        let server = try TestUDPEchoServer()
+        let (fd, port) = try dockerdSocket("::", udp: true, dualStack: true)
+        let berth = try startReady(
+            flags(
+                proto: "udp",
+                hostIP: "::",
+                hostPort: port,
+                containerIP: "127.0.0.1",
+                containerPort: server.address.port,
+                listenFD: true
+            ),
+            listenSocket: fd
+        )
+        close(fd)
+        try assertUDPEcho("127.0.0.1", port)
+        try assertUDPEcho("::1", port)
+        stop(berth)
+    }
+
+    func testUDPBindConflictReportsOneAndTheError() throws {
+        let port = unusedUDPPort()
+        guard let holder = claimUDPPort("127.0.0.1", port) else { throw TestFailure("udp port \(port) was taken") }
+        defer { holder.close() }
+        let berth = try ProxyLaunch(
+            flags(proto: "udp", hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: 53)
+        )
+        XCTAssertEqual(berth.readinessText(), "1\n53/udp: bind 127.0.0.1:\(port): address already in use")
+        XCTAssertEqual(berth.process.waitForExit(), 1)
+    }
+
     // MARK: start-up failures
 
     func testBindConflictReportsOneAndTheError() throws {
         let busy = try TestServer { _ in }
         let port = busy.address.port
-        let berth = try ProxyLaunch(flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: 80))
+        let berth = try ProxyLaunch(
+            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: 80)
+        )
         let expected = "1\n80/tcp: bind 127.0.0.1:\(port): address already in use"
         XCTAssertEqual(berth.readinessText(), expected)
         XCTAssertEqual(berth.process.waitForExit(), 1)
@@ -255,14 +405,31 @@ final class ProxyModeTests: XCTestCase {
     }
 
     func testBadFlagValuesAndUnknownFlagsAreUsageErrorsWithNothingOnFD3() throws {
-        let good = ["-host-ip", "127.0.0.1", "-host-port", "8080", "-container-ip", "127.0.0.1", "-container-port", "80"]
+        let good = [
+            "-host-ip", "127.0.0.1", "-host-port", "8080", "-container-ip", "127.0.0.1", "-container-port", "80",
+        ]
         for (arguments, message) in [
             (good + ["-frobnicate"], "flag provided but not defined: -frobnicate"),
-            (["-host-port", "http", "-container-port", "80"], "invalid value \"http\" for flag -host-port: must be a decimal number"),
-            (["-host-port", "8080", "-container-port", "70000"], "invalid value \"70000\" for flag -container-port: out of range (1-65535)"),
-            (["-host-ip", "localhost", "-host-port", "8080", "-container-port", "80"], "invalid value \"localhost\" for flag -host-ip: invalid IP address: localhost"),
-            (["-host-ip", "", "-host-port", "8080", "-container-port", "80"], "invalid value \"\" for flag -host-ip: empty IP address"),
-            (["-container-ip", "172.17.0.300", "-host-port", "8080", "-container-port", "80"], "invalid value \"172.17.0.300\" for flag -container-ip: invalid IP address: 172.17.0.300"),
+            (
+                ["-host-port", "http", "-container-port", "80"],
+                "invalid value \"http\" for flag -host-port: must be a decimal number"
+            ),
+            (
+                ["-host-port", "8080", "-container-port", "70000"],
+                "invalid value \"70000\" for flag -container-port: out of range (1-65535)"
+            ),
+            (
+                ["-host-ip", "localhost", "-host-port", "8080", "-container-port", "80"],
+                "invalid value \"localhost\" for flag -host-ip: invalid IP address: localhost"
+            ),
+            (
+                ["-host-ip", "", "-host-port", "8080", "-container-port", "80"],
+                "invalid value \"\" for flag -host-ip: empty IP address"
+            ),
+            (
+                ["-container-ip", "172.17.0.300", "-host-port", "8080", "-container-port", "80"],
+                "invalid value \"172.17.0.300\" for flag -container-ip: invalid IP address: 172.17.0.300"
+            ),
             (good + ["-use-listen-fd=maybe"], "invalid boolean value \"maybe\" for -use-listen-fd: parse error"),
             (["-host-port", "8080"], "missing required flag: -container-port"),
             (good + ["-use-listen-fd", "false"], "unexpected argument \"false\"; write -use-listen-fd=false"),
@@ -270,7 +437,10 @@ final class ProxyModeTests: XCTestCase {
             let berth = try ProxyLaunch(arguments)
             XCTAssertEqual(berth.readiness(), [], "fd 3 ends with no bytes: \(arguments)")
             XCTAssertEqual(berth.process.waitForExit(), 2, "\(arguments)")
-            XCTAssertTrue(berth.process.stderr.hasPrefix(message + "\nUsage of \(berthBinary()):\n"), berth.process.stderr)
+            XCTAssertTrue(
+                berth.process.stderr.hasPrefix(message + "\nUsage of \(berthBinary()):\n"),
+                berth.process.stderr
+            )
             XCTAssertTrue(berth.process.stderr.contains("-use-listen-fd"), "the usage lists the flags")
             XCTAssertEqual(berth.process.stdout, "")
         }
@@ -281,14 +451,25 @@ final class ProxyModeTests: XCTestCase {
         XCTAssertEqual(berth.readiness(), [])
         XCTAssertEqual(berth.process.waitForExit(), 2)
         XCTAssertTrue(
-            berth.process.stderr.hasPrefix("invalid value \"icmp\" for flag -proto: unsupported protocol (expected tcp, udp or sctp)\n"),
+            berth.process.stderr.hasPrefix(
+                "invalid value \"icmp\" for flag -proto: unsupported protocol (expected tcp, udp or sctp)\n"
+            ),
             berth.process.stderr
         )
     }
 
     func testSCTPIsRefusedOnTheStatusPipe() throws {
         for listenFD in [false, true] {
-            let berth = try ProxyLaunch(flags(proto: "sctp", hostIP: "127.0.0.1", hostPort: freePort(), containerIP: "127.0.0.1", containerPort: 80, listenFD: listenFD))
+            let berth = try ProxyLaunch(
+                flags(
+                    proto: "sctp",
+                    hostIP: "127.0.0.1",
+                    hostPort: freePort(),
+                    containerIP: "127.0.0.1",
+                    containerPort: 80,
+                    listenFD: listenFD
+                )
+            )
             XCTAssertEqual(berth.readinessText(), "1\nunsupported protocol sctp")
             XCTAssertEqual(berth.process.waitForExit(), 1)
             XCTAssertEqual(berth.process.stderr, "berth: unsupported protocol sctp\n")
@@ -301,8 +482,14 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestServer.echo()
         let port = freePort()
         // No fd 3 at all: berth's own first descriptors take the numbers 3 and up.
-        let berth = try ProxyLaunch(flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port), statusPipe: false)
-        XCTAssertTrue(eventually { (try? self.assertEcho("127.0.0.1", port)) != nil }, "stderr: \(berth.process.stderr)")
+        let berth = try ProxyLaunch(
+            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port),
+            statusPipe: false
+        )
+        XCTAssertTrue(
+            eventually { (try? self.assertEcho("127.0.0.1", port)) != nil },
+            "stderr: \(berth.process.stderr)"
+        )
         for _ in 0..<3 { try assertEcho("127.0.0.1", port) }
         stop(berth, SIGTERM)
         XCTAssertEqual(berth.process.stderr, "")
@@ -314,9 +501,18 @@ final class ProxyModeTests: XCTestCase {
         var template = Array("/tmp/berth-fd3-XXXXXX".utf8CString)
         let file = aboveTen(mkstemp(&template))
         let path = cText(template)
-        defer { close(file); unlink(path) }
-        let berth = try ProxyLaunch(flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port), fd3: file)
-        XCTAssertTrue(eventually { (try? self.assertEcho("127.0.0.1", port)) != nil }, "stderr: \(berth.process.stderr)")
+        defer {
+            close(file)
+            unlink(path)
+        }
+        let berth = try ProxyLaunch(
+            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port),
+            fd3: file
+        )
+        XCTAssertTrue(
+            eventually { (try? self.assertEcho("127.0.0.1", port)) != nil },
+            "stderr: \(berth.process.stderr)"
+        )
         // Still berth's fd 3, still the file: berth did not close it and reuse the number.
         var target = [CChar](repeating: 0, count: 512)
         let n = readlink("/proc/\(berth.process.pid)/fd/3", &target, 511)
@@ -338,7 +534,12 @@ final class ProxyModeTests: XCTestCase {
             socket.close()
         }
         let port = freePort()
-        let args = flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port)
+        let args = flags(
+            hostIP: "127.0.0.1",
+            hostPort: port,
+            containerIP: "127.0.0.1",
+            containerPort: server.address.port
+        )
         func pingPong() throws {
             let client = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!)
             try client.send("ping")
@@ -360,13 +561,18 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestServer.echo()
         for signal in [SIGINT, SIGTERM] {
             let port = freePort()
-            let berth = try startReady(flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port))
+            let berth = try startReady(
+                flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port)
+            )
             let client = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!)
             try client.send("x")
             XCTAssertEqual(try client.receive(exactly: 1), Array("x".utf8))
             stop(berth, signal)
             XCTAssertTrue(client.receiveOutcome().bytes.isEmpty, "the connection ends with berth (signal \(signal))")
-            XCTAssertThrowsError(try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!), "nothing listens any more")
+            XCTAssertThrowsError(
+                try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!),
+                "nothing listens any more"
+            )
         }
     }
 
@@ -376,7 +582,10 @@ final class ProxyModeTests: XCTestCase {
         let dir = cText(template)
         let link = dir + "/docker-proxy"
         XCTAssertEqual(symlink(berthBinary(), link), 0)
-        defer { unlink(link); rmdir(dir) }
+        defer {
+            unlink(link)
+            rmdir(dir)
+        }
 
         let server = try TestServer.echo()
         let port = freePort()
