@@ -62,7 +62,7 @@ struct StatusPipe: ~Copyable {
     }
 
     /// Writes `text` whole and closes the pipe. A reader that is gone (EPIPE) is not an error here:
-    /// SIGPIPE is ignored in this mode, as a Go program ignores it on descriptors other than 1 and 2.
+    /// SIGPIPE is ignored (main.swift, for every mode), as a Go program ignores it on descriptors other than 1 and 2.
     consuming func report(_ text: String) {
         let bytes = Array(text.utf8)
         var offset = 0
@@ -105,7 +105,6 @@ enum ProxyMode {
         // Before anything can fail or be waited on: a stop request between the readiness report and the
         // signalfd stays pending rather than killing berth, and a closed status pipe is not fatal.
         EventLoop.blockSignals(stopSignals)
-        signal(SIGPIPE, SIG_IGN)
         bootstrapLogging(.notice)
         let status = StatusPipe(inherited)
 

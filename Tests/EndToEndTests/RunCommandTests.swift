@@ -133,6 +133,22 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(berth.waitForExit(), 0)
     }
 
+    /// Regression: splice(2) raises SIGPIPE when the target is gone; berth must reset the client and live.
+    func testBackendThatClosesWhileTheClientSendsDoesNotKillBerth() throws {
+        let server = try TestServer { socket in socket.close() }
+        let (berth, lines) = try start(["-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1)
+        let address = SocketAddress(ip: "127.0.0.1", port: port(of: lines[0]))!
+        for _ in 0..<5 {
+            let client = try TestSocket.connect(address)
+            let chunk = [UInt8](repeating: 0x42, count: 1 << 20)
+            for _ in 0..<8 { if (try? client.send(chunk)) == nil { break } }
+            client.close()
+        }
+        XCTAssertNil(berth.waitForExit(seconds: 0.5), "berth died: \(berth.stderr)")
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+    }
+
     func testMalformedSpecIsOneLineAndExitTwo() throws {
         for (spec, message) in [
             ("300.1.1.1:80:80", "berth: invalid port spec \"300.1.1.1:80:80\": host IP \"300.1.1.1\" is not an IPv4 or IPv6 address\n"),

@@ -357,16 +357,22 @@ final class UDPRelayTests: XCTestCase {
         let server = try TestUDPEchoServer()
         let relay = try RelayHarness(udpTarget: server.address)
         let before = openSocketCount()
+        // Clients stay open to the end: a closed one's port could go to the next client, which
+        // would then share its flow.
+        var clients: [TestUDPSocket] = []
         for i in 0..<100 {
             let client = try TestUDPSocket()
             try client.connect(relay.address)
             try client.send("\(i)")
             XCTAssertEqual(try client.receive(), Array("\(i)".utf8))
+            clients.append(client)
         }
-        XCTAssertGreaterThanOrEqual(openSocketCount(), before + 100, "a socket per flow")
+        XCTAssertGreaterThanOrEqual(openSocketCount(), before + 200, "a socket per flow, beside each client's own")
         let counters = relay.stop()
         XCTAssertEqual(counters.udpFlowsCreated, 100)
         XCTAssertEqual(counters.udpFlowsActive, 0)
+        XCTAssertEqual(openSocketCount(), before + 100, "only the clients' sockets remain")
+        clients.removeAll()
         XCTAssertEqual(openSocketCount(), before)
     }
 }
