@@ -2,6 +2,7 @@
 // with plain blocking calls and receive timeouts, so a broken relay fails a test instead of
 // hanging it.
 
+import CBerthLinux
 import Glibc
 import LinuxIO
 import Synchronization
