@@ -38,6 +38,10 @@ public struct RelayCounters: Sendable, Equatable {
     public var bytesToBackend: UInt64 = 0
     public var bytesToClient: UInt64 = 0
     public var spliceCalls: UInt64 = 0
+    /// recv calls of the small-message copy path.
+    public var copyCalls: UInt64 = 0
+    /// Copies the target took only in part, the rest left in the pipe.
+    public var copyStashes: UInt64 = 0
     public var acceptPauses: UInt64 = 0
     /// UDP datagrams and their payload bytes, client → backend and backend → client.
     public var udpDatagramsToBackend: UInt64 = 0
@@ -70,6 +74,8 @@ public struct RelayCounters: Sendable, Equatable {
         s.bytesToBackend = a.bytesToBackend + b.bytesToBackend
         s.bytesToClient = a.bytesToClient + b.bytesToClient
         s.spliceCalls = a.spliceCalls + b.spliceCalls
+        s.copyCalls = a.copyCalls + b.copyCalls
+        s.copyStashes = a.copyStashes + b.copyStashes
         s.acceptPauses = a.acceptPauses + b.acceptPauses
         s.udpDatagramsToBackend = a.udpDatagramsToBackend + b.udpDatagramsToBackend
         s.udpDatagramsToClient = a.udpDatagramsToClient + b.udpDatagramsToClient
