@@ -234,7 +234,9 @@ public func freePort() -> UInt16 {
         let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var off: Int32 = 0
+        var on: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)  // dual stack: free on both families
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, 4)  // as berth binds: TIME_WAIT does not count
         let a = SocketAddress(ip: "::", port: 0)!
         guard a.withSockAddr({ bind(fd, $0, $1) }) == 0, let port = try? Socket.localAddress(fd).port else { continue }
         return port
@@ -250,7 +252,9 @@ public func freePortPair() -> UInt16 {
         let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var off: Int32 = 0
+        var on: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, 4)
         let next = SocketAddress(ip: "::", port: p + 1)!
         if next.withSockAddr({ bind(fd, $0, $1) }) == 0 { return p }
     }
