@@ -33,6 +33,8 @@ public final class Listener: Sendable {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
         try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
         if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+        // Accepted sockets inherit it: one setsockopt per listener instead of one per client.
+        Socket.setNoDelay(socket.raw)
         try Socket.bind(socket.raw, address)
         do {
             if listen { try Socket.listen(socket.raw, backlog: backlog) }
@@ -70,6 +72,7 @@ public final class Listener: Sendable {
         let type = try Socket.type(fd)
         let bound = try Socket.localAddress(fd)
         let isTCP = type == Int32(SOCK_STREAM.rawValue)
+        if isTCP { Socket.setNoDelay(fd) }  // inherited by the clients it accepts
         if !isTCP && bound.isWildcard {
             // Best effort: without it replies leave from whatever address the kernel picks.
             try? Socket.setPacketInfo(fd, v6: bound.isV6, true)

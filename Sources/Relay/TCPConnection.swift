@@ -91,7 +91,7 @@ final class TCPConnection: EventHandler {
     /// Connects `backend` (a fresh socket of the target's family) to `target` for an accepted
     /// client and relays once it answers; a backend that refuses at once resets the client.
     static func start(client: consuming Descriptor, backend: consuming Descriptor, target: SocketAddress, context: RelayContext) {
-        Socket.setNoDelay(client.raw)
+        // The client inherits TCP_NODELAY from its listener (Listener.tcp sets it there).
         Socket.setNoDelay(backend.raw)
         let connected: Bool
         do {
@@ -140,7 +140,8 @@ final class TCPConnection: EventHandler {
                 if readiness.error, Socket.pendingError(clientFD) != nil { close(reset: true) }
                 return
             }
-            if let error = Socket.pendingError(backendFD) {
+            // Success is a plain write edge; a refusal also sets EPOLLERR, so only then ask SO_ERROR.
+            if readiness.error || readiness.hangup, let error = Socket.pendingError(backendFD) {
                 context.counters.refused &+= 1
                 context.logger.debug("connect: \(SyscallError.text(error))")
                 Socket.setResetOnClose(clientFD)

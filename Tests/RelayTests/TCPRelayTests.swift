@@ -255,6 +255,30 @@ final class TCPRelayTests: XCTestCase {
         print("socket count: \(socketsBefore) before 2,000 connections, \(openSocketCount()) after; relay closed \(counters.closed)")
     }
 
+    func testBothSidesHaveNoDelay() throws {
+        let backendNoDelay = Mutex<Int32>(-1)
+        let server = try TestServer { socket in
+            _ = try? socket.receive()
+            try? socket.send("ok")
+            socket.close()
+        }
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        try client.send("x")
+        XCTAssertEqual(try client.receive(exactly: 2), Array("ok".utf8))
+        // The relay's sockets: find them through the process's descriptors.
+        var found = 0
+        for fd in Int32(3)..<Int32(1024) {
+            guard fcntl(fd, F_GETFD) >= 0, let peer = try? Socket.peerAddress(fd), let local = try? Socket.localAddress(fd) else { continue }
+            let isRelayClientSide = local.port == relay.address.port
+            let isRelayBackendSide = peer.port == server.address.port && local.port != relay.address.port
+            if isRelayClientSide || isRelayBackendSide {
+                if (try? Socket.getOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY)) == 1 { found += 1 } else { backendNoDelay.withLock { $0 = fd } }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(found, 2, "relay sockets without TCP_NODELAY: fd \(backendNoDelay.withLock { $0 })")
+    }
+
     func testIPv6ClientToIPv4Backend() throws {
         let server = try TestServer.echo()
         let relay = try RelayHarness(target: server.address, host: "::1")
