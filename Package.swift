@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Relay", targets: ["Relay"]),
         .library(name: "LinuxIO", targets: ["LinuxIO"]),
         .library(name: "Mappings", targets: ["Mappings"]),
+        .library(name: "Netfilter", targets: ["Netfilter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -38,19 +39,28 @@ let package = Package(
         .target(
             name: "Publishing",
             dependencies: [
-                "Relay", "Mappings", "LinuxIO",
+                "Relay", "Netfilter", "Mappings", "LinuxIO",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "BerthCLI",
             dependencies: [
-                "Publishing", "Mappings", "LinuxIO",
+                "Publishing", "Mappings", "LinuxIO", "Netfilter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux"], path: "Tests/TestSupport"),
+        .systemLibrary(
+            name: "CNetfilter",
+            pkgConfig: "libnftnl",
+            providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
+        ),
+        .target(name: "Netfilter", dependencies: ["CNetfilter", "Mappings"]),
+        // Drives Netfilter inside throwaway network namespaces for NetfilterTests; not a product.
+        .executableTarget(name: "NetfilterProbe", dependencies: ["Netfilter", "Mappings"]),
+        .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Mappings", "NetfilterProbe"]),
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),

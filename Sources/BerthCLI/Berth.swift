@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import Logging
+import Publishing
 
 struct Berth: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,3 +57,4 @@ func bootstrapLogging(_ level: Logger.Level) {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension Mode: ExpressibleByArgument {}

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Glibc
+import LinuxIO
 import Logging
 import Mappings
+import Netfilter
 import Publishing
 import Relay
 
@@ -34,24 +36,46 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds a half-closed TCP connection may sit with nothing moving.", valueName: "seconds"))
     var halfCloseTimeout: Double = 3600
 
+    @Option(help: ArgumentHelp("Seconds a UDP flow lives with no datagram either way.", valueName: "seconds"))
+    var udpTimeout: Double = 90
+
+    @Option(help: ArgumentHelp("UDP flows per listener; when full, the least recently active is evicted.", valueName: "n"))
+    var udpMaxFlows: Int = 4096
+
     @Option(help: ArgumentHelp("Event loop threads.", valueName: "n"))
     var threads: Int = 1
 
     @Option(help: ArgumentHelp("Bytes per splice pipe.", valueName: "bytes"))
     var pipeSize: Int = 1 << 20
 
+    @Option(help: ArgumentHelp(
+        "userspace (berth's relay), kernel (nftables DNAT) or hybrid (DNAT, and the relay for loopback and IPv6 to IPv4). Default: hybrid with CAP_NET_ADMIN, else userspace.",
+        valueName: "mode"))
+    var mode: Mode?
+
+    @Option(help: ArgumentHelp("berth's nftables table (inet family). Default: berth_<pid>.", valueName: "name"))
+    var nftTable: String?
+
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical.", valueName: "level"))
     var logLevel: Logger.Level = .notice
 
     func validate() throws {
+        if let nftTable, nftTable.isEmpty || nftTable.count > 64 || !nftTable.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+            throw ValidationError("--nft-table must be 1 to 64 letters, digits, _ or -")
+        }
         if publish.isEmpty { throw ValidationError("nothing to publish: give at least one -p") }
         if !(connectTimeout > 0) { throw ValidationError("--connect-timeout must be more than 0 seconds") }
         if !(halfCloseTimeout > 0) { throw ValidationError("--half-close-timeout must be more than 0 seconds") }
+        if !(udpTimeout > 0) { throw ValidationError("--udp-timeout must be more than 0 seconds") }
+        if udpMaxFlows < 1 || udpMaxFlows > 1_000_000 { throw ValidationError("--udp-max-flows must be between 1 and 1000000") }
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if pipeSize < 4096 { throw ValidationError("--pipe-size must be at least 4096 bytes") }
     }
 
     func run() throws {
+        // Blocked before any port is reported, so a SIGTERM right after the report is not lost
+        // (the loop's signalfd picks it up once it runs).
+        EventLoop.blockSignals([SIGINT, SIGTERM])
         bootstrapLogging(logLevel)
         guard let targetIP = IPAddress(target) else {
             complain("target IP \"\(target)\" is not an IPv4 or IPv6 address")
@@ -67,14 +91,40 @@ struct Run: ParsableCommand {
             }
         }
         var options = PublishOptions()
+        var automatic = false
+        if let mode {
+            if mode != .userspace && !Capability.hasNetAdmin() {
+                complain("--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)")
+                throw ExitCode(1)
+            }
+            options.mode = mode
+        } else {
+            let (picked, notice) = Mode.automatic()
+            if let notice { complain("notice: \(notice)") }
+            options.mode = picked
+            automatic = true
+        }
+        options.tableName = nftTable
         options.threads = threads
         options.relay.connectTimeout = .seconds(connectTimeout)
         options.relay.halfCloseTimeout = .seconds(halfCloseTimeout)
         options.relay.pipeSize = pipeSize
-        let publisher = Publisher(options: options, logger: Logger(label: "berth"))
+        options.relay.udpTimeout = .seconds(udpTimeout)
+        options.relay.udpMaxFlows = udpMaxFlows
+        var publisher = Publisher(options: options, logger: Logger(label: "berth"))
         do {
-            for port in try publisher.bind(mappings) { say(port.line) }
+            let ports: [BoundPort]
+            do {
+                ports = try publisher.bind(mappings)
+            } catch where error.isKernelPathFailure && automatic {
+                complain("notice: no kernel fast path (\(error)): forwarding in userspace only")
+                options.mode = .userspace
+                publisher = Publisher(options: options, logger: Logger(label: "berth"))
+                ports = try publisher.bind(mappings)
+            }
+            for port in ports { say(port.line) }
             try publisher.run()
+            publisher.close()
         } catch {
             complain("\(error)")
             throw ExitCode(1)

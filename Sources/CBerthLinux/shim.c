@@ -5,6 +5,9 @@
 #include <assert.h>
 
 _Static_assert(sizeof(struct CBerthLinux_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
+_Static_assert(sizeof(struct CBerthLinux_in6_pktinfo) == sizeof(struct in6_pktinfo), "in6_pktinfo layout");
+_Static_assert(offsetof(struct CBerthLinux_in6_pktinfo, ipi6_ifindex) == offsetof(struct in6_pktinfo, ipi6_ifindex),
+               "in6_pktinfo layout");
 
 ssize_t CBerthLinux_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {
     return splice(fd_in, NULL, fd_out, NULL, len, flags);
@@ -41,6 +44,8 @@ const int CBerthLinux_IP_PKTINFO = IP_PKTINFO;
 const int CBerthLinux_IPV6_RECVPKTINFO = IPV6_RECVPKTINFO;
 const int CBerthLinux_IPV6_PKTINFO = IPV6_PKTINFO;
 const int CBerthLinux_MSG_TRUNC = MSG_TRUNC;
+const int CBerthLinux_MSG_CTRUNC = MSG_CTRUNC;
+const int CBerthLinux_SO_RCVBUFFORCE = SO_RCVBUFFORCE;
 
 struct cmsghdr *CBerthLinux_CMSG_FIRSTHDR(const struct msghdr *msg) { return CMSG_FIRSTHDR(msg); }
 struct cmsghdr *CBerthLinux_CMSG_NXTHDR(struct msghdr *msg, struct cmsghdr *cmsg) {

@@ -26,6 +26,8 @@ public struct Readiness: Sendable {
 
     @inline(__always) public var readable: Bool { rawValue & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }
     @inline(__always) public var writable: Bool { rawValue & (EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 }
+    /// The peer shut down its write side (or the connection hung up).
+    @inline(__always) public var readHangup: Bool { rawValue & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }
     @inline(__always) public var error: Bool { rawValue & EPOLLERR.rawValue != 0 }
     @inline(__always) public var hangup: Bool { rawValue & EPOLLHUP.rawValue != 0 }
 }

@@ -6,12 +6,18 @@ import Glibc
 import LinuxIO
 import Logging
 import Mappings
+import Netfilter
 import Relay
 
 /// Something went wrong while publishing; the text is the one line a user sees.
 public struct PublishError: Error, CustomStringConvertible, Sendable {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// The kernel refused berth's nftables table: the userspace relay alone could still serve.
+    public let isKernelPathFailure: Bool
+    public init(_ description: String, isKernelPathFailure: Bool = false) {
+        self.description = description
+        self.isKernelPathFailure = isKernelPathFailure
+    }
 }
 
 /// One bound listener: which mapping it serves and where it listens.
@@ -26,8 +32,12 @@ public struct BoundPort: Sendable {
 
 public struct PublishOptions: Sendable {
     public var relay = RelayConfig()
-    /// Event loops (threads). Each serves every TCP listener (EPOLLEXCLUSIVE wakes one).
+    /// Event loops (threads). Each serves every TCP listener (EPOLLEXCLUSIVE wakes one); a UDP
+    /// listener belongs to one loop (its flows' sockets live there), handed out round-robin.
     public var threads = 1
+    public var mode = Mode.userspace
+    /// berth's nftables table (`inet` family); nil: `berth_<pid>`, so several berths coexist.
+    public var tableName: String?
     public init() {}
 }
 
@@ -36,6 +46,9 @@ public final class Publisher {
     public private(set) var ports: [BoundPort] = []
     private var listeners: [Listener] = []
     private let logger: Logger
+    private var natTable: NatTable?
+    /// The DNAT rules installed for `ports`.
+    public private(set) var kernelRules: [DNATRule] = []
     /// Stops the loops from any thread, also before they start.
     public let stopper = Stopper()
     private var contexts: [RelayContext] = []
@@ -47,19 +60,42 @@ public final class Publisher {
 
     // MARK: binding
 
-    /// Binds every mapping. All or nothing: on any failure what was bound is closed again.
+    /// Binds every mapping and, in kernel and hybrid mode, installs its DNAT rules in one
+    /// batch before returning, so a reported port is served. All or nothing: on any failure
+    /// what was bound is closed again and no rule is left.
     @discardableResult
     public func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
         var bound: [(Listener, BoundPort)] = []
         for mapping in mappings {
-            guard mapping.proto == .tcp else {
-                throw PublishError("\(mapping.proto) is not supported yet: \(mapping)")
+            guard mapping.proto == .tcp || mapping.proto == .udp else {
+                throw PublishError("\(mapping.proto) is not supported: \(mapping)")
             }
             bound += try bindOne(mapping)
         }
+        let newPorts = bound.map(\.1)
+        if options.mode != .userspace {
+            try installRules(for: newPorts)
+        }
         listeners += bound.map(\.0)
-        ports += bound.map(\.1)
-        return bound.map(\.1)
+        ports += newPorts
+        return newPorts
+    }
+
+    private func installRules(for newPorts: [BoundPort]) throws(PublishError) {
+        if options.mode == .kernel, let port = newPorts.first(where: { !KernelPath.canServe($0) }) {
+            throw PublishError(KernelPath.refusal(port))
+        }
+        let rules = newPorts.filter(KernelPath.canServe).map(KernelPath.rule(for:))
+        if rules.isEmpty { return }
+        do {
+            if natTable == nil {
+                natTable = try NatTable(name: options.tableName ?? NatTable.defaultName())
+            }
+            try natTable!.add(rules)
+        } catch {
+            throw PublishError("\(error)", isKernelPathFailure: true)
+        }
+        kernelRules += rules
     }
 
     /// Adopts a listener bound by someone else (dockerd's `-use-listen-fd`).
@@ -81,14 +117,16 @@ public final class Publisher {
     }
 
     /// The host addresses a mapping binds: one, or `0.0.0.0` and `::` for all addresses.
-    private static func hostAddresses(_ mapping: PortMapping) -> [IPAddress] {
+    /// The kernel path alone cannot cross families, so it binds only the container's family.
+    private func hostAddresses(_ mapping: PortMapping) -> [IPAddress] {
         if let ip = mapping.hostIP { return [ip] }
+        if options.mode == .kernel { return [mapping.containerIP.unmapped.isV6 ? .anyV6 : .anyV4] }
         return [.anyV4, .anyV6]
     }
 
     private func bindOne(_ mapping: PortMapping) throws(PublishError) -> [(Listener, BoundPort)] {
         let target = Self.target(of: mapping)
-        let hosts = Self.hostAddresses(mapping)
+        let hosts = hostAddresses(mapping)
         let candidates: [UInt16]
         switch mapping.hostPort {
         case .fixed(let port): candidates = [port]
@@ -102,7 +140,7 @@ public final class Publisher {
             var failed = false
             for host in hosts {
                 do {
-                    let listener = try Listener.tcp(SocketAddress(ip: host.bytes, port: port))
+                    let listener = try listen(mapping.proto, SocketAddress(ip: host.bytes, port: port))
                     port = listener.address.port
                     got.append((listener, BoundPort(mapping: mapping, address: listener.address, target: target)))
                 } catch {
@@ -119,6 +157,12 @@ public final class Publisher {
             if let e = lastError, e.errno != .addressInUse && e.errno != .permissionDenied { break }
         }
         throw Self.explain(lastError!, mapping)
+    }
+
+    /// A TCP or UDP listener on `address`.
+    /// In kernel mode a TCP port is only reserved: DNAT serves it, loopback clients are refused.
+    private func listen(_ proto: Proto, _ address: SocketAddress) throws(SyscallError) -> Listener {
+        proto == .udp ? try Listener.udp(address) : try Listener.tcp(address, listen: options.mode != .kernel)
     }
 
     private static func explain(_ error: SyscallError, _ mapping: PortMapping) -> PublishError {
@@ -139,12 +183,22 @@ public final class Publisher {
     public func run(signals: [Int32] = [SIGINT, SIGTERM]) throws(PublishError) {
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
         var loops: [EventLoop] = []
+        var udpRelays: [UDPRelay] = []
+        // Closes the UDP flows once no loop runs any more.
+        defer { for relay in udpRelays { relay.stop() } }
+        let loopCount = max(1, options.threads)
+        let udp = options.mode == .kernel ? [] : zip(listeners, ports).filter { !$0.0.isTCP }
         do {
-            for _ in 0..<max(1, options.threads) {
+            for index in 0..<loopCount {
                 let loop = try EventLoop()
                 let context = RelayContext(loop: loop, config: options.relay, logger: logger)
-                for (listener, port) in zip(listeners, ports) where listener.isTCP {
+                for (listener, port) in zip(listeners, ports) where listener.isTCP && options.mode != .kernel {
                     try TCPAcceptor(listener: listener, target: port.target, context: context).start()
+                }
+                for (k, (listener, port)) in udp.enumerated() where k % loopCount == index {
+                    let relay = UDPRelay(listener: listener, target: port.target, context: context)
+                    try relay.start()
+                    udpRelays.append(relay)
                 }
                 loops.append(loop)
                 contexts.append(context)
@@ -187,9 +241,26 @@ public final class Publisher {
     /// Counters of all loops, summed. Call after `run` returns.
     public var counters: RelayCounters { contexts.map(\.counters).reduce(RelayCounters(), +) }
 
-    /// Closes every listener (the loops must have stopped).
+    /// Per-rule counters of the kernel path: new connections/flows DNATed, and their first packets' bytes.
+    public func kernelCounters() -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
+        (try? natTable?.counters()) ?? [:]
+    }
+
+    /// Removes the DNAT rules in one batch (the table goes), forgets the conntrack entries of UDP
+    /// flows they created (or those flows would keep going to the container for minutes), and
+    /// closes every listener. The loops must have stopped.
     public func close() {
+        if let table = natTable {
+            do { try table.delete() } catch { logger.error("\(error)") }
+            natTable = nil
+            for rule in kernelRules where rule.proto == .udp {
+                _ = try? Conntrack.deleteUDPFlows(to: rule.containerIP, port: rule.containerPort)
+            }
+            kernelRules.removeAll()
+        }
         listeners.removeAll()
         ports.removeAll()
     }
+
+    deinit { close() }
 }

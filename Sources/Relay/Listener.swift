@@ -20,13 +20,15 @@ public final class Listener: Sendable {
     /// Binds and listens. IPv6 sockets are IPV6_V6ONLY, so `::` and `0.0.0.0` on the same
     /// port are two sockets, as Docker does. SO_REUSEADDR lets a restart bind while old
     /// connections sit in TIME_WAIT.
-    public static func tcp(_ address: SocketAddress, backlog: Int32 = 4096) throws(SyscallError) -> Listener {
+    /// With `listen: false` the port is only reserved (the kernel path serves it): a client
+    /// that reaches it anyway is refused rather than left waiting in a backlog.
+    public static func tcp(_ address: SocketAddress, backlog: Int32 = 4096, listen: Bool = true) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
         try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
         if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         try Socket.bind(socket.raw, address)
         do {
-            try Socket.listen(socket.raw, backlog: backlog)
+            if listen { try Socket.listen(socket.raw, backlog: backlog) }
         } catch {
             throw error.about(address.description)
         }
@@ -34,11 +36,46 @@ public final class Listener: Sendable {
         return Listener(descriptor: socket, address: bound, isTCP: true)
     }
 
+    /// A UDP listener's receive buffer: 4 MiB (the kernel doubles it for bookkeeping). All of a
+    /// port's clients land in this one queue, and a 64-byte datagram costs the kernel about 1 KiB
+    /// of buffer (skb overhead), so this holds some 8,000 datagrams, about 8 ms at a million a
+    /// second: enough to ride out a loop that is busy elsewhere. Past net.core.rmem_max only
+    /// with CAP_NET_ADMIN (SO_RCVBUFFORCE); otherwise the kernel caps it there.
+    public static let udpReceiveBuffer = 4 << 20
+
+    /// Binds a UDP socket. IPv6 sockets are IPV6_V6ONLY, as for TCP. No SO_REUSEADDR: for UDP it
+    /// would let a second process bind the same port and silently take half the datagrams.
+    /// A wildcard socket (`0.0.0.0`, `::`) asks for IP_PKTINFO / IPV6_RECVPKTINFO, so that
+    /// replies can leave from the address each client sent to.
+    public static func udp(_ address: SocketAddress, receiveBuffer: Int = udpReceiveBuffer) throws(SyscallError) -> Listener {
+        let socket = try Socket.make(family: address.family, type: Int32(SOCK_DGRAM.rawValue))
+        if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+        Socket.setReceiveBuffer(socket.raw, bytes: receiveBuffer)
+        if address.isWildcard { try Socket.setPacketInfo(socket.raw, v6: address.isV6, true) }
+        try Socket.bind(socket.raw, address)
+        let bound = try Socket.localAddress(socket.raw)
+        return Listener(descriptor: socket, address: bound, isTCP: false)
+    }
+
     /// Adopts a socket someone else bound (dockerd's `-use-listen-fd`): made non-blocking.
     public static func adopt(_ fd: Int32) throws(SyscallError) -> Listener {
         try Socket.makeNonBlocking(fd)
         let type = try Socket.type(fd)
         let bound = try Socket.localAddress(fd)
-        return Listener(descriptor: Descriptor(taking: fd), address: bound, isTCP: type == Int32(SOCK_STREAM.rawValue))
+        let isTCP = type == Int32(SOCK_STREAM.rawValue)
+        if !isTCP && bound.isWildcard {
+            // Best effort: without it replies leave from whatever address the kernel picks.
+            try? Socket.setPacketInfo(fd, v6: bound.isV6, true)
+        }
+        return Listener(descriptor: Descriptor(taking: fd), address: bound, isTCP: isTCP)
+    }
+}
+
+extension SocketAddress {
+    /// `0.0.0.0` or `::`: the socket receives on every local address.
+    var isWildcard: Bool {
+        withUnsafeBytes(of: storage) { raw in
+            isV6 ? raw[8..<24].allSatisfy { $0 == 0 } : raw[4..<8].allSatisfy { $0 == 0 }
+        }
     }
 }

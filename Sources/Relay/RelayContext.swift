@@ -15,6 +15,13 @@ public struct RelayConfig: Sendable {
     public var acceptBatch: Int = 64
     /// How long accepting pauses when the process runs out of descriptors.
     public var descriptorPause: Duration = .milliseconds(100)
+    /// How long a UDP flow lives with no datagram in either direction (docker-proxy's 90 s).
+    public var udpTimeout: Duration = .seconds(90)
+    /// UDP flows per listener per loop; when full, the least recently active one is evicted.
+    /// Each flow holds a socket, so this is also a bound on descriptors: 4,096 sits well inside
+    /// the usual 1,048,576 hard limit (and a raised 65,536 soft one) with room for TCP, covers a
+    /// busy DNS or game server's clients within one timeout, and costs about 300 KiB of table.
+    public var udpMaxFlows: Int = 4096
 
     public init() {}
 }
@@ -31,7 +38,27 @@ public struct RelayCounters: Sendable, Equatable {
     public var bytesToBackend: UInt64 = 0
     public var bytesToClient: UInt64 = 0
     public var spliceCalls: UInt64 = 0
+    /// recv calls of the small-message copy path.
+    public var copyCalls: UInt64 = 0
+    /// Copies the target took only in part, the rest left in the pipe.
+    public var copyStashes: UInt64 = 0
     public var acceptPauses: UInt64 = 0
+    /// UDP datagrams and their payload bytes, client → backend and backend → client.
+    public var udpDatagramsToBackend: UInt64 = 0
+    public var udpDatagramsToClient: UInt64 = 0
+    public var udpBytesToBackend: UInt64 = 0
+    public var udpBytesToClient: UInt64 = 0
+    public var udpFlowsCreated: UInt64 = 0
+    public var udpFlowsActive: Int = 0
+    public var udpFlowsExpired: UInt64 = 0
+    public var udpFlowsEvicted: UInt64 = 0
+    /// Errors the backend's side reported (ECONNREFUSED after an ICMP port unreachable,
+    /// unreachable hosts): counted, the flow goes on.
+    public var udpBackendErrors: UInt64 = 0
+    /// Datagrams larger than the buffer (MSG_TRUNC), dropped rather than forwarded cut short.
+    public var udpTruncated: UInt64 = 0
+    /// Datagrams dropped for other reasons: a full send buffer, no descriptor for a new flow.
+    public var udpDropped: UInt64 = 0
 
     public init() {}
 
@@ -47,7 +74,20 @@ public struct RelayCounters: Sendable, Equatable {
         s.bytesToBackend = a.bytesToBackend + b.bytesToBackend
         s.bytesToClient = a.bytesToClient + b.bytesToClient
         s.spliceCalls = a.spliceCalls + b.spliceCalls
+        s.copyCalls = a.copyCalls + b.copyCalls
+        s.copyStashes = a.copyStashes + b.copyStashes
         s.acceptPauses = a.acceptPauses + b.acceptPauses
+        s.udpDatagramsToBackend = a.udpDatagramsToBackend + b.udpDatagramsToBackend
+        s.udpDatagramsToClient = a.udpDatagramsToClient + b.udpDatagramsToClient
+        s.udpBytesToBackend = a.udpBytesToBackend + b.udpBytesToBackend
+        s.udpBytesToClient = a.udpBytesToClient + b.udpBytesToClient
+        s.udpFlowsCreated = a.udpFlowsCreated + b.udpFlowsCreated
+        s.udpFlowsActive = a.udpFlowsActive + b.udpFlowsActive
+        s.udpFlowsExpired = a.udpFlowsExpired + b.udpFlowsExpired
+        s.udpFlowsEvicted = a.udpFlowsEvicted + b.udpFlowsEvicted
+        s.udpBackendErrors = a.udpBackendErrors + b.udpBackendErrors
+        s.udpTruncated = a.udpTruncated + b.udpTruncated
+        s.udpDropped = a.udpDropped + b.udpDropped
         return s
     }
 }
@@ -60,8 +100,11 @@ public final class RelayContext {
     public var counters = RelayCounters()
     let pipes: PipePool
     let logger: Logger
-    /// Copy buffer for the no-pipe fallback and for UDP; one per loop, never per event.
+    /// Copy buffer for the no-pipe fallback; one per loop, never per event.
     let scratch: UnsafeMutableRawBufferPointer
+    /// recvmmsg/sendmmsg buffers shared by the loop's UDP relays (it runs one handler at a
+    /// time), made when the first one starts: 32 datagrams of up to 64 KiB.
+    private(set) lazy var datagrams = DatagramBatch(capacity: 32, bufferSize: 1 << 16)
 
     public init(loop: EventLoop, config: RelayConfig = RelayConfig(), logger: Logger = Logger(label: "berth")) {
         self.loop = loop

@@ -54,6 +54,8 @@ final class TCPConnection: EventHandler {
     }
 
     private static let interest: Interest = [.read, .write, .readHangup, .edge]
+    /// Reads up to this size copy instead of splicing (see `copySmall`).
+    private static let smallCopy = 16 << 10
     private static let clientTag: UInt8 = 0
     private static let backendTag: UInt8 = 1
     private static let connectTimerTag: UInt8 = 0
@@ -74,6 +76,9 @@ final class TCPConnection: EventHandler {
     private var clientWritable = false
     private var backendReadable = false
     private var backendWritable = false
+    /// The peer's FIN (or a hang-up) was reported: read until recv says 0, whatever a short read suggests.
+    private var clientHangup = false
+    private var backendHangup = false
     private var lastActivity: Instant
     private var halfCloseArmed = false
 
@@ -140,9 +145,11 @@ final class TCPConnection: EventHandler {
         if tag == Self.clientTag {
             if readiness.readable { clientReadable = true }
             if readiness.writable { clientWritable = true }
+            if readiness.readHangup { clientHangup = true }
         } else {
             if readiness.readable { backendReadable = true }
             if readiness.writable { backendWritable = true }
+            if readiness.readHangup { backendHangup = true }
         }
         if phase == .connecting {
             guard tag == Self.backendTag, readiness.writable || readiness.error else {
@@ -190,9 +197,11 @@ final class TCPConnection: EventHandler {
     // MARK: moving bytes
 
     private func relay() {
-        let upResult = pump(&up, pipe: &upPipe, from: clientFD, to: backendFD, readable: &clientReadable, writable: &backendWritable)
+        let upResult = pump(
+            &up, pipe: &upPipe, from: clientFD, to: backendFD, readable: &clientReadable, writable: &backendWritable, hangup: clientHangup)
         if !handle(upResult, source: clientFD, target: backendFD) { return }
-        let downResult = pump(&down, pipe: &downPipe, from: backendFD, to: clientFD, readable: &backendReadable, writable: &clientWritable)
+        let downResult = pump(
+            &down, pipe: &downPipe, from: backendFD, to: clientFD, readable: &backendReadable, writable: &clientWritable, hangup: backendHangup)
         if !handle(downResult, source: backendFD, target: clientFD) { return }
 
         if up.shutdownSent && down.shutdownSent {
@@ -220,9 +229,12 @@ final class TCPConnection: EventHandler {
     /// Moves what it can in one direction until both ends would block or nothing is left.
     @inline(__always)
     private func pump(
-        _ d: inout Direction, pipe: inout Pipe?, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool
+        _ d: inout Direction, pipe: inout Pipe?, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool,
+        hangup: Bool
     ) -> PumpResult {
         var movedAny = false
+        // The first read of a wake-up may copy (see `copySmall`); bulk goes on with splice.
+        var copyFirst = true
         while true {
             var progressed = false
             if !d.eof && readable && (d.pipeWrite < 0 || d.buffered < d.capacity) {
@@ -238,19 +250,29 @@ final class TCPConnection: EventHandler {
                         return copy(&d, from: from, to: to, readable: &readable, writable: &writable)
                     }
                 }
-                context.counters.spliceCalls &+= 1
-                do {
-                    switch try Splice.move(from: from, to: d.pipeWrite, length: d.capacity - d.buffered) {
-                    case .done(0):
-                        d.eof = true
-                    case .done(let n):
-                        d.buffered += n
-                        progressed = true
-                    case .wouldBlock:
-                        if d.buffered == 0 { readable = false }
+                if copyFirst && d.buffered == 0 && writable {
+                    switch copySmall(&d, from: from, to: to, readable: &readable, writable: &writable, hangup: hangup) {
+                    case .progressed(let moved):
+                        progressed = moved
+                        copyFirst = !moved || readable == false
+                    case let failure:
+                        return failure
                     }
-                } catch {
-                    return .readFailed(error.errno)
+                } else {
+                    context.counters.spliceCalls &+= 1
+                    do {
+                        switch try Splice.move(from: from, to: d.pipeWrite, length: d.capacity - d.buffered) {
+                        case .done(0):
+                            d.eof = true
+                        case .done(let n):
+                            d.buffered += n
+                            progressed = true
+                        case .wouldBlock:
+                            if d.buffered == 0 { readable = false }
+                        }
+                    } catch {
+                        return .readFailed(error.errno)
+                    }
                 }
             }
             if d.buffered > 0 && writable {
@@ -282,6 +304,51 @@ final class TCPConnection: EventHandler {
             Socket.shutdownWrite(to)
         }
         return .progressed(movedAny)
+    }
+
+    /// Small messages: recv into the loop's buffer and send at once. Two system calls where splice
+    /// needs three (in, out, and the EAGAIN that proves the socket empty): a TCP recv that returns
+    /// less than asked has emptied the receive queue, so the next data brings a new edge. Unless
+    /// the peer's FIN was already reported (`hangup`): then read on until recv returns 0. What the
+    /// target does not take goes into the (empty) pipe, which keeps the order. A full read means
+    /// bulk: the caller goes on with splice.
+    private func copySmall(
+        _ d: inout Direction, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool, hangup: Bool
+    ) -> PumpResult {
+        let want = min(Self.smallCopy, d.capacity)
+        let buffer = context.scratch.baseAddress!
+        context.counters.copyCalls &+= 1
+        let n = recv(from, buffer, want, Int32(MSG_DONTWAIT))
+        if n == 0 {
+            d.eof = true
+            return .progressed(false)
+        }
+        if n < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK {
+                readable = false
+                return .progressed(false)
+            }
+            return errno == EINTR ? .progressed(false) : .readFailed(Errno(rawValue: errno))
+        }
+        var sent = send(to, buffer, n, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+        if sent < 0 {
+            guard errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR else { return .writeFailed(Errno(rawValue: errno)) }
+            sent = 0
+            writable = false
+        }
+        if sent < n {
+            // Into the empty pipe, which holds at least `want` bytes: nothing is lost or reordered.
+            let rest = n - sent
+            let stashed = write(d.pipeWrite, buffer + sent, rest)
+            precondition(stashed == rest, "an empty pipe took \(stashed) of \(rest) bytes")
+            d.buffered = rest
+            writable = false
+            context.counters.copyStashes &+= 1
+        }
+        d.moved &+= UInt64(sent)
+        if to == backendFD { context.counters.bytesToBackend &+= UInt64(sent) } else { context.counters.bytesToClient &+= UInt64(sent) }
+        if n < want && !hangup { readable = false }
+        return .progressed(true)
     }
 
     /// The fallback when no pipe can be had: peek, send, consume what was sent.

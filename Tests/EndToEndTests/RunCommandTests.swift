@@ -6,12 +6,13 @@ import TestSupport
 import XCTest
 
 final class RunCommandTests: XCTestCase {
-    /// Starts berth and waits for `lines` listener lines.
+    /// Starts berth and waits for `lines` listener lines. Userspace mode: these tests run in the
+    /// root namespace, whose nftables ruleset a test must never touch.
     private func start(_ arguments: [String], lines: Int, limits: [String] = []) throws -> (Subprocess, [String]) {
         let berth = berthBinary()
         let process = limits.isEmpty
-            ? try Subprocess(berth, ["run"] + arguments)
-            : try Subprocess("/usr/bin/prlimit", limits + ["--", berth, "run"] + arguments)
+            ? try Subprocess(berth, ["run", "--mode", "userspace"] + arguments)
+            : try Subprocess("/usr/bin/prlimit", limits + ["--", berth, "run", "--mode", "userspace"] + arguments)
         let printed = process.waitForLines(lines)
         guard printed.count >= lines else {
             throw TestFailure("berth printed \(printed) (stderr: \(process.stderr))")
@@ -115,6 +116,39 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(berth.waitForExit(), 0)
     }
 
+    func testUDPPortsOnBothFamiliesAndTheUDPOptions() throws {
+        let server = try TestUDPEchoServer()
+        let c = server.address.port
+        let (berth, lines) = try start(["--udp-timeout", "30", "--udp-max-flows", "64", "-p", "\(c)/udp", "127.0.0.1"], lines: 2)
+        XCTAssertTrue(lines[0].hasPrefix("\(c)/udp -> 0.0.0.0:"), lines[0])
+        XCTAssertTrue(lines[1].hasPrefix("\(c)/udp -> [::]:"), lines[1])
+        for host in ["127.0.0.1", "::1"] {
+            let client = try TestUDPSocket(host: host == "::1" ? "::1" : "127.0.0.1")
+            try client.send(Array("udp via \(host)".utf8), to: SocketAddress(ip: host, port: port(of: lines[0]))!)
+            let (bytes, from) = try client.receiveFrom()
+            XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "udp via \(host)")
+            XCTAssertEqual(from.ipText, host, "the reply comes from the address the client sent to")
+        }
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+    }
+
+    /// Regression: splice(2) raises SIGPIPE when the target is gone; berth must reset the client and live.
+    func testBackendThatClosesWhileTheClientSendsDoesNotKillBerth() throws {
+        let server = try TestServer { socket in socket.close() }
+        let (berth, lines) = try start(["-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1)
+        let address = SocketAddress(ip: "127.0.0.1", port: port(of: lines[0]))!
+        for _ in 0..<5 {
+            let client = try TestSocket.connect(address)
+            let chunk = [UInt8](repeating: 0x42, count: 1 << 20)
+            for _ in 0..<8 { if (try? client.send(chunk)) == nil { break } }
+            client.close()
+        }
+        XCTAssertNil(berth.waitForExit(seconds: 0.5), "berth died: \(berth.stderr)")
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+    }
+
     func testMalformedSpecIsOneLineAndExitTwo() throws {
         for (spec, message) in [
             ("300.1.1.1:80:80", "berth: invalid port spec \"300.1.1.1:80:80\": host IP \"300.1.1.1\" is not an IPv4 or IPv6 address\n"),
@@ -139,7 +173,7 @@ final class RunCommandTests: XCTestCase {
         let busy = try TestServer { _ in }
         let first = freePort()
         let result = try Subprocess.run(berthBinary(), [
-            "run", "-p", "127.0.0.1:\(first):80", "-p", "127.0.0.1:\(busy.address.port):80", "127.0.0.1",
+            "run", "--mode", "userspace", "-p", "127.0.0.1:\(first):80", "-p", "127.0.0.1:\(busy.address.port):80", "127.0.0.1",
         ])
         XCTAssertEqual(result.code, 1)
         XCTAssertEqual(result.stdout, "", "no listener is reported when start-up fails")
@@ -153,7 +187,7 @@ final class RunCommandTests: XCTestCase {
             throw XCTSkip("needs root to drop to an unprivileged user with setpriv")
         }
         let result = try Subprocess.run("/usr/bin/setpriv", [
-            "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", berthBinary(), "run", "-p", "127.0.0.1:81:80", "127.0.0.1",
+            "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", berthBinary(), "run", "--mode", "userspace", "-p", "127.0.0.1:81:80", "127.0.0.1",
         ])
         XCTAssertEqual(result.code, 1)
         XCTAssertEqual(result.stderr, "berth: 80/tcp: bind 127.0.0.1:81: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)\n")

@@ -3,20 +3,40 @@ import LinuxIO
 import Relay
 import TestSupport
 
-/// A relay on 127.0.0.1 (or another address) running its own loop thread, as berth runs it.
+/// A relay on 127.0.0.1 (or another address) running its own loop thread, as berth runs it:
+/// TCP or UDP, as its listener is.
 final class RelayHarness {
     let listener: Listener
     private let loop: EventLoop
     private let context: RelayContext
     private var thread: LoopThread?
+    private var udpRelay: UDPRelay?
 
     var address: SocketAddress { listener.address }
 
-    init(target: SocketAddress, host: String = "127.0.0.1", config: RelayConfig = RelayConfig()) throws {
-        listener = try Listener.tcp(SocketAddress(ip: host, port: 0)!)
+    convenience init(target: SocketAddress, host: String = "127.0.0.1", config: RelayConfig = RelayConfig()) throws {
+        try self.init(listener: Listener.tcp(SocketAddress(ip: host, port: 0)!), target: target, config: config)
+    }
+
+    /// A UDP relay listening on `host:port` (port 0: the kernel picks).
+    convenience init(
+        udpTarget target: SocketAddress, host: String = "127.0.0.1", port: UInt16 = 0, config: RelayConfig = RelayConfig()
+    ) throws {
+        try self.init(listener: Listener.udp(SocketAddress(ip: host, port: port)!), target: target, config: config)
+    }
+
+    /// Serves a listener made elsewhere (an adopted socket, say).
+    init(listener: Listener, target: SocketAddress, config: RelayConfig = RelayConfig()) throws {
+        self.listener = listener
         loop = try EventLoop()
         context = RelayContext(loop: loop, config: config)
-        try TCPAcceptor(listener: listener, target: target, context: context).start()
+        if listener.isTCP {
+            try TCPAcceptor(listener: listener, target: target, context: context).start()
+        } else {
+            let relay = UDPRelay(listener: listener, target: target, context: context)
+            try relay.start()
+            udpRelay = relay
+        }
         let handover = Handover(loop)
         thread = try LoopThread(name: "relay-under-test") {
             do { try handover.value.run() } catch { fatalError("loop: \(error)") }
@@ -29,6 +49,8 @@ final class RelayHarness {
         loop.waker.stop()
         thread?.join()
         thread = nil
+        // Closes the UDP flows; only now that the loop's thread has ended.
+        udpRelay?.stop()
         return context.counters
     }
 

@@ -66,6 +66,38 @@ final class TCPRelayTests: XCTestCase {
         XCTAssertEqual(counters.bytesToClient, UInt64(size))
     }
 
+    /// Small writes take the copy path; a backend that reads slowly makes its sends partial, and the
+    /// rest must wait in the pipe without being lost or reordered.
+    func testManySmallWritesToASlowReaderArriveInOrder() throws {
+        var expected = StreamSum()
+        var messages: [[UInt8]] = []
+        for i in 0..<200_000 {
+            let m = Array("message \(i);".utf8) + [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 100)
+            messages.append(m)
+            expected.add(m)
+        }
+        let received = Mutex<StreamSum?>(nil)
+        let server = try TestServer { socket in
+            var sum = StreamSum()
+            usleep(300_000)  // every buffer on the way fills up meanwhile
+            while let chunk = try? socket.receive(max: 700), !chunk.isEmpty { sum.add(chunk) }
+            received.withLock { $0 = sum }
+            socket.close()
+        }
+        let relay = try RelayHarness(target: server.address)
+        let client = try TestSocket.connect(relay.address)
+        for m in messages { try client.send(m) }
+        client.shutdownWrite()
+        XCTAssertEqual(try client.receiveAll(), [])
+        XCTAssertTrue(eventually { received.withLock { $0 != nil } })
+        let got = received.withLock { $0! }
+        XCTAssertEqual(got.count, expected.count)
+        XCTAssertEqual(got.value, expected.value, "bytes lost or reordered")
+        let counters = relay.stop()
+        XCTAssertGreaterThan(counters.copyCalls, 0, "the copy path was exercised")
+        print("small writes: \(counters.copyCalls) copies, \(counters.copyStashes) partly sent, \(counters.spliceCalls) splices")
+    }
+
     func testClientHalfClosesFirstAndStillGetsTheResponse() throws {
         let server = try TestServer { socket in
             let request = (try? socket.receiveAll()) ?? []

@@ -49,6 +49,9 @@ public final class Topology: @unchecked Sendable {
             try Topology.ip("-n \(host) link set br0 up")
             try Topology.ip("-n \(host) link add veth-c type veth peer name eth0 netns \(container)")
             try Topology.ip("-n \(host) link set veth-c master br0 up")
+            // As Docker does for its bridge ports: a container may reach itself through a host
+            // address (DNAT back out of the port the packet came in by).
+            try Topology.ip("-n \(host) link set veth-c type bridge_slave hairpin on")
             try Topology.ip("-n \(container) addr add \(Topology.containerIP)/24 dev eth0")
             try Topology.ip("-n \(container) addr add \(Topology.containerIPv6)/64 dev eth0 nodad")
             try Topology.ip("-n \(container) link set eth0 up")

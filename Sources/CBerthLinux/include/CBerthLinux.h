@@ -49,6 +49,15 @@ extern const int CBerthLinux_IP_PKTINFO;
 extern const int CBerthLinux_IPV6_RECVPKTINFO;
 extern const int CBerthLinux_IPV6_PKTINFO;
 extern const int CBerthLinux_MSG_TRUNC;
+extern const int CBerthLinux_MSG_CTRUNC;
+extern const int CBerthLinux_SO_RCVBUFFORCE;
+
+// struct in6_pktinfo is GNU-only in <netinet/in.h>: the same layout under our name
+// (checked in shim.c), for IPV6_PKTINFO control messages.
+struct CBerthLinux_in6_pktinfo {
+    struct in6_addr ipi6_addr;
+    unsigned int ipi6_ifindex;
+};
 
 // CMSG_* are macros.
 struct cmsghdr *CBerthLinux_CMSG_FIRSTHDR(const struct msghdr *msg);

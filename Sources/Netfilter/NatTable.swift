@@ -1,0 +1,431 @@
+// NatTable: berth's own nftables table (see Layout.swift for what is in it), programmed over
+// netlink in batches, on one socket that lives as long as the table.
+import CNetfilter
+import Mappings
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Berth's nftables table. It owns the netlink socket that created it for its whole life: the
+/// table carries NFT_TABLE_F_OWNER, so the kernel removes it when this socket closes (also when
+/// the process dies, even by SIGKILL), and no other socket or process can change it.
+///
+/// Not thread-safe: use one table from one thread (or under one lock).
+public final class NatTable {
+    /// The table's name, in the `inet` family: `nft list table inet <name>`.
+    public let name: String
+    private var socket: NetlinkSocket
+    /// What the kernel holds, by element key: map elements and hairpin references.
+    private var installed: [ElementKey: DNATRule] = [:]
+    private var hairpins: [ElementKey: Int] = [:]
+    /// True from the moment the kernel holds our table until `delete()`. A class whose throwing
+    /// init fails after its stored properties are set still runs `deinit`: without this flag, a
+    /// failed init ("File exists") would delete the *other* table of that name.
+    private var live = false
+
+    /// `berth_<pid>`: each berth process gets its own table, so several coexist.
+    public static func defaultName(pid: Int32 = getpid()) -> String { "berth_\(pid)" }
+
+    /// Creates the table, its chains, maps and rules in one batch. If anything fails, the kernel
+    /// rolls the whole batch back: nothing is left behind. Fails with EEXIST if a table of that
+    /// name exists, EPERM if another socket owns it.
+    public init(name: String) throws(NetfilterError) {
+        self.name = name
+        socket = try NetlinkSocket("nftables")
+        socket.ensureReceiveBuffer(1 << 20)
+        var batch = Batch(firstSequence: socket.nextSequence)
+        Self.buildLayout(into: &batch, table: name)
+        batch.end()
+        try socket.commit(batch, "create table inet \(name)")
+        live = true
+    }
+
+    deinit {
+        // Closing the socket would remove the owned table anyway; say so explicitly first.
+        if live { try? delete() }
+    }
+
+    /// The rules the kernel serves now.
+    public var rules: [DNATRule] { Array(installed.values) }
+
+    /// Adds rules in one batch. A rule already installed is left alone (its counters too);
+    /// existing elements are never rewritten. A rule whose host side is taken by a different
+    /// target fails the whole call, as does any rule the kernel path cannot serve (loopback host
+    /// address, a protocol other than tcp/udp, mixed families).
+    public func add(_ rules: [DNATRule]) throws(NetfilterError) {
+        try add(rules, extraElementIn: nil)
+    }
+
+    /// `add`, plus one element for a set named `missingSet` in the same batch: lets tests make the
+    /// kernel reject a batch after valid messages, to check that none of it stays behind.
+    package func add(_ rules: [DNATRule], extraElementIn missingSet: String?) throws(NetfilterError) {
+        try checkAlive("add rules")
+        var additions: [(key: ElementKey, rule: DNATRule)] = []
+        var pending: [ElementKey: DNATRule] = [:]
+        var newHairpins: [(key: ElementKey, rule: DNATRule)] = []
+        var hairpinDelta: [ElementKey: Int] = [:]
+        for rule in rules {
+            if let reason = rule.unsupportedReason {
+                throw NetfilterError("nftables: add \(rule) to table inet \(name)", reason: reason)
+            }
+            let key = rule.element
+            if let existing = installed[key] ?? pending[key] {
+                if existing == rule { continue }
+                throw NetfilterError(
+                    "nftables: add element \(rule.elementText) to map inet \(name) \(key.map)",
+                    reason: "already mapped to \(existing.containerIP.bracketed):\(existing.containerPort)"
+                )
+            }
+            pending[key] = rule
+            additions.append((key, rule))
+            let hairpin = rule.hairpin
+            if hairpins[hairpin, default: 0] + hairpinDelta[hairpin, default: 0] == 0 {
+                newHairpins.append((hairpin, rule))
+            }
+            hairpinDelta[hairpin, default: 0] += 1
+        }
+        guard !additions.isEmpty || missingSet != nil else { return }
+
+        var batch = Batch(
+            firstSequence: socket.nextSequence,
+            capacity: 256 + 160 * (additions.count + newHairpins.count)
+        )
+        let total = additions.count + newHairpins.count + (missingSet == nil ? 0 : 1)
+        var index = 0
+        for (key, rule) in additions {
+            index += 1
+            Self.appendElement(
+                into: &batch,
+                add: true,
+                table: name,
+                key: key,
+                data: rule.elementData,
+                text: rule.elementText,
+                ack: index == total
+            )
+        }
+        for (key, rule) in newHairpins {
+            index += 1
+            Self.appendElement(
+                into: &batch,
+                add: true,
+                table: name,
+                key: key,
+                data: nil,
+                text: rule.hairpinText,
+                ack: index == total
+            )
+        }
+        if let missingSet {
+            batch.append(
+                .element(add: true, key: "198.18.0.1 . tcp . 1", kind: "map", table: name, set: missingSet),
+                type: NFT_MSG_NEWSETELEM.rawValue,
+                flags: NLM_F_CREATE | NLM_F_EXCL,
+                ack: true,
+                maxBytes: 512
+            ) { header in
+                Self.elementPayload(
+                    header,
+                    table: name,
+                    set: missingSet,
+                    key: [198, 18, 0, 1, 6, 0, 0, 0, 0, 1, 0, 0],
+                    data: nil
+                )
+            }
+        }
+        batch.end()
+        try socket.commit(batch, "add \(additions.count) rule(s) to table inet \(name)")
+
+        for (key, rule) in additions { installed[key] = rule }
+        for (key, delta) in hairpinDelta { hairpins[key, default: 0] += delta }
+    }
+
+    /// Removes rules in one batch. Rules that are not installed are ignored. Conntrack entries of
+    /// flows already going to the old target stay: see `Conntrack.deleteUDPFlows`.
+    public func remove(_ rules: [DNATRule]) throws(NetfilterError) {
+        try checkAlive("remove rules")
+        var removals: [(key: ElementKey, rule: DNATRule)] = []
+        var seen: Set<ElementKey> = []
+        var goneHairpins: [(key: ElementKey, rule: DNATRule)] = []
+        var hairpinDelta: [ElementKey: Int] = [:]
+        for rule in rules {
+            let key = rule.element
+            guard installed[key] == rule, seen.insert(key).inserted else { continue }
+            removals.append((key, rule))
+            let hairpin = rule.hairpin
+            hairpinDelta[hairpin, default: 0] -= 1
+            if hairpins[hairpin, default: 0] + hairpinDelta[hairpin, default: 0] == 0 {
+                goneHairpins.append((hairpin, rule))
+            }
+        }
+        guard !removals.isEmpty else { return }
+
+        var batch = Batch(
+            firstSequence: socket.nextSequence,
+            capacity: 256 + 160 * (removals.count + goneHairpins.count)
+        )
+        let total = removals.count + goneHairpins.count
+        var index = 0
+        for (key, rule) in removals {
+            index += 1
+            Self.appendElement(
+                into: &batch,
+                add: false,
+                table: name,
+                key: key,
+                data: nil,
+                text: rule.elementText,
+                ack: index == total
+            )
+        }
+        for (key, rule) in goneHairpins {
+            index += 1
+            Self.appendElement(
+                into: &batch,
+                add: false,
+                table: name,
+                key: key,
+                data: nil,
+                text: rule.hairpinText,
+                ack: index == total
+            )
+        }
+        batch.end()
+        try socket.commit(batch, "remove \(removals.count) rule(s) from table inet \(name)")
+
+        for (key, _) in removals { installed[key] = nil }
+        for (key, delta) in hairpinDelta {
+            let count = hairpins[key, default: 0] + delta
+            hairpins[key] = count > 0 ? count : nil
+        }
+    }
+
+    /// Packets and bytes per installed rule, read from the map elements' counters. The maps are
+    /// looked up in nat chains, which see the first packet of each connection or UDP flow only:
+    /// `packets` counts new connections/flows, `bytes` the size of those first packets.
+    public func counters() throws(NetfilterError) -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
+        try checkAlive("read counters")
+        var result: [DNATRule: (packets: UInt64, bytes: UInt64)] = [:]
+        let maps = Set(installed.keys.map(\.map))
+        for map in BerthMap.allCases where maps.contains(map) {
+            try dumpElements(of: map) { key, packets, bytes in
+                if let rule = installed[ElementKey(map: map, key: key)] { result[rule] = (packets, bytes) }
+            }
+        }
+        return result
+    }
+
+    /// Removes the whole table (chains, maps, rules) in one batch. The table is unusable afterwards.
+    public func delete() throws(NetfilterError) {
+        try checkAlive("delete table")
+        var batch = Batch(firstSequence: socket.nextSequence)
+        batch.append(.object("delete table inet \(name)"), type: NFT_MSG_DELTABLE.rawValue, flags: 0, ack: true) {
+            header in
+            let table = nftnl_table_alloc()!
+            defer { nftnl_table_free(table) }
+            _ = nftnl_table_set_str(table, UInt16(NFTNL_TABLE_NAME.rawValue), name)
+            nftnl_table_nlmsg_build_payload(header, table)
+        }
+        batch.end()
+        try socket.commit(batch, "delete table inet \(name)")
+        live = false
+        installed = [:]
+        hairpins = [:]
+    }
+
+    private func checkAlive(_ what: String) throws(NetfilterError) {
+        if !live { throw NetfilterError("nftables: \(what) in table inet \(name)", reason: "the table was deleted") }
+    }
+
+    // MARK: - Messages
+
+    private static func buildLayout(into batch: inout Batch, table name: String) {
+        batch.append(
+            .object("add table inet \(name)"),
+            type: NFT_MSG_NEWTABLE.rawValue,
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+            ack: true
+        ) { header in
+            let table = nftnl_table_alloc()!
+            defer { nftnl_table_free(table) }
+            _ = nftnl_table_set_str(table, UInt16(NFTNL_TABLE_NAME.rawValue), name)
+            nftnl_table_set_u32(table, UInt16(NFTNL_TABLE_FLAGS.rawValue), cnetfilter_table_flag_owner())
+            nftnl_table_nlmsg_build_payload(header, table)
+        }
+        for chain in BerthChain.allCases {
+            batch.append(
+                .object("add chain inet \(name) \(chain.name)"),
+                type: NFT_MSG_NEWCHAIN.rawValue,
+                flags: NLM_F_CREATE | NLM_F_EXCL,
+                ack: true
+            ) { header in
+                let c = nftnl_chain_alloc()!
+                defer { nftnl_chain_free(c) }
+                _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), name)
+                _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_NAME.rawValue), chain.name)
+                _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TYPE.rawValue), "nat")
+                nftnl_chain_set_u32(c, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue), chain.hook)
+                nftnl_chain_set_s32(c, UInt16(NFTNL_CHAIN_PRIO.rawValue), chain.priority)
+                nftnl_chain_set_u32(c, UInt16(NFTNL_CHAIN_POLICY.rawValue), 1)  // NF_ACCEPT
+                nftnl_chain_nlmsg_build_payload(header, c)
+            }
+        }
+        for map in BerthMap.allCases {
+            batch.append(
+                .object("add \(map.kind) inet \(name) \(map)"),
+                type: NFT_MSG_NEWSET.rawValue,
+                flags: NLM_F_CREATE | NLM_F_EXCL,
+                ack: true
+            ) { header in
+                let set = nftnl_set_alloc()!
+                defer { nftnl_set_free(set) }
+                _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), name)
+                _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), map.description)
+                nftnl_set_set_u32(set, UInt16(NFTNL_SET_ID.rawValue), map.id)
+                let key = NftType.concat(map.key)
+                nftnl_set_set_u32(set, UInt16(NFTNL_SET_KEY_TYPE.rawValue), key.type)
+                nftnl_set_set_u32(set, UInt16(NFTNL_SET_KEY_LEN.rawValue), key.length)
+                if let dataTypes = map.data {
+                    let data = NftType.concat(dataTypes)
+                    nftnl_set_set_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue), NFT_SET_MAP.rawValue)
+                    nftnl_set_set_u32(set, UInt16(NFTNL_SET_DATA_TYPE.rawValue), data.type)
+                    nftnl_set_set_u32(set, UInt16(NFTNL_SET_DATA_LEN.rawValue), data.length)
+                    // `counter` on the set: the kernel gives every element its own counter.
+                    nftnl_set_add_expr(set, nftnl_expr_alloc("counter"))
+                } else {
+                    nftnl_set_set_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue), 0)
+                }
+                nftnl_set_nlmsg_build_payload(header, set)
+            }
+        }
+        for rule in Layout.rules() {
+            batch.append(
+                .object("add rule inet \(name) \(rule.chain.name) '\(rule.text)'"),
+                type: NFT_MSG_NEWRULE.rawValue,
+                flags: NLM_F_CREATE | NLM_F_APPEND,
+                ack: true
+            ) { header in
+                let r = nftnl_rule_alloc()!
+                defer { nftnl_rule_free(r) }
+                _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), name)
+                _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), rule.chain.name)
+                for expr in rule.expressions() { nftnl_rule_add_expr(r, expr) }
+                nftnl_rule_nlmsg_build_payload(header, r)
+            }
+        }
+    }
+
+    /// One element per message: an error then names exactly the element the kernel refused.
+    private static func appendElement(
+        into batch: inout Batch,
+        add: Bool,
+        table: String,
+        key: ElementKey,
+        data: [UInt8]?,
+        text: String,
+        ack: Bool
+    ) {
+        batch.append(
+            .element(add: add, key: text, kind: key.map.kind, table: table, set: key.map.description),
+            type: add ? NFT_MSG_NEWSETELEM.rawValue : NFT_MSG_DELSETELEM.rawValue,
+            flags: add ? NLM_F_CREATE | NLM_F_EXCL : 0,
+            ack: ack,
+            maxBytes: 512
+        ) { header in
+            elementPayload(header, table: table, set: key.map.description, key: key.key, data: data)
+        }
+    }
+
+    private static func elementPayload(
+        _ header: UnsafeMutablePointer<nlmsghdr>,
+        table: String,
+        set name: String,
+        key: [UInt8],
+        data: [UInt8]?
+    ) {
+        let set = nftnl_set_alloc()!
+        defer { nftnl_set_free(set) }
+        _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), table)
+        _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), name)
+        let element = nftnl_set_elem_alloc()!
+        _ = key.withUnsafeBytes {
+            nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count))
+        }
+        if let data {
+            _ = data.withUnsafeBytes {
+                nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count))
+            }
+        }
+        nftnl_set_elem_add(set, element)
+        nftnl_set_elems_nlmsg_build_payload(header, set)
+    }
+
+    // MARK: - Dumps
+
+    /// Lists the elements of one map (NFT_MSG_GETSETELEM, NLM_F_DUMP) and hands each key and
+    /// counter to `body`.
+    private func dumpElements(of map: BerthMap, _ body: ([UInt8], UInt64, UInt64) -> Void) throws(NetfilterError) {
+        let what = "nftables: list map inet \(name) \(map)"
+        let sequence = socket.nextSequence
+        socket.advanceSequence(past: sequence &+ 1)
+        let request = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 8)
+        defer { request.deallocate() }
+        let header = nftnl_nlmsg_build_hdr(
+            request.baseAddress!.assumingMemoryBound(to: CChar.self),
+            UInt16(NFT_MSG_GETSETELEM.rawValue),
+            UInt16(NFPROTO_INET_VALUE),
+            UInt16(NLM_F_DUMP | NLM_F_ACK),
+            sequence
+        )!
+        let set = nftnl_set_alloc()!
+        defer { nftnl_set_free(set) }
+        _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), name)
+        _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), map.description)
+        nftnl_set_elems_nlmsg_build_payload(header, set)
+        try socket.send(UnsafeRawBufferPointer(start: request.baseAddress, count: Int(header.pointee.nlmsg_len)), what)
+
+        let parsed = nftnl_set_alloc()!
+        defer { nftnl_set_free(parsed) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 8)
+        defer { buffer.deallocate() }
+        var done = false
+        while !done {
+            let got = try socket.receive(into: buffer, timeoutMs: 5_000, what)
+            if got == 0 { throw NetfilterError(what, reason: "no reply from the kernel within 5 s") }
+            for message in NetlinkMessages(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
+            where message.sequence == sequence {
+                if message.type == UInt16(NLMSG_DONE) {
+                    done = true
+                } else if let reply = message.errorReply {
+                    if reply.errno != 0 { throw NetfilterError(what, errno: reply.errno, extra: reply.message) }
+                    done = true
+                } else if message.type & 0xff == UInt16(NFT_MSG_NEWSETELEM.rawValue) {
+                    if nftnl_set_elems_nlmsg_parse(message.header, parsed) < 0 {
+                        throw NetfilterError(what, reason: "cannot parse the kernel's reply")
+                    }
+                }
+            }
+        }
+
+        guard let iterator = nftnl_set_elems_iter_create(parsed) else { return }
+        defer { nftnl_set_elems_iter_destroy(iterator) }
+        while let element = nftnl_set_elems_iter_next(iterator) {
+            var length: UInt32 = 0
+            guard let keyPointer = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_KEY), &length) else {
+                continue
+            }
+            let key = Array(UnsafeRawBufferPointer(start: keyPointer, count: Int(length)))
+            var packets: UInt64 = 0
+            var bytes: UInt64 = 0
+            if let raw = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_EXPR), &length) {
+                let expr = OpaquePointer(raw)
+                if let kind = nftnl_expr_get_str(expr, UInt16(NFTNL_EXPR_NAME)), String(cString: kind) == "counter" {
+                    packets = nftnl_expr_get_u64(expr, UInt16(NFTNL_EXPR_CTR_PACKETS))
+                    bytes = nftnl_expr_get_u64(expr, UInt16(NFTNL_EXPR_CTR_BYTES))
+                }
+            }
+            body(key, packets, bytes)
+        }
+    }
+}

@@ -1,0 +1,280 @@
+// The UDP flow table: client address → slot, bounded, least recently active out first.
+//
+// Slots live in one array allocated up front; a flow keeps its slot number for its whole
+// life, so the relay keeps what else a flow owns (its backend socket, its reply source) in
+// arrays of its own, indexed by slot. Nothing here knows about sockets, so the table can be
+// tested and benchmarked alone.
+//
+// Index: open addressing with linear probing over a power-of-two array of buckets, at most
+// half full. A bucket holds 32 bits of the key's hash (most mismatches are settled without
+// touching the slot) and slot + 1 (0 is empty). Removal shifts the buckets after it back
+// into place instead of leaving tombstones, so lookups do not slow down as flows come and
+// go. The hash is Swift's seeded SipHash (`Hasher`): clients choose their addresses and
+// ports, and a predictable hash would let them pile every flow into one probe chain.
+//
+// Recency: an intrusive doubly-linked list through the slots, least recently active at the
+// head. Touching a flow moves it to the tail; eviction and expiry take from the head; all
+// O(1). Since the relay touches with the loop's clock, which never goes back, the head is
+// also the flow idle the longest, so expiry looks at the head only.
+//
+// Memory: nothing is allocated after `init`. The buckets come from calloc and slots are
+// used from the front, so pages are touched only as flows arrive: a table sized for a
+// million flows costs little until it holds them.
+
+import Glibc
+import LinuxIO
+
+/// A client's address (IP and port) as a compact hashable value, read straight from a `sockaddr`.
+public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
+    /// The address as raw network-order memory: IPv6 in both words, IPv4 in the first 4 bytes of `high`.
+    public var high: UInt64
+    public var low: UInt64
+    /// In network byte order, as in the `sockaddr`.
+    public var rawPort: UInt16
+    public var family: UInt16
+    /// sin6_scope_id: fe80::1%eth0 and fe80::1%eth1 are different clients.
+    public var scope: UInt32
+
+    /// Reads an AF_INET or AF_INET6 `sockaddr`.
+    @inline(__always)
+    public init(sockaddr raw: UnsafeRawPointer) {
+        family = raw.loadUnaligned(as: UInt16.self)
+        rawPort = raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self)
+        if Int32(family) == AF_INET6 {
+            high = raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+            low = raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+            scope = raw.loadUnaligned(fromByteOffset: 24, as: UInt32.self)
+        } else {
+            high = UInt64(raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+            low = 0
+            scope = 0
+        }
+    }
+
+    public init(_ address: SocketAddress) {
+        self = address.withSockAddr { p, _ in FlowKey(sockaddr: UnsafeRawPointer(p)) }
+    }
+
+    public var isV6: Bool { Int32(family) == AF_INET6 }
+    public var port: UInt16 { UInt16(bigEndian: rawPort) }
+
+    /// Calls `body` with the key as a `sockaddr` the kernel can send to; nothing is allocated.
+    @inline(__always)
+    public func withSockAddr<R, E: Error>(_ body: (UnsafeRawPointer, socklen_t) throws(E) -> R) throws(E) -> R {
+        if isV6 {
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(family)
+            sin6.sin6_port = rawPort
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+                raw.storeBytes(of: high, as: UInt64.self)
+                raw.storeBytes(of: low, toByteOffset: 8, as: UInt64.self)
+            }
+            sin6.sin6_scope_id = scope
+            return try withUnsafeBytes(of: &sin6) { (raw) throws(E) -> R in
+                try body(raw.baseAddress!, socklen_t(MemoryLayout<sockaddr_in6>.size))
+            }
+        }
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(family)
+        sin.sin_port = rawPort
+        sin.sin_addr.s_addr = UInt32(truncatingIfNeeded: high)
+        return try withUnsafeBytes(of: &sin) { (raw) throws(E) -> R in
+            try body(raw.baseAddress!, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+
+    public var address: SocketAddress {
+        withSockAddr { p, _ in
+            let bytes = isV6 ? Array(UnsafeRawBufferPointer(start: p + 8, count: 16)) : Array(UnsafeRawBufferPointer(start: p + 4, count: 4))
+            return SocketAddress(ip: bytes, port: port)
+        }
+    }
+
+    public var description: String { address.description }
+}
+
+/// Bounded map from client address to flow slot with least-recently-active eviction and idle
+/// expiry, all O(1). Owned by one loop; not thread-safe.
+public final class UDPFlowTable {
+    private struct Entry {
+        var key: FlowKey
+        var hash: UInt64
+        var lastActive: UInt64
+        var previous: Int32
+        var next: Int32
+    }
+
+    /// What `insert` did: the flow's slot, and the flow evicted to make room, if the table was full.
+    public struct Insertion: Sendable {
+        public let slot: Int
+        public let evicted: FlowKey?
+    }
+
+    public let capacity: Int
+    public private(set) var count = 0
+
+    private let entries: UnsafeMutablePointer<Entry>
+    private let buckets: UnsafeMutablePointer<UInt64>
+    private let mask: Int
+    /// Slots below this have been used at least once; from it on they are untouched memory.
+    private var used = 0
+    /// Slots freed by `remove`, linked through `next`.
+    private var freeHead: Int32 = -1
+    /// Least recently active.
+    private var head: Int32 = -1
+    /// Most recently active.
+    private var tail: Int32 = -1
+
+    public init(capacity: Int) {
+        precondition(capacity > 0 && capacity < Int(Int32.max) / 2, "flow table capacity \(capacity)")
+        self.capacity = capacity
+        var size = 16
+        while size < 2 * capacity { size <<= 1 }
+        mask = size - 1
+        entries = .allocate(capacity: capacity)
+        guard let zeroed = calloc(size, MemoryLayout<UInt64>.size) else { fatalError("flow table: out of memory") }
+        buckets = zeroed.assumingMemoryBound(to: UInt64.self)
+    }
+
+    deinit {
+        entries.deallocate()
+        free(buckets)
+    }
+
+    public var isEmpty: Bool { count == 0 }
+    public var isFull: Bool { count == capacity }
+
+    /// The slot of `key`'s flow, if there is one. Does not count as activity.
+    @inline(__always)
+    public func lookup(_ key: FlowKey) -> Int? {
+        let hash = UInt64(UInt(bitPattern: key.hashValue))
+        let tag = hash >> 32
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let bucket = buckets[i]
+            if bucket == 0 { return nil }
+            if bucket >> 32 == tag {
+                let slot = Int(UInt32(truncatingIfNeeded: bucket)) - 1
+                if entries[slot].key == key { return slot }
+            }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// Adds a flow for `key`, which must not have one, as the most recently active. When the
+    /// table is full the least recently active flow makes room: its slot is reused, and its
+    /// key is returned so that the caller can release what it held.
+    @discardableResult
+    public func insert(_ key: FlowKey, now: Instant) -> Insertion {
+        assert(lookup(key) == nil, "\(key) is in the flow table already")
+        var evicted: FlowKey?
+        let slot: Int
+        if count == capacity {
+            slot = Int(head)
+            evicted = entries[slot].key
+            unindex(slot)
+            unlink(slot)
+            count -= 1
+        } else if freeHead >= 0 {
+            slot = Int(freeHead)
+            freeHead = entries[slot].next
+        } else {
+            slot = used
+            used += 1
+        }
+        let hash = UInt64(UInt(bitPattern: key.hashValue))
+        (entries + slot).initialize(to: Entry(key: key, hash: hash, lastActive: now.nanoseconds, previous: -1, next: -1))
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while buckets[i] != 0 { i = (i + 1) & mask }
+        buckets[i] = (hash >> 32) << 32 | UInt64(slot + 1)
+        linkAtTail(slot)
+        count += 1
+        return Insertion(slot: slot, evicted: evicted)
+    }
+
+    /// Marks the flow in `slot` active at `now`: it becomes the most recently active.
+    @inline(__always)
+    public func touch(_ slot: Int, now: Instant) {
+        entries[slot].lastActive = now.nanoseconds
+        if Int(tail) == slot { return }
+        unlink(slot)
+        linkAtTail(slot)
+    }
+
+    /// Forgets the flow in `slot`; the slot may be handed out again by the next `insert`.
+    public func remove(_ slot: Int) {
+        unindex(slot)
+        unlink(slot)
+        entries[slot].next = freeHead
+        freeHead = Int32(slot)
+        count -= 1
+    }
+
+    /// The least recently active flow.
+    public var oldest: Int? { head < 0 ? nil : Int(head) }
+
+    /// The least recently active flow if it has been idle for `idle` or longer at `now`.
+    @inline(__always)
+    public func expired(now: Instant, idle: Duration) -> Int? {
+        guard head >= 0 else { return nil }
+        let slot = Int(head)
+        return entries[slot].lastActive &+ idle.nanosecondsClamped <= now.nanoseconds ? slot : nil
+    }
+
+    public func key(at slot: Int) -> FlowKey { entries[slot].key }
+    public func lastActive(at slot: Int) -> Instant { Instant(nanoseconds: entries[slot].lastActive) }
+
+    /// Keys from least to most recently active, for tests and debugging (this one allocates).
+    public func keysByRecency() -> [FlowKey] {
+        var keys: [FlowKey] = []
+        keys.reserveCapacity(count)
+        var slot = head
+        while slot >= 0 {
+            keys.append(entries[Int(slot)].key)
+            slot = entries[Int(slot)].next
+        }
+        return keys
+    }
+
+    // MARK: the index
+
+    /// Removes `slot`'s bucket and shifts the buckets after it back to where probing finds them.
+    private func unindex(_ slot: Int) {
+        var hole = Int(truncatingIfNeeded: entries[slot].hash) & mask
+        let wanted = UInt64(slot + 1)
+        while buckets[hole] & 0xFFFF_FFFF != wanted { hole = (hole + 1) & mask }
+        var j = hole
+        while true {
+            j = (j + 1) & mask
+            let bucket = buckets[j]
+            if bucket == 0 { break }
+            let home = Int(truncatingIfNeeded: entries[Int(UInt32(truncatingIfNeeded: bucket)) - 1].hash) & mask
+            // The bucket at j may fill the hole if its home is not in (hole, j], cyclically.
+            if (j &- home) & mask >= (j &- hole) & mask {
+                buckets[hole] = bucket
+                hole = j
+            }
+        }
+        buckets[hole] = 0
+    }
+
+    // MARK: the recency list
+
+    @inline(__always)
+    private func unlink(_ slot: Int) {
+        let previous = entries[slot].previous
+        let next = entries[slot].next
+        if previous >= 0 { entries[Int(previous)].next = next } else { head = next }
+        if next >= 0 { entries[Int(next)].previous = previous } else { tail = previous }
+        entries[slot].previous = -1
+        entries[slot].next = -1
+    }
+
+    @inline(__always)
+    private func linkAtTail(_ slot: Int) {
+        entries[slot].previous = tail
+        entries[slot].next = -1
+        if tail >= 0 { entries[Int(tail)].next = Int32(slot) } else { head = Int32(slot) }
+        tail = Int32(slot)
+    }
+}

@@ -1,0 +1,356 @@
+// Theory of operation: one UDP listener, served by exactly one loop, and one flow per
+// client address (IP and port). A flow is a connected, non-blocking UDP socket towards the
+// backend, registered in the loop, so the kernel demultiplexes the replies and the client
+// keeps one backend source port for the flow's life. Replies go back through the listener
+// to exactly that client.
+//
+// Up (client → backend): recvmmsg reads up to 32 datagrams from the listener into the
+// loop's `DatagramBatch`; each one finds (or opens) its flow, marks it active, and is
+// queued; consecutive datagrams of one flow go out in one sendmmsg on its socket. Down
+// (backend → client): the flow socket is read the same way, and its datagrams go out in one
+// sendmmsg on the listener, addressed to the client and, on a wildcard listener, from the
+// local address the client last sent to (an IP_PKTINFO / IPV6_PKTINFO control message).
+// Datagrams are sent from the buffers they were received into: no copy, no allocation.
+//
+// Activity in either direction keeps a flow alive, so one-way streams do too. One timer
+// per relay stands at the deadline of the least recently active flow; when it fires, the
+// flows idle past `udpTimeout` close and the timer moves to the next oldest. The table is
+// bounded: a new client when it is full evicts the least recently active flow.
+//
+// A backend that is down answers with ICMP port unreachable, which the connected flow
+// socket reports once as ECONNREFUSED on its next send or receive. That is counted, never
+// fatal: the flow stays, and later datagrams are tried again. A send that fails that way has
+// not gone (the error was left by an earlier datagram), so it is retried once at once.
+// The client only ever hears from the backend: the listener never reports errors to it.
+//
+// Sockets: the relay owns every flow's descriptor (`backends[slot]` for each live slot)
+// and closes it when the flow ends or the relay stops. Level-triggered registration with a
+// bounded number of batches per wake-up keeps one busy flow or port from starving the rest.
+
+import Glibc
+import LinuxIO
+import Logging
+import SystemPackage
+
+/// Relays one UDP listener to one target on one loop.
+public final class UDPRelay: EventHandler {
+    /// A flow socket's receive buffer. It queues one backend's replies to one client: 1 MiB
+    /// (charged as 2) holds a burst of about 30 maximum-size datagrams or 2,000 small ones
+    /// while the loop is busy. It is a limit, not an allocation: memory is used only while
+    /// datagrams wait.
+    public static let flowReceiveBuffer = 1 << 20
+    /// recvmmsg calls per wake-up of the listener (32 datagrams each), and of a flow socket.
+    private static let listenerBatchesPerWake = 8
+    private static let flowBatchesPerWake = 4
+
+    let listener: Listener
+    let target: SocketAddress
+    let context: RelayContext
+    private let flows: UDPFlowTable
+    /// Per slot, valid while the slot holds a flow: its backend socket (owned), its
+    /// registration, and the local address its client last sent to.
+    private let backends: UnsafeMutablePointer<Int32>
+    private let flowIDs: UnsafeMutablePointer<HandlerID>
+    private let sources: UnsafeMutablePointer<PacketInfo?>
+    /// Per slot, made the first time the slot is used and kept: a flow costs no allocation.
+    private var handlers: [FlowHandler] = []
+    private var id: HandlerID?
+    private var expiryArmed = false
+    /// Out of descriptors since the last flow opened: log only the first failure.
+    private var exhausted = false
+
+    public init(listener: Listener, target: SocketAddress, context: RelayContext) {
+        precondition(!listener.isTCP, "UDPRelay needs a UDP listener")
+        self.listener = listener
+        self.target = target
+        self.context = context
+        let capacity = max(1, context.config.udpMaxFlows)
+        flows = UDPFlowTable(capacity: capacity)
+        backends = .allocate(capacity: capacity)
+        flowIDs = .allocate(capacity: capacity)
+        sources = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        while let slot = flows.oldest {
+            Glibc.close(backends[slot])
+            flows.remove(slot)
+        }
+        backends.deallocate()
+        flowIDs.deallocate()
+        sources.deallocate()
+    }
+
+    public func start() throws(SyscallError) {
+        let id = context.loop.attach(self)
+        self.id = id
+        try context.loop.add(listener.fd, .read, for: id, tag: 0)
+    }
+
+    /// Stops reading the listener and closes every flow. Call on the loop's thread, or after it ended.
+    public func stop() {
+        guard let id else { return }
+        context.loop.remove(listener.fd)
+        context.loop.detach(id)
+        self.id = nil
+        while let slot = flows.oldest { closeFlow(slot) }
+    }
+
+    /// Flows open now.
+    public var flowCount: Int { flows.count }
+
+    // MARK: client → backend
+
+    public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
+        let batch = context.datagrams
+        for _ in 0..<Self.listenerBatchesPerWake {
+            let count: Int
+            do {
+                switch try batch.receive(from: listener.fd) {
+                case .done(let n): count = n
+                case .wouldBlock: return
+                }
+            } catch {
+                // Not expected on an unconnected socket (ENOMEM); level-triggered, so we come back.
+                context.counters.udpDropped &+= 1
+                context.logger.debug("\(listener.address): \(error)")
+                return
+            }
+            forwardToBackends(batch, count: count, now: loop.now)
+            if count < batch.capacity { return }
+        }
+    }
+
+    private func forwardToBackends(_ batch: DatagramBatch, count: Int, now: Instant) {
+        batch.clearQueue()
+        var runSlot = -1
+        var runStart = 0
+        for i in 0..<count {
+            if batch.isTruncated(i) {
+                context.counters.udpTruncated &+= 1
+                continue
+            }
+            let key = FlowKey(sockaddr: batch.source(i))
+            let slot: Int
+            if runSlot >= 0 && flows.key(at: runSlot) == key {
+                slot = runSlot
+            } else if let found = flows.lookup(key) {
+                slot = found
+            } else {
+                // Send what is queued first: making room may evict the flow it is for.
+                flush(batch, slot: runSlot, from: runStart)
+                runSlot = -1
+                guard let opened = openFlow(key, now: now) else {
+                    context.counters.udpDropped &+= 1
+                    continue
+                }
+                slot = opened
+            }
+            flows.touch(slot, now: now)
+            sources[slot] = batch.destination(i)
+            if slot != runSlot {
+                flush(batch, slot: runSlot, from: runStart)
+                runSlot = slot
+                runStart = batch.queued
+            }
+            batch.queue(i)
+        }
+        flush(batch, slot: runSlot, from: runStart)
+    }
+
+    @inline(__always)
+    private func flush(_ batch: DatagramBatch, slot: Int, from start: Int) {
+        guard slot >= 0, batch.queued > start else { return }
+        send(batch, start..<batch.queued, on: backends[slot], toBackend: true)
+    }
+
+    // MARK: backend → client
+
+    fileprivate func backendReady(slot: Int) {
+        let fd = backends[slot]
+        let batch = context.datagrams
+        for _ in 0..<Self.flowBatchesPerWake {
+            let count: Int
+            do {
+                switch try batch.receive(from: fd) {
+                case .done(let n): count = n
+                case .wouldBlock: return
+                }
+            } catch {
+                if Self.isBackendError(error.errno) {
+                    // An earlier datagram met a closed port; reading cleared the error.
+                    context.counters.udpBackendErrors &+= 1
+                    continue
+                }
+                context.counters.udpDropped &+= 1
+                context.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
+                return
+            }
+            flows.touch(slot, now: context.loop.now)
+            batch.clearQueue()
+            for i in 0..<count {
+                if batch.isTruncated(i) {
+                    context.counters.udpTruncated &+= 1
+                } else {
+                    batch.queue(i)
+                }
+            }
+            if batch.queued > 0 {
+                let source = sources[slot]
+                flows.key(at: slot).withSockAddr { peer, length in
+                    send(batch, 0..<batch.queued, on: listener.fd, toBackend: false, to: peer, length: length, from: source)
+                }
+            }
+            if count < batch.capacity { return }
+        }
+    }
+
+    // MARK: sending
+
+    /// Sends the queued datagrams in `range`, counting what went and what was dropped.
+    private func send(
+        _ batch: DatagramBatch, _ range: Range<Int>, on fd: Int32, toBackend: Bool,
+        to peer: UnsafeRawPointer? = nil, length: socklen_t = 0, from source: PacketInfo? = nil
+    ) {
+        var next = range.lowerBound
+        var retried = false
+        while next < range.upperBound {
+            do {
+                switch try batch.send(fd, queued: next..<range.upperBound, to: peer, length: length, from: source) {
+                case .done(let sent):
+                    var bytes = 0
+                    for k in next..<(next + sent) { bytes += batch.queuedLength(k) }
+                    if toBackend {
+                        context.counters.udpDatagramsToBackend &+= UInt64(sent)
+                        context.counters.udpBytesToBackend &+= UInt64(bytes)
+                    } else {
+                        context.counters.udpDatagramsToClient &+= UInt64(sent)
+                        context.counters.udpBytesToClient &+= UInt64(bytes)
+                    }
+                    next += sent
+                    retried = false
+                case .wouldBlock:
+                    // The send buffer is full: UDP drops rather than waits.
+                    context.counters.udpDropped &+= UInt64(range.upperBound - next)
+                    return
+                }
+            } catch {
+                if Self.isBackendError(error.errno) {
+                    context.counters.udpBackendErrors &+= 1
+                    // The error was left by an earlier datagram and is cleared now; this one has not gone.
+                    if !retried {
+                        retried = true
+                        continue
+                    }
+                }
+                // EMSGSIZE (65,527 bytes into IPv4), EPERM (a firewall), ...: drop this one, go on.
+                context.counters.udpDropped &+= 1
+                next += 1
+                retried = false
+            }
+        }
+    }
+
+    /// Errors a connected UDP socket reports for ICMP errors from the backend's side.
+    private static func isBackendError(_ errno: Errno) -> Bool {
+        switch errno {
+        case .connectionRefused, .noRouteToHost, .networkUnreachable, .hostIsDown: return true
+        default: return false
+        }
+    }
+
+    // MARK: flows
+
+    /// Opens a flow for a new client; nil when no socket can be had (the datagram is dropped).
+    private func openFlow(_ key: FlowKey, now: Instant) -> Int? {
+        if flows.isFull, let victim = flows.oldest {
+            // Before the new socket: the evicted flow's descriptor is the one the new flow may need.
+            closeFlow(victim)
+            context.counters.udpFlowsEvicted &+= 1
+        }
+        let socket: Descriptor
+        do {
+            socket = try Socket.make(family: target.family, type: Int32(SOCK_DGRAM.rawValue))
+        } catch {
+            if !exhausted {
+                exhausted = true
+                context.logger.warning("\(listener.address): no socket for a new UDP flow: \(error)")
+            }
+            return nil
+        }
+        Socket.setReceiveBuffer(socket.raw, bytes: Self.flowReceiveBuffer)
+        do {
+            _ = try Socket.connect(socket.raw, target)
+        } catch {
+            context.counters.udpBackendErrors &+= 1
+            context.logger.debug("connect \(target): \(error)")
+            return nil
+        }
+        if exhausted {
+            exhausted = false
+            context.logger.notice("\(listener.address): opening UDP flows again")
+        }
+        let slot = flows.insert(key, now: now).slot
+        let fd = socket.release()
+        backends[slot] = fd
+        let id = context.loop.attach(handler(for: slot))
+        flowIDs[slot] = id
+        do {
+            try context.loop.add(fd, .read, for: id, tag: 0)
+        } catch {
+            context.logger.error("\(listener.address): cannot watch a UDP flow socket: \(error)")
+            context.loop.detach(id)
+            Glibc.close(fd)
+            flows.remove(slot)
+            return nil
+        }
+        context.counters.udpFlowsCreated &+= 1
+        context.counters.udpFlowsActive += 1
+        armExpiry()
+        return slot
+    }
+
+    private func handler(for slot: Int) -> FlowHandler {
+        while handlers.count <= slot { handlers.append(FlowHandler(relay: self, slot: handlers.count)) }
+        return handlers[slot]
+    }
+
+    private func closeFlow(_ slot: Int) {
+        context.loop.detach(flowIDs[slot])
+        // Closing takes it out of epoll too: nobody else holds this socket.
+        Glibc.close(backends[slot])
+        backends[slot] = -1
+        flows.remove(slot)
+        context.counters.udpFlowsActive -= 1
+    }
+
+    // MARK: expiry
+
+    private func armExpiry() {
+        guard !expiryArmed, let id, let oldest = flows.oldest else { return }
+        expiryArmed = true
+        context.loop.schedule(at: flows.lastActive(at: oldest) + context.config.udpTimeout, for: id, tag: 0)
+    }
+
+    public func timer(tag: UInt8, loop: EventLoop) {
+        expiryArmed = false
+        while let slot = flows.expired(now: loop.now, idle: context.config.udpTimeout) {
+            closeFlow(slot)
+            context.counters.udpFlowsExpired &+= 1
+        }
+        armExpiry()
+    }
+}
+
+/// A flow socket's handler: tells the relay which flow woke.
+private final class FlowHandler: EventHandler {
+    unowned let relay: UDPRelay
+    let slot: Int
+
+    init(relay: UDPRelay, slot: Int) {
+        self.relay = relay
+        self.slot = slot
+    }
+
+    func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) { relay.backendReady(slot: slot) }
+}
