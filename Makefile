@@ -68,7 +68,7 @@ bench-peers:
 	fi
 
 # Micro-benchmarks, then every end-to-end figure against every peer; writes bench/RESULTS.md.
-BENCH_FLAGS ?= --duration 3 --repeat 3
+BENCH_FLAGS ?= --duration 2 --repeat 3
 bench: release bench-peers
 	mkdir -p bench/.build && $(SWIFT) package --package-path bench benchmark --no-progress > bench/.build/micro-benchmarks.txt 2>&1 || { cat bench/.build/micro-benchmarks.txt; exit 1; }
 	cat bench/.build/micro-benchmarks.txt

@@ -1,5 +1,6 @@
 // Micro-benchmarks of berth's forwarding core (not of the CLI): the splice relay's
-// throughput, connection set-up and tear-down, and `-p` parsing.
+// throughput, connection set-up and tear-down, UDP datagrams through the UDP relay, the UDP
+// flow table at 100,000 flows, and `-p` parsing.
 //
 // Besides time, each reports what does not depend on the machine's mood: heap
 // allocations (the goal is none per chunk in steady state), splice calls per MiB and
@@ -16,6 +17,8 @@ import Relay
 
 nonisolated(unsafe) var bulk: BulkRig?
 nonisolated(unsafe) var connections: ConnectRig?
+nonisolated(unsafe) var datagrams: DatagramRig?
+nonisolated(unsafe) var fullTable: UDPFlowTable?
 
 private let mebibyte = 1 << 20
 
@@ -115,6 +118,82 @@ let benchmarks: @Sendable () -> Void = {
     } teardown: {
         connections?.stop()
         connections = nil
+    }
+
+    let burst = 1000
+    let datagramsPerSecond = BenchmarkMetric.custom("datagrams/s", polarity: .prefersLarger, useScalingFactor: false)
+    let waitsPerThousand = BenchmarkMetric.custom("epoll waits / 1000 datagrams", polarity: .prefersSmaller, useScalingFactor: false)
+    Benchmark(
+        "UDP relay 1000 datagrams of 64 B",
+        configuration: .init(
+            metrics: relayMetrics([datagramsPerSecond, waitsPerThousand]),
+            warmupIterations: 5,
+            maxDuration: .seconds(3),
+            maxIterations: 5_000,
+            thresholds: mallocGate(0)
+        )
+    ) { benchmark in
+        guard let rig = datagrams else { fatalError("no rig") }
+        let sent = rig.context.counters.udpDatagramsToBackend
+        let waits = rig.loop.waits
+        let start = Instant.now()
+        benchmark.startMeasurement()
+        do { try rig.burst(burst) } catch { fatalError("\(error)") }
+        benchmark.stopMeasurement()
+        let moved = rig.context.counters.udpDatagramsToBackend - sent
+        let elapsed = Double(Instant.now().nanoseconds - start.nanoseconds) / 1e9
+        benchmark.measurement(datagramsPerSecond, Int(Double(moved) / elapsed))
+        benchmark.measurement(waitsPerThousand, Int((Double(rig.loop.waits - waits) * 1000 / Double(max(moved, 1))).rounded()))
+    } setup: {
+        let rig = try DatagramRig()
+        try rig.burst(burst)  // the flow's socket is made here, not in steady state
+        datagrams = rig
+    } teardown: {
+        datagrams?.stop()
+        datagrams = nil
+    }
+
+    // The UDP flow table at 100,000 flows: insert into an empty table, look every flow up in a
+    // full one, expire them all (oldest first, as the relay's timer does).
+    let flowCount = 100_000
+    let keys = flowKeys(flowCount)
+    Benchmark(
+        "UDP flow table insert 100,000",
+        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 50, thresholds: mallocGate(0))
+    ) { benchmark in
+        let table = UDPFlowTable(capacity: flowCount)
+        let now = Instant.now()
+        benchmark.startMeasurement()
+        for key in keys { blackHole(table.insert(key, now: now)) }
+        benchmark.stopMeasurement()
+        blackHole(table)
+    }
+    Benchmark(
+        "UDP flow table lookup 100,000",
+        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 100, thresholds: mallocGate(0))
+    ) { benchmark in
+        guard let table = fullTable else { fatalError("no table") }
+        for key in keys { blackHole(table.lookup(key)) }
+    } setup: {
+        let table = UDPFlowTable(capacity: flowCount)
+        let now = Instant.now()
+        for key in keys { _ = table.insert(key, now: now) }
+        fullTable = table
+    } teardown: {
+        fullTable = nil
+    }
+    Benchmark(
+        "UDP flow table expire 100,000",
+        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 50, thresholds: mallocGate(0))
+    ) { benchmark in
+        let table = UDPFlowTable(capacity: flowCount)
+        let then = Instant.now()
+        for key in keys { _ = table.insert(key, now: then) }
+        let later = then + .seconds(3600)
+        benchmark.startMeasurement()
+        while let slot = table.expired(now: later, idle: .seconds(90)) { table.remove(slot) }
+        benchmark.stopMeasurement()
+        blackHole(table)
     }
 
     let specs = ["80", "8080:80", "127.0.0.1:8080:80", "127.0.0.1::80/udp", "[::1]:8080:80", "8000-8010:80-90"]

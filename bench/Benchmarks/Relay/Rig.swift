@@ -9,6 +9,7 @@ import CBench
 import Glibc
 import LinuxIO
 import Relay
+import Synchronization
 
 enum RigError: Error, CustomStringConvertible {
     case failed(String)
@@ -236,4 +237,110 @@ final class ConnectRig {
         backendThread?.join()
         close(backendListener)
     }
+}
+
+/// One UDP flow through berth's UDPRelay: a client thread sends bursts of 64-byte datagrams,
+/// a sink thread drains the backend socket; `burst(n)` returns when the relay has sent `n`
+/// more datagrams to the backend (or saw nothing for a second: then what arrived counts).
+final class DatagramRig {
+    let loop: EventLoop
+    let context: RelayContext
+    private let relay: UDPRelay
+    private let listener: Listener
+    private let sink: Int32
+    private let commands: Commands
+    private var clientThread: LoopThread?
+    private var sinkThread: LoopThread?
+    private let stopSink = Commands.Flag()
+
+    init() throws {
+        let sinkFD = try check(socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | CBench_SOCK_CLOEXEC, 0), "socket")
+        sink = sinkFD
+        let any = SocketAddress(ip: "127.0.0.1", port: 0)!
+        _ = try check(any.withSockAddr { bind(sinkFD, $0, $1) }, "bind")
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(sinkFD, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let sinkAddress = try Socket.localAddress(sinkFD)
+        listener = try Listener.udp(any)
+        loop = try EventLoop()
+        context = RelayContext(loop: loop)
+        relay = UDPRelay(listener: listener, target: sinkAddress, context: context)
+        try relay.start()
+        commands = try Commands()
+        let stop = stopSink
+        sinkThread = try LoopThread(name: "bench-usink") {
+            while !stop.isSet {
+                _ = recv(sinkFD, nil, 65536, Int32(MSG_TRUNC))
+            }
+        }
+        let relayAddress = listener.address
+        let commands = self.commands
+        clientThread = try LoopThread(name: "bench-uclient") {
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | CBench_SOCK_CLOEXEC, 0)
+            guard fd >= 0, relayAddress.withSockAddr({ connect(fd, $0, $1) }) == 0 else { return }
+            let batch = 64
+            let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 64)
+            payload.initializeMemory(as: UInt8.self, repeating: 0x75)
+            let iov = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
+            iov.pointee = iovec(iov_base: payload.baseAddress, iov_len: 64)
+            let messages = UnsafeMutablePointer<CBench_mmsghdr>.allocate(capacity: batch)
+            for i in 0..<batch {
+                var m = CBench_mmsghdr()
+                m.msg_hdr.msg_iov = iov
+                m.msg_hdr.msg_iovlen = 1
+                messages[i] = m
+            }
+            while let count = commands.receive() {
+                var left = Int(count)
+                while left > 0 {
+                    let n = CBench_sendmmsg(fd, messages, UInt32(min(batch, left)), 0)
+                    if n > 0 { left -= Int(n) } else if errno != EINTR { break }
+                }
+            }
+            messages.deallocate()
+            iov.deallocate()
+            payload.deallocate()
+            close(fd)
+        }
+    }
+
+    func burst(_ count: Int) throws {
+        let target = context.counters.udpDatagramsToBackend + UInt64(count)
+        commands.send(UInt64(count))
+        while context.counters.udpDatagramsToBackend < target {
+            let before = loop.eventsHandled
+            try loop.runOnce(timeoutMilliseconds: 1000)
+            if loop.eventsHandled == before { return }
+        }
+    }
+
+    func stop() {
+        commands.closeWriter()
+        clientThread?.join()
+        relay.stop()
+        stopSink.set()
+        sinkThread?.join()
+        close(sink)
+    }
+}
+
+extension Commands {
+    /// A flag one thread sets and another polls.
+    final class Flag: Sendable {
+        private let value = Atomic<Bool>(false)
+        func set() { value.store(true, ordering: .releasing) }
+        var isSet: Bool { value.load(ordering: .acquiring) }
+    }
+}
+
+/// 100,000 distinct client addresses (127.x.y.z:port) as flow keys.
+func flowKeys(_ count: Int) -> [FlowKey] {
+    var keys: [FlowKey] = []
+    keys.reserveCapacity(count)
+    for i in 0..<count {
+        let ip: [UInt8] = [127, UInt8(truncatingIfNeeded: i >> 16), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i)]
+        let port = UInt16(10_000 + i % 50_000)
+        keys.append(FlowKey(SocketAddress(ip: ip, port: port)))
+    }
+    return keys
 }

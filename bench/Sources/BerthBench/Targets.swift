@@ -371,7 +371,7 @@ enum Launcher {
             worker_rlimit_nofile \(descriptorLimit);
             pid \(directory)/nginx.pid;
             error_log \(directory)/error.log warn;
-            events { worker_connections \(descriptorLimit / 2); }
+            events { worker_connections \(max(1024, descriptorLimit - 64)); }
             stream {
                 tcp_nodelay on;
 
