@@ -35,7 +35,8 @@ struct BerthBench: ParsableCommand {
 
             Targets (--targets, comma-separated; default: every one found here):
               direct, berth, docker-proxy, socat, haproxy, haproxy-splice, nginx,
-              berth-kernel (not implemented yet), and any --peer NAME.
+              berth-kernel (berth --mode kernel: nftables DNAT, netns scenario only),
+              and any --peer NAME.
             A --peer template runs once per mapping with {proto} {host_ip} {host_port}
             {target_ip} {target_port} filled in; it is ready when its ports are bound.
 

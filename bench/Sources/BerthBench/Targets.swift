@@ -19,13 +19,14 @@ struct Mapping: Sendable {
 enum TargetKind: Sendable {
     /// No forwarder: the client talks to the backend. The ceiling every ratio is taken to.
     case direct
-    /// berth's userspace relay: the built release binary, `berth run -p ...`, one process
-    /// for all TCP mappings and one for all UDP mappings.
+    /// berth's userspace relay: the built release binary, `berth run --mode userspace -p ...`
+    /// (as root berth's default is hybrid, which would DNAT in the kernel), one process for
+    /// all TCP mappings and one for all UDP mappings.
     case berth(path: String)
-    /// berth's kernel path (nftables DNAT). Not implemented here yet: it comes with the
-    /// netfilter work; this case is where it plugs in (start: add the rules, address: the
-    /// host port, stop: remove the table).
-    case berthKernel
+    /// berth's kernel path, nftables DNAT: `berth run --mode kernel` (berth adds its table
+    /// and removes it on SIGTERM). Kernel DNAT does not see loopback traffic, so it has
+    /// figures in the netns scenario only.
+    case berthKernel(path: String)
     /// One docker-proxy process per mapping, with its fd-3 readiness protocol.
     case dockerProxy(path: String)
     /// One `socat ...-LISTEN,fork` process per mapping.
@@ -56,7 +57,6 @@ struct Target: Sendable {
     func unsupported(_ proto: Proto) -> String? {
         switch kind {
         case .haproxy where proto == .udp: "HAProxy does not forward UDP"
-        case .berthKernel: "berth kernel (nftables DNAT) is not implemented yet"
         default: nil
         }
     }
@@ -119,13 +119,22 @@ enum Launcher {
             switch target.kind {
             case .direct:
                 for i in todo { f.addresses[i] = mappings[i].target }
-            case .berthKernel:
-                break
+            case .berthKernel(let path):
+                if placement.namespace == nil {
+                    for i in todo {
+                        f.reasons[i] = "kernel DNAT does not see loopback traffic (netns scenario only)"
+                        f.unsupported[i] = true
+                    }
+                    break
+                }
+                for proto in [Proto.tcp, .udp] {
+                    let group = todo.filter { mappings[$0].proto == proto }
+                    if !group.isEmpty { startBerth(path, mode: "kernel", mappings, group, f, placement) }
+                }
             case .berth(let path):
                 for proto in [Proto.tcp, .udp] {
                     let group = todo.filter { mappings[$0].proto == proto }
-                    if group.isEmpty { continue }
-                    startBerth(path, mappings, group, f, placement)
+                    if !group.isEmpty { startBerth(path, mode: "userspace", mappings, group, f, placement) }
                 }
             case .dockerProxy(let path):
                 var waiting: [(Int, Child)] = []
@@ -236,13 +245,16 @@ enum Launcher {
 
     private static func startBerth(
         _ path: String,
+        mode: String,
         _ mappings: [Mapping],
         _ group: [Int],
         _ f: Forwarding,
         _ placement: Placement
     ) {
         let targetIP = mappings[group[0]].target.ipText
-        var argv = [path, "run"]
+        var argv = [path, "run", "--mode", mode]
+        // A table of its own: the TCP and the UDP berth run side by side.
+        if mode == "kernel" { argv += ["--nft-table", "bbench_\(getpid())_\(UInt16.random(in: 0...UInt16.max))"] }
         for i in group {
             let m = mappings[i]
             let host = m.hostIP.contains(":") ? "[\(m.hostIP)]" : m.hostIP
@@ -439,7 +451,9 @@ enum Discovery {
                 return .failure(BenchError("no berth binary at \(berthPath) (swift build -c release, or --berth PATH)"))
             }
             return .success(Target(name: name, kind: .berth(path: berthPath)))
-        case "berth-kernel": return .success(Target(name: name, kind: .berthKernel))
+        case "berth-kernel":
+            guard access(berthPath, X_OK) == 0 else { return .failure(BenchError("no berth binary at \(berthPath)")) }
+            return .success(Target(name: name, kind: .berthKernel(path: berthPath)))
         case "docker-proxy":
             guard let p = which("docker-proxy") else {
                 return .failure(BenchError("docker-proxy is not installed (make bench-peers)"))
@@ -470,7 +484,7 @@ enum Discovery {
         }
     }
 
-    static let builtinNames = ["direct", "berth", "docker-proxy", "socat", "haproxy", "haproxy-splice", "nginx"]
+    static let builtinNames = ["direct", "berth", "berth-kernel", "docker-proxy", "socat", "haproxy", "haproxy-splice", "nginx"]
 
     /// Output of a command (stdout and stderr), trimmed; empty when it cannot run.
     static func output(_ command: String) -> String {
@@ -489,8 +503,7 @@ enum Discovery {
     static func version(of target: Target, root: String) -> String {
         switch target.kind {
         case .direct: return "-"
-        case .berthKernel: return "not implemented"
-        case .berth(let path):
+        case .berth(let path), .berthKernel(let path):
             let commit = output("git -C '\(root)' rev-parse --short HEAD")
             let dirty =
                 output("git -C '\(root)' status --porcelain --untracked-files=no -- Sources Package.swift").isEmpty
