@@ -75,6 +75,9 @@ struct BerthBench: ParsableCommand {
     @Option(help: ArgumentHelp("Micro-benchmark output to include in --results.", valueName: "file"))
     var micro: String?
 
+    @Option(help: ArgumentHelp("Measure nothing: print (and --results) the report of an earlier run's --json file.", valueName: "file"))
+    var render: String?
+
     @Option(help: ArgumentHelp("The berth binary.", valueName: "path"))
     var berth: String?
 
@@ -102,6 +105,14 @@ struct BerthBench: ParsableCommand {
     }
 
     func run() throws {
+        if let render {
+            let report = try Report(json: try Data(contentsOf: URL(fileURLWithPath: render)))
+            print(report.markdown(), terminator: "")
+            if let results {
+                try writeFile(results, report.resultsFile(micro: micro.flatMap { ProcFS.read($0) }))
+            }
+            return
+        }
         raiseDescriptorLimit()
         signal(SIGPIPE, SIG_IGN)
         var template = Array("/tmp/berth-bench.XXXXXX".utf8CString)

@@ -60,13 +60,57 @@ struct Environment: Codable {
 }
 
 struct Report {
-    let options: RunOptions
     let results: Results
     let environment: Environment
+    let targetNames: [String]
+    let figureList: [Figure]
+    let scenarios: [ScenarioKind]
+    let missingTargets: [(String, String)]
 
-    private var targetNames: [String] { options.targets.map(\.name) }
+    init(options: RunOptions, results: Results, environment: Environment) {
+        self.results = results
+        self.environment = environment
+        targetNames = options.targets.map(\.name)
+        figureList = options.groups.flatMap { options.plan.figures($0) }
+        scenarios = options.scenarios
+        missingTargets = options.missingTargets
+    }
 
-    private func figures() -> [Figure] { options.groups.flatMap { options.plan.figures($0) } }
+    /// The report of an earlier run, from its JSON (`--render`).
+    init(json data: Data) throws {
+        let root = try JSONDecoder().decode(JSONRoot.self, from: data)
+        environment = root.environment
+        targetNames = root.targets
+        missingTargets = []
+        let results = Results()
+        var scenarios: [ScenarioKind] = []
+        var figures: [Figure] = []
+        for scenario in root.scenarios {
+            guard let kind = ScenarioKind(rawValue: scenario.name) else { continue }
+            scenarios.append(kind)
+            for f in scenario.figures {
+                if figures.count < scenario.figures.count && !figures.contains(where: { $0.id == f.id }) {
+                    let group = FigureGroup.allCases.first { f.id.hasPrefix($0.rawValue) }
+                        ?? (f.id.hasPrefix("ready-ports") || f.id == "mem-per-port" ? .memoryPorts : f.id == "mem-per-conn" ? .memoryConnections : f.id == "udp-loss" ? .udpDatagrams : .tcpBulk)
+                    figures.append(Figure(id: f.id, group: group, title: f.title, unit: f.unit, higherIsBetter: f.higherIsBetter))
+                }
+                for (target, cell) in f.targets {
+                    for v in cell.values ?? [] { results.add(kind, f.id, target, v) }
+                    if let note = cell.note { results.note(kind, f.id, target, note, unsupported: cell.unsupported ?? false) }
+                    if let e = cell.errors { results.countErrors(kind, f.id, target, e) }
+                }
+            }
+        }
+        self.results = results
+        self.scenarios = scenarios
+        figureList = figures
+    }
+
+    private func figures() -> [Figure] { figureList }
+
+    private var lastPortCount: Int {
+        figureList.compactMap { $0.id.hasPrefix("mem-ports-") ? Int($0.id.dropFirst("mem-ports-".count)) : nil }.max() ?? 0
+    }
 
     func summary(_ s: ScenarioKind, _ figure: String, _ target: String) -> Summary? {
         Summary(results.values[Results.Key(scenario: s, figure: figure, target: target)])
@@ -83,7 +127,7 @@ struct Report {
 
     func markdown() -> String {
         var text = ""
-        for s in options.scenarios {
+        for s in scenarios {
             text += "### Scenario: \(s.rawValue)\n\n"
             text +=
                 s == .loopback
@@ -129,21 +173,27 @@ struct Report {
             }
             text += "\n"
         }
-        if !options.missingTargets.isEmpty {
+        if !missingTargets.isEmpty {
             text +=
-                "Not measured: " + options.missingTargets.map { "\($0.0) (\($0.1))" }.joined(separator: "; ") + "\n\n"
+                "Not measured: " + missingTargets.map { "\($0.0) (\($0.1))" }.joined(separator: "; ") + "\n\n"
         }
         return text
     }
 
     /// berth against direct, docker-proxy and the best other peer, per figure.
     func headline(_ s: ScenarioKind) -> String {
-        var text =
-            "| figure | direct | berth | berth ÷ direct | docker-proxy | berth ÷ docker-proxy | best other peer |\n"
-        text += "| --- | ---: | ---: | ---: | ---: | ---: | --- |\n"
-        let peers = targetNames.filter { $0 != "direct" && $0 != "berth" }
-        for f in figures()
-        where !f.id.hasPrefix("ready-ports") || f.id.hasSuffix("-\(options.plan.portCounts.last ?? 0)") {
+        // berth-kernel gets a column where it has figures (the netns scenario).
+        let kernel = figures().contains { summary(s, $0.id, "berth-kernel") != nil }
+        var text = "| figure | direct | berth | berth ÷ direct |" + (kernel ? " berth-kernel ÷ direct |" : "")
+        text += " docker-proxy | berth ÷ docker-proxy | best other peer |\n"
+        text += "| --- | ---: | ---: | ---: |" + (kernel ? " ---: |" : "") + " ---: | ---: | --- |\n"
+        let peers = targetNames.filter { !$0.hasPrefix("berth") && $0 != "direct" }
+        func v(_ x: Double?) -> String { x.map(fmt) ?? "n/a" }
+        func r(_ a: Double?, _ b: Double?) -> String {
+            guard let a, let b, b != 0 else { return "n/a" }
+            return "×" + fmt(a / b)
+        }
+        for f in figures() where !f.id.hasPrefix("ready-ports") || f.id.hasSuffix("-\(lastPortCount)") {
             let direct = summary(s, f.id, "direct")?.median
             let berth = summary(s, f.id, "berth")?.median
             let dp = summary(s, f.id, "docker-proxy")?.median
@@ -153,17 +203,29 @@ struct Report {
                 guard let v = summary(s, f.id, p)?.median else { continue }
                 if best == nil || (f.higherIsBetter ? v > best!.1 : v < best!.1) { best = (p, v) }
             }
-            func v(_ x: Double?) -> String { x.map(fmt) ?? "n/a" }
-            func r(_ a: Double?, _ b: Double?) -> String {
-                guard let a, let b, b != 0 else { return "n/a" }
-                return "×" + fmt(a / b)
-            }
-            let unit = " \(f.unit)"
-            text +=
-                "| \(f.title) (\(f.unit)) | \(f.hasDirect ? v(direct) : "-") | \(v(berth)) | \(f.hasDirect ? r(berth, direct) : "-") | \(v(dp)) | \(r(berth, dp)) | \(best.map { "\($0.0) \(fmt($0.1))" } ?? "n/a") |\n"
-            _ = unit
+            // A ratio of percentages (loss) says little; the values do.
+            let ratios = f.hasDirect && f.unit != "%"
+            text += "| \(f.title) (\(f.unit)) | \(f.hasDirect ? v(direct) : "-") | \(v(berth)) | \(ratios ? r(berth, direct) : "-") |"
+            if kernel { text += " \(ratios ? r(summary(s, f.id, "berth-kernel")?.median, direct) : "-") |" }
+            text += " \(v(dp)) | \(f.unit == "%" ? "-" : r(berth, dp)) | \(best.map { "\($0.0) \(fmt($0.1))" } ?? "n/a") |\n"
         }
         return text
+    }
+
+    /// The micro-benchmark output without the build's lines and terminal colours.
+    static func cleanMicro(_ text: String) -> String {
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if let start = lines.firstIndex(where: { $0.hasPrefix("Host '") }) { lines.removeFirst(start) }
+        return lines.map { line in
+            var out = ""
+            var skipping = false
+            for c in line {
+                if c == "\u{1B}" { skipping = true; continue }
+                if skipping { if c.isLetter { skipping = false }; continue }
+                out.append(c)
+            }
+            return out
+        }.joined(separator: "\n")
     }
 
     func resultsFile(micro: String?) -> String {
@@ -178,15 +240,15 @@ struct Report {
         text += "- versions:\n"
         for t in targetNames { text += "  - \(t): \(environment.versions[t] ?? "-")\n" }
         text +=
-            "\n## Headline (\(options.scenarios.first?.rawValue ?? ""))\n\n"
-            + headline(options.scenarios.first ?? .loopback) + "\n"
-        if options.scenarios.count > 1 {
-            for s in options.scenarios.dropFirst() { text += "## Headline (\(s.rawValue))\n\n" + headline(s) + "\n" }
+            "\n## Headline (\(scenarios.first?.rawValue ?? ""))\n\n"
+            + headline(scenarios.first ?? .loopback) + "\n"
+        if scenarios.count > 1 {
+            for s in scenarios.dropFirst() { text += "## Headline (\(s.rawValue))\n\n" + headline(s) + "\n" }
         }
         text += "## All figures\n\n" + markdown()
         if let micro {
             text +=
-                "## Micro-benchmarks (`swift package --package-path bench benchmark`)\n\n```\n\(micro.trimmingWhitespace())\n```\n"
+                "## Micro-benchmarks (`swift package --package-path bench benchmark`)\n\n```\n\(Report.cleanMicro(micro).trimmingWhitespace())\n```\n"
         }
         return text
     }
@@ -225,8 +287,8 @@ struct Report {
     }
 
     func json() throws -> Data {
-        var scenarios: [JSONScenario] = []
-        for s in options.scenarios {
+        var out: [JSONScenario] = []
+        for s in scenarios {
             var figs: [JSONFigure] = []
             for f in figures() {
                 var cells: [String: JSONCell] = [:]
@@ -255,17 +317,17 @@ struct Report {
                     )
                 )
             }
-            scenarios.append(JSONScenario(name: s.rawValue, figures: figs))
+            out.append(JSONScenario(name: s.rawValue, figures: figs))
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return try encoder.encode(JSONRoot(environment: environment, targets: targetNames, scenarios: scenarios))
+        return try encoder.encode(JSONRoot(environment: environment, targets: targetNames, scenarios: out))
     }
 
     /// Cells with neither a value nor a reason the target cannot do it.
     func missing() -> [String] {
         var list: [String] = []
-        for s in options.scenarios {
+        for s in scenarios {
             for f in figures() {
                 for t in targetNames {
                     let key = Results.Key(scenario: s, figure: f.id, target: t)
