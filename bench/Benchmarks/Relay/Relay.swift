@@ -122,7 +122,11 @@ let benchmarks: @Sendable () -> Void = {
 
     let burst = 1000
     let datagramsPerSecond = BenchmarkMetric.custom("datagrams/s", polarity: .prefersLarger, useScalingFactor: false)
-    let waitsPerThousand = BenchmarkMetric.custom("epoll waits / 1000 datagrams", polarity: .prefersSmaller, useScalingFactor: false)
+    let waitsPerThousand = BenchmarkMetric.custom(
+        "epoll waits / 1000 datagrams",
+        polarity: .prefersSmaller,
+        useScalingFactor: false
+    )
     Benchmark(
         "UDP relay 1000 datagrams of 64 B",
         configuration: .init(
@@ -143,7 +147,10 @@ let benchmarks: @Sendable () -> Void = {
         let moved = rig.context.counters.udpDatagramsToBackend - sent
         let elapsed = Double(Instant.now().nanoseconds - start.nanoseconds) / 1e9
         benchmark.measurement(datagramsPerSecond, Int(Double(moved) / elapsed))
-        benchmark.measurement(waitsPerThousand, Int((Double(rig.loop.waits - waits) * 1000 / Double(max(moved, 1))).rounded()))
+        benchmark.measurement(
+            waitsPerThousand,
+            Int((Double(rig.loop.waits - waits) * 1000 / Double(max(moved, 1))).rounded())
+        )
     } setup: {
         let rig = try DatagramRig()
         try rig.burst(burst)  // the flow's socket is made here, not in steady state
@@ -159,7 +166,12 @@ let benchmarks: @Sendable () -> Void = {
     let keys = flowKeys(flowCount)
     Benchmark(
         "UDP flow table insert 100,000",
-        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 50, thresholds: mallocGate(0))
+        configuration: .init(
+            metrics: [.wallClock, .throughput, .mallocCountTotal],
+            maxDuration: .seconds(3),
+            maxIterations: 50,
+            thresholds: mallocGate(0)
+        )
     ) { benchmark in
         let table = UDPFlowTable(capacity: flowCount)
         let now = Instant.now()
@@ -170,7 +182,12 @@ let benchmarks: @Sendable () -> Void = {
     }
     Benchmark(
         "UDP flow table lookup 100,000",
-        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 100, thresholds: mallocGate(0))
+        configuration: .init(
+            metrics: [.wallClock, .throughput, .mallocCountTotal],
+            maxDuration: .seconds(3),
+            maxIterations: 100,
+            thresholds: mallocGate(0)
+        )
     ) { benchmark in
         guard let table = fullTable else { fatalError("no table") }
         for key in keys { blackHole(table.lookup(key)) }
@@ -184,7 +201,12 @@ let benchmarks: @Sendable () -> Void = {
     }
     Benchmark(
         "UDP flow table expire 100,000",
-        configuration: .init(metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 50, thresholds: mallocGate(0))
+        configuration: .init(
+            metrics: [.wallClock, .throughput, .mallocCountTotal],
+            maxDuration: .seconds(3),
+            maxIterations: 50,
+            thresholds: mallocGate(0)
+        )
     ) { benchmark in
         let table = UDPFlowTable(capacity: flowCount)
         let then = Instant.now()

@@ -338,7 +338,9 @@ func flowKeys(_ count: Int) -> [FlowKey] {
     var keys: [FlowKey] = []
     keys.reserveCapacity(count)
     for i in 0..<count {
-        let ip: [UInt8] = [127, UInt8(truncatingIfNeeded: i >> 16), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i)]
+        let ip: [UInt8] = [
+            127, UInt8(truncatingIfNeeded: i >> 16), UInt8(truncatingIfNeeded: i >> 8), UInt8(truncatingIfNeeded: i),
+        ]
         let port = UInt16(10_000 + i % 50_000)
         keys.append(FlowKey(SocketAddress(ip: ip, port: port)))
     }

@@ -75,7 +75,12 @@ struct BerthBench: ParsableCommand {
     @Option(help: ArgumentHelp("Micro-benchmark output to include in --results.", valueName: "file"))
     var micro: String?
 
-    @Option(help: ArgumentHelp("Measure nothing: print (and --results) the report of an earlier run's --json file.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Measure nothing: print (and --results) the report of an earlier run's --json file.",
+            valueName: "file"
+        )
+    )
     var render: String?
 
     @Option(help: ArgumentHelp("The berth binary.", valueName: "path"))

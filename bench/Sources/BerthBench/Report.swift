@@ -90,13 +90,21 @@ struct Report {
             scenarios.append(kind)
             for f in scenario.figures {
                 if figures.count < scenario.figures.count && !figures.contains(where: { $0.id == f.id }) {
-                    let group = FigureGroup.allCases.first { f.id.hasPrefix($0.rawValue) }
-                        ?? (f.id.hasPrefix("ready-ports") || f.id == "mem-per-port" ? .memoryPorts : f.id == "mem-per-conn" ? .memoryConnections : f.id == "udp-loss" ? .udpDatagrams : .tcpBulk)
-                    figures.append(Figure(id: f.id, group: group, title: f.title, unit: f.unit, higherIsBetter: f.higherIsBetter))
+                    let group =
+                        FigureGroup.allCases.first { f.id.hasPrefix($0.rawValue) }
+                        ?? (f.id.hasPrefix("ready-ports") || f.id == "mem-per-port"
+                            ? .memoryPorts
+                            : f.id == "mem-per-conn"
+                                ? .memoryConnections : f.id == "udp-loss" ? .udpDatagrams : .tcpBulk)
+                    figures.append(
+                        Figure(id: f.id, group: group, title: f.title, unit: f.unit, higherIsBetter: f.higherIsBetter)
+                    )
                 }
                 for (target, cell) in f.targets {
                     for v in cell.values ?? [] { results.add(kind, f.id, target, v) }
-                    if let note = cell.note { results.note(kind, f.id, target, note, unsupported: cell.unsupported ?? false) }
+                    if let note = cell.note {
+                        results.note(kind, f.id, target, note, unsupported: cell.unsupported ?? false)
+                    }
                     if let e = cell.errors { results.countErrors(kind, f.id, target, e) }
                 }
             }
@@ -109,7 +117,8 @@ struct Report {
     private func figures() -> [Figure] { figureList }
 
     private var lastPortCount: Int {
-        figureList.compactMap { $0.id.hasPrefix("mem-ports-") ? Int($0.id.dropFirst("mem-ports-".count)) : nil }.max() ?? 0
+        figureList.compactMap { $0.id.hasPrefix("mem-ports-") ? Int($0.id.dropFirst("mem-ports-".count)) : nil }.max()
+            ?? 0
     }
 
     func summary(_ s: ScenarioKind, _ figure: String, _ target: String) -> Summary? {
@@ -205,9 +214,11 @@ struct Report {
             }
             // A ratio of percentages (loss) says little; the values do.
             let ratios = f.hasDirect && f.unit != "%"
-            text += "| \(f.title) (\(f.unit)) | \(f.hasDirect ? v(direct) : "-") | \(v(berth)) | \(ratios ? r(berth, direct) : "-") |"
+            text +=
+                "| \(f.title) (\(f.unit)) | \(f.hasDirect ? v(direct) : "-") | \(v(berth)) | \(ratios ? r(berth, direct) : "-") |"
             if kernel { text += " \(ratios ? r(summary(s, f.id, "berth-kernel")?.median, direct) : "-") |" }
-            text += " \(v(dp)) | \(f.unit == "%" ? "-" : r(berth, dp)) | \(best.map { "\($0.0) \(fmt($0.1))" } ?? "n/a") |\n"
+            text +=
+                " \(v(dp)) | \(f.unit == "%" ? "-" : r(berth, dp)) | \(best.map { "\($0.0) \(fmt($0.1))" } ?? "n/a") |\n"
         }
         return text
     }
@@ -220,8 +231,14 @@ struct Report {
             var out = ""
             var skipping = false
             for c in line {
-                if c == "\u{1B}" { skipping = true; continue }
-                if skipping { if c.isLetter { skipping = false }; continue }
+                if c == "\u{1B}" {
+                    skipping = true
+                    continue
+                }
+                if skipping {
+                    if c.isLetter { skipping = false }
+                    continue
+                }
                 out.append(c)
             }
             return out

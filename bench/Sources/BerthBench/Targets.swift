@@ -484,7 +484,9 @@ enum Discovery {
         }
     }
 
-    static let builtinNames = ["direct", "berth", "berth-kernel", "docker-proxy", "socat", "haproxy", "haproxy-splice", "nginx"]
+    static let builtinNames = [
+        "direct", "berth", "berth-kernel", "docker-proxy", "socat", "haproxy", "haproxy-splice", "nginx",
+    ]
 
     /// Output of a command (stdout and stderr), trimmed; empty when it cannot run.
     static func output(_ command: String) -> String {
