@@ -42,8 +42,8 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("UDP flows per listener; when full, the least recently active is evicted.", valueName: "n"))
     var udpMaxFlows: Int = 4096
 
-    @Option(help: ArgumentHelp("Event loop threads.", valueName: "n"))
-    var threads: Int = 1
+    @Option(help: ArgumentHelp("Event loop threads. Default: the CPUs berth may run on.", valueName: "n"))
+    var threads: Int?
 
     @Option(help: ArgumentHelp("Bytes per splice pipe.", valueName: "bytes"))
     var pipeSize: Int = 1 << 20
@@ -68,7 +68,7 @@ struct Run: ParsableCommand {
         if !(halfCloseTimeout > 0) { throw ValidationError("--half-close-timeout must be more than 0 seconds") }
         if !(udpTimeout > 0) { throw ValidationError("--udp-timeout must be more than 0 seconds") }
         if udpMaxFlows < 1 || udpMaxFlows > 1_000_000 { throw ValidationError("--udp-max-flows must be between 1 and 1000000") }
-        if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+        if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
         if pipeSize < 4096 { throw ValidationError("--pipe-size must be at least 4096 bytes") }
     }
 
@@ -105,7 +105,7 @@ struct Run: ParsableCommand {
             automatic = true
         }
         options.tableName = nftTable
-        options.threads = threads
+        options.threads = threads ?? usableCPUs()
         options.relay.connectTimeout = .seconds(connectTimeout)
         options.relay.halfCloseTimeout = .seconds(halfCloseTimeout)
         options.relay.pipeSize = pipeSize

@@ -25,6 +25,13 @@ int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
 #include <sched.h>
+int CBerthLinux_usable_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
 int CBerthLinux_setns(int fd, int nstype) { return setns(fd, nstype); }
 const int CBerthLinux_CLONE_NEWNET = CLONE_NEWNET;
 

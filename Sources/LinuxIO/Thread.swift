@@ -38,6 +38,9 @@ public final class LoopThread {
     }
 }
 
+/// CPUs this process may run on (its affinity mask): the default number of event loops.
+public func usableCPUs() -> Int { Int(CBerthLinux_usable_cpus()) }
+
 /// Moves a non-Sendable value to another thread that becomes its only user.
 public struct Handover<Value>: @unchecked Sendable {
     public let value: Value

@@ -1,5 +1,6 @@
 import Glibc
 import LinuxIO
+import Synchronization
 
 /// A bound socket that receives clients: a TCP listener or a UDP socket. Owns its descriptor;
 /// loops that serve it borrow the number.
@@ -10,6 +11,12 @@ public final class Listener: Sendable {
     public let isTCP: Bool
 
     public var fd: Int32 { descriptor.raw }
+
+    /// When any loop last ran out of descriptors on this listener (monotonic nanoseconds), and
+    /// whether a warning is out that no "accepting again" has answered yet. One warning per
+    /// episode, for all loops together; an episode ends after a quiet second.
+    let lastExhausted = Atomic<UInt64>(0)
+    let warned = Atomic<Bool>(false)
 
     init(descriptor: consuming Descriptor, address: SocketAddress, isTCP: Bool) {
         self.descriptor = descriptor

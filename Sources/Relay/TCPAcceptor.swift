@@ -6,15 +6,17 @@ import SystemPackage
 /// Accepts clients on one listener for one loop and starts a `TCPConnection` for each.
 /// Level-triggered and exclusive: several loops may serve one listener, one is woken.
 /// On EMFILE/ENFILE it stops watching the listener for `descriptorPause`, logs once per
-/// episode, and tries again: pending clients wait in the backlog, the CPU does not spin.
+/// episode, and tries again: clients wait in the backlog, the CPU does not spin. A client
+/// accepted just before the backend socket could not be made waits here too, rather than
+/// being reset, and goes first when descriptors are back.
 public final class TCPAcceptor: EventHandler {
     let listener: Listener
     let target: SocketAddress
     let context: RelayContext
     private var id: HandlerID?
     private var paused = false
-    /// Out of descriptors since the last successful connection: log only the first pause.
-    private var exhausted = false
+    /// Accepted clients still without a backend socket, oldest first; owned here.
+    private var waiting: [Int32] = []
 
     public init(listener: Listener, target: SocketAddress, context: RelayContext) {
         self.listener = listener
@@ -30,10 +32,42 @@ public final class TCPAcceptor: EventHandler {
 
     /// Stops accepting; established connections go on.
     public func stop() {
+        for fd in waiting { close(fd) }
+        waiting.removeAll()
         guard let id else { return }
         if !paused { context.loop.remove(listener.fd) }
         context.loop.detach(id)
         self.id = nil
+    }
+
+    deinit { for fd in waiting { close(fd) } }
+
+    /// Starts the relay for an accepted client; false (and the client kept waiting) when the
+    /// backend socket cannot be made for want of descriptors.
+    private func serve(_ client: Int32) -> Bool {
+        let backend: Descriptor
+        do {
+            backend = try Socket.make(family: target.family, type: Int32(SOCK_STREAM.rawValue))
+        } catch {
+            switch error.errno {
+            case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
+                waiting.append(client)
+                pause(error)
+                return false
+            default:
+                Socket.setResetOnClose(client)
+                close(client)
+                context.counters.refused &+= 1
+                return true
+            }
+        }
+        TCPConnection.start(client: Descriptor(taking: client), backend: backend, target: target, context: context)
+        if listener.warned.load(ordering: .relaxed),
+            listener.warned.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
+        {
+            context.logger.notice("\(listener.address): accepting again")
+        }
+        return true
     }
 
     public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
@@ -53,14 +87,7 @@ public final class TCPAcceptor: EventHandler {
                 }
             }
             context.counters.accepted &+= 1
-            switch TCPConnection.start(client: Descriptor(taking: client), target: target, context: context) {
-            case .started:
-                if exhausted {
-                    exhausted = false
-                    context.logger.notice("\(listener.address): accepting again")
-                }
-            case .outOfDescriptors(let error): pause(error)
-            }
+            if !serve(client) { return }
         }
     }
 
@@ -70,8 +97,11 @@ public final class TCPAcceptor: EventHandler {
         context.counters.acceptPauses &+= 1
         context.loop.remove(listener.fd)
         context.loop.schedule(at: context.loop.now + context.config.descriptorPause, for: id, tag: 0)
-        if exhausted { return }
-        exhausted = true
+        // A fresh clock, not the loop's: loops' batch times differ, and this is shared.
+        let now = Instant.now().nanoseconds
+        let last = listener.lastExhausted.exchange(now, ordering: .relaxed)
+        guard last == 0 || (now > last && now - last > 1_000_000_000) else { return }
+        listener.warned.store(true, ordering: .relaxed)
         context.logger.warning(
             "\(listener.address): \(error); pausing accept for \(context.config.descriptorPause) (raise the open files limit, ulimit -n)")
     }
@@ -79,6 +109,14 @@ public final class TCPAcceptor: EventHandler {
     public func timer(tag: UInt8, loop: EventLoop) {
         guard let id, paused else { return }
         paused = false
+        while !waiting.isEmpty {
+            let client = waiting.removeFirst()
+            // Paused again (and the client back in line) if descriptors are still short.
+            if !serve(client) {
+                waiting.insert(waiting.removeLast(), at: 0)
+                return
+            }
+        }
         do {
             try loop.add(listener.fd, [.read, .exclusive], for: id, tag: 0)
         } catch {

@@ -48,11 +48,6 @@ final class TCPConnection: EventHandler {
         case writeFailed(Errno)
     }
 
-    enum StartResult {
-        case started
-        case outOfDescriptors(SyscallError)
-    }
-
     private static let interest: Interest = [.read, .write, .readHangup, .edge]
     /// Reads up to this size copy instead of splicing (see `copySmall`).
     private static let smallCopy = 16 << 10
@@ -93,19 +88,9 @@ final class TCPConnection: EventHandler {
         id = HandlerID.none
     }
 
-    /// Connects to `target` for a freshly accepted client and starts relaying when it answers.
-    static func start(client: consuming Descriptor, target: SocketAddress, context: RelayContext) -> StartResult {
-        let backend: Descriptor
-        do {
-            backend = try Socket.make(family: target.family, type: Int32(SOCK_STREAM.rawValue))
-        } catch {
-            Socket.setResetOnClose(client.raw)
-            context.counters.refused &+= 1
-            switch error.errno {
-            case .tooManyOpenFiles, .tooManyOpenFilesInSystem: return .outOfDescriptors(error)
-            default: return .started
-            }
-        }
+    /// Connects `backend` (a fresh socket of the target's family) to `target` for an accepted
+    /// client and relays once it answers; a backend that refuses at once resets the client.
+    static func start(client: consuming Descriptor, backend: consuming Descriptor, target: SocketAddress, context: RelayContext) {
         Socket.setNoDelay(client.raw)
         Socket.setNoDelay(backend.raw)
         let connected: Bool
@@ -115,11 +100,10 @@ final class TCPConnection: EventHandler {
             Socket.setResetOnClose(client.raw)
             context.counters.refused &+= 1
             context.logger.debug("connect \(target): \(error)")
-            return .started
+            return
         }
         let connection = TCPConnection(client: client, backend: backend, context: context, connected: connected)
         connection.register(target: target)
-        return .started
     }
 
     private func register(target: SocketAddress) {

@@ -149,6 +149,26 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(berth.waitForExit(), 0)
     }
 
+    func testSeveralLoopsShareTheListeners() throws {
+        let server = try TestServer.echo()
+        let (berth, lines) = try start(["--threads", "3", "-p", "127.0.0.1::\(server.address.port)", "-p", "127.0.0.1::\(server.address.port)/udp", "127.0.0.1"], lines: 2)
+        let address = SocketAddress(ip: "127.0.0.1", port: port(of: lines[0]))!
+        var clients: [TestSocket] = []
+        for i in 0..<300 {
+            let c = try TestSocket.connect(address)
+            try c.send("client \(i);")
+            clients.append(c)
+        }
+        for (i, c) in clients.enumerated() {
+            XCTAssertEqual(String(decoding: try c.receive(exactly: "client \(i);".utf8.count), as: UTF8.self), "client \(i);")
+        }
+        clients.removeAll()
+        XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == 2 }, "\(openSocketCount(pid: berth.pid)) sockets: the two listeners only")
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+        XCTAssertEqual(berth.stderr, "")
+    }
+
     func testMalformedSpecIsOneLineAndExitTwo() throws {
         for (spec, message) in [
             ("300.1.1.1:80:80", "berth: invalid port spec \"300.1.1.1:80:80\": host IP \"300.1.1.1\" is not an IPv4 or IPv6 address\n"),
@@ -231,7 +251,7 @@ final class RunCommandTests: XCTestCase {
         // The clients that waited in the backlog are accepted and wound down; then every new client is served.
         XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == 1 }, "berth holds \(openSocketCount(pid: berth.pid)) sockets")
         for _ in 0..<20 { try assertEcho("127.0.0.1", p) }
-        XCTAssertEqual(berth.stderr.components(separatedBy: "pausing accept").count - 1, 1, "logged once: \(berth.stderr)")
+        XCTAssertEqual(berth.stderr.components(separatedBy: "pausing accept").count - 1, 1, "logged once:\n\(berth.stderr)")
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
     }

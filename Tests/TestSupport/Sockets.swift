@@ -234,7 +234,9 @@ public func freePort() -> UInt16 {
         let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var off: Int32 = 0
+        var on: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)  // dual stack: free on both families
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, 4)  // as berth binds: TIME_WAIT does not count
         let a = SocketAddress(ip: "::", port: 0)!
         guard a.withSockAddr({ bind(fd, $0, $1) }) == 0, let port = try? Socket.localAddress(fd).port else { continue }
         return port
@@ -242,17 +244,21 @@ public func freePort() -> UInt16 {
     return 0
 }
 
-/// Two consecutive free ports (p, p + 1), for range specs.
+/// Two consecutive free ports (p, p + 1), for range specs: below the ephemeral range, where
+/// the TIME_WAIT of earlier tests' client sockets does not land.
 public func freePortPair() -> UInt16 {
-    for _ in 0..<50 {
-        let p = freePort()
-        guard p > 0, p < 65535 else { continue }
+    func bindable(_ port: UInt16) -> Bool {
         let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var off: Int32 = 0
+        var on: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)
-        let next = SocketAddress(ip: "::", port: p + 1)!
-        if next.withSockAddr({ bind(fd, $0, $1) }) == 0 { return p }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, 4)
+        return SocketAddress(ip: "::", port: port)!.withSockAddr { bind(fd, $0, $1) } == 0
+    }
+    for _ in 0..<200 {
+        let p = UInt16.random(in: 20000..<32000)
+        if bindable(p) && bindable(p + 1) { return p }
     }
     return 0
 }

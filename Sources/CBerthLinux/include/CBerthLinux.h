@@ -29,6 +29,9 @@ int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 
 #include <pthread.h>
 #include <spawn.h>
+// CPUs this process may run on (sched_getaffinity and CPU_COUNT are GNU); 1 if unknown.
+int CBerthLinux_usable_cpus(void);
+
 // setns(2) is GNU: tests enter network namespaces they created.
 int CBerthLinux_setns(int fd, int nstype);
 extern const int CBerthLinux_CLONE_NEWNET;
