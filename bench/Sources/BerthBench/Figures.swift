@@ -1,0 +1,106 @@
+// The figures: what each measures, its unit, and which way is better. A group (the name
+// `--figures` takes) yields one or more rows of the table.
+
+enum FigureGroup: String, CaseIterable, Sendable {
+    case tcpBulk = "tcp-bulk"
+    case tcpConnections = "tcp-connrate"
+    case tcpRequestResponse = "tcp-rr"
+    case udpDatagrams = "udp-pps"
+    case udpRequestResponse = "udp-rr"
+    case memoryIdle = "mem-idle"
+    case memoryConnections = "mem-conns"
+    case memoryPorts = "mem-ports"
+
+    var isMemory: Bool { rawValue.hasPrefix("mem-") }
+}
+
+struct Figure: Sendable {
+    let id: String
+    let group: FigureGroup
+    let title: String
+    let unit: String
+    let higherIsBetter: Bool
+    /// Ratios are to `direct`, except for memory (direct has no forwarder): to docker-proxy.
+    var ratioBase: String { group.isMemory ? "docker-proxy" : "direct" }
+    /// Whether `direct` has a value at all.
+    var hasDirect: Bool { !group.isMemory }
+}
+
+struct FigurePlan {
+    let heldConnections: Int
+    let portCounts: [Int]
+    let connectConcurrency: Int
+
+    func figures(_ group: FigureGroup) -> [Figure] {
+        func f(_ id: String, _ title: String, _ unit: String, _ higher: Bool) -> Figure {
+            Figure(id: id, group: group, title: title, unit: unit, higherIsBetter: higher)
+        }
+        switch group {
+        case .tcpBulk:
+            return [
+                f("tcp-bulk-1", "TCP bulk, 1 stream", "Gbit/s", true),
+                f("tcp-bulk-8", "TCP bulk, 8 streams", "Gbit/s", true),
+            ]
+        case .tcpConnections:
+            return [
+                f(
+                    "tcp-connrate",
+                    "TCP connections (connect, 64 B request, response, close; \(connectConcurrency) at a time)",
+                    "conn/s",
+                    true
+                )
+            ]
+        case .tcpRequestResponse:
+            var rows: [Figure] = []
+            for conns in [1, 64] {
+                for (p, name) in [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")] {
+                    rows.append(
+                        f(
+                            "tcp-rr-\(conns)-\(p)",
+                            "TCP request/response latency, \(conns) conn\(conns == 1 ? "" : "s"), \(name)",
+                            "µs",
+                            false
+                        )
+                    )
+                }
+            }
+            rows.append(f("tcp-rr-64-rps", "TCP requests/s, 64 keep-alive conns", "req/s", true))
+            return rows
+        case .udpDatagrams:
+            return [
+                f("udp-pps", "UDP 64 B datagrams delivered (one flow, unthrottled sender)", "datagrams/s", true),
+                f("udp-loss", "UDP loss at that load", "%", false),
+            ]
+        case .udpRequestResponse:
+            return [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")].map { p, name in
+                f("udp-rr-\(p)", "UDP request/response latency, 1 flow, \(name)", "µs", false)
+            }
+        case .memoryIdle:
+            return [f("mem-idle", "Memory (RSS), idle, 1 port", "KiB", false)]
+        case .memoryConnections:
+            return [
+                f("mem-conns", "Memory (RSS) with \(heldConnections) held connections", "KiB", false),
+                f("mem-per-conn", "Memory per held connection", "KiB/conn", false),
+            ]
+        case .memoryPorts:
+            var rows: [Figure] = []
+            for n in portCounts {
+                rows.append(
+                    f("mem-ports-\(n)", "Memory (RSS) with \(n) published port\(n == 1 ? "" : "s")", "KiB", false)
+                )
+            }
+            rows.append(
+                f(
+                    "mem-per-port",
+                    "Memory per published port (\(portCounts.first ?? 1) → largest measured)",
+                    "KiB/port",
+                    false
+                )
+            )
+            for n in portCounts {
+                rows.append(f("ready-ports-\(n)", "Time until \(n) port\(n == 1 ? " is" : "s are") ready", "ms", false))
+            }
+            return rows
+        }
+    }
+}

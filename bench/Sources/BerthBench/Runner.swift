@@ -1,0 +1,370 @@
+// One run: for every scenario, every repetition runs every target before the next
+// repetition starts (so drift on a shared machine hits all targets alike), and within a
+// repetition every figure runs across all targets in turn.
+
+import Glibc
+import Histogram
+import LinuxIO
+
+struct RunOptions {
+    var duration: Double
+    var repetitions: Int
+    var groups: [FigureGroup]
+    var scenarios: [ScenarioKind]
+    var targets: [Target]
+    /// Targets asked for but not here: name → why.
+    var missingTargets: [(String, String)]
+    var plan: FigurePlan
+    var maxProcesses: Int
+    var workDirectory: String
+}
+
+/// Values and notes, by scenario, figure and target.
+final class Results {
+    struct Key: Hashable {
+        let scenario: ScenarioKind
+        let figure: String
+        let target: String
+    }
+
+    struct Note {
+        let text: String
+        /// The target cannot do this (a UDP figure for HAProxy): not a missing figure.
+        let unsupported: Bool
+    }
+
+    var values: [Key: [Double]] = [:]
+    var notes: [Key: Note] = [:]
+    /// Errors counted during a measurement (refused connections, lost datagrams...).
+    var errors: [Key: Int] = [:]
+
+    func add(_ s: ScenarioKind, _ figure: String, _ target: String, _ value: Double) {
+        values[Key(scenario: s, figure: figure, target: target), default: []].append(value)
+    }
+
+    func note(_ s: ScenarioKind, _ figure: String, _ target: String, _ text: String, unsupported: Bool) {
+        let key = Key(scenario: s, figure: figure, target: target)
+        if notes[key] == nil { notes[key] = Note(text: text, unsupported: unsupported) }
+    }
+
+    func countErrors(_ s: ScenarioKind, _ figure: String, _ target: String, _ n: Int) {
+        guard n > 0 else { return }
+        errors[Key(scenario: s, figure: figure, target: target), default: 0] += n
+    }
+}
+
+final class Runner {
+    let options: RunOptions
+    let results = Results()
+    private var portCursor: UInt16 = 10_000
+    private var backends: Backends?
+
+    init(options: RunOptions) { self.options = options }
+
+    private func log(_ text: String) {
+        var line = text + "\n"
+        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    }
+
+    func run() {
+        let memoryScenario = options.scenarios.contains(.loopback) ? ScenarioKind.loopback : options.scenarios.first
+        for kind in options.scenarios {
+            let scenario: Scenario
+            do {
+                scenario = kind == .loopback ? .loopback() : try .netns()
+            } catch {
+                log("[\(kind)] cannot set up: \(error)")
+                noteAll(kind, "scenario \(kind): \(error)")
+                continue
+            }
+            defer { scenario.destroy() }
+            do {
+                backends = try Backends(ip: scenario.backendIP, ns: scenario.containerNS)
+            } catch {
+                log("[\(kind)] backends: \(error)")
+                noteAll(kind, "backends: \(error)")
+                continue
+            }
+            defer {
+                backends?.stop()
+                backends = nil
+            }
+            let loadGroups = options.groups.filter { !$0.isMemory }
+            let memoryGroups = kind == memoryScenario ? options.groups.filter(\.isMemory) : []
+            if kind != memoryScenario {
+                // Memory is measured once, in the first scenario; leave its rows out here.
+                for g in options.groups where g.isMemory {
+                    for f in options.plan.figures(g) {
+                        for t in options.targets {
+                            results.note(
+                                kind,
+                                f.id,
+                                t.name,
+                                "measured in the \(memoryScenario?.rawValue ?? "") scenario",
+                                unsupported: true
+                            )
+                        }
+                    }
+                }
+            }
+            for rep in 1...options.repetitions {
+                log("[\(kind) \(rep)/\(options.repetitions)]")
+                if !loadGroups.isEmpty { loadPhase(scenario, loadGroups) }
+                if !memoryGroups.isEmpty { memoryPhase(scenario, memoryGroups) }
+            }
+        }
+    }
+
+    private func noteAll(_ kind: ScenarioKind, _ text: String) {
+        for g in options.groups {
+            for f in options.plan.figures(g) {
+                for t in options.targets { results.note(kind, f.id, t.name, text, unsupported: false) }
+            }
+        }
+    }
+
+    private func placement(_ s: Scenario) -> Placement {
+        Placement(namespace: s.hostNS, workDirectory: options.workDirectory)
+    }
+
+    private func ports(_ count: Int, _ s: Scenario) throws -> [UInt16] {
+        try Net.freePorts(count, ip: s.listenIP, ns: s.hostNS, start: &portCursor)
+    }
+
+    // MARK: load
+
+    private enum Backend: Int, CaseIterable { case sink, echo, udpSink, udpEcho }
+
+    private func loadPhase(_ s: Scenario, _ groups: [FigureGroup]) {
+        guard let backends else { return }
+        let targets: [SocketAddress] = [backends.sink, backends.echo, backends.udpSink, backends.udpEcho]
+        let protos: [Proto] = [.tcp, .tcp, .udp, .udp]
+        var running: [(Target, Forwarding)] = []
+        defer { for (_, f) in running { f.stop() } }
+        for t in options.targets {
+            do {
+                let hostPorts = try ports(4, s)
+                let mappings = (0..<4).map {
+                    Mapping(proto: protos[$0], hostIP: s.listenIP, hostPort: hostPorts[$0], target: targets[$0])
+                }
+                running.append((t, Launcher.start(t, mappings, at: placement(s))))
+            } catch {
+                let f = Forwarding(target: t, count: 4)
+                for i in 0..<4 { f.reasons[i] = "\(error)" }
+                running.append((t, f))
+            }
+        }
+        for group in groups {
+            let backend: Backend =
+                switch group {
+                case .tcpBulk: .sink
+                case .tcpConnections, .tcpRequestResponse: .echo
+                case .udpDatagrams: .udpSink
+                default: .udpEcho
+                }
+            for (t, f) in running {
+                let figures = options.plan.figures(group)
+                guard let address = f.addresses[backend.rawValue] else {
+                    let why = f.reasons[backend.rawValue] ?? "not started"
+                    for fig in figures {
+                        results.note(s.kind, fig.id, t.name, why, unsupported: f.unsupported[backend.rawValue])
+                    }
+                    continue
+                }
+                do {
+                    try measure(group, s, t, address)
+                } catch {
+                    // A forwarder that died says why on stderr.
+                    let dead = f.children.first { $0.hasExited }.map { " (\(t.name) exited: \($0.stderrTail()))" } ?? ""
+                    log("  \(group.rawValue) \(t.name): \(error)\(dead)")
+                    for fig in figures { results.note(s.kind, fig.id, t.name, "\(error)\(dead)", unsupported: false) }
+                }
+            }
+        }
+    }
+
+    private func measure(_ group: FigureGroup, _ s: Scenario, _ t: Target, _ address: SocketAddress) throws {
+        let d = options.duration
+        let ns = s.clientNS
+        let k = s.kind
+        func percentiles(_ prefix: String, _ r: LatencyResult) throws {
+            guard r.completed > 0 else { throw BenchError("no response at all") }
+            for (suffix, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999)] {
+                results.add(k, "\(prefix)-\(suffix)", t.name, Double(r.histogram.valueAtPercentile(q * 100)) / 1000)
+            }
+        }
+        switch group {
+        case .tcpBulk:
+            for streams in [1, 8] {
+                let bps = try Load.bulk(to: address, streams: streams, seconds: d, ns: ns)
+                results.add(k, "tcp-bulk-\(streams)", t.name, bps / 1e9)
+                log("  tcp-bulk-\(streams) \(t.name): \(fmt(bps / 1e9)) Gbit/s")
+            }
+        case .tcpConnections:
+            let r = try Load.connectionRate(
+                to: address,
+                concurrency: options.plan.connectConcurrency,
+                seconds: d,
+                ns: ns
+            )
+            results.add(k, "tcp-connrate", t.name, r.perSecond)
+            results.countErrors(k, "tcp-connrate", t.name, r.errors)
+            log("  tcp-connrate \(t.name): \(fmt(r.perSecond)) conn/s\(r.errors > 0 ? ", \(r.errors) failed" : "")")
+        case .tcpRequestResponse:
+            let one = try Load.requestResponse(to: address, connections: 1, seconds: d, ns: ns)
+            try percentiles("tcp-rr-1", one)
+            results.countErrors(k, "tcp-rr-1-p50", t.name, one.errors)
+            let many = try Load.requestResponse(to: address, connections: 64, seconds: d, ns: ns)
+            try percentiles("tcp-rr-64", many)
+            results.add(k, "tcp-rr-64-rps", t.name, many.perSecond)
+            results.countErrors(k, "tcp-rr-64-rps", t.name, many.errors)
+            log(
+                "  tcp-rr \(t.name): 1 conn p50 \(fmt(Double(one.histogram.valueAtPercentile(50)) / 1000)) µs; 64 conns \(fmt(many.perSecond)) req/s"
+            )
+        case .udpDatagrams:
+            guard let backends else { return }
+            let before = backends.udpSinkCount
+            let r = try Load.udpFlood(to: address, seconds: d, ns: ns)
+            sleepSeconds(0.3)  // what is still queued in the forwarder arrives
+            let delivered = backends.udpSinkCount - before
+            guard delivered > 0 else { throw BenchError("no datagram arrived (\(r.sent) sent)") }
+            results.add(k, "udp-pps", t.name, Double(delivered) / r.seconds)
+            results.add(k, "udp-loss", t.name, 100 * (1 - Double(delivered) / Double(max(r.sent, 1))))
+            log(
+                "  udp-pps \(t.name): \(fmt(Double(delivered) / r.seconds))/s of \(fmt(Double(r.sent) / r.seconds))/s sent"
+            )
+        case .udpRequestResponse:
+            let r = try Load.udpRequestResponse(to: address, seconds: d, ns: ns)
+            try percentiles("udp-rr", r)
+            results.countErrors(k, "udp-rr-p50", t.name, r.errors)
+            log("  udp-rr \(t.name): p50 \(fmt(Double(r.histogram.valueAtPercentile(50)) / 1000)) µs, \(r.errors) lost")
+        default:
+            break
+        }
+    }
+
+    // MARK: memory
+
+    private func memoryPhase(_ s: Scenario, _ groups: [FigureGroup]) {
+        guard let backends else { return }
+        let k = s.kind
+        let forwarders = options.targets.filter { !$0.isDirect }
+        for t in options.targets where t.isDirect {
+            for g in groups {
+                for f in options.plan.figures(g) { results.note(k, f.id, t.name, "no forwarder", unsupported: true) }
+            }
+        }
+        if groups.contains(.memoryIdle) || groups.contains(.memoryConnections) {
+            for t in forwarders {
+                let rows =
+                    (groups.contains(.memoryIdle) ? options.plan.figures(.memoryIdle) : [])
+                    + (groups.contains(.memoryConnections) ? options.plan.figures(.memoryConnections) : [])
+                do {
+                    let f = Launcher.start(
+                        t,
+                        [Mapping(proto: .tcp, hostIP: s.listenIP, hostPort: try ports(1, s)[0], target: backends.echo)],
+                        at: placement(s)
+                    )
+                    defer { f.stop() }
+                    guard let address = f.addresses[0] else {
+                        for r in rows {
+                            results.note(k, r.id, t.name, f.reasons[0] ?? "not started", unsupported: f.unsupported[0])
+                        }
+                        continue
+                    }
+                    sleepSeconds(0.2)
+                    let idle = f.memory().kib
+                    if groups.contains(.memoryIdle) { results.add(k, "mem-idle", t.name, idle) }
+                    if groups.contains(.memoryConnections) {
+                        let n = options.plan.heldConnections
+                        let held = try Load.hold(n, to: address, ns: s.clientNS)
+                        sleepSeconds(0.3)
+                        let busy = f.memory().kib
+                        for fd in held { close(fd) }
+                        results.add(k, "mem-conns", t.name, busy)
+                        results.add(k, "mem-per-conn", t.name, (busy - idle) / Double(n))
+                        log("  mem \(t.name): idle \(fmt(idle)) KiB, \(n) conns \(fmt(busy)) KiB")
+                    }
+                } catch {
+                    log("  mem \(t.name): \(error)")
+                    for r in rows { results.note(k, r.id, t.name, "\(error)", unsupported: false) }
+                }
+            }
+        }
+        if groups.contains(.memoryPorts) {
+            var rss: [String: [Int: Double]] = [:]
+            for n in options.plan.portCounts {
+                for t in forwarders {
+                    let ids = ["mem-ports-\(n)", "ready-ports-\(n)"]
+                    if t.processPerMapping && n > options.maxProcesses {
+                        for id in ids {
+                            results.note(
+                                k,
+                                id,
+                                t.name,
+                                "skipped: \(n) processes is over --max-processes \(options.maxProcesses)",
+                                unsupported: true
+                            )
+                        }
+                        continue
+                    }
+                    do {
+                        let hostPorts = try ports(n, s)
+                        let mappings = hostPorts.map {
+                            Mapping(proto: .tcp, hostIP: s.listenIP, hostPort: $0, target: backends.echo)
+                        }
+                        let f = Launcher.start(t, mappings, at: placement(s))
+                        defer { f.stop() }
+                        if let bad = f.reasons.firstIndex(where: { $0 != nil }) {
+                            for id in ids {
+                                results.note(k, id, t.name, f.reasons[bad]!, unsupported: f.unsupported[bad])
+                            }
+                            continue
+                        }
+                        sleepSeconds(0.2)
+                        let m = f.memory().kib
+                        rss[t.name, default: [:]][n] = m
+                        results.add(k, "mem-ports-\(n)", t.name, m)
+                        results.add(k, "ready-ports-\(n)", t.name, f.readySeconds * 1000)
+                        log(
+                            "  ports \(n) \(t.name): \(fmt(m)) KiB in \(f.children.count) process\(f.children.count == 1 ? "" : "es"), ready in \(fmt(f.readySeconds * 1000)) ms"
+                        )
+                    } catch {
+                        for id in ids { results.note(k, id, t.name, "\(error)", unsupported: false) }
+                    }
+                }
+            }
+            for t in forwarders {
+                guard let first = options.plan.portCounts.first, let base = rss[t.name]?[first],
+                    let (n, top) = rss[t.name]?.filter({ $0.key > first }).max(by: { $0.key < $1.key })
+                else {
+                    results.note(k, "mem-per-port", t.name, "needs two port counts measured", unsupported: false)
+                    continue
+                }
+                results.add(k, "mem-per-port", t.name, (top - base) / Double(n - first))
+            }
+        }
+    }
+}
+
+func fmt(_ v: Double) -> String {
+    if v.isNaN { return "-" }
+    let a = abs(v)
+    if a >= 100 { return String(Int(v.rounded())) }
+    if a >= 10 { return String(format1(v, 1)) }
+    return String(format1(v, 2))
+}
+
+private func format1(_ v: Double, _ decimals: Int) -> String {
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let r = (v * scale).rounded() / scale
+    var text = "\(r)"
+    if let dot = text.firstIndex(of: ".") {
+        let have = text.distance(from: dot, to: text.endIndex) - 1
+        if have < decimals { text += String(repeating: "0", count: decimals - have) }
+    } else {
+        text += "." + String(repeating: "0", count: decimals)
+    }
+    return text
+}
