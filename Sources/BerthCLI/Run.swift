@@ -24,8 +24,11 @@ struct Run: ParsableCommand {
             """
     )
 
-    @Option(name: .customShort("p"), help: ArgumentHelp("Publish a port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO].", valueName: "spec"))
+    // Never filled by the parser: main.swift takes every -p out first (see PublishArguments).
+    @Option(name: [.customShort("p"), .customLong("publish")], help: ArgumentHelp("Publish a port: [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO].", valueName: "spec"))
     var publish: [String] = []
+
+    private var specs: [String] { publish + PublishArguments.specs }
 
     @Argument(help: ArgumentHelp("The container's address (IPv4 or IPv6).", valueName: "target-ip"))
     var target: String
@@ -63,7 +66,7 @@ struct Run: ParsableCommand {
         if let nftTable, nftTable.isEmpty || nftTable.count > 64 || !nftTable.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
             throw ValidationError("--nft-table must be 1 to 64 letters, digits, _ or -")
         }
-        if publish.isEmpty { throw ValidationError("nothing to publish: give at least one -p") }
+        if specs.isEmpty { throw ValidationError("nothing to publish: give at least one -p") }
         if !(connectTimeout > 0) { throw ValidationError("--connect-timeout must be more than 0 seconds") }
         if !(halfCloseTimeout > 0) { throw ValidationError("--half-close-timeout must be more than 0 seconds") }
         if !(udpTimeout > 0) { throw ValidationError("--udp-timeout must be more than 0 seconds") }
@@ -82,7 +85,7 @@ struct Run: ParsableCommand {
             throw ExitCode(2)
         }
         var mappings: [PortMapping] = []
-        for text in publish {
+        for text in specs {
             do {
                 mappings += try PortSpec(parsing: text).mappings(to: targetIP)
             } catch {
@@ -129,5 +132,37 @@ struct Run: ParsableCommand {
             complain("\(error)")
             throw ExitCode(1)
         }
+    }
+}
+
+/// The `-p` values of `berth run`, taken out of argv before swift-argument-parser sees it.
+enum PublishArguments {
+    nonisolated(unsafe) static var specs: [String] = []
+
+    /// `-p SPEC`, `--publish SPEC` and `--publish=SPEC` out; everything else stays, in order.
+    /// A `-p` with no value stays too, for the parser to report.
+    static func extract(_ arguments: [String]) -> (specs: [String], rest: [String]) {
+        var specs: [String] = []
+        var rest: [String] = []
+        var i = 0
+        while i < arguments.count {
+            let a = arguments[i]
+            if a == "--" {
+                rest += arguments[i...]
+                break
+            }
+            if (a == "-p" || a == "--publish") && i + 1 < arguments.count {
+                specs.append(arguments[i + 1])
+                i += 2
+                continue
+            }
+            if a.hasPrefix("--publish=") {
+                specs.append(String(a.dropFirst("--publish=".count)))
+            } else {
+                rest.append(a)
+            }
+            i += 1
+        }
+        return (specs, rest)
     }
 }
