@@ -48,6 +48,11 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Event loop threads. Default: the CPUs berth may run on.", valueName: "n"))
     var threads: Int?
 
+    @Option(help: ArgumentHelp(
+        "Microseconds each event loop polls before it sleeps (default 0). Lower latency where waking an idle CPU is slow (virtual machines), for CPU time while traffic pauses.",
+        valueName: "us"))
+    var busyPoll: Int = 0
+
     @Option(help: ArgumentHelp("Bytes per splice pipe.", valueName: "bytes"))
     var pipeSize: Int = 1 << 20
 
@@ -72,6 +77,7 @@ struct Run: ParsableCommand {
         if !(udpTimeout > 0) { throw ValidationError("--udp-timeout must be more than 0 seconds") }
         if udpMaxFlows < 1 || udpMaxFlows > 1_000_000 { throw ValidationError("--udp-max-flows must be between 1 and 1000000") }
         if let threads, threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+        if busyPoll < 0 || busyPoll > 1_000_000 { throw ValidationError("--busy-poll must be between 0 and 1000000 microseconds") }
         if pipeSize < 4096 { throw ValidationError("--pipe-size must be at least 4096 bytes") }
     }
 
@@ -112,6 +118,7 @@ struct Run: ParsableCommand {
         options.relay.connectTimeout = .seconds(connectTimeout)
         options.relay.halfCloseTimeout = .seconds(halfCloseTimeout)
         options.relay.pipeSize = pipeSize
+        options.busyPoll = .microseconds(busyPoll)
         options.relay.udpTimeout = .seconds(udpTimeout)
         options.relay.udpMaxFlows = udpMaxFlows
         var publisher = Publisher(options: options, logger: Logger(label: "berth"))

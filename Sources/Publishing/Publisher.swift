@@ -36,6 +36,9 @@ public struct PublishOptions: Sendable {
     /// listener belongs to one loop (its flows' sockets live there), handed out round-robin.
     public var threads = 1
     public var mode = Mode.userspace
+    /// How long each loop polls before it sleeps (0: never polls). Cuts the wake-up latency of an
+    /// idle CPU, at the cost of CPU time while traffic pauses.
+    public var busyPoll: Duration = .zero
     /// berth's nftables table (`inet` family); nil: `berth_<pid>`, so several berths coexist.
     public var tableName: String?
     public init() {}
@@ -191,6 +194,7 @@ public final class Publisher {
         do {
             for index in 0..<loopCount {
                 let loop = try EventLoop()
+                loop.busyPoll = options.busyPoll.nanosecondsClamped
                 let context = RelayContext(loop: loop, config: options.relay, logger: logger)
                 for (listener, port) in zip(listeners, ports) where listener.isTCP && options.mode != .kernel {
                     try TCPAcceptor(listener: listener, target: port.target, context: context).start()

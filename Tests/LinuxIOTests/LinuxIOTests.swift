@@ -66,6 +66,22 @@ final class LinuxIOTests: XCTestCase {
         XCTAssertEqual(loop.pendingTimers, 0)
     }
 
+    func testBusyPollingLoopStillDeliversEventsAndTimers() throws {
+        let loop = try EventLoop()
+        loop.busyPoll = 2_000_000
+        let recorder = Recorder()
+        let id = loop.attach(recorder)
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
+        defer { close(fds[0]); close(fds[1]) }
+        try loop.add(fds[0], .read, for: id, tag: 4)
+        loop.schedule(at: .now() + .milliseconds(20), for: id, tag: 1)
+        _ = write(fds[1], "x", 1)
+        while recorder.timers.isEmpty { try loop.runOnce(timeoutMilliseconds: 1000) }
+        XCTAssertEqual(recorder.events.first?.0, 4)
+        XCTAssertEqual(recorder.timers, [1])
+    }
+
     func testDetachedHandlerGetsNoEventsOrTimers() throws {
         let loop = try EventLoop()
         let first = Recorder()
