@@ -91,32 +91,7 @@ public final class NatTable {
             firstSequence: socket.nextSequence,
             capacity: 256 + 160 * (additions.count + newHairpins.count)
         )
-        let total = additions.count + newHairpins.count + (missingSet == nil ? 0 : 1)
-        var index = 0
-        for (key, rule) in additions {
-            index += 1
-            Self.appendElement(
-                into: &batch,
-                add: true,
-                table: name,
-                key: key,
-                data: rule.elementData,
-                text: rule.elementText,
-                ack: index == total
-            )
-        }
-        for (key, rule) in newHairpins {
-            index += 1
-            Self.appendElement(
-                into: &batch,
-                add: true,
-                table: name,
-                key: key,
-                data: nil,
-                text: rule.hairpinText,
-                ack: index == total
-            )
-        }
+        appendElements(into: &batch, add: true, rules: additions, hairpins: newHairpins, ackLast: missingSet == nil)
         if let missingSet {
             batch.append(
                 .element(add: true, key: "198.18.0.1 . tcp . 1", kind: "map", table: name, set: missingSet),
@@ -165,32 +140,7 @@ public final class NatTable {
             firstSequence: socket.nextSequence,
             capacity: 256 + 160 * (removals.count + goneHairpins.count)
         )
-        let total = removals.count + goneHairpins.count
-        var index = 0
-        for (key, rule) in removals {
-            index += 1
-            Self.appendElement(
-                into: &batch,
-                add: false,
-                table: name,
-                key: key,
-                data: nil,
-                text: rule.elementText,
-                ack: index == total
-            )
-        }
-        for (key, rule) in goneHairpins {
-            index += 1
-            Self.appendElement(
-                into: &batch,
-                add: false,
-                table: name,
-                key: key,
-                data: nil,
-                text: rule.hairpinText,
-                ack: index == total
-            )
-        }
+        appendElements(into: &batch, add: false, rules: removals, hairpins: goneHairpins, ackLast: true)
         batch.end()
         try socket.commit(batch, "remove \(removals.count) rule(s) from table inet \(name)")
 
@@ -317,6 +267,25 @@ public final class NatTable {
     }
 
     /// One element per message: an error then names exactly the element the kernel refused.
+    /// One message per map element of `rules` (with its target when adding) and per hairpin
+    /// element of `hairpins`; an ACK only on the very last message, when `ackLast`.
+    private func appendElements(
+        into batch: inout Batch, add: Bool, rules: [(key: ElementKey, rule: DNATRule)],
+        hairpins: [(key: ElementKey, rule: DNATRule)], ackLast: Bool
+    ) {
+        let total = rules.count + hairpins.count
+        for (index, (key, rule)) in rules.enumerated() {
+            Self.appendElement(
+                into: &batch, add: add, table: name, key: key, data: add ? rule.elementData : nil,
+                text: rule.elementText, ack: ackLast && index == total - 1)
+        }
+        for (index, (key, rule)) in hairpins.enumerated() {
+            Self.appendElement(
+                into: &batch, add: add, table: name, key: key, data: nil,
+                text: rule.hairpinText, ack: ackLast && rules.count + index == total - 1)
+        }
+    }
+
     private static func appendElement(
         into batch: inout Batch,
         add: Bool,
