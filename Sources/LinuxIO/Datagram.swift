@@ -144,7 +144,13 @@ public final class DatagramBatch {
             messages[i].msg_hdr.msg_controllen = Self.controlSpace
             messages[i].msg_hdr.msg_flags = 0
         }
-        let result = try syscallNonBlocking("recvmmsg") { CBerthLinux_recvmmsg(fd, messages, UInt32(capacity), 0) }
+        let result: IOResult<Int32>
+        do {
+            result = try syscallNonBlocking("recvmmsg") { CBerthLinux_recvmmsg(fd, messages, UInt32(capacity), 0) }
+        } catch {
+            dirty = capacity
+            throw error
+        }
         switch result {
         case .done(let n):
             dirty = Int(n)

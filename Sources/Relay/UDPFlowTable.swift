@@ -218,7 +218,21 @@ public final class UDPFlowTable {
     public func expired(now: Instant, idle: Duration) -> Int? {
         guard head >= 0 else { return nil }
         let slot = Int(head)
-        return entries[slot].lastActive &+ idle.nanosecondsClamped <= now.nanoseconds ? slot : nil
+        return Self.deadline(entries[slot].lastActive, idle) <= now.nanoseconds ? slot : nil
+    }
+
+    /// When the least recently active flow expires if nothing happens before; nil if never.
+    public func nextExpiry(idle: Duration) -> Instant? {
+        guard head >= 0 else { return nil }
+        let deadline = Self.deadline(entries[Int(head)].lastActive, idle)
+        return deadline == .max ? nil : Instant(nanoseconds: deadline)
+    }
+
+    /// `from + idle`, saturating: an idle time too long to add up means never.
+    @inline(__always)
+    private static func deadline(_ from: UInt64, _ idle: Duration) -> UInt64 {
+        let (sum, overflow) = from.addingReportingOverflow(idle.nanosecondsClamped)
+        return overflow ? .max : sum
     }
 
     public func key(at slot: Int) -> FlowKey { entries[slot].key }

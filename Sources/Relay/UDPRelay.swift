@@ -327,9 +327,9 @@ public final class UDPRelay: EventHandler {
     // MARK: expiry
 
     private func armExpiry() {
-        guard !expiryArmed, let id, let oldest = flows.oldest else { return }
+        guard !expiryArmed, let id, let deadline = flows.nextExpiry(idle: context.config.udpTimeout) else { return }
         expiryArmed = true
-        context.loop.schedule(at: flows.lastActive(at: oldest) + context.config.udpTimeout, for: id, tag: 0)
+        context.loop.schedule(at: deadline, for: id, tag: 0)
     }
 
     public func timer(tag: UInt8, loop: EventLoop) {

@@ -70,6 +70,9 @@ final class FlowTableTests: XCTestCase {
         XCTAssertEqual(gone, [v4(1), v4(2), v4(3)])
         XCTAssertEqual(table.keysByRecency(), [v4(4), v4(0)])
         XCTAssertEqual(table.lastActive(at: table.oldest!), at(4))
+        XCTAssertEqual(table.nextExpiry(idle: idle), at(14))
+        XCTAssertNil(table.nextExpiry(idle: .seconds(Int64.max)), "an idle time past the clock's end: never")
+        XCTAssertNil(table.expired(now: at(1_000_000), idle: .seconds(Int64.max)))
         while let slot = table.expired(now: at(100), idle: idle) { table.remove(slot) }
         XCTAssertTrue(table.isEmpty)
         XCTAssertNil(table.oldest)
