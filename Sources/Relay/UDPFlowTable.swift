@@ -85,7 +85,10 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
 
     public var address: SocketAddress {
         withSockAddr { p, _ in
-            let bytes = isV6 ? Array(UnsafeRawBufferPointer(start: p + 8, count: 16)) : Array(UnsafeRawBufferPointer(start: p + 4, count: 4))
+            let bytes =
+                isV6
+                ? Array(UnsafeRawBufferPointer(start: p + 8, count: 16))
+                : Array(UnsafeRawBufferPointer(start: p + 4, count: 4))
             return SocketAddress(ip: bytes, port: port)
         }
     }
@@ -183,7 +186,9 @@ public final class UDPFlowTable {
             used += 1
         }
         let hash = UInt64(UInt(bitPattern: key.hashValue))
-        (entries + slot).initialize(to: Entry(key: key, hash: hash, lastActive: now.nanoseconds, previous: -1, next: -1))
+        (entries + slot).initialize(
+            to: Entry(key: key, hash: hash, lastActive: now.nanoseconds, previous: -1, next: -1)
+        )
         var i = Int(truncatingIfNeeded: hash) & mask
         while buckets[i] != 0 { i = (i + 1) & mask }
         buckets[i] = (hash >> 32) << 32 | UInt64(slot + 1)
