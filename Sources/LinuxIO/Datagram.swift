@@ -144,7 +144,13 @@ public final class DatagramBatch {
             messages[i].msg_hdr.msg_controllen = Self.controlSpace
             messages[i].msg_hdr.msg_flags = 0
         }
-        let result = try syscallNonBlocking("recvmmsg") { CBerthLinux_recvmmsg(fd, messages, UInt32(capacity), 0) }
+        let result: IOResult<Int32>
+        do {
+            result = try syscallNonBlocking("recvmmsg") { CBerthLinux_recvmmsg(fd, messages, UInt32(capacity), 0) }
+        } catch {
+            dirty = capacity
+            throw error
+        }
         switch result {
         case .done(let n):
             dirty = Int(n)
@@ -202,7 +208,9 @@ public final class DatagramBatch {
                 let second = data.load(fromByteOffset: 1, as: UInt8.self)
                 let linkLocal = first == 0xfe && second & 0xc0 == 0x80
                 let interface = data.loadUnaligned(
-                    fromByteOffset: MemoryLayout<CBerthLinux_in6_pktinfo>.offset(of: \.ipi6_ifindex)!, as: UInt32.self)
+                    fromByteOffset: MemoryLayout<CBerthLinux_in6_pktinfo>.offset(of: \.ipi6_ifindex)!,
+                    as: UInt32.self
+                )
                 return PacketInfo(high: high, low: low, isV6: true, interface: linkLocal ? interface : 0)
             }
             next = CBerthLinux_CMSG_NXTHDR(header, cmsg)
@@ -233,7 +241,10 @@ public final class DatagramBatch {
     /// Returns how many went; an error is about the first datagram that did not.
     @inline(__always)
     public func send(
-        _ fd: Int32, queued range: Range<Int>, to peer: UnsafeRawPointer? = nil, length: socklen_t = 0,
+        _ fd: Int32,
+        queued range: Range<Int>,
+        to peer: UnsafeRawPointer? = nil,
+        length: socklen_t = 0,
         from source: PacketInfo? = nil
     ) throws(SyscallError) -> IOResult<Int> {
         let controlLength = source.map { writeControl($0) } ?? 0

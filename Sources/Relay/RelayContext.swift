@@ -18,9 +18,11 @@ public struct RelayConfig: Sendable {
     /// How long a UDP flow lives with no datagram in either direction (docker-proxy's 90 s).
     public var udpTimeout: Duration = .seconds(90)
     /// UDP flows per listener per loop; when full, the least recently active one is evicted.
-    /// Each flow holds a socket, so this is also a bound on descriptors: 4,096 sits well inside
-    /// the usual 1,048,576 hard limit (and a raised 65,536 soft one) with room for TCP, covers a
-    /// busy DNS or game server's clients within one timeout, and costs about 300 KiB of table.
+    /// docker-proxy has no bound. Each flow holds a socket, so this also bounds the descriptors
+    /// one port can take: with 4,096, a flood of spoofed source addresses cannot use up a
+    /// 65,536-descriptor limit through a few ports, while real clients active within one
+    /// timeout (a busy DNS or game server) still fit. Its table and per-flow arrays take about
+    /// 0.5 MiB, touched only as flows arrive.
     public var udpMaxFlows: Int = 4096
 
     public init() {}

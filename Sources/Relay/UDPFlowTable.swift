@@ -85,7 +85,10 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
 
     public var address: SocketAddress {
         withSockAddr { p, _ in
-            let bytes = isV6 ? Array(UnsafeRawBufferPointer(start: p + 8, count: 16)) : Array(UnsafeRawBufferPointer(start: p + 4, count: 4))
+            let bytes =
+                isV6
+                ? Array(UnsafeRawBufferPointer(start: p + 8, count: 16))
+                : Array(UnsafeRawBufferPointer(start: p + 4, count: 4))
             return SocketAddress(ip: bytes, port: port)
         }
     }
@@ -183,7 +186,9 @@ public final class UDPFlowTable {
             used += 1
         }
         let hash = UInt64(UInt(bitPattern: key.hashValue))
-        (entries + slot).initialize(to: Entry(key: key, hash: hash, lastActive: now.nanoseconds, previous: -1, next: -1))
+        (entries + slot).initialize(
+            to: Entry(key: key, hash: hash, lastActive: now.nanoseconds, previous: -1, next: -1)
+        )
         var i = Int(truncatingIfNeeded: hash) & mask
         while buckets[i] != 0 { i = (i + 1) & mask }
         buckets[i] = (hash >> 32) << 32 | UInt64(slot + 1)
@@ -218,7 +223,21 @@ public final class UDPFlowTable {
     public func expired(now: Instant, idle: Duration) -> Int? {
         guard head >= 0 else { return nil }
         let slot = Int(head)
-        return entries[slot].lastActive &+ idle.nanosecondsClamped <= now.nanoseconds ? slot : nil
+        return Self.deadline(entries[slot].lastActive, idle) <= now.nanoseconds ? slot : nil
+    }
+
+    /// When the least recently active flow expires if nothing happens before; nil if never.
+    public func nextExpiry(idle: Duration) -> Instant? {
+        guard head >= 0 else { return nil }
+        let deadline = Self.deadline(entries[Int(head)].lastActive, idle)
+        return deadline == .max ? nil : Instant(nanoseconds: deadline)
+    }
+
+    /// `from + idle`, saturating: an idle time too long to add up means never.
+    @inline(__always)
+    private static func deadline(_ from: UInt64, _ idle: Duration) -> UInt64 {
+        let (sum, overflow) = from.addingReportingOverflow(idle.nanosecondsClamped)
+        return overflow ? .max : sum
     }
 
     public func key(at slot: Int) -> FlowKey { entries[slot].key }

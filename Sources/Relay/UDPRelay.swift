@@ -198,7 +198,15 @@ public final class UDPRelay: EventHandler {
             if batch.queued > 0 {
                 let source = sources[slot]
                 flows.key(at: slot).withSockAddr { peer, length in
-                    send(batch, 0..<batch.queued, on: listener.fd, toBackend: false, to: peer, length: length, from: source)
+                    send(
+                        batch,
+                        0..<batch.queued,
+                        on: listener.fd,
+                        toBackend: false,
+                        to: peer,
+                        length: length,
+                        from: source
+                    )
                 }
             }
             if count < batch.capacity { return }
@@ -209,8 +217,13 @@ public final class UDPRelay: EventHandler {
 
     /// Sends the queued datagrams in `range`, counting what went and what was dropped.
     private func send(
-        _ batch: DatagramBatch, _ range: Range<Int>, on fd: Int32, toBackend: Bool,
-        to peer: UnsafeRawPointer? = nil, length: socklen_t = 0, from source: PacketInfo? = nil
+        _ batch: DatagramBatch,
+        _ range: Range<Int>,
+        on fd: Int32,
+        toBackend: Bool,
+        to peer: UnsafeRawPointer? = nil,
+        length: socklen_t = 0,
+        from source: PacketInfo? = nil
     ) {
         var next = range.lowerBound
         var retried = false
@@ -327,9 +340,9 @@ public final class UDPRelay: EventHandler {
     // MARK: expiry
 
     private func armExpiry() {
-        guard !expiryArmed, let id, let oldest = flows.oldest else { return }
+        guard !expiryArmed, let id, let deadline = flows.nextExpiry(idle: context.config.udpTimeout) else { return }
         expiryArmed = true
-        context.loop.schedule(at: flows.lastActive(at: oldest) + context.config.udpTimeout, for: id, tag: 0)
+        context.loop.schedule(at: deadline, for: id, tag: 0)
     }
 
     public func timer(tag: UInt8, loop: EventLoop) {

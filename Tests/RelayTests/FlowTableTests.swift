@@ -7,7 +7,12 @@ import XCTest
 final class FlowTableTests: XCTestCase {
     /// A distinct IPv4 client for each n: 10.a.b.c, port 1024 + n % 50000.
     private func v4(_ n: Int) -> FlowKey {
-        FlowKey(SocketAddress(ip: [10, UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)], port: UInt16(1024 + n % 50000)))
+        FlowKey(
+            SocketAddress(
+                ip: [10, UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)],
+                port: UInt16(1024 + n % 50000)
+            )
+        )
     }
 
     private func at(_ seconds: Int) -> Instant { Instant(nanoseconds: UInt64(seconds) * 1_000_000_000) }
@@ -70,6 +75,9 @@ final class FlowTableTests: XCTestCase {
         XCTAssertEqual(gone, [v4(1), v4(2), v4(3)])
         XCTAssertEqual(table.keysByRecency(), [v4(4), v4(0)])
         XCTAssertEqual(table.lastActive(at: table.oldest!), at(4))
+        XCTAssertEqual(table.nextExpiry(idle: idle), at(14))
+        XCTAssertNil(table.nextExpiry(idle: .seconds(Int64.max)), "an idle time past the clock's end: never")
+        XCTAssertNil(table.expired(now: at(1_000_000), idle: .seconds(Int64.max)))
         while let slot = table.expired(now: at(100), idle: idle) { table.remove(slot) }
         XCTAssertTrue(table.isEmpty)
         XCTAssertNil(table.oldest)
@@ -136,8 +144,12 @@ final class FlowTableTests: XCTestCase {
         XCTAssertTrue(inOrder)
         XCTAssertEqual(expired, n / 2 - 1)
         XCTAssertEqual(table.count, n / 2 + 1)
-        for i in stride(from: 0, to: n, by: 2) where table.lookup(keys[i]) != slots[i] { XCTFail("even flow \(i) lost") }
-        for i in stride(from: 1, to: n, by: 2) where table.lookup(keys[i]) != nil { XCTFail("odd flow \(i) still there") }
+        for i in stride(from: 0, to: n, by: 2) where table.lookup(keys[i]) != slots[i] {
+            XCTFail("even flow \(i) lost")
+        }
+        for i in stride(from: 1, to: n, by: 2) where table.lookup(keys[i]) != nil {
+            XCTFail("odd flow \(i) still there")
+        }
     }
 }
 

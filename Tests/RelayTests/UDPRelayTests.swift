@@ -39,36 +39,38 @@ final class UDPRelayTests: XCTestCase {
         let failures = Failures()
         var threads: [LoopThread] = []
         for c in 0..<20 {
-            threads.append(try LoopThread(name: "udp-client-\(c)") {
-                do {
-                    let client = try TestUDPSocket()
-                    try client.connect(address)
-                    // Four in flight per client, so the relay's batches mix clients.
-                    var outstanding = Set<String>()
-                    var next = 0
-                    while next < 4 {
-                        let payload = "client \(c) datagram \(next)"
-                        try client.send(payload)
-                        outstanding.insert(payload)
-                        next += 1
-                    }
-                    while !outstanding.isEmpty {
-                        let reply = String(decoding: try client.receive(), as: UTF8.self)
-                        guard outstanding.remove(reply) != nil else {
-                            failures.add("client \(c) got \(reply)")
-                            return
-                        }
-                        if next < 200 {
+            threads.append(
+                try LoopThread(name: "udp-client-\(c)") {
+                    do {
+                        let client = try TestUDPSocket()
+                        try client.connect(address)
+                        // Four in flight per client, so the relay's batches mix clients.
+                        var outstanding = Set<String>()
+                        var next = 0
+                        while next < 4 {
                             let payload = "client \(c) datagram \(next)"
                             try client.send(payload)
                             outstanding.insert(payload)
                             next += 1
                         }
+                        while !outstanding.isEmpty {
+                            let reply = String(decoding: try client.receive(), as: UTF8.self)
+                            guard outstanding.remove(reply) != nil else {
+                                failures.add("client \(c) got \(reply)")
+                                return
+                            }
+                            if next < 200 {
+                                let payload = "client \(c) datagram \(next)"
+                                try client.send(payload)
+                                outstanding.insert(payload)
+                                next += 1
+                            }
+                        }
+                    } catch {
+                        failures.add("client \(c): \(error)")
                     }
-                } catch {
-                    failures.add("client \(c): \(error)")
                 }
-            })
+            )
         }
         for thread in threads { thread.join() }
         XCTAssertEqual(failures.all, [])
@@ -173,7 +175,13 @@ final class UDPRelayTests: XCTestCase {
         // Idle now: the flow expires, closing its socket, which frees its port. Holding that
         // port then makes sure the next flow cannot get the same one back by chance.
         var held: TestUDPSocket?
-        XCTAssertTrue(eventually { held = claimUDPPort("127.0.0.1", oldPort); return held != nil }, "the idle flow never expired")
+        XCTAssertTrue(
+            eventually {
+                held = claimUDPPort("127.0.0.1", oldPort)
+                return held != nil
+            },
+            "the idle flow never expired"
+        )
         try client.send("after idle")
         let (bytes, from) = try backend.receiveFrom()
         XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "after idle")

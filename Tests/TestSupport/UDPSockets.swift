@@ -56,14 +56,18 @@ public final class TestUDPSocket: @unchecked Sendable {
     /// Sends one datagram on a connected socket.
     public func send(_ bytes: [UInt8]) throws {
         let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, bytes.count, 0) }
-        guard n == bytes.count else { throw TestFailure("send \(bytes.count) bytes: \(n < 0 ? errnoText() : "sent \(n)")") }
+        guard n == bytes.count else {
+            throw TestFailure("send \(bytes.count) bytes: \(n < 0 ? errnoText() : "sent \(n)")")
+        }
     }
 
     public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
     /// Sends one datagram to `address`.
     public func send(_ bytes: [UInt8], to address: SocketAddress) throws {
-        let n = bytes.withUnsafeBytes { raw in address.withSockAddr { Glibc.sendto(fd, raw.baseAddress, bytes.count, 0, $0, $1) } }
+        let n = bytes.withUnsafeBytes { raw in
+            address.withSockAddr { Glibc.sendto(fd, raw.baseAddress, bytes.count, 0, $0, $1) }
+        }
         guard n == bytes.count else {
             throw TestFailure("sendto \(address) \(bytes.count) bytes: \(n < 0 ? errnoText() : "sent \(n)")")
         }
