@@ -58,8 +58,9 @@ let package = Package(
             providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
         ),
         .target(name: "Netfilter", dependencies: ["CNetfilter", "Mappings"]),
-        // Drives Netfilter inside throwaway network namespaces for NetfilterTests; not a product.
-        .executableTarget(name: "NetfilterProbe", dependencies: ["Netfilter", "Mappings"]),
+        // Drives Netfilter inside throwaway network namespaces for NetfilterTests (it reads the
+        // ruleset back with nft); test-only, not a product.
+        .executableTarget(name: "NetfilterProbe", dependencies: ["Netfilter", "Mappings"], path: "Tests/NetfilterProbe"),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Mappings", "NetfilterProbe"]),
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
