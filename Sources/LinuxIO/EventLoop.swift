@@ -233,7 +233,7 @@ public final class EventLoop {
     /// Runs until `waker.stop()` (from any thread) or `stop()`.
     public func run() throws(SyscallError) {
         while !waker.stopRequested {
-            try runOnce(timeoutMilliseconds: timeoutMilliseconds())
+            try runOnce(timeoutMilliseconds: -1)  // the nearest timer bounds the wait
         }
     }
 

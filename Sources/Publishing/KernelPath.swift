@@ -27,22 +27,25 @@ extension Mode {
 enum KernelPath {
     /// Whether DNAT can serve traffic arriving at `port`: not loopback (route_localnet stays off,
     /// CVE-2020-8558) and the same family on both sides (no NAT64).
+    /// The host address a port is bound to, IPv4-mapped addresses as IPv4.
+    private static func hostIP(_ port: BoundPort) -> IPAddress { IPAddress(bytes: port.address.ipBytes)!.unmapped }
+
     static func canServe(_ port: BoundPort) -> Bool {
         guard port.mapping.proto == .tcp || port.mapping.proto == .udp else { return false }
-        let host = IPAddress(bytes: port.address.ipBytes)!.unmapped
+        let host = hostIP(port)
         if host.isLoopback { return false }
         return host.isV6 == port.mapping.containerIP.unmapped.isV6
     }
 
     static func rule(for port: BoundPort) -> DNATRule {
         DNATRule(
-            proto: port.mapping.proto, hostIP: IPAddress(bytes: port.address.ipBytes)!, hostPort: port.address.port,
+            proto: port.mapping.proto, hostIP: hostIP(port), hostPort: port.address.port,
             containerIP: port.mapping.containerIP, containerPort: port.mapping.containerPort)
     }
 
     /// Why the kernel path cannot serve a mapping, for `--mode kernel`.
     static func refusal(_ port: BoundPort) -> String {
-        let host = IPAddress(bytes: port.address.ipBytes)!.unmapped
+        let host = hostIP(port)
         if host.isLoopback {
             return "\(port.mapping.containerSide): \(port.address): the kernel path does not serve loopback addresses (use --mode hybrid)"
         }

@@ -42,8 +42,8 @@ public final class TCPAcceptor: EventHandler {
 
     deinit { for fd in waiting { close(fd) } }
 
-    /// Starts the relay for an accepted client; false (and the client kept waiting) when the
-    /// backend socket cannot be made for want of descriptors.
+    /// Starts the relay for an accepted client; false (and accepting paused) when the backend
+    /// socket cannot be made for want of descriptors: then the caller keeps the client waiting.
     private func serve(_ client: Int32) -> Bool {
         let backend: Descriptor
         do {
@@ -51,7 +51,6 @@ public final class TCPAcceptor: EventHandler {
         } catch {
             switch error.errno {
             case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
-                waiting.append(client)
                 pause(error)
                 return false
             default:
@@ -87,7 +86,10 @@ public final class TCPAcceptor: EventHandler {
                 }
             }
             context.counters.accepted &+= 1
-            if !serve(client) { return }
+            if !serve(client) {
+                waiting.append(client)
+                return
+            }
         }
     }
 
@@ -109,13 +111,10 @@ public final class TCPAcceptor: EventHandler {
     public func timer(tag: UInt8, loop: EventLoop) {
         guard let id, paused else { return }
         paused = false
-        while !waiting.isEmpty {
-            let client = waiting.removeFirst()
-            // Paused again (and the client back in line) if descriptors are still short.
-            if !serve(client) {
-                waiting.insert(waiting.removeLast(), at: 0)
-                return
-            }
+        // Oldest first; paused again, the client still first in line, if descriptors are still short.
+        while let client = waiting.first {
+            if !serve(client) { return }
+            waiting.removeFirst()
         }
         do {
             try loop.add(listener.fd, [.read, .exclusive], for: id, tag: 0)

@@ -39,7 +39,6 @@ final class TCPConnection: EventHandler {
         var capacity = 0
         var eof = false
         var shutdownSent = false
-        var moved: UInt64 = 0
     }
 
     private enum PumpResult {
@@ -266,8 +265,7 @@ final class TCPConnection: EventHandler {
                     switch try Splice.move(from: d.pipeRead, to: to, length: d.buffered) {
                     case .done(let n):
                         d.buffered -= n
-                        d.moved &+= UInt64(n)
-                        if to == backendFD { context.counters.bytesToBackend &+= UInt64(n) } else { context.counters.bytesToClient &+= UInt64(n) }
+                        delivered(n, to: to)
                         progressed = true
                     case .wouldBlock:
                         writable = false
@@ -284,11 +282,21 @@ final class TCPConnection: EventHandler {
             d.pipeRead = -1
             d.pipeWrite = -1
         }
-        if d.eof && d.buffered == 0 && !d.shutdownSent {
-            d.shutdownSent = true
-            Socket.shutdownWrite(to)
-        }
+        shutDownIfDrained(&d, to: to)
         return .progressed(movedAny)
+    }
+
+    /// Counts bytes the target took.
+    @inline(__always)
+    private func delivered(_ n: Int, to: Int32) {
+        if to == backendFD { context.counters.bytesToBackend &+= UInt64(n) } else { context.counters.bytesToClient &+= UInt64(n) }
+    }
+
+    /// Half-close: the source's EOF reaches the target once nothing of it waits in the pipe.
+    private func shutDownIfDrained(_ d: inout Direction, to: Int32) {
+        guard d.eof && d.buffered == 0 && !d.shutdownSent else { return }
+        d.shutdownSent = true
+        Socket.shutdownWrite(to)
     }
 
     /// Small messages: recv into the loop's buffer and send at once. Two system calls where splice
@@ -330,8 +338,7 @@ final class TCPConnection: EventHandler {
             writable = false
             context.counters.copyStashes &+= 1
         }
-        d.moved &+= UInt64(sent)
-        if to == backendFD { context.counters.bytesToBackend &+= UInt64(sent) } else { context.counters.bytesToClient &+= UInt64(sent) }
+        delivered(sent, to: to)
         if n < want && !hangup { readable = false }
         return .progressed(true)
     }
@@ -353,14 +360,10 @@ final class TCPConnection: EventHandler {
                 return .writeFailed(Errno(rawValue: errno))
             }
             _ = recv(from, buffer.baseAddress, sent, Int32(MSG_DONTWAIT))
-            d.moved &+= UInt64(sent)
-            if to == backendFD { context.counters.bytesToBackend &+= UInt64(sent) } else { context.counters.bytesToClient &+= UInt64(sent) }
+            delivered(sent, to: to)
             movedAny = true
         }
-        if d.eof && !d.shutdownSent {
-            d.shutdownSent = true
-            Socket.shutdownWrite(to)
-        }
+        shutDownIfDrained(&d, to: to)
         return .progressed(movedAny)
     }
 

@@ -231,15 +231,7 @@ public let fnvOffset: UInt64 = 0xcbf2_9ce4_8422_2325
 /// A TCP port on 127.0.0.1 and ::1 that nothing listens on right now (bound, then closed).
 public func freePort() -> UInt16 {
     for _ in 0..<20 {
-        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var off: Int32 = 0
-        var on: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)  // dual stack: free on both families
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, 4)  // as berth binds: TIME_WAIT does not count
-        let a = SocketAddress(ip: "::", port: 0)!
-        guard a.withSockAddr({ bind(fd, $0, $1) }) == 0, let port = try? Socket.localAddress(fd).port else { continue }
-        return port
+        if let port = bindDualStack(port: 0) { return port }
     }
     return 0
 }
@@ -247,18 +239,22 @@ public func freePort() -> UInt16 {
 /// Two consecutive free ports (p, p + 1), for range specs: below the ephemeral range, where
 /// the TIME_WAIT of earlier tests' client sockets does not land.
 public func freePortPair() -> UInt16 {
-    func bindable(_ port: UInt16) -> Bool {
-        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var off: Int32 = 0
-        var on: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, 4)
-        return SocketAddress(ip: "::", port: port)!.withSockAddr { bind(fd, $0, $1) } == 0
-    }
     for _ in 0..<200 {
         let p = UInt16.random(in: 20000..<32000)
-        if bindable(p) && bindable(p + 1) { return p }
+        if bindDualStack(port: p) != nil && bindDualStack(port: p + 1) != nil { return p }
     }
     return 0
+}
+
+/// Binds `port` (0: any) on `::` for both families, with SO_REUSEADDR as berth binds (TIME_WAIT
+/// does not count), and closes again; the port bound, or nil when it is taken.
+private func bindDualStack(port: UInt16) -> UInt16? {
+    let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var off: Int32 = 0
+    var on: Int32 = 1
+    setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, 4)
+    guard SocketAddress(ip: "::", port: port)!.withSockAddr({ bind(fd, $0, $1) }) == 0 else { return nil }
+    return try? Socket.localAddress(fd).port
 }
