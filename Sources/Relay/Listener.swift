@@ -80,12 +80,3 @@ public final class Listener: Sendable {
         return Listener(descriptor: Descriptor(taking: fd), address: bound, isTCP: isTCP)
     }
 }
-
-extension SocketAddress {
-    /// `0.0.0.0` or `::`: the socket receives on every local address.
-    var isWildcard: Bool {
-        withUnsafeBytes(of: storage) { raw in
-            isV6 ? raw[8..<24].allSatisfy { $0 == 0 } : raw[4..<8].allSatisfy { $0 == 0 }
-        }
-    }
-}
