@@ -74,7 +74,8 @@ BENCH_FLAGS ?= --duration 2 --repeat 3
 bench: release bench-peers
 	mkdir -p bench/.build && $(SWIFT) package --package-path bench benchmark --no-progress > bench/.build/micro-benchmarks.txt 2>&1 || { cat bench/.build/micro-benchmarks.txt; exit 1; }
 	cat bench/.build/micro-benchmarks.txt
-	$(SWIFT) run -c release --package-path bench berth-bench $(BENCH_FLAGS) \
+	$(SWIFT) build -c release --package-path bench
+	bench/.build/release/berth-bench $(BENCH_FLAGS) \
 		--results bench/RESULTS.md --json bench/RESULTS.json --micro bench/.build/micro-benchmarks.txt
 
 # Every figure once, tiny, berth and direct only: fails if any figure is missing, never on speed.

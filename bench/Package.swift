@@ -15,6 +15,14 @@ let package = Package(
     ],
     targets: [
         .target(name: "CBench", cSettings: [.define("_GNU_SOURCE")]),
+        // The yardstick for berth's TCP path: the least a splice relay can be (the runner's
+        // `splice-reference` target).
+        .executableTarget(
+            name: "splice-reference",
+            path: "Sources/SpliceReference",
+            cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("pthread")]
+        ),
         .executableTarget(
             name: "berth-bench",
             dependencies: [

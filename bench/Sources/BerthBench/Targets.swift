@@ -37,6 +37,9 @@ enum TargetKind: Sendable {
     case nginx(path: String, module: String)
     /// A command template per mapping: {proto} {host_ip} {host_port} {target_ip} {target_port}.
     case template(command: String)
+    /// bench's own yardstick (Sources/SpliceReference): the least a splice relay can be, two
+    /// threads with blocking splice per connection, a process per mapping, TCP only.
+    case spliceReference(path: String)
 }
 
 struct Target: Sendable {
@@ -48,7 +51,7 @@ struct Target: Sendable {
     /// Whether it runs one process per mapping (then many ports mean many processes).
     var processPerMapping: Bool {
         switch kind {
-        case .dockerProxy, .socat, .template: true
+        case .dockerProxy, .socat, .template, .spliceReference: true
         default: false
         }
     }
@@ -57,6 +60,7 @@ struct Target: Sendable {
     func unsupported(_ proto: Proto) -> String? {
         switch kind {
         case .haproxy where proto == .udp: "HAProxy does not forward UDP"
+        case .spliceReference where proto == .udp: "the splice reference is TCP only"
         default: nil
         }
     }
@@ -182,6 +186,18 @@ enum Launcher {
                     spawned.append(i)
                 }
                 waitBound(f, mappings, spawned, placement)
+            case .spliceReference(let path):
+                for i in todo {
+                    let m = mappings[i]
+                    f.children.append(
+                        try Child.spawn(
+                            placement.argv([path, m.hostIP, "\(m.hostPort)", m.target.ipText, "\(m.target.port)"]),
+                            name: target.name,
+                            workDirectory: placement.workDirectory
+                        )
+                    )
+                }
+                waitBound(f, mappings, todo, placement)
             case .template(let command):
                 var spawned: [Int] = []
                 for i in todo {
@@ -479,6 +495,13 @@ enum Discovery {
                 )
             }
             return .success(Target(name: name, kind: .nginx(path: p, module: module)))
+        case "splice-reference":
+            // Built with the runner: it sits next to it.
+            let path = "\(executableDirectory())/splice-reference"
+            guard access(path, X_OK) == 0 else {
+                return .failure(BenchError("no \(path) (swift build -c release --package-path bench)"))
+            }
+            return .success(Target(name: name, kind: .spliceReference(path: path)))
         default:
             return .failure(BenchError("unknown target \(name)"))
         }
@@ -486,7 +509,17 @@ enum Discovery {
 
     static let builtinNames = [
         "direct", "berth", "berth-kernel", "docker-proxy", "socat", "haproxy", "haproxy-splice", "nginx",
+        "splice-reference",
     ]
+
+    /// The directory of the running executable.
+    static func executableDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "." }
+        let path = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    }
 
     /// Output of a command (stdout and stderr), trimmed; empty when it cannot run.
     static func output(_ command: String) -> String {
@@ -524,6 +557,8 @@ enum Discovery {
             return output("'\(path)' -v").replacingAll("nginx version: ", "") + " with the stream module"
         case .template(let command):
             return "template: \(command)"
+        case .spliceReference:
+            return "bench/Sources/SpliceReference (two threads, blocking splice, 1 MiB pipes)"
         }
     }
 }
