@@ -57,7 +57,7 @@ struct FigurePlan {
                     rows.append(
                         f(
                             "tcp-rr-\(conns)-\(p)",
-                            "TCP request/response latency, \(conns) conn\(conns == 1 ? "" : "s"), \(name)",
+                            "TCP request/response latency, \(conns == 1 ? "1 conn pinned to one CPU" : "\(conns) conns"), \(name)",
                             "µs",
                             false
                         )
@@ -73,7 +73,7 @@ struct FigurePlan {
             ]
         case .udpRequestResponse:
             return [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")].map { p, name in
-                f("udp-rr-\(p)", "UDP request/response latency, 1 flow, \(name)", "µs", false)
+                f("udp-rr-\(p)", "UDP request/response latency, 1 flow pinned to one CPU, \(name)", "µs", false)
             }
         case .memoryIdle:
             return [f("mem-idle", "Memory (RSS), idle, 1 port", "KiB", false)]

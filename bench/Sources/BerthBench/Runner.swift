@@ -172,7 +172,7 @@ final class Runner {
                     continue
                 }
                 do {
-                    try measure(group, s, t, address)
+                    try measure(group, s, t, f, address)
                 } catch {
                     // A forwarder that died says why on stderr.
                     let dead = f.children.first { $0.hasExited }.map { " (\(t.name) exited: \($0.stderrTail()))" } ?? ""
@@ -183,7 +183,7 @@ final class Runner {
         }
     }
 
-    private func measure(_ group: FigureGroup, _ s: Scenario, _ t: Target, _ address: SocketAddress) throws {
+    private func measure(_ group: FigureGroup, _ s: Scenario, _ t: Target, _ f: Forwarding, _ address: SocketAddress) throws {
         let d = options.duration
         let ns = s.clientNS
         let k = s.kind
@@ -211,7 +211,9 @@ final class Runner {
             results.countErrors(k, "tcp-connrate", t.name, r.errors)
             log("  tcp-connrate \(t.name): \(fmt(r.perSecond)) conn/s\(r.errors > 0 ? ", \(r.errors) failed" : "")")
         case .tcpRequestResponse:
-            let one = try Load.requestResponse(to: address, connections: 1, seconds: d, ns: ns)
+            let one = try Pinning.onOneCPU(forwarder: f, backend: "backend-echo") {
+                try Load.requestResponse(to: address, connections: 1, seconds: d, ns: ns)
+            }
             try percentiles("tcp-rr-1", one)
             results.countErrors(k, "tcp-rr-1-p50", t.name, one.errors)
             let many = try Load.requestResponse(to: address, connections: 64, seconds: d, ns: ns)
@@ -234,7 +236,9 @@ final class Runner {
                 "  udp-pps \(t.name): \(fmt(Double(delivered) / r.seconds))/s of \(fmt(Double(r.sent) / r.seconds))/s sent"
             )
         case .udpRequestResponse:
-            let r = try Load.udpRequestResponse(to: address, seconds: d, ns: ns)
+            let r = try Pinning.onOneCPU(forwarder: f, backend: "backend-uecho") {
+                try Load.udpRequestResponse(to: address, seconds: d, ns: ns)
+            }
             try percentiles("udp-rr", r)
             results.countErrors(k, "udp-rr-p50", t.name, r.errors)
             log("  udp-rr \(t.name): p50 \(fmt(Double(r.histogram.valueAtPercentile(50)) / 1000)) µs, \(r.errors) lost")

@@ -80,3 +80,22 @@ int CBench_bound_ports(int family, int protocol, unsigned int states, uint16_t *
         }
     }
 }
+
+int CBench_pin(pid_t tid, int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (cpu >= 0) {
+        CPU_SET(cpu, &set);
+    } else {
+        for (int i = 0; i < CPU_SETSIZE; i++) CPU_SET(i, &set);
+    }
+    return sched_setaffinity(tid, sizeof set, &set);
+}
+int CBench_last_cpu(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    for (int i = CPU_SETSIZE - 1; i >= 0; i--) {
+        if (CPU_ISSET(i, &set)) return i;
+    }
+    return -1;
+}

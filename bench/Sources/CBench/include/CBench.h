@@ -37,4 +37,10 @@ extern const int CBench_MSG_WAITFORONE;
 // Writes at most `max` ports; returns how many there were, or -1 with errno.
 int CBench_bound_ports(int family, int protocol, unsigned int states, uint16_t *ports, int max);
 
+// Thread `tid` (0: the caller) may run on CPU `cpu` only; with `cpu` < 0, on every CPU the
+// cpuset allows again. The latency figures pin client, backend and forwarder together.
+int CBench_pin(pid_t tid, int cpu);
+// The highest-numbered CPU the calling thread may run on, or -1.
+int CBench_last_cpu(void);
+
 #endif
