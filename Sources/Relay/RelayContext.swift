@@ -107,6 +107,12 @@ public final class RelayContext {
     /// recvmmsg/sendmmsg buffers shared by the loop's UDP relays (it runs one handler at a
     /// time), made when the first one starts: 32 datagrams of up to 64 KiB.
     private(set) lazy var datagrams = DatagramBatch(capacity: 32, bufferSize: 1 << 16)
+    /// TCP connections waiting for their backend to answer, and half-closed ones, each against
+    /// its timeout.
+    private(set) lazy var connecting = TimeoutQueue(
+        loop: loop, timeout: config.connectTimeout, tag: TCPConnection.connectTimerTag)
+    private(set) lazy var halfClosed = TimeoutQueue(
+        loop: loop, timeout: config.halfCloseTimeout, tag: TCPConnection.halfCloseTimerTag)
 
     public init(loop: EventLoop, config: RelayConfig = RelayConfig(), logger: Logger = Logger(label: "berth")) {
         self.loop = loop

@@ -52,8 +52,8 @@ final class TCPConnection: EventHandler {
     private static let smallCopy = 16 << 10
     private static let clientTag: UInt8 = 0
     private static let backendTag: UInt8 = 1
-    private static let connectTimerTag: UInt8 = 0
-    private static let halfCloseTimerTag: UInt8 = 1
+    static let connectTimerTag: UInt8 = 0
+    static let halfCloseTimerTag: UInt8 = 1
 
     private let context: RelayContext
     private var id: HandlerID
@@ -75,6 +75,11 @@ final class TCPConnection: EventHandler {
     private var backendHangup = false
     private var lastActivity: Instant
     private var halfCloseArmed = false
+    /// Links of the `TimeoutQueue` the connection waits in, if any (connecting, or half-closed).
+    unowned(unsafe) var queue: TimeoutQueue?
+    var queueNext: TCPConnection?
+    unowned(unsafe) var queuePrevious: TCPConnection?
+    var queueDeadline = Instant(nanoseconds: 0)
 
     private init(client: consuming Descriptor, backend: consuming Descriptor, context: RelayContext, connected: Bool) {
         self.context = context
@@ -117,9 +122,7 @@ final class TCPConnection: EventHandler {
             close(reset: true)
             return
         }
-        if phase == .connecting {
-            loop.schedule(at: loop.now + context.config.connectTimeout, for: id, tag: Self.connectTimerTag)
-        }
+        if phase == .connecting { context.connecting.join(self, since: loop.now) }
     }
 
     // MARK: events
@@ -147,6 +150,7 @@ final class TCPConnection: EventHandler {
                 close(reset: false)
                 return
             }
+            context.connecting.leave(self)
             phase = .relaying
         }
         guard phase == .relaying else { return }
@@ -166,9 +170,8 @@ final class TCPConnection: EventHandler {
             context.logger.debug("connect: timed out after \(context.config.connectTimeout)")
             close(reset: true)
         case (Self.halfCloseTimerTag, .relaying):
-            let deadline = lastActivity + context.config.halfCloseTimeout
-            if loop.now < deadline {
-                loop.schedule(at: deadline, for: id, tag: Self.halfCloseTimerTag)
+            if loop.now < lastActivity + context.config.halfCloseTimeout {
+                context.halfClosed.join(self, since: lastActivity)
             } else {
                 context.counters.halfCloseTimeouts &+= 1
                 close(reset: true)
@@ -192,7 +195,7 @@ final class TCPConnection: EventHandler {
             close(reset: false)
         } else if (up.shutdownSent || down.shutdownSent) && !halfCloseArmed {
             halfCloseArmed = true
-            context.loop.schedule(at: lastActivity + context.config.halfCloseTimeout, for: id, tag: Self.halfCloseTimerTag)
+            context.halfClosed.join(self, since: lastActivity)
         }
     }
 
@@ -372,6 +375,7 @@ final class TCPConnection: EventHandler {
     private func close(reset: Bool) {
         guard phase != .closed else { return }
         phase = .closed
+        queue?.leave(self)
         if reset {
             Socket.setResetOnClose(clientFD)
             Socket.setResetOnClose(backendFD)

@@ -54,6 +54,9 @@ final class RelayHarness {
         return context.counters
     }
 
+    /// Entries in the loop's timer heap; read after `stop()`.
+    var pendingTimers: Int { loop.pendingTimers }
+
     deinit { stop() }
 }
 

@@ -212,6 +212,31 @@ final class TCPRelayTests: XCTestCase {
         XCTAssertEqual(relay.stop().halfCloseTimeouts, 1)
     }
 
+    func testHalfClosedConnectionStaysWhileBytesMove() throws {
+        let server = try TestServer { socket in
+            _ = socket.receiveOutcome()  // the client's FIN
+            for i in 0..<8 {
+                usleep(100_000)
+                try? socket.send("tick \(i);")
+            }
+            socket.close()
+        }
+        var config = RelayConfig()
+        config.halfCloseTimeout = .milliseconds(300)
+        let relay = try RelayHarness(target: server.address, config: config)
+        let client = try TestSocket.connect(relay.address, timeoutSeconds: 10)
+        client.shutdownWrite()
+        var got: [UInt8] = []
+        while true {
+            let outcome = client.receiveOutcome()
+            XCTAssertEqual(outcome.errno, 0, "reset after \(got.count) bytes")
+            if outcome.errno != 0 || outcome.bytes.isEmpty { break }
+            got += outcome.bytes
+        }
+        XCTAssertEqual(String(decoding: got, as: UTF8.self), (0..<8).map { "tick \($0);" }.joined())
+        XCTAssertEqual(relay.stop().halfCloseTimeouts, 0)
+    }
+
     func testThreeHundredConcurrentConnections() throws {
         let server = try TestServer.echo()
         let relay = try RelayHarness(target: server.address)
@@ -252,6 +277,9 @@ final class TCPRelayTests: XCTestCase {
         let counters = relay.stop()
         XCTAssertEqual(counters.accepted, 2003)
         XCTAssertEqual(counters.active, 0)
+        // Each of them waited for its backend and sat half-closed for a moment: a timer each that
+        // stayed in the heap after the connection closed would pile up under churn.
+        XCTAssertLessThanOrEqual(relay.pendingTimers, 2, "timers left behind by closed connections")
         print("socket count: \(socketsBefore) before 2,000 connections, \(openSocketCount()) after; relay closed \(counters.closed)")
     }
 

@@ -1,0 +1,87 @@
+import LinuxIO
+
+/// Connections waiting out one fixed timeout (connect, half-close), in deadline order.
+///
+/// Every connection of a loop gets the same duration, so deadlines arrive in order and the
+/// queue is a linked list through the connections themselves: joining and leaving are O(1)
+/// and allocate nothing, and the loop's timer heap holds one entry for the whole queue. A
+/// connection that leaves (connected, closed) takes its deadline with it; a timer per
+/// connection would stay in the heap until it expired, an hour for the half-close timeout,
+/// and pile up under connection churn.
+final class TimeoutQueue: EventHandler {
+    private let loop: EventLoop
+    private let timeout: Duration
+    /// The tag the connections' `timer(tag:)` is called with.
+    private let tag: UInt8
+    private var id = HandlerID.none
+    private var head: TCPConnection?
+    private unowned(unsafe) var tail: TCPConnection?
+    /// A loop timer is pending (for the head's deadline, or an earlier one).
+    private var armed = false
+    private(set) var count = 0
+
+    init(loop: EventLoop, timeout: Duration, tag: UInt8) {
+        self.loop = loop
+        self.timeout = timeout
+        self.tag = tag
+    }
+
+    /// Joins at the tail, due `timeout` after `since` (the loop's now, or a connection's last
+    /// activity when it comes back for another round). A deadline earlier than the tail's
+    /// walks back to its place: rare, and short.
+    func join(_ c: TCPConnection, since: Instant) {
+        precondition(c.queue == nil, "a connection waits in one queue at a time")
+        c.queue = self
+        c.queueDeadline = since + timeout
+        var after = tail
+        while let a = after, c.queueDeadline < a.queueDeadline { after = a.queuePrevious }
+        c.queuePrevious = after
+        if let a = after {
+            c.queueNext = a.queueNext
+            a.queueNext = c
+        } else {
+            c.queueNext = head
+            head = c
+        }
+        if let next = c.queueNext { next.queuePrevious = c } else { tail = c }
+        count += 1
+        arm()
+    }
+
+    func leave(_ c: TCPConnection) {
+        guard c.queue === self else { return }
+        if let p = c.queuePrevious { p.queueNext = c.queueNext } else { head = c.queueNext }
+        if let n = c.queueNext { n.queuePrevious = c.queuePrevious } else { tail = c.queuePrevious }
+        c.queueNext = nil
+        c.queuePrevious = nil
+        c.queue = nil
+        count -= 1
+    }
+
+    private func arm() {
+        guard !armed, let first = head else { return }
+        if id == .none { id = loop.attach(self) }
+        armed = true
+        loop.schedule(at: first.queueDeadline, for: id, tag: 0)
+    }
+
+    func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {}
+
+    /// Hands every connection whose deadline passed to its `timer(tag:)`, out of the queue
+    /// (it may join again), then waits for the next deadline.
+    func timer(tag _: UInt8, loop: EventLoop) {
+        armed = false
+        while let first = head, first.queueDeadline <= loop.now {
+            leave(first)
+            first.timer(tag: tag, loop: loop)
+        }
+        arm()
+    }
+
+    /// Lets go of every connection (the loop is gone): breaks the list's references.
+    func clear() {
+        while let first = head { leave(first) }
+        if id != .none { loop.detach(id) }
+        id = .none
+    }
+}
