@@ -51,7 +51,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux"], path: "Tests/TestSupport"),
+        // Shims only the tests need (setns, posix_spawn's closefrom), kept out of the product's CBerthLinux.
+        .target(name: "CTestSupport", path: "Tests/CTestSupport", cSettings: [.define("_GNU_SOURCE")]),
+        .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux", "CTestSupport"], path: "Tests/TestSupport"),
         .systemLibrary(
             name: "CNetfilter",
             pkgConfig: "libnftnl",

@@ -2,6 +2,7 @@
 // (fd 3 and 4 for the docker-proxy protocol), stdout and stderr captured.
 
 import CBerthLinux
+import CTestSupport
 import Glibc
 import LinuxIO
 
@@ -26,7 +27,7 @@ public final class Subprocess: @unchecked Sendable {
         for (child, parent) in extraFDs.sorted(by: { $0.key < $1.key }) {
             posix_spawn_file_actions_adddup2(&actions, parent, child)
         }
-        CBerthLinux_spawn_closefrom(&actions, (extraFDs.keys.max() ?? 2) + 1)
+        CTestSupport_spawn_closefrom(&actions, (extraFDs.keys.max() ?? 2) + 1)
         // A fresh signal mask: tests may have blocked signals berth must see.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
