@@ -188,12 +188,10 @@ public func openSocketCount(pid: Int32? = nil) -> Int {
     guard let dir = opendir(path) else { return -1 }
     defer { closedir(dir) }
     var count = 0
-    var target = [CChar](repeating: 0, count: 256)
     while let entry = readdir(dir) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         if name == "." || name == ".." { continue }
-        let n = readlink(path + "/" + name, &target, 255)
-        if n > 0, String(decoding: target[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("socket:") { count += 1 }
+        if readLink(path + "/" + name)?.hasPrefix("socket:") == true { count += 1 }
     }
     return count
 }

@@ -14,6 +14,7 @@ public final class Subprocess: @unchecked Sendable {
     private var stderrBuffer: [UInt8] = []
     private var exitStatus: Int32?
 
+    /// `path`: a file, or a bare name looked up in PATH (`nft`).
     /// `extraFDs`: child fd number → parent fd to dup there (e.g. [3: pipeWriteEnd]).
     public init(_ path: String, _ arguments: [String], extraFDs: [Int32: Int32] = [:], environment: [String]? = nil) throws {
         var out: [Int32] = [0, 0]
@@ -42,7 +43,7 @@ public final class Subprocess: @unchecked Sendable {
         let env = (environment ?? Subprocess.currentEnvironment()).map { strdup($0) } + [nil]
         defer { for p in env { free(p) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, path, &actions, &attributes, argv, env)
+        let rc = posix_spawnp(&child, path, &actions, &attributes, argv, env)
         close(out[1])
         close(err[1])
         guard rc == 0 else {
@@ -136,12 +137,17 @@ public final class Subprocess: @unchecked Sendable {
     }
 }
 
+/// Where the symbolic link at `path` points (`/proc/self/exe`, `/proc/PID/fd/N`); nil if it is none.
+public func readLink(_ path: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink(path, &buffer, buffer.count - 1)
+    guard n > 0 else { return nil }
+    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 /// The built `berth` binary next to the test bundle (`.build/<triple>/debug/berth`).
 public func berthBinary() -> String {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buffer, 4095)
-    let exe = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    var dir = exe
+    var dir = readLink("/proc/self/exe") ?? ""
     while !dir.isEmpty && !dir.hasSuffix("/") { dir.removeLast() }
     // The test bundle is `<dir>/berthPackageTests.xctest`; berth sits beside it.
     if access(dir + "berth", X_OK) == 0 { return dir + "berth" }
