@@ -62,7 +62,11 @@ let package = Package(
         .target(name: "Netfilter", dependencies: ["CNetfilter", "Mappings"]),
         // Drives Netfilter inside throwaway network namespaces for NetfilterTests (it reads the
         // ruleset back with nft); test-only, not a product.
-        .executableTarget(name: "NetfilterProbe", dependencies: ["Netfilter", "Mappings"], path: "Tests/NetfilterProbe"),
+        .executableTarget(
+            name: "NetfilterProbe",
+            dependencies: ["Netfilter", "Mappings", "TestSupport"],
+            path: "Tests/NetfilterProbe"
+        ),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Mappings", "NetfilterProbe"]),
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),

@@ -1,5 +1,6 @@
 // Runs the built berth binary the way a user or dockerd would: argv, extra descriptors
-// (fd 3 and 4 for the docker-proxy protocol), stdout and stderr captured.
+// (fd 3 and 4 for the docker-proxy protocol), stdout and stderr captured. Also what
+// NetfilterProbe runs (nft, ip, nsenter, itself), without Foundation's Process.
 
 import CBerthLinux
 import CTestSupport
