@@ -64,7 +64,7 @@ let package = Package(
         // ruleset back with nft); test-only, not a product.
         .executableTarget(
             name: "NetfilterProbe",
-            dependencies: ["Netfilter", "Mappings", "TestSupport"],
+            dependencies: ["Netfilter", "Mappings", "LinuxIO", "TestSupport"],
             path: "Tests/NetfilterProbe"
         ),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Mappings", "NetfilterProbe"]),

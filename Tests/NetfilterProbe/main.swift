@@ -180,10 +180,10 @@ case "dnat":
     dnatScenario()
 
 case "serve":
-    serve(arguments[1], ip(arguments[2]), UInt16(arguments[3])!)
+    serve(arguments[1], address(arguments[2], arguments[3]))
 
 case "client":
-    client(arguments[1], ip(arguments[2]), UInt16(arguments[3])!, Int(arguments[4])!)
+    client(arguments[1], address(arguments[2], arguments[3]), Int(arguments[4])!)
 
 default:
     print("usage: NetfilterProbe layout | bulk N | reject | owner | dnat")
