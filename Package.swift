@@ -51,7 +51,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux"], path: "Tests/TestSupport"),
+        // Shims only the tests need (setns, posix_spawn's closefrom), kept out of the product's CBerthLinux.
+        .target(name: "CTestSupport", path: "Tests/CTestSupport", cSettings: [.define("_GNU_SOURCE")]),
+        .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux", "CTestSupport"], path: "Tests/TestSupport"),
         .systemLibrary(
             name: "CNetfilter",
             pkgConfig: "libnftnl",
@@ -60,7 +62,11 @@ let package = Package(
         .target(name: "Netfilter", dependencies: ["CNetfilter", "Mappings"]),
         // Drives Netfilter inside throwaway network namespaces for NetfilterTests (it reads the
         // ruleset back with nft); test-only, not a product.
-        .executableTarget(name: "NetfilterProbe", dependencies: ["Netfilter", "Mappings"], path: "Tests/NetfilterProbe"),
+        .executableTarget(
+            name: "NetfilterProbe",
+            dependencies: ["Netfilter", "Mappings", "LinuxIO", "TestSupport"],
+            path: "Tests/NetfilterProbe"
+        ),
         .testTarget(name: "NetfilterTests", dependencies: ["Netfilter", "Mappings", "NetfilterProbe"]),
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),

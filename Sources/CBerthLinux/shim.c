@@ -32,13 +32,6 @@ int CBerthLinux_usable_cpus(void) {
     return n > 0 ? n : 1;
 }
 
-int CBerthLinux_setns(int fd, int nstype) { return setns(fd, nstype); }
-const int CBerthLinux_CLONE_NEWNET = CLONE_NEWNET;
-
-int CBerthLinux_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
-    return posix_spawn_file_actions_addclosefrom_np(actions, from);
-}
-
 const unsigned int CBerthLinux_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
 const unsigned int CBerthLinux_SPLICE_F_MORE = SPLICE_F_MORE;
 const int CBerthLinux_F_SETPIPE_SZ = F_SETPIPE_SZ;

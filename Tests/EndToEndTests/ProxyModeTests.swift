@@ -103,11 +103,12 @@ final class ProxyModeTests: XCTestCase {
     /// The payload of docker-proxy's own tests (cmd/docker-proxy/network_proxy_test.go): 71 bytes.
     static let payload = "Buffalo1 buffalo2 Buffalo3 buffalo4 buffalo5 buffalo6 Buffalo7 buffalo8"
 
+    /// docker-proxy's flags for one mapping as dockerd passes them; 127.0.0.1 on both sides unless given.
     private func flags(
         proto: String = "tcp",
-        hostIP: String,
+        hostIP: String = "127.0.0.1",
         hostPort: UInt16,
-        containerIP: String,
+        containerIP: String = "127.0.0.1",
         containerPort: UInt16,
         listenFD: Bool = false
     ) -> [String] {
@@ -117,15 +118,15 @@ final class ProxyModeTests: XCTestCase {
         ] + (listenFD ? ["-use-listen-fd"] : [])
     }
 
-    /// Starts berth and insists on "0\n".
+    /// Starts berth and insists on "0\n". With `listenSocket`, as dockerd does for -use-listen-fd: the
+    /// flag, and the socket as fd 4.
     private func startReady(
         _ arguments: [String],
         listenSocket: Int32? = nil,
-        binary: String = berthBinary(),
-        file: StaticString = #filePath,
-        line: UInt = #line
+        binary: String = berthBinary()
     ) throws -> ProxyLaunch {
-        let launch = try ProxyLaunch(arguments, listenSocket: listenSocket, binary: binary)
+        let listenFD = listenSocket == nil ? [] : ["-use-listen-fd"]
+        let launch = try ProxyLaunch(arguments + listenFD, listenSocket: listenSocket, binary: binary)
         let ready = launch.readinessText()
         guard ready == "0\n" else {
             throw TestFailure("readiness \(ready.debugDescription); stderr: \(launch.process.stderr)")
@@ -156,9 +157,7 @@ final class ProxyModeTests: XCTestCase {
     func testBuffaloPayloadOverIPv4() throws {
         let server = try TestServer.echo()
         let port = freePort()
-        let berth = try startReady(
-            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port)
-        )
+        let berth = try startReady(flags(hostPort: port, containerPort: server.address.port))
         XCTAssertEqual(Self.payload.utf8.count, 71)
         try assertEcho("127.0.0.1", port)
         stop(berth)
@@ -181,9 +180,7 @@ final class ProxyModeTests: XCTestCase {
     func testIPv6HostToIPv4Container() throws {
         let server = try TestServer.echo()
         let port = freePort()
-        let berth = try startReady(
-            flags(hostIP: "::1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port)
-        )
+        let berth = try startReady(flags(hostIP: "::1", hostPort: port, containerPort: server.address.port))
         try assertEcho("::1", port)
         stop(berth)
     }
@@ -195,16 +192,7 @@ final class ProxyModeTests: XCTestCase {
         let (fd, port) = try dockerdSocket("127.0.0.1")
         defer { close(fd) }
         XCTAssertEqual(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "dockerd's socket starts blocking")
-        let berth = try startReady(
-            flags(
-                hostIP: "127.0.0.1",
-                hostPort: port,
-                containerIP: "127.0.0.1",
-                containerPort: server.address.port,
-                listenFD: true
-            ),
-            listenSocket: fd
-        )
+        let berth = try startReady(flags(hostPort: port, containerPort: server.address.port), listenSocket: fd)
         // The flag lives on the open file description this process shares with berth.
         XCTAssertNotEqual(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "berth made the inherited socket non-blocking")
         for _ in 0..<3 { try assertEcho("127.0.0.1", port) }
@@ -215,13 +203,7 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestServer.echo()
         let (fd, port) = try dockerdSocket("::", dualStack: true)
         let berth = try startReady(
-            flags(
-                hostIP: "::",
-                hostPort: port,
-                containerIP: "127.0.0.1",
-                containerPort: server.address.port,
-                listenFD: true
-            ),
+            flags(hostIP: "::", hostPort: port, containerPort: server.address.port),
             listenSocket: fd
         )
         close(fd)  // as dockerd may: berth's copy is the one that serves
@@ -233,23 +215,14 @@ final class ProxyModeTests: XCTestCase {
     func testListenFDThatIsOnlyBoundIsListenedOn() throws {
         let server = try TestServer.echo()
         let (fd, port) = try dockerdSocket("127.0.0.1", listen: false)
-        let berth = try startReady(
-            flags(
-                hostIP: "127.0.0.1",
-                hostPort: port,
-                containerIP: "127.0.0.1",
-                containerPort: server.address.port,
-                listenFD: true
-            ),
-            listenSocket: fd
-        )
+        let berth = try startReady(flags(hostPort: port, containerPort: server.address.port), listenSocket: fd)
         close(fd)
         try assertEcho("127.0.0.1", port)
         stop(berth)
     }
 
     func testListenFDMissingOrOfTheWrongKindFailsTheStart() throws {
-        let args = flags(hostIP: "127.0.0.1", hostPort: 9, containerIP: "127.0.0.1", containerPort: 9, listenFD: true)
+        let args = flags(hostPort: 9, containerPort: 9, listenFD: true)
         let missing = try ProxyLaunch(args)
         XCTAssertEqual(missing.readinessText(), "1\n-use-listen-fd: fd 4 is not open")
         XCTAssertEqual(missing.process.waitForExit(), 1)
@@ -301,15 +274,7 @@ final class ProxyModeTests: XCTestCase {
         let server6 = try TestUDPEchoServer(host: "::1")
         let port4 = unusedUDPPort()
         let port6 = unusedUDPPort("::1")
-        let berth4 = try startReady(
-            flags(
-                proto: "udp",
-                hostIP: "127.0.0.1",
-                hostPort: port4,
-                containerIP: "127.0.0.1",
-                containerPort: server4.address.port
-            )
-        )
+        let berth4 = try startReady(flags(proto: "udp", hostPort: port4, containerPort: server4.address.port))
         let berth6 = try startReady(
             flags(proto: "udp", hostIP: "::1", hostPort: port6, containerIP: "::1", containerPort: server6.address.port)
         )
@@ -326,13 +291,7 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestUDPEchoServer()
         let port = unusedUDPPort("::1")
         let berth = try startReady(
-            flags(
-                proto: "udp",
-                hostIP: "::1",
-                hostPort: port,
-                containerIP: "127.0.0.1",
-                containerPort: server.address.port
-            )
+            flags(proto: "udp", hostIP: "::1", hostPort: port, containerPort: server.address.port)
         )
         try assertUDPEcho("::1", port)
         stop(berth)
@@ -343,14 +302,7 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestUDPEchoServer()
         let (fd, port) = try dockerdSocket("127.0.0.1", udp: true)
         let berth = try startReady(
-            flags(
-                proto: "udp",
-                hostIP: "127.0.0.1",
-                hostPort: port,
-                containerIP: "127.0.0.1",
-                containerPort: server.address.port,
-                listenFD: true
-            ),
+            flags(proto: "udp", hostPort: port, containerPort: server.address.port),
             listenSocket: fd
         )
         XCTAssertNotEqual(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "berth made the inherited socket non-blocking")
@@ -363,14 +315,7 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestUDPEchoServer()
         let (fd, port) = try dockerdSocket("::", udp: true, dualStack: true)
         let berth = try startReady(
-            flags(
-                proto: "udp",
-                hostIP: "::",
-                hostPort: port,
-                containerIP: "127.0.0.1",
-                containerPort: server.address.port,
-                listenFD: true
-            ),
+            flags(proto: "udp", hostIP: "::", hostPort: port, containerPort: server.address.port),
             listenSocket: fd
         )
         close(fd)
@@ -383,9 +328,7 @@ final class ProxyModeTests: XCTestCase {
         let port = unusedUDPPort()
         guard let holder = claimUDPPort("127.0.0.1", port) else { throw TestFailure("udp port \(port) was taken") }
         defer { holder.close() }
-        let berth = try ProxyLaunch(
-            flags(proto: "udp", hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: 53)
-        )
+        let berth = try ProxyLaunch(flags(proto: "udp", hostPort: port, containerPort: 53))
         XCTAssertEqual(berth.readinessText(), "1\n53/udp: bind 127.0.0.1:\(port): address already in use")
         XCTAssertEqual(berth.process.waitForExit(), 1)
     }
@@ -395,9 +338,7 @@ final class ProxyModeTests: XCTestCase {
     func testBindConflictReportsOneAndTheError() throws {
         let busy = try TestServer { _ in }
         let port = busy.address.port
-        let berth = try ProxyLaunch(
-            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: 80)
-        )
+        let berth = try ProxyLaunch(flags(hostPort: port, containerPort: 80))
         let expected = "1\n80/tcp: bind 127.0.0.1:\(port): address already in use"
         XCTAssertEqual(berth.readinessText(), expected)
         XCTAssertEqual(berth.process.waitForExit(), 1)
@@ -461,14 +402,7 @@ final class ProxyModeTests: XCTestCase {
     func testSCTPIsRefusedOnTheStatusPipe() throws {
         for listenFD in [false, true] {
             let berth = try ProxyLaunch(
-                flags(
-                    proto: "sctp",
-                    hostIP: "127.0.0.1",
-                    hostPort: freePort(),
-                    containerIP: "127.0.0.1",
-                    containerPort: 80,
-                    listenFD: listenFD
-                )
+                flags(proto: "sctp", hostPort: freePort(), containerPort: 80, listenFD: listenFD)
             )
             XCTAssertEqual(berth.readinessText(), "1\nunsupported protocol sctp")
             XCTAssertEqual(berth.process.waitForExit(), 1)
@@ -482,10 +416,7 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestServer.echo()
         let port = freePort()
         // No fd 3 at all: berth's own first descriptors take the numbers 3 and up.
-        let berth = try ProxyLaunch(
-            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port),
-            statusPipe: false
-        )
+        let berth = try ProxyLaunch(flags(hostPort: port, containerPort: server.address.port), statusPipe: false)
         XCTAssertTrue(
             eventually { (try? self.assertEcho("127.0.0.1", port)) != nil },
             "stderr: \(berth.process.stderr)"
@@ -505,18 +436,13 @@ final class ProxyModeTests: XCTestCase {
             close(file)
             unlink(path)
         }
-        let berth = try ProxyLaunch(
-            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port),
-            fd3: file
-        )
+        let berth = try ProxyLaunch(flags(hostPort: port, containerPort: server.address.port), fd3: file)
         XCTAssertTrue(
             eventually { (try? self.assertEcho("127.0.0.1", port)) != nil },
             "stderr: \(berth.process.stderr)"
         )
         // Still berth's fd 3, still the file: berth did not close it and reuse the number.
-        var target = [CChar](repeating: 0, count: 512)
-        let n = readlink("/proc/\(berth.process.pid)/fd/3", &target, 511)
-        XCTAssertEqual(n > 0 ? String(decoding: target[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "", path)
+        XCTAssertEqual(readLink("/proc/\(berth.process.pid)/fd/3") ?? "", path)
         stop(berth)
         var info = stat()
         XCTAssertEqual(fstat(file, &info), 0)
@@ -534,12 +460,7 @@ final class ProxyModeTests: XCTestCase {
             socket.close()
         }
         let port = freePort()
-        let args = flags(
-            hostIP: "127.0.0.1",
-            hostPort: port,
-            containerIP: "127.0.0.1",
-            containerPort: server.address.port
-        )
+        let args = flags(hostPort: port, containerPort: server.address.port)
         func pingPong() throws {
             let client = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!)
             try client.send("ping")
@@ -561,9 +482,7 @@ final class ProxyModeTests: XCTestCase {
         let server = try TestServer.echo()
         for signal in [SIGINT, SIGTERM] {
             let port = freePort()
-            let berth = try startReady(
-                flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port)
-            )
+            let berth = try startReady(flags(hostPort: port, containerPort: server.address.port))
             let client = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!)
             try client.send("x")
             XCTAssertEqual(try client.receive(exactly: 1), Array("x".utf8))
@@ -589,10 +508,7 @@ final class ProxyModeTests: XCTestCase {
 
         let server = try TestServer.echo()
         let port = freePort()
-        let berth = try startReady(
-            flags(hostIP: "127.0.0.1", hostPort: port, containerIP: "127.0.0.1", containerPort: server.address.port),
-            binary: link
-        )
+        let berth = try startReady(flags(hostPort: port, containerPort: server.address.port), binary: link)
         try assertEcho("127.0.0.1", port)
         stop(berth)
 

@@ -5,43 +5,30 @@
 //                                                     fd00:b::1/64                   fd00:b::2/64
 //
 // The other namespaces are held by `unshare -n sleep` processes and entered with nsenter.
+import Glibc
 import Mappings
 import Netfilter
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import TestSupport
 
 /// Starts `unshare -n sleep 60` and waits until it runs in its own network namespace.
-func holdNamespace() -> pid_t {
-    let (pid, output) = spawn(["unshare", "-n", "sleep", "60"])
-    close(output)
-    for _ in 0..<200 {
-        if let comm = try? String(contentsOfProc: "/proc/\(pid)/comm"), comm.hasPrefix("sleep") { return pid }
-        usleep(5_000)
+func holdNamespace() -> Subprocess {
+    let holder = start(["unshare", "-n", "sleep", "60"])
+    let ours = readLink("/proc/self/ns/net")
+    let unshared = eventually(seconds: 1) {
+        readLink("/proc/\(holder.pid)/ns/net").map { $0 != ours } ?? false
     }
-    fail("namespace holder \(pid) did not start")
+    check(unshared, "namespace holder \(holder.pid) did not start")
+    return holder
 }
-
-extension String {
-    init(contentsOfProc path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw ProbeError() }
-        defer { close(fd) }
-        self = readAll(fd)
-    }
-}
-
-struct ProbeError: Error {}
 
 func inNamespace(_ pid: pid_t, _ command: [String]) -> [String] {
     ["nsenter", "-t", "\(pid)", "-n"] + command
 }
 
 /// Starts a server in a namespace and waits for its `listening`.
-func startServer(_ pid: pid_t, _ proto: String, _ address: String, _ port: UInt16) -> pid_t {
-    let (server, output) = spawn(inNamespace(pid, [selfPath, "serve", proto, address, "\(port)"]))
-    let line = readLine(output)
+func startServer(_ pid: pid_t, _ proto: String, _ address: String, _ port: UInt16) -> Subprocess {
+    let server = start(inNamespace(pid, [selfPath, "serve", proto, address, "\(port)"]))
+    let line = server.waitForLines(1, seconds: 5).first
     check(line == "listening", "server \(proto) \(address):\(port) said \(line ?? "nothing")")
     return server
 }
@@ -52,13 +39,15 @@ func connect(from pid: pid_t?, _ proto: String, _ address: String, _ port: UInt1
 }
 
 func dnatScenario() {
-    let container = holdNamespace()
-    let outside = holdNamespace()
-    var children: [pid_t] = [container, outside]
+    let containerHolder = holdNamespace()
+    let outsideHolder = holdNamespace()
+    let container = containerHolder.pid
+    let outside = outsideHolder.pid
+    var children = [containerHolder, outsideHolder]
     defer {
-        for child in children { kill(child, SIGKILL) }
+        for child in children { child.signal(SIGKILL) }
     }
-    atexit_children = children
+    atexit_children = children.map(\.pid)
 
     let host: [[String]] = [
         ["ip", "link", "set", "lo", "up"],
@@ -93,7 +82,7 @@ func dnatScenario() {
     children.append(startServer(container, "tcp", "198.18.0.2", 80))
     children.append(startServer(container, "tcp", "fd00:b::2", 80))
     children.append(startServer(container, "udp", "198.18.0.2", 53))
-    atexit_children = children
+    atexit_children = children.map(\.pid)
 
     let table = tryOrFail("create table") { () throws(NetfilterError) in try NatTable(name: NatTable.defaultName()) }
     let specific = rule(.tcp, "198.18.0.1", 8080, "198.18.0.2", 80)

@@ -3,12 +3,10 @@
 // namespace that disappears when it exits; it never sees the host's ruleset.
 //
 // Output: `key: value` lines the tests read, `FAIL: ...` and exit 1 on a failed check.
+import Glibc
 import Mappings
 import Netfilter
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import TestSupport
 
 func ip(_ text: String) -> IPAddress { IPAddress(text)! }
 
@@ -169,31 +167,23 @@ case "hold":
 case "owner":
     // A process that created the table and is SIGKILLed leaves no table behind.
     let name = "berth_killed"
-    let (pid, output) = spawn([selfPath, "hold", name])
-    let line = readLine(output)
+    let holder = start([selfPath, "hold", name])
+    let line = holder.waitForLines(1, seconds: 5).first
     check(line == "ready", "holder said \(line ?? "nothing")")
     print("table-while-alive: \(tables().contains(name))")
-    kill(pid, SIGKILL)
-    print("holder-status: \(wait(pid))")
-    close(output)
-    var gone = false
-    for _ in 0..<50 {
-        if !tables().contains(name) {
-            gone = true
-            break
-        }
-        usleep(20_000)
-    }
+    holder.signal(SIGKILL)
+    print("holder-status: \(holder.waitForExit().map { "\($0)" } ?? "still running")")
+    let gone = eventually(seconds: 1) { !tables().contains(name) }
     print("table-after-kill: \(!gone)")
 
 case "dnat":
     dnatScenario()
 
 case "serve":
-    serve(arguments[1], ip(arguments[2]), UInt16(arguments[3])!)
+    serve(arguments[1], address(arguments[2], arguments[3]))
 
 case "client":
-    client(arguments[1], ip(arguments[2]), UInt16(arguments[3])!, Int(arguments[4])!)
+    client(arguments[1], address(arguments[2], arguments[3]), Int(arguments[4])!)
 
 default:
     print("usage: NetfilterProbe layout | bulk N | reject | owner | dnat")

@@ -222,7 +222,11 @@ final class NetfilterTests: XCTestCase {
         // From the host itself through the output chain.
         XCTAssertEqual(result["host-specific"]?.hasPrefix("got 3000 from 198.18.0.1:"), true)
         XCTAssertEqual(result["host-wildcard"]?.hasPrefix("got 4000 from 198.18.1.1:"), true)
-        XCTAssertEqual(result["host-loopback"], "error: connect: Connection refused", "loopback must not be DNATed")
+        XCTAssertEqual(
+            result["host-loopback"],
+            "error: connect 127.0.0.1:8081: Connection refused",
+            "loopback must not be DNATed"
+        )
         // The container through a host address to itself: masqueraded to the host's address.
         XCTAssertEqual(result["hairpin"]?.hasPrefix("got 5000 from 198.18.0.1:"), true)
         XCTAssertEqual(result["host-specific6"]?.hasPrefix("got 6000 from [fd00:b::1]:"), true)
@@ -238,7 +242,7 @@ final class NetfilterTests: XCTestCase {
         XCTAssertEqual(result["conntrack-deleted"], "1")
         XCTAssertNotEqual(result["udp-after-conntrack"]?.hasPrefix("got"), true)
         XCTAssertEqual(result["conntrack-deleted-again"], "0")
-        XCTAssertEqual(result["outside-after-remove"], "error: connect: Connection refused")
+        XCTAssertEqual(result["outside-after-remove"], "error: connect 198.18.0.1:8080: Connection refused")
     }
 
     // MARK: - Without a namespace

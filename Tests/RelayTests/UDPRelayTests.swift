@@ -16,6 +16,20 @@ final class UDPRelayTests: XCTestCase {
     private static let sizesV4 = [0, 1, 1400, 9000, 30000, 65507]
     private static let sizesV6 = [0, 1, 1400, 9000, 30000, 65527]
 
+    /// A relay in front of a backend socket that the test answers from itself, and a client
+    /// connected to the relay; `configure` adjusts the relay's settings.
+    private func relayToBackend(
+        _ configure: (inout RelayConfig) -> Void = { _ in }
+    ) throws -> (backend: TestUDPSocket, relay: RelayHarness, client: TestUDPSocket) {
+        let backend = try TestUDPSocket()
+        var config = RelayConfig()
+        configure(&config)
+        let relay = try RelayHarness(udpTarget: backend.localAddress, config: config)
+        let client = try TestUDPSocket()
+        try client.connect(relay.address)
+        return (backend, relay, client)
+    }
+
     func testEchoThroughRelay() throws {
         let server = try TestUDPEchoServer()
         let relay = try RelayHarness(udpTarget: server.address)
@@ -133,10 +147,7 @@ final class UDPRelayTests: XCTestCase {
     }
 
     func testZeroLengthDatagramsAreForwardedBothWays() throws {
-        let backend = try TestUDPSocket()
-        let relay = try RelayHarness(udpTarget: backend.localAddress)
-        let client = try TestUDPSocket()
-        try client.connect(relay.address)
+        let (backend, relay, client) = try relayToBackend()
         try client.send([])
         let (bytes, flow) = try backend.receiveFrom()
         XCTAssertEqual(bytes, [])
@@ -154,12 +165,7 @@ final class UDPRelayTests: XCTestCase {
     // MARK: expiry and eviction
 
     func testOneWayStreamKeepsItsBackendPortAndAfterIdleANewFlowGetsANewOne() throws {
-        let backend = try TestUDPSocket()
-        var config = RelayConfig()
-        config.udpTimeout = .seconds(1)
-        let relay = try RelayHarness(udpTarget: backend.localAddress, config: config)
-        let client = try TestUDPSocket()
-        try client.connect(relay.address)
+        let (backend, relay, client) = try relayToBackend { $0.udpTimeout = .seconds(1) }
         // 2.5 s of datagrams, one every 50 ms, never answered: more than twice the timeout.
         var ports = Set<UInt16>()
         for i in 0..<50 {
@@ -193,12 +199,7 @@ final class UDPRelayTests: XCTestCase {
     }
 
     func testBackendToClientStreamAloneKeepsTheFlowAlive() throws {
-        let backend = try TestUDPSocket()
-        var config = RelayConfig()
-        config.udpTimeout = .seconds(1)
-        let relay = try RelayHarness(udpTarget: backend.localAddress, config: config)
-        let client = try TestUDPSocket()
-        try client.connect(relay.address)
+        let (backend, relay, client) = try relayToBackend { $0.udpTimeout = .seconds(1) }
         try client.send("open")
         let (_, flow) = try backend.receiveFrom()
         for i in 0..<50 {

@@ -170,30 +170,22 @@ public final class TestServer: @unchecked Sendable {
 }
 
 /// Open descriptors of this process, or of `pid`.
-public func openDescriptorCount(pid: Int32? = nil) -> Int {
-    let path = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
-    guard let dir = opendir(path) else { return -1 }
-    defer { closedir(dir) }
-    var count = 0
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != "." && name != ".." { count += 1 }
-    }
-    return count
-}
+public func openDescriptorCount(pid: Int32? = nil) -> Int { countDescriptors(pid: pid) }
 
 /// Sockets among the open descriptors of `pid` (or this process).
 public func openSocketCount(pid: Int32? = nil) -> Int {
+    countDescriptors(pid: pid) { readLink($0)?.hasPrefix("socket:") == true }
+}
+
+/// Open descriptors of `pid` (or this process) whose /proc path `keep` accepts; -1 if they cannot be listed.
+private func countDescriptors(pid: Int32?, where keep: (String) -> Bool = { _ in true }) -> Int {
     let path = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
     guard let dir = opendir(path) else { return -1 }
     defer { closedir(dir) }
     var count = 0
-    var target = [CChar](repeating: 0, count: 256)
     while let entry = readdir(dir) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name == "." || name == ".." { continue }
-        let n = readlink(path + "/" + name, &target, 255)
-        if n > 0, String(decoding: target[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("socket:") { count += 1 }
+        if name != "." && name != ".." && keep(path + "/" + name) { count += 1 }
     }
     return count
 }

@@ -1,7 +1,9 @@
 // Runs the built berth binary the way a user or dockerd would: argv, extra descriptors
-// (fd 3 and 4 for the docker-proxy protocol), stdout and stderr captured.
+// (fd 3 and 4 for the docker-proxy protocol), stdout and stderr captured. Also what
+// NetfilterProbe runs (nft, ip, nsenter, itself), without Foundation's Process.
 
 import CBerthLinux
+import CTestSupport
 import Glibc
 import LinuxIO
 
@@ -13,6 +15,7 @@ public final class Subprocess: @unchecked Sendable {
     private var stderrBuffer: [UInt8] = []
     private var exitStatus: Int32?
 
+    /// `path`: a file, or a bare name looked up in PATH (`nft`).
     /// `extraFDs`: child fd number → parent fd to dup there (e.g. [3: pipeWriteEnd]).
     public init(_ path: String, _ arguments: [String], extraFDs: [Int32: Int32] = [:], environment: [String]? = nil) throws {
         var out: [Int32] = [0, 0]
@@ -26,7 +29,7 @@ public final class Subprocess: @unchecked Sendable {
         for (child, parent) in extraFDs.sorted(by: { $0.key < $1.key }) {
             posix_spawn_file_actions_adddup2(&actions, parent, child)
         }
-        CBerthLinux_spawn_closefrom(&actions, (extraFDs.keys.max() ?? 2) + 1)
+        CTestSupport_spawn_closefrom(&actions, (extraFDs.keys.max() ?? 2) + 1)
         // A fresh signal mask: tests may have blocked signals berth must see.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -41,7 +44,7 @@ public final class Subprocess: @unchecked Sendable {
         let env = (environment ?? Subprocess.currentEnvironment()).map { strdup($0) } + [nil]
         defer { for p in env { free(p) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, path, &actions, &attributes, argv, env)
+        let rc = posix_spawnp(&child, path, &actions, &attributes, argv, env)
         close(out[1])
         close(err[1])
         guard rc == 0 else {
@@ -135,12 +138,17 @@ public final class Subprocess: @unchecked Sendable {
     }
 }
 
+/// Where the symbolic link at `path` points (`/proc/self/exe`, `/proc/PID/fd/N`); nil if it is none.
+public func readLink(_ path: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink(path, &buffer, buffer.count - 1)
+    guard n > 0 else { return nil }
+    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 /// The built `berth` binary next to the test bundle (`.build/<triple>/debug/berth`).
 public func berthBinary() -> String {
-    var buffer = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buffer, 4095)
-    let exe = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    var dir = exe
+    var dir = readLink("/proc/self/exe") ?? ""
     while !dir.isEmpty && !dir.hasSuffix("/") { dir.removeLast() }
     // The test bundle is `<dir>/berthPackageTests.xctest`; berth sits beside it.
     if access(dir + "berth", X_OK) == 0 { return dir + "berth" }

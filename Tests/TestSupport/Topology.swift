@@ -5,7 +5,7 @@
 //
 // Nothing touches the root namespace: every link lives inside these namespaces.
 
-import CBerthLinux
+import CTestSupport
 import Glibc
 import LinuxIO
 import Synchronization
@@ -95,7 +95,7 @@ public final class Topology: @unchecked Sendable {
         let result = Mutex<Result<T, any Error>?>(nil)
         let box = Handover(body)
         let thread = try LoopThread(name: "in-netns") {
-            guard CBerthLinux_setns(fd, CBerthLinux_CLONE_NEWNET) == 0 else {
+            guard CTestSupport_setns(fd, CTestSupport_CLONE_NEWNET) == 0 else {
                 let e = TestFailure("setns \(name): \(errnoText())")
                 result.withLock { $0 = .failure(e) }
                 return

@@ -28,15 +28,9 @@ int CBerthLinux_recvmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int vlen, int flags);
 
 #include <pthread.h>
-#include <spawn.h>
 // CPUs this process may run on (sched_getaffinity and CPU_COUNT are GNU); 1 if unknown.
 int CBerthLinux_usable_cpus(void);
 
-// setns(2) is GNU: tests enter network namespaces they created.
-int CBerthLinux_setns(int fd, int nstype);
-extern const int CBerthLinux_CLONE_NEWNET;
-// posix_spawn_file_actions_addclosefrom_np is GNU: a child gets only the descriptors it is given.
-int CBerthLinux_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
 // pthread_setname_np is GNU too.
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
 
