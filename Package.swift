@@ -12,7 +12,6 @@ let package = Package(
         .library(name: "Netfilter", targets: ["Netfilter"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
@@ -47,7 +46,6 @@ let package = Package(
             name: "BerthCLI",
             dependencies: [
                 "Publishing", "Mappings", "LinuxIO", "Netfilter",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,50 +1,91 @@
-import ArgumentParser
 import Glibc
 import Logging
-import Publishing
+import Mappings
 
-struct Berth: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "berth",
-        abstract: "Publish container ports: listen on host addresses and forward TCP and UDP to a container.",
-        discussion: """
-            Does what `docker run -p` and docker-proxy do, in one process for many ports.
+/// berth's own command line: `run`, help and version. docker-proxy's flags never get here (main.swift).
+enum Berth {
+    /// The exit code: 0, 1 for a failed start, 2 for a bad command line.
+    static func main(_ arguments: [String]) -> Int32 {
+        switch arguments.first {
+        case "run"?:
+            return Run.main(Array(arguments.dropFirst()))
+        case "-h"?, "--help"?, "help"?:
+            say(arguments.dropFirst().first == "run" ? RunArguments.help : help, newline: false)
+            return 0
+        case "--version"?:
+            say(berthVersion)
+            return 0
+        case nil:
+            writeStderr(usage)
+            return 2
+        case let other?:
+            complain("\(other.hasPrefix("-") ? "unknown option" : "unknown command") \(quoted(other))")
+            writeStderr(usage)
+            return 2
+        }
+    }
 
-            Port specs use Docker's -p grammar:
-              [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]
-              -p 80:80            host port 80, all addresses (0.0.0.0 and ::)
-              -p 80               a free host port the system picks
-              -p 127.0.0.1:80:80  host port 80 on 127.0.0.1 only
-              -p 8000-8010:80-90  eleven ports, pairwise
-              -p 8000-8010:80     one free port of the host range
-              -p [::1]:8080:80    an IPv6 host address
-              -p 53:53/udp        UDP
+    static let usage = """
+        USAGE: berth run [-p <spec> ...] [<options>] <target-ip>
+               berth --help | --version
+          See 'berth --help' for more information.
 
-            Example:
-              berth run -p 8080:80 -p 80 -p 127.0.0.1:8081:80 172.17.0.2
+        """
 
-            berth also takes docker-proxy's flags (-proto, -host-ip, -host-port,
-            -container-ip, -container-port, -use-listen-fd), so dockerd can run
-            it as its userland-proxy-path.
-            """,
-        version: berthVersion,
-        subcommands: [Run.self],
-        defaultSubcommand: nil
-    )
+    static let help = """
+        OVERVIEW: Publish container ports: listen on host addresses and forward TCP and
+        UDP to a container.
+
+        Does what `docker run -p` and docker-proxy do, in one process for many ports.
+
+        Port specs use Docker's -p grammar:
+          [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]
+          -p 80:80            host port 80, all addresses (0.0.0.0 and ::)
+          -p 80               a free host port the system picks
+          -p 127.0.0.1:80:80  host port 80 on 127.0.0.1 only
+          -p 8000-8010:80-90  eleven ports, pairwise
+          -p 8000-8010:80     one free port of the host range
+          -p [::1]:8080:80    an IPv6 host address
+          -p 53:53/udp        UDP
+
+        Example:
+          berth run -p 8080:80 -p 80 -p 127.0.0.1:8081:80 172.17.0.2
+
+        berth also takes docker-proxy's flags (-proto, -host-ip, -host-port,
+        -container-ip, -container-port, -use-listen-fd), so dockerd can run
+        it as its userland-proxy-path.
+
+        USAGE: berth <subcommand>
+
+        OPTIONS:
+          --version               Show the version.
+          -h, --help              Show help information.
+
+        SUBCOMMANDS:
+          run                     Publish ports of one container address until SIGINT
+                                  or SIGTERM.
+
+          See 'berth help <subcommand>' for detailed help.
+
+        """
 }
 
 let berthVersion = "berth 0.1.0"
 
 /// One line on stderr, prefixed like other Unix tools.
 func complain(_ message: String) {
-    var line = "berth: \(message)\n"
-    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    writeStderr("berth: \(message)\n")
 }
 
 /// stdout may be a pipe read by a script: every reported line goes out at once.
-func say(_ line: String) {
-    var text = line + "\n"
+func say(_ line: String, newline: Bool = true) {
+    var text = newline ? line + "\n" : line
     text.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+}
+
+func writeStderr(_ text: String) {
+    var text = text
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
 /// Log lines go to stderr; the level comes from `--log-level`.
@@ -55,6 +96,3 @@ func bootstrapLogging(_ level: Logger.Level) {
         return handler
     }
 }
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}
-extension Mode: ExpressibleByArgument {}

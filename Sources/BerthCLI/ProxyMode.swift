@@ -179,9 +179,4 @@ enum ProxyMode {
         // Made non-blocking and close-on-exec; -host-ip only told the family, which the socket knows.
         return try publisher.adopt(fd, mapping: invocation.mapping)
     }
-
-    private static func writeStderr(_ text: String) {
-        var text = text
-        text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-    }
 }

@@ -15,12 +15,4 @@ let arguments = Array(CommandLine.arguments.dropFirst())
 if ProxyFlags.looksLikeProxyInvocation(arguments) {
     exit(ProxyMode.main(arguments, inherited: inherited))
 }
-// swift-argument-parser takes seconds for thousands of repeated options; `-p` is the one option
-// given thousands of times (one process for every port), so `run` takes those out first.
-if arguments.first == "run" {
-    let (specs, rest) = PublishArguments.extract(Array(arguments.dropFirst()))
-    PublishArguments.specs = specs
-    Berth.main(["run"] + rest)
-} else {
-    Berth.main()
-}
+exit(Berth.main(arguments))

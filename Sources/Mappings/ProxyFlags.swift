@@ -101,14 +101,14 @@ public enum ProxyFlags {
     ]
     static let booleanNames: Set<Substring> = ["use-listen-fd", "v", "version"]
     static let helpNames: Set<Substring> = ["h", "help"]
-    /// Spellings that swift-argument-parser also owns (`-h`, `--help`, `--version`).
+    /// Spellings that berth's own command line also has (`-h`, `--help`, `--version`).
     static let sharedSpellings: Set<String> = ["-h", "--help", "--version"]
 
     /// True when argv (without argv[0]) is docker-proxy style: its first argument is one of the known
     /// flags (-proto, -host-ip, -host-port, -container-ip, -container-port, -use-listen-fd, -v, -version,
     /// -h, -help), with one or two dashes, with or without `=value`.
     ///
-    /// `-h`, `--help` and `--version` alone are berth's own (swift-argument-parser's) help and version:
+    /// `-h`, `--help` and `--version` alone are berth's own help and version:
     /// they count as docker-proxy style only when a docker-proxy-only flag follows (`-h -proto tcp`).
     public static func looksLikeProxyInvocation(_ args: [String]) -> Bool {
         guard let first = args.first, let name = splitFlag(first)?.name else { return false }

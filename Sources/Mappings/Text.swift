@@ -1,4 +1,4 @@
-// Small text helpers shared by the `-p` grammar and the docker-proxy flag parser.
+// Small text helpers shared by the `-p` grammar and the command-line parsers.
 
 /// The outcome of reading a port number written in plain decimal.
 enum DecimalPort: Equatable {
@@ -30,7 +30,7 @@ enum DecimalPort: Equatable {
 
 /// `text` in double quotes, with quotes, backslashes and control characters escaped, so that an error
 /// message that quotes user input stays on one line.
-func quoted(_ text: some StringProtocol) -> String {
+package func quoted(_ text: some StringProtocol) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

@@ -225,14 +225,56 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(outcome.bytes.isEmpty, "the connection ends when berth stops")
     }
 
+    func testBadCommandLineIsOneLineAndExitTwo() throws {
+        for (arguments, message) in [
+            (["run", "--bogus", "-p", "80", "127.0.0.1"], #"unknown option "--bogus""#),
+            (["run", "-p", "80", "127.0.0.1", "--threads"], "missing value for --threads"),
+            (["run", "-p", "80", "--threads", "two", "127.0.0.1"], #"invalid value "two" for --threads: must be a whole number"#),
+            (["run", "-p", "80", "--threads", "0", "127.0.0.1"], "--threads must be between 1 and 1024"),
+            (["run", "-p", "80"], "missing the target IP, the container's address"),
+            (["run", "127.0.0.1"], "nothing to publish: give at least one -p"),
+        ] {
+            let result = try Subprocess.run(berthBinary(), arguments)
+            XCTAssertEqual(result.code, 2, "\(arguments)")
+            XCTAssertEqual(result.stdout, "", "\(arguments)")
+            XCTAssertEqual(result.stderr, "berth: \(message)\n", "\(arguments)")
+        }
+    }
+
+    func testNoCommandOrAnUnknownOneShowsTheUsageAndExitsTwo() throws {
+        for (arguments, first) in [([], "USAGE: berth run "), (["start"], #"berth: unknown command "start""#)] {
+            let result = try Subprocess.run(berthBinary(), arguments)
+            XCTAssertEqual(result.code, 2, "\(arguments)")
+            XCTAssertEqual(result.stdout, "", "\(arguments)")
+            XCTAssertTrue(result.stderr.hasPrefix(first), result.stderr)
+            XCTAssertTrue(result.stderr.contains("berth --help"), result.stderr)
+        }
+    }
+
+    func testVersion() throws {
+        for arguments in [["--version"], ["run", "--version"]] {
+            let result = try Subprocess.run(berthBinary(), arguments)
+            XCTAssertEqual(result.code, 0, "\(arguments)")
+            XCTAssertEqual(result.stdout, "berth 0.1.0\n", "\(arguments)")
+            XCTAssertEqual(result.stderr, "", "\(arguments)")
+        }
+    }
+
     func testHelpExplainsTheGrammarWithDockersExamples() throws {
-        for args in [["--help"], ["run", "--help"]] {
+        for args in [["--help"], ["-h"], ["help"]] {
             let result = try Subprocess.run(berthBinary(), args)
             XCTAssertEqual(result.code, 0)
-            for example in ["-p 80:80", "-p 80 ", "-p 127.0.0.1:80:80", "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]"] where args == ["--help"] {
-                XCTAssertTrue(result.stdout.contains(example), "berth --help lacks \(example)")
+            XCTAssertEqual(result.stderr, "")
+            for example in ["-p 80:80", "-p 80 ", "-p 127.0.0.1:80:80", "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]"] {
+                XCTAssertTrue(result.stdout.contains(example), "berth \(args) lacks \(example)")
             }
-            XCTAssertTrue(result.stdout.contains("80/tcp -> 0.0.0.0:49153") || args == ["--help"])
+        }
+        for args in [["run", "--help"], ["run", "-h"], ["help", "run"], ["run", "-p", "80", "--help"]] {
+            let result = try Subprocess.run(berthBinary(), args)
+            XCTAssertEqual(result.code, 0)
+            XCTAssertEqual(result.stderr, "")
+            XCTAssertTrue(result.stdout.contains("80/tcp -> 0.0.0.0:49153"), "berth \(args)")
+            XCTAssertTrue(result.stdout.contains("--udp-max-flows <n>"), "berth \(args)")
         }
     }
 

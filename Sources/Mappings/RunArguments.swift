@@ -1,0 +1,246 @@
+// `berth run`'s command line, read by hand in one pass: thousands of `-p` (one process for every port)
+// parse in milliseconds, and the binary carries no argument-parsing library.
+
+/// What `berth run` is asked to do. The defaults are those of `berth run --help`.
+public struct RunArguments: Sendable, Equatable {
+    /// The `-p` values in the order given, unparsed (`PortSpec(parsing:)` reads them).
+    public var specs: [String]
+    /// The container's address.
+    public var target: IPAddress
+    public var connectTimeout: Double = 5
+    public var halfCloseTimeout: Double = 3600
+    public var udpTimeout: Double = 90
+    public var udpMaxFlows = 4096
+    /// nil: one event loop per CPU berth may run on.
+    public var threads: Int?
+    /// Microseconds.
+    public var busyPoll = 0
+    public var pipeSize = 1 << 20
+    /// One of `modes`; nil lets berth pick.
+    public var mode: String?
+    /// nil: `berth_<pid>`.
+    public var nftTable: String?
+    /// One of `logLevels`.
+    public var logLevel = "notice"
+
+    public init(specs: [String], target: IPAddress) {
+        self.specs = specs
+        self.target = target
+    }
+
+    /// The names of Publishing's `Mode` (Mappings does not depend on Publishing).
+    public static let modes = ["userspace", "kernel", "hybrid"]
+    /// The names of swift-log's `Logger.Level`.
+    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    /// Longer timeouts overflow `Duration` and the event loop's nanosecond clock; about 31 years is plenty.
+    static let maximumSeconds: Double = 1_000_000_000
+}
+
+/// What a `berth run` command line asks for.
+public enum RunCommand: Sendable, Equatable {
+    case run(RunArguments)
+    /// `-h` or `--help`: print `RunArguments.help` to stdout and exit 0.
+    case help
+    /// `--version`: print the version line and exit 0.
+    case version
+}
+
+/// A `berth run` command line that does not parse or asks for something out of range: print
+/// `berth: <description>` to stderr and exit 2.
+public struct RunArgumentError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// One lowercase line.
+    public let message: String
+
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { message }
+}
+
+extension RunArguments {
+    /// Reads the arguments that follow `run`.
+    ///
+    /// Options take their value as `--name value` or `--name=value`; `-p` also as `-pSPEC` and `-p=SPEC`.
+    /// The value is the next argument whatever it looks like (`--busy-poll -1` is a busy poll of -1, which
+    /// is then out of range). `--` ends the options. A later option overrides an earlier one, except `-p`,
+    /// which adds a spec. `-h`/`--help` and `--version` win over whatever follows them, not over an error
+    /// before them.
+    public static func parse(_ args: [String]) throws(RunArgumentError) -> RunCommand {
+        var parsed = RunArguments(specs: [], target: .anyV4)
+        var target: String?
+        var optionsEnded = false
+        var index = args.startIndex
+        while index < args.endIndex {
+            let arg = args[index]
+            index += 1
+            if optionsEnded || arg == "-" || !arg.hasPrefix("-") {
+                if let target {
+                    throw RunArgumentError(
+                        "unexpected argument \(quoted(arg)): the target IP is already \(quoted(target))"
+                    )
+                }
+                target = arg
+                continue
+            }
+            if arg == "--" {
+                optionsEnded = true
+                continue
+            }
+
+            var name = Substring(arg)
+            var inlineValue: Substring?
+            if arg.hasPrefix("--"), let equals = arg.firstIndex(of: "=") {
+                name = arg[..<equals]
+                inlineValue = arg[arg.index(after: equals)...]
+            } else if arg.hasPrefix("-p"), arg != "-p" {
+                name = "-p"
+                let rest = arg.dropFirst(2)
+                inlineValue = rest.first == "=" ? rest.dropFirst() : rest
+            }
+            func value() throws(RunArgumentError) -> String {
+                if let inlineValue { return String(inlineValue) }
+                guard index < args.endIndex else { throw RunArgumentError("missing value for \(name)") }
+                index += 1
+                return args[index - 1]
+            }
+            func noValue() throws(RunArgumentError) {
+                if inlineValue != nil { throw RunArgumentError("\(name) takes no value") }
+            }
+
+            switch name {
+            case "-h", "--help":
+                try noValue()
+                return .help
+            case "--version":
+                try noValue()
+                return .version
+            case "-p", "--publish": parsed.specs.append(try value())
+            case "--connect-timeout": parsed.connectTimeout = try seconds(name, value())
+            case "--half-close-timeout": parsed.halfCloseTimeout = try seconds(name, value())
+            case "--udp-timeout": parsed.udpTimeout = try seconds(name, value())
+            case "--udp-max-flows": parsed.udpMaxFlows = try wholeNumber(name, value())
+            case "--threads": parsed.threads = try wholeNumber(name, value())
+            case "--busy-poll": parsed.busyPoll = try wholeNumber(name, value())
+            case "--pipe-size": parsed.pipeSize = try wholeNumber(name, value())
+            case "--mode": parsed.mode = try oneOf(modes, name, value())
+            case "--nft-table": parsed.nftTable = try value()
+            case "--log-level": parsed.logLevel = try oneOf(logLevels, name, value())
+            default: throw RunArgumentError("unknown option \(quoted(name))")
+            }
+        }
+
+        guard let target else { throw RunArgumentError("missing the target IP, the container's address") }
+        try parsed.validate()
+        guard let address = IPAddress(target) else {
+            throw RunArgumentError("target IP \(quoted(target)) is not an IPv4 or IPv6 address")
+        }
+        parsed.target = address
+        return .run(parsed)
+    }
+
+    /// Ranges, in the order and with the words berth has always used.
+    func validate() throws(RunArgumentError) {
+        if let nftTable,
+            nftTable.isEmpty || nftTable.count > 64
+                || !nftTable.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" })
+        {
+            throw RunArgumentError("--nft-table must be 1 to 64 letters, digits, _ or -")
+        }
+        if specs.isEmpty { throw RunArgumentError("nothing to publish: give at least one -p") }
+        for (name, value) in [
+            ("--connect-timeout", connectTimeout), ("--half-close-timeout", halfCloseTimeout),
+            ("--udp-timeout", udpTimeout),
+        ] {
+            if !(value > 0) { throw RunArgumentError("\(name) must be more than 0 seconds") }
+            if value > Self.maximumSeconds {
+                throw RunArgumentError("\(name) must be at most \(Int(Self.maximumSeconds)) seconds")
+            }
+        }
+        if udpMaxFlows < 1 || udpMaxFlows > 1_000_000 {
+            throw RunArgumentError("--udp-max-flows must be between 1 and 1000000")
+        }
+        if let threads, threads < 1 || threads > 1024 { throw RunArgumentError("--threads must be between 1 and 1024") }
+        if busyPoll < 0 || busyPoll > 1_000_000 {
+            throw RunArgumentError("--busy-poll must be between 0 and 1000000 microseconds")
+        }
+        if pipeSize < 4096 { throw RunArgumentError("--pipe-size must be at least 4096 bytes") }
+    }
+
+    static func seconds(_ name: Substring, _ text: String) throws(RunArgumentError) -> Double {
+        guard let value = Double(text) else {
+            throw RunArgumentError("invalid value \(quoted(text)) for \(name): must be a number")
+        }
+        return value
+    }
+
+    static func wholeNumber(_ name: Substring, _ text: String) throws(RunArgumentError) -> Int {
+        guard let value = Int(text) else {
+            throw RunArgumentError("invalid value \(quoted(text)) for \(name): must be a whole number")
+        }
+        return value
+    }
+
+    static func oneOf(_ names: [String], _ name: Substring, _ text: String) throws(RunArgumentError) -> String {
+        guard names.contains(text) else {
+            let choices = names.dropLast().joined(separator: ", ") + " or " + names.last!
+            throw RunArgumentError("invalid value \(quoted(text)) for \(name): must be \(choices)")
+        }
+        return text
+    }
+
+    /// `berth run --help`.
+    public static let help = """
+        OVERVIEW: Publish ports of one container address until SIGINT or SIGTERM.
+
+        For every listener it binds, berth prints one line in `docker port` style, e.g.
+          80/tcp -> 0.0.0.0:49153
+          80/tcp -> [::]:49153
+        which is how scripts learn an ephemeral port. Without a host IP berth binds all
+        addresses on both families, each its own socket, as Docker does.
+
+        Examples:
+          berth run -p 80:80 172.17.0.2
+          berth run -p 80 172.17.0.2
+          berth run -p 127.0.0.1:80:80 172.17.0.2
+
+        USAGE: berth run [-p <spec> ...] [<options>] <target-ip>
+
+        ARGUMENTS:
+          <target-ip>             The container's address (IPv4 or IPv6).
+
+        OPTIONS:
+          -p, --publish <spec>    Publish a port:
+                                  [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO].
+                                  Give it once for each port or range.
+          --connect-timeout <seconds>
+                                  Seconds to wait for the container to accept a
+                                  connection. (default: 5)
+          --half-close-timeout <seconds>
+                                  Seconds a half-closed TCP connection may sit with
+                                  nothing moving. (default: 3600)
+          --udp-timeout <seconds> Seconds a UDP flow lives with no datagram either way.
+                                  (default: 90)
+          --udp-max-flows <n>     UDP flows per listener; when full, the least recently
+                                  active is evicted. (default: 4096)
+          --threads <n>           Event loop threads. Default: the CPUs berth may run
+                                  on.
+          --busy-poll <us>        Microseconds each event loop polls before it sleeps.
+                                  Lower latency where waking an idle CPU is slow
+                                  (virtual machines), for CPU time while traffic
+                                  pauses. (default: 0)
+          --pipe-size <bytes>     Bytes per splice pipe. (default: 1048576)
+          --mode <mode>           userspace (berth's relay), kernel (nftables DNAT) or
+                                  hybrid (DNAT, and the relay for loopback and IPv6 to
+                                  IPv4). Default: hybrid with CAP_NET_ADMIN, else
+                                  userspace.
+          --nft-table <name>      berth's nftables table (inet family). Default:
+                                  berth_<pid>.
+          --log-level <level>     trace, debug, info, notice, warning, error or
+                                  critical. (default: notice)
+          --version               Show the version.
+          -h, --help              Show help information.
+
+        A value follows its option (--mode kernel) or is joined to it with =
+        (--mode=kernel). -- ends the options.
+
+        """
+}
