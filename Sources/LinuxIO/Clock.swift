@@ -12,7 +12,11 @@ public struct Instant: Comparable, Sendable, Hashable {
     }
 
     public static func < (a: Instant, b: Instant) -> Bool { a.nanoseconds < b.nanoseconds }
-    public static func + (a: Instant, d: Duration) -> Instant { Instant(nanoseconds: a.nanoseconds &+ d.nanosecondsClamped) }
+    /// Saturates: a deadline too far away to count is "never", not a wrap into the past.
+    public static func + (a: Instant, d: Duration) -> Instant {
+        let (sum, overflow) = a.nanoseconds.addingReportingOverflow(d.nanosecondsClamped)
+        return Instant(nanoseconds: overflow ? .max : sum)
+    }
 }
 
 extension Duration {

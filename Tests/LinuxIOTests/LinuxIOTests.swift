@@ -66,6 +66,13 @@ final class LinuxIOTests: XCTestCase {
         XCTAssertEqual(loop.pendingTimers, 0)
     }
 
+    func testDeadlineTooFarAwaySaturatesInsteadOfWrapping() {
+        let now = Instant.now()
+        XCTAssertEqual((now + .seconds(Int64.max)).nanoseconds, UInt64.max)
+        XCTAssertEqual((Instant(nanoseconds: UInt64.max - 5) + .nanoseconds(10)).nanoseconds, UInt64.max)
+        XCTAssertEqual((now + .seconds(1)).nanoseconds, now.nanoseconds + 1_000_000_000)
+    }
+
     func testBusyPollingLoopStillDeliversEventsAndTimers() throws {
         let loop = try EventLoop()
         loop.busyPoll = 2_000_000
