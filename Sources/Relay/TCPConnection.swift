@@ -296,16 +296,20 @@ final class TCPConnection: EventHandler {
     }
 
     /// Half-close: the source's EOF reaches the target once nothing of it waits in the pipe.
+    /// When the other direction is done already, the connection closes next and close(2) sends
+    /// the FIN: both sockets were read to their end, so it is a FIN, not a reset.
     private func shutDownIfDrained(_ d: inout Direction, to: Int32) {
         guard d.eof && d.buffered == 0 && !d.shutdownSent else { return }
         d.shutdownSent = true
-        Socket.shutdownWrite(to)
+        let otherDone = to == backendFD ? down.shutdownSent : up.shutdownSent
+        if !otherDone { Socket.shutdownWrite(to) }
     }
 
     /// Small messages: recv into the loop's buffer and send at once. Two system calls where splice
     /// needs three (in, out, and the EAGAIN that proves the socket empty): a TCP recv that returns
-    /// less than asked has emptied the receive queue, so the next data brings a new edge. Unless
-    /// the peer's FIN was already reported (`hangup`): then read on until recv returns 0. What the
+    /// less than asked has emptied the receive queue, so the next data brings a new edge. If the
+    /// peer's FIN was already reported (`hangup`), that short read reached it: EOF, without the
+    /// recv that would return 0 (a connection-per-request client saves one a side). What the
     /// target does not take goes into the (empty) pipe, which keeps the order. A full read means
     /// bulk: the caller goes on with splice.
     private func copySmall(
@@ -342,7 +346,10 @@ final class TCPConnection: EventHandler {
             context.counters.copyStashes &+= 1
         }
         delivered(sent, to: to)
-        if n < want && !hangup { readable = false }
+        // Short: the receive queue is empty. If the peer's FIN is in already, nothing follows it.
+        if n < want {
+            if hangup { d.eof = true } else { readable = false }
+        }
         return .progressed(true)
     }
 

@@ -252,10 +252,11 @@ final class Runner {
     private func memoryPhase(_ s: Scenario, _ groups: [FigureGroup]) {
         guard let backends else { return }
         let k = s.kind
-        let forwarders = options.targets.filter { !$0.isDirect }
-        for t in options.targets where t.isDirect {
+        let forwarders = options.targets.filter { !$0.isDirect && !$0.isYardstick }
+        for t in options.targets where t.isDirect || t.isYardstick {
+            let why = t.isDirect ? "no forwarder" : "a yardstick for throughput (SwiftPM links the Swift runtime into it)"
             for g in groups {
-                for f in options.plan.figures(g) { results.note(k, f.id, t.name, "no forwarder", unsupported: true) }
+                for f in options.plan.figures(g) { results.note(k, f.id, t.name, why, unsupported: true) }
             }
         }
         if groups.contains(.memoryIdle) || groups.contains(.memoryConnections) {

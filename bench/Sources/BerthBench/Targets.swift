@@ -47,6 +47,8 @@ struct Target: Sendable {
     let kind: TargetKind
 
     var isDirect: Bool { if case .direct = kind { true } else { false } }
+    /// bench's own splice relay: it measures what splice allows, not what a forwarder costs in memory.
+    var isYardstick: Bool { if case .spliceReference = kind { true } else { false } }
 
     /// Whether it runs one process per mapping (then many ports mean many processes).
     var processPerMapping: Bool {
