@@ -18,7 +18,6 @@ final class TimeoutQueue: EventHandler {
     private unowned(unsafe) var tail: TCPConnection?
     /// A loop timer is pending (for the head's deadline, or an earlier one).
     private var armed = false
-    private(set) var count = 0
 
     init(loop: EventLoop, timeout: Duration, tag: UInt8) {
         self.loop = loop
@@ -44,7 +43,6 @@ final class TimeoutQueue: EventHandler {
             head = c
         }
         if let next = c.queueNext { next.queuePrevious = c } else { tail = c }
-        count += 1
         arm()
     }
 
@@ -55,7 +53,6 @@ final class TimeoutQueue: EventHandler {
         c.queueNext = nil
         c.queuePrevious = nil
         c.queue = nil
-        count -= 1
     }
 
     private func arm() {
@@ -76,12 +73,5 @@ final class TimeoutQueue: EventHandler {
             first.timer(tag: tag, loop: loop)
         }
         arm()
-    }
-
-    /// Lets go of every connection (the loop is gone): breaks the list's references.
-    func clear() {
-        while let first = head { leave(first) }
-        if id != .none { loop.detach(id) }
-        id = .none
     }
 }
