@@ -195,7 +195,9 @@ public final class Publisher {
             for index in 0..<loopCount {
                 let loop = try EventLoop()
                 loop.busyPoll = options.busyPoll.nanosecondsClamped
-                let context = RelayContext(loop: loop, config: options.relay, logger: logger)
+                var relay = options.relay
+                relay.spreadAccepts = loopCount > 1
+                let context = RelayContext(loop: loop, config: relay, logger: logger)
                 for (listener, port) in zip(listeners, ports) where listener.isTCP && options.mode != .kernel {
                     try TCPAcceptor(listener: listener, target: port.target, context: context).start()
                 }

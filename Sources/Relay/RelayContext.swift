@@ -13,6 +13,11 @@ public struct RelayConfig: Sendable {
     public var pipePoolLimit: Int = 64
     /// Connections accepted per wake-up of a listener, so one busy port cannot starve the rest.
     public var acceptBatch: Int = 64
+    /// Several loops share each listener: accept one client per wake-up, then go to the back of
+    /// the listener's line of waiting loops, so that the next client wakes another loop.
+    /// EPOLLEXCLUSIVE alone wakes the first idle loop in line, every time, and puts every
+    /// connection on it.
+    public var spreadAccepts = false
     /// How long accepting pauses when the process runs out of descriptors.
     public var descriptorPause: Duration = .milliseconds(100)
     /// How long a UDP flow lives with no datagram in either direction (docker-proxy's 90 s).

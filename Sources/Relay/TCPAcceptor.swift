@@ -70,7 +70,12 @@ public final class TCPAcceptor: EventHandler {
     }
 
     public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
-        for _ in 0..<context.config.acceptBatch {
+        acceptClients()
+        if context.config.spreadAccepts && !paused { rejoinLine() }
+    }
+
+    private func acceptClients() {
+        for _ in 0..<(context.config.spreadAccepts ? 1 : context.config.acceptBatch) {
             let client: Int32
             do {
                 guard let fd = try Socket.accept(listener.fd) else { return }
@@ -90,6 +95,18 @@ public final class TCPAcceptor: EventHandler {
                 waiting.append(client)
                 return
             }
+        }
+    }
+
+    /// Watches the listener anew, which puts this loop at the back of the listener's wait queue
+    /// (the kernel wakes exclusive waiters from the front).
+    private func rejoinLine() {
+        guard let id else { return }
+        context.loop.remove(listener.fd)
+        do {
+            try context.loop.add(listener.fd, [.read, .exclusive], for: id, tag: 0)
+        } catch {
+            context.logger.error("\(listener.address): cannot watch the listener again: \(error)")
         }
     }
 

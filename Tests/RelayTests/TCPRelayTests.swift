@@ -237,6 +237,37 @@ final class TCPRelayTests: XCTestCase {
         XCTAssertEqual(relay.stop().halfCloseTimeouts, 0)
     }
 
+    func testLoopsSharingAListenerTakeTurns() throws {
+        let server = try TestServer.echo()
+        let listener = try Listener.tcp(SocketAddress(ip: "127.0.0.1", port: 0)!)
+        var config = RelayConfig()
+        config.spreadAccepts = true
+        var contexts: [RelayContext] = []
+        var threads: [LoopThread] = []
+        for i in 0..<2 {
+            let context = RelayContext(loop: try EventLoop(), config: config)
+            try TCPAcceptor(listener: listener, target: server.address, context: context).start()
+            let handover = Handover(context.loop)
+            threads.append(try LoopThread(name: "relay-loop-\(i)") {
+                do { try handover.value.run() } catch { fatalError("loop: \(error)") }
+            })
+            contexts.append(context)
+        }
+        // One client at a time, so both loops wait idle for each: without taking turns the same
+        // loop, first in the listener's line, would get every one.
+        for i in 0..<20 {
+            let client = try TestSocket.connect(listener.address)
+            try client.send("\(i);")
+            XCTAssertEqual(String(decoding: try client.receive(exactly: "\(i);".utf8.count), as: UTF8.self), "\(i);")
+        }
+        for context in contexts { context.loop.waker.stop() }
+        for thread in threads { thread.join() }
+        let accepted = contexts.map(\.counters.accepted)
+        XCTAssertEqual(accepted.reduce(0, +), 20)
+        // Measured: 10 and 10 every time; without taking turns 20 and 0, now and then 13 and 7.
+        XCTAssertTrue(accepted.allSatisfy { $0 >= 8 }, "connections per loop: \(accepted)")
+    }
+
     func testThreeHundredConcurrentConnections() throws {
         let server = try TestServer.echo()
         let relay = try RelayHarness(target: server.address)
