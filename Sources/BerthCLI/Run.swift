@@ -42,8 +42,7 @@ enum Run {
         }
         var options = PublishOptions()
         var automatic = false
-        // RunArguments lets only Mode's names through.
-        if let mode = arguments.mode.map({ Mode(rawValue: $0)! }) {
+        if let mode = arguments.mode {
             if mode != .userspace && !Capability.hasNetAdmin() {
                 complain("--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)")
                 return 1

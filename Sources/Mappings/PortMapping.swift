@@ -71,3 +71,13 @@ public struct PortMapping: Sendable, Hashable, CustomStringConvertible {
         return "\(host)\(hostPort):\(containerIP.bracketed):\(containerPort)/\(proto)"
     }
 }
+
+/// How bytes move.
+public enum Mode: String, Sendable, CaseIterable {
+    /// berth's own relay only.
+    case userspace
+    /// nftables DNAT only: no userspace copy; ports are reserved but not served on loopback.
+    case kernel
+    /// DNAT for everything it can serve, the relay for loopback and IPv6→IPv4 (what Docker does).
+    case hybrid
+}

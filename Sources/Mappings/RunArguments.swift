@@ -16,8 +16,8 @@ public struct RunArguments: Sendable, Equatable {
     /// Microseconds.
     public var busyPoll = 0
     public var pipeSize = 1 << 20
-    /// One of `modes`; nil lets berth pick.
-    public var mode: String?
+    /// nil lets berth pick.
+    public var mode: Mode?
     /// nil: `berth_<pid>`.
     public var nftTable: String?
     /// One of `logLevels`.
@@ -28,8 +28,6 @@ public struct RunArguments: Sendable, Equatable {
         self.target = target
     }
 
-    /// The names of Publishing's `Mode` (Mappings does not depend on Publishing).
-    public static let modes = ["userspace", "kernel", "hybrid"]
     /// The names of swift-log's `Logger.Level`.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
     /// Longer timeouts overflow `Duration` and the event loop's nanosecond clock; about 31 years is plenty.
@@ -121,7 +119,7 @@ extension RunArguments {
             case "--threads": parsed.threads = try wholeNumber(name, value())
             case "--busy-poll": parsed.busyPoll = try wholeNumber(name, value())
             case "--pipe-size": parsed.pipeSize = try wholeNumber(name, value())
-            case "--mode": parsed.mode = try oneOf(modes, name, value())
+            case "--mode": parsed.mode = Mode(rawValue: try oneOf(Mode.allCases.map(\.rawValue), name, value()))
             case "--nft-table": parsed.nftTable = try value()
             case "--log-level": parsed.logLevel = try oneOf(logLevels, name, value())
             default: throw RunArgumentError("unknown option \(quoted(name))")

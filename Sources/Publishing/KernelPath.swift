@@ -5,16 +5,6 @@ import Glibc
 import Mappings
 import Netfilter
 
-/// How bytes move.
-public enum Mode: String, Sendable, CaseIterable {
-    /// berth's own relay only.
-    case userspace
-    /// nftables DNAT only: no userspace copy; ports are reserved but not served on loopback.
-    case kernel
-    /// DNAT for everything it can serve, the relay for loopback and IPv6→IPv4 (what Docker does).
-    case hybrid
-}
-
 extension Mode {
     /// The mode berth picks when none is asked for, and the notice to print when it cannot
     /// have the fast path.

@@ -43,9 +43,9 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         ("--threads", "3", { $0.threads == 3 }),
         ("--busy-poll", "50", { $0.busyPoll == 50 }),
         ("--pipe-size", "65536", { $0.pipeSize == 65536 }),
-        ("--mode", "userspace", { $0.mode == "userspace" }),
-        ("--mode", "kernel", { $0.mode == "kernel" }),
-        ("--mode", "hybrid", { $0.mode == "hybrid" }),
+        ("--mode", "userspace", { $0.mode == .userspace }),
+        ("--mode", "kernel", { $0.mode == .kernel }),
+        ("--mode", "hybrid", { $0.mode == .hybrid }),
         ("--nft-table", "berth_test-1", { $0.nftTable == "berth_test-1" }),
         ("--log-level", "trace", { $0.logLevel == "trace" }),
         ("--log-level", "critical", { $0.logLevel == "critical" }),
@@ -101,7 +101,7 @@ private let minimal = ["-p", "80", "127.0.0.1"]
     @Test func laterOptionWins() throws {
         let parsed = try arguments(minimal + ["--threads", "1", "--mode=kernel", "--threads=2", "--mode", "hybrid"])
         #expect(parsed?.threads == 2)
-        #expect(parsed?.mode == "hybrid")
+        #expect(parsed?.mode == .hybrid)
     }
 
     @Test func valueMayLookLikeAnOption() throws {
