@@ -16,8 +16,8 @@ final class TimeoutQueue: EventHandler {
     private var id = HandlerID.none
     private var head: TCPConnection?
     private unowned(unsafe) var tail: TCPConnection?
-    /// A loop timer is pending (for the head's deadline, or an earlier one).
-    private var armed = false
+    /// The earliest loop timer pending, if any: never later than the head's deadline.
+    private var armedAt: Instant?
 
     init(loop: EventLoop, timeout: Duration, tag: UInt8) {
         self.loop = loop
@@ -55,10 +55,13 @@ final class TimeoutQueue: EventHandler {
         c.queue = nil
     }
 
+    /// A connection that walked back to the head may be due before the pending timer: then it
+    /// gets one of its own (the later one fires to no effect).
     private func arm() {
-        guard !armed, let first = head else { return }
+        guard let first = head else { return }
+        if let pending = armedAt, pending <= first.queueDeadline { return }
         if id == .none { id = loop.attach(self) }
-        armed = true
+        armedAt = first.queueDeadline
         loop.schedule(at: first.queueDeadline, for: id, tag: 0)
     }
 
@@ -67,7 +70,7 @@ final class TimeoutQueue: EventHandler {
     /// Hands every connection whose deadline passed to its `timer(tag:)`, out of the queue
     /// (it may join again), then waits for the next deadline.
     func timer(tag _: UInt8, loop: EventLoop) {
-        armed = false
+        if let pending = armedAt, pending <= loop.now { armedAt = nil }
         while let first = head, first.queueDeadline <= loop.now {
             leave(first)
             first.timer(tag: tag, loop: loop)
