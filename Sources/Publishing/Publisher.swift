@@ -191,12 +191,12 @@ public final class Publisher {
         defer { for relay in udpRelays { relay.stop() } }
         let loopCount = max(1, options.threads)
         let udp = options.mode == .kernel ? [] : zip(listeners, ports).filter { !$0.0.isTCP }
+        var relay = options.relay
+        relay.spreadAccepts = loopCount > 1
         do {
             for index in 0..<loopCount {
                 let loop = try EventLoop()
                 loop.busyPoll = options.busyPoll.nanosecondsClamped
-                var relay = options.relay
-                relay.spreadAccepts = loopCount > 1
                 let context = RelayContext(loop: loop, config: relay, logger: logger)
                 for (listener, port) in zip(listeners, ports) where listener.isTCP && options.mode != .kernel {
                     try TCPAcceptor(listener: listener, target: port.target, context: context).start()
