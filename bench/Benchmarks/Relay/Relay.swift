@@ -55,6 +55,23 @@ private func mallocGate(_ p90: Int) -> [BenchmarkMetric: BenchmarkThresholds] {
     [.mallocCountTotal: .init(absolute: [.p50: p90, .p90: p90])]
 }
 
+/// The flow-table benchmarks: wall clock and allocations, which must stay at 0.
+private func flowTableConfiguration(maxIterations: Int) -> Benchmark.Configuration {
+    .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
+        maxDuration: .seconds(3),
+        maxIterations: maxIterations,
+        thresholds: mallocGate(0)
+    )
+}
+
+/// A table holding every key, all last active at `now`.
+private func filledTable(_ keys: [FlowKey], at now: Instant) -> UDPFlowTable {
+    let table = UDPFlowTable(capacity: keys.count)
+    for key in keys { _ = table.insert(key, now: now) }
+    return table
+}
+
 private func transferBenchmark(_ name: String, bytes: Int, iterations: Int) {
     Benchmark(
         name,
@@ -164,15 +181,7 @@ let benchmarks: @Sendable () -> Void = {
     // full one, expire them all (oldest first, as the relay's timer does).
     let flowCount = 100_000
     let keys = flowKeys(flowCount)
-    Benchmark(
-        "UDP flow table insert 100,000",
-        configuration: .init(
-            metrics: [.wallClock, .throughput, .mallocCountTotal],
-            maxDuration: .seconds(3),
-            maxIterations: 50,
-            thresholds: mallocGate(0)
-        )
-    ) { benchmark in
+    Benchmark("UDP flow table insert 100,000", configuration: flowTableConfiguration(maxIterations: 50)) { benchmark in
         let table = UDPFlowTable(capacity: flowCount)
         let now = Instant.now()
         benchmark.startMeasurement()
@@ -180,37 +189,17 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.stopMeasurement()
         blackHole(table)
     }
-    Benchmark(
-        "UDP flow table lookup 100,000",
-        configuration: .init(
-            metrics: [.wallClock, .throughput, .mallocCountTotal],
-            maxDuration: .seconds(3),
-            maxIterations: 100,
-            thresholds: mallocGate(0)
-        )
-    ) { benchmark in
+    Benchmark("UDP flow table lookup 100,000", configuration: flowTableConfiguration(maxIterations: 100)) { benchmark in
         guard let table = fullTable else { fatalError("no table") }
         for key in keys { blackHole(table.lookup(key)) }
     } setup: {
-        let table = UDPFlowTable(capacity: flowCount)
-        let now = Instant.now()
-        for key in keys { _ = table.insert(key, now: now) }
-        fullTable = table
+        fullTable = filledTable(keys, at: Instant.now())
     } teardown: {
         fullTable = nil
     }
-    Benchmark(
-        "UDP flow table expire 100,000",
-        configuration: .init(
-            metrics: [.wallClock, .throughput, .mallocCountTotal],
-            maxDuration: .seconds(3),
-            maxIterations: 50,
-            thresholds: mallocGate(0)
-        )
-    ) { benchmark in
-        let table = UDPFlowTable(capacity: flowCount)
+    Benchmark("UDP flow table expire 100,000", configuration: flowTableConfiguration(maxIterations: 50)) { benchmark in
         let then = Instant.now()
-        for key in keys { _ = table.insert(key, now: then) }
+        let table = filledTable(keys, at: then)
         let later = then + .seconds(3600)
         benchmark.startMeasurement()
         while let slot = table.expired(now: later, idle: .seconds(90)) { table.remove(slot) }
