@@ -27,17 +27,8 @@ enum Pinning {
 
     /// Threads of `pid`, all or those whose name is `name`.
     private static func threads(of pid: pid_t, named name: String?) -> [pid_t] {
-        guard let dir = opendir("/proc/\(pid)/task") else { return [] }
-        defer { closedir(dir) }
-        var result: [pid_t] = []
-        while let entry = readdir(dir) {
-            let text = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard let tid = pid_t(text) else { continue }
-            if let name, ProcFS.read("/proc/\(pid)/task/\(tid)/comm")?.trimmingWhitespace() != name { continue }
-            result.append(tid)
+        ProcFS.ids(in: "/proc/\(pid)/task").filter { tid in
+            name == nil || ProcFS.read("/proc/\(pid)/task/\(tid)/comm")?.trimmingWhitespace() == name
         }
-        return result
     }
 }

@@ -206,17 +206,25 @@ enum ProcFS {
     /// Process group of every process: pid → pgid.
     static func groups() -> [(pid: pid_t, pgid: pid_t)] {
         var result: [(pid_t, pid_t)] = []
-        guard let dir = opendir("/proc") else { return [] }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard let pid = pid_t(name) else { continue }
+        for pid in ids(in: "/proc") {
             guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { continue }
             // after "pid (comm) ": state ppid pgrp ...
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             if fields.count > 2, let pgid = pid_t(fields[2]) { result.append((pid, pgid)) }
+        }
+        return result
+    }
+
+    /// The numeric entries of a /proc directory: process ids in /proc, thread ids in /proc/PID/task.
+    static func ids(in directory: String) -> [pid_t] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var result: [pid_t] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if let id = pid_t(name) { result.append(id) }
         }
         return result
     }
