@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(
             name: "BerthCLI",
             dependencies: [
-                "Publishing", "Mappings", "LinuxIO", "Netfilter",
+                "Publishing", "Mappings", "LinuxIO",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -69,6 +69,7 @@ let package = Package(
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
+        .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

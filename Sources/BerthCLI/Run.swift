@@ -2,9 +2,7 @@ import Glibc
 import LinuxIO
 import Logging
 import Mappings
-import Netfilter
 import Publishing
-import Relay
 
 /// `berth run`: publish ports of one container address until SIGINT or SIGTERM.
 enum Run {
@@ -41,19 +39,6 @@ enum Run {
             }
         }
         var options = PublishOptions()
-        var automatic = false
-        if let mode = arguments.mode {
-            if mode != .userspace && !Capability.hasNetAdmin() {
-                complain("--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)")
-                return 1
-            }
-            options.mode = mode
-        } else {
-            let (picked, notice) = Mode.automatic()
-            if let notice { complain("notice: \(notice)") }
-            options.mode = picked
-            automatic = true
-        }
         options.tableName = arguments.nftTable
         options.threads = arguments.threads ?? usableCPUs()
         options.relay.connectTimeout = .seconds(arguments.connectTimeout)
@@ -62,18 +47,10 @@ enum Run {
         options.busyPoll = .microseconds(arguments.busyPoll)
         options.relay.udpTimeout = .seconds(arguments.udpTimeout)
         options.relay.udpMaxFlows = arguments.udpMaxFlows
-        var publisher = Publisher(options: options, logger: Logger(label: "berth"))
         do {
-            let ports: [BoundPort]
-            do {
-                ports = try publisher.bind(mappings)
-            } catch where error.isKernelPathFailure && automatic {
-                complain("notice: no kernel fast path (\(error)): forwarding in userspace only")
-                options.mode = .userspace
-                publisher = Publisher(options: options, logger: Logger(label: "berth"))
-                ports = try publisher.bind(mappings)
-            }
-            for port in ports { say(port.line) }
+            let publisher = try Publisher.start(
+                mappings, mode: arguments.mode, options: options, logger: Logger(label: "berth"), notice: complain)
+            for port in publisher.ports { say(port.line) }
             try publisher.run()
             publisher.close()
         } catch {

@@ -12,7 +12,7 @@ public struct Descriptor: ~Copyable, Sendable {
         self.raw = raw
     }
 
-    deinit { Glibc.close(raw) }
+    deinit { closeDescriptor(raw) }
 
     /// Hands the number to someone else, who now must close it.
     public consuming func release() -> Int32 {
@@ -23,6 +23,107 @@ public struct Descriptor: ~Copyable, Sendable {
 
     /// Closes now. Same as dropping it, but reads better where the moment matters.
     public consuming func close() {}
+}
+
+/// The one close(2) of berth. EBADF means the number was closed already (or never ours):
+/// a second owner somewhere, which would close a stranger's descriptor next time. That is
+/// berth's bug, and it traps rather than go on.
+@inline(__always)
+func closeDescriptor(_ raw: Int32) {
+    if Glibc.close(raw) != 0 && errno == EBADF {
+        fatalError("close fd \(raw): bad file descriptor: closed twice, a bug in berth")
+    }
+}
+
+/// Descriptors owned as a group, in first-in first-out order: a pool's spare pipes, clients
+/// waiting for a descriptor of their own. Taking one out hands over its ownership; whatever
+/// is left is closed with the list. Grows by doubling, so pushing allocates only when it grows.
+public struct DescriptorQueue: ~Copyable {
+    private var storage: UnsafeMutableBufferPointer<Int32>
+    private var head = 0
+    public private(set) var count = 0
+
+    public init(capacity: Int = 8) {
+        storage = .allocate(capacity: max(1, capacity))
+    }
+
+    deinit {
+        for i in 0..<count { closeDescriptor(storage[(head + i) % storage.count]) }
+        storage.deallocate()
+    }
+
+    public var isEmpty: Bool { count == 0 }
+
+    public mutating func append(_ descriptor: consuming Descriptor) {
+        if count == storage.count { grow() }
+        storage[(head + count) % storage.count] = descriptor.release()
+        count += 1
+    }
+
+    /// Puts one back in front of the others (the oldest goes first again).
+    public mutating func prepend(_ descriptor: consuming Descriptor) {
+        if count == storage.count { grow() }
+        head = (head + storage.count - 1) % storage.count
+        storage[head] = descriptor.release()
+        count += 1
+    }
+
+    public mutating func popFirst() -> Descriptor? {
+        guard count > 0 else { return nil }
+        let raw = storage[head]
+        head = (head + 1) % storage.count
+        count -= 1
+        return Descriptor(taking: raw)
+    }
+
+    public mutating func popLast() -> Descriptor? {
+        guard count > 0 else { return nil }
+        count -= 1
+        return Descriptor(taking: storage[(head + count) % storage.count])
+    }
+
+    /// The number of the oldest, still owned here.
+    public var first: Int32? { count > 0 ? storage[head] : nil }
+
+    private mutating func grow() {
+        let bigger = UnsafeMutableBufferPointer<Int32>.allocate(capacity: storage.count * 2)
+        for i in 0..<count { bigger[i] = storage[(head + i) % storage.count] }
+        storage.deallocate()
+        storage = bigger
+        head = 0
+    }
+}
+
+/// Descriptors owned by slot number, for tables whose entries come and go (UDP flows): a slot
+/// holds at most one, taking it out hands it over, and what is left closes with the table.
+public struct DescriptorSlots: ~Copyable {
+    private let storage: UnsafeMutableBufferPointer<Int32>
+
+    public init(capacity: Int) {
+        storage = .allocate(capacity: max(1, capacity))
+        storage.initialize(repeating: -1)
+    }
+
+    deinit {
+        for raw in storage where raw >= 0 { closeDescriptor(raw) }
+        storage.deallocate()
+    }
+
+    /// The descriptor in `slot`, still owned here; -1 if none.
+    @inline(__always)
+    public subscript(slot: Int) -> Int32 { storage[slot] }
+
+    public func put(_ descriptor: consuming Descriptor, at slot: Int) {
+        precondition(storage[slot] < 0, "slot \(slot) holds a descriptor already")
+        storage[slot] = descriptor.release()
+    }
+
+    public func take(_ slot: Int) -> Descriptor? {
+        let raw = storage[slot]
+        guard raw >= 0 else { return nil }
+        storage[slot] = -1
+        return Descriptor(taking: raw)
+    }
 }
 
 extension Int32 {

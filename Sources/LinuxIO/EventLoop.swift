@@ -1,7 +1,9 @@
 // One event loop per thread. It owns its handlers (listeners, connections, flows) in a
 // slot table; epoll's user data carries a token (slot, generation, tag), never a
 // retained object, so an event that arrives for a handler detached earlier in the same
-// batch, or for a descriptor number reused since, is dropped by the generation check.
+// batch, or for a descriptor number reused since (closed and accepted again within one
+// batch), is dropped by the generation check. That check is what makes closing at once
+// safe: nothing needs to wait for the end of the batch.
 //
 // Level or edge: the loop offers both; the relay registers connection sockets
 // edge-triggered for read and write once, for their whole life, and tracks readiness
@@ -11,10 +13,21 @@
 // empty: zero epoll_ctl calls per connection in steady state. Listeners stay level-
 // triggered: accepting a bounded batch per wake-up, and pausing on EMFILE, is then safe.
 //
+// Fairness: a handler does a bounded amount of work per wake-up (a connection about one
+// pipe per direction). One that stopped with work left keeps its readiness bits and joins
+// the ready list; the loop serves that list after each batch, and polls epoll without
+// sleeping while it is not empty. A bulk stream then takes turns with every other
+// connection instead of starving them, and loses no throughput.
+//
 // Timers are a binary heap of deadlines with lazy cancellation: a handler keeps its own
-// deadline and checks it when woken; idle timeouts are not rescheduled per event, the
-// handler re-arms when an old deadline fires early. The epoll_wait timeout is the
-// nearest deadline, so an idle loop sleeps with no timer descriptor.
+// deadline and checks it when woken. Fixed timeouts of many connections (connect, half-
+// close) are queues with one heap entry each (Relay's TimeoutQueue), so the heap stays
+// small under churn. The epoll_wait timeout is the nearest deadline, so an idle loop
+// sleeps with no timer descriptor.
+//
+// Ownership: the loop holds its handlers; they hold their descriptors. When `run` ends,
+// the loop hands every handler `teardown` (close what you own) and forgets them all, so
+// nothing it served outlives it: the ports can be bound again at once.
 
 import CBerthLinux
 import Glibc
@@ -26,10 +39,17 @@ public protocol EventHandler: AnyObject {
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop)
     /// A deadline scheduled with `tag` passed (maybe one the handler has since moved).
     func timer(tag: UInt8, loop: EventLoop)
+    /// Its turn on the ready list came (see `EventLoop.requeue`).
+    func resumed(loop: EventLoop)
+    /// The loop is stopping: close every descriptor, leave every queue. The handler is
+    /// detached already and is not called again.
+    func teardown(loop: EventLoop)
 }
 
 extension EventHandler {
     public func timer(tag: UInt8, loop: EventLoop) {}
+    public func resumed(loop: EventLoop) {}
+    public func teardown(loop: EventLoop) {}
 }
 
 /// A handler's place in its loop; stale once detached.
@@ -44,13 +64,12 @@ public struct HandlerID: Hashable, Sendable {
 /// Stops a loop from any thread.
 public final class LoopWaker: Sendable {
     private let stopFlag = Atomic<Bool>(false)
-    let eventFD: Int32
+    private let descriptor: Descriptor
+    var eventFD: Int32 { descriptor.raw }
 
     init() throws(SyscallError) {
-        eventFD = try syscall("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) }
+        descriptor = Descriptor(taking: try syscall("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) })
     }
-
-    deinit { close(eventFD) }
 
     public var stopRequested: Bool { stopFlag.load(ordering: .acquiring) }
 
@@ -86,6 +105,10 @@ public final class EventLoop {
     private var slots: [Slot] = []
     private var freeSlots: [UInt32] = []
     private var timers: [TimerEntry] = []
+    /// Handlers that stopped with work left, served after the batch (`requeue`); the second
+    /// array is the round being served, swapped in so that neither allocates once grown.
+    private var readyList: [HandlerID] = []
+    private var serving: [HandlerID] = []
     private var signalFD: Descriptor?
     private var onSignal: ((Int32) -> Void)?
 
@@ -128,6 +151,13 @@ public final class EventLoop {
     }
 
     public var handlerCount: Int { slots.count - freeSlots.count }
+
+    /// Calls the handler's `resumed` after this batch, before the loop sleeps again. A handler
+    /// queues itself once per round (it keeps a flag); a stale id is dropped.
+    public func requeue(_ id: HandlerID) { readyList.append(id) }
+
+    /// Handlers waiting on the ready list.
+    public var readyCount: Int { readyList.count }
 
     public func add(_ fd: Int32, _ interest: Interest, for id: HandlerID, tag: UInt8) throws(SyscallError) {
         try selector.add(fd, interest, token: EventLoop.token(id.slot, id.generation, tag))
@@ -231,10 +261,29 @@ public final class EventLoop {
     // MARK: running
 
     /// Runs until `waker.stop()` (from any thread) or `stop()`.
+    /// Closes everything the loop owns when it returns, also when it fails.
     public func run() throws(SyscallError) {
+        defer { closeAll() }
         while !waker.stopRequested {
             try runOnce(timeoutMilliseconds: -1)  // the nearest timer bounds the wait
         }
+    }
+
+    /// Detaches every handler and hands it `teardown`: listeners, connections and flows close.
+    /// On the loop's thread, or after it ended. The loop can run again, empty.
+    public func closeAll() {
+        var handlers: [any EventHandler] = []
+        for i in slots.indices {
+            if let handler = slots[i].handler {
+                handlers.append(handler)
+                detach(HandlerID(slot: UInt32(i), generation: slots[i].generation))
+            }
+        }
+        timers.removeAll()
+        readyList.removeAll()
+        for handler in handlers { handler.teardown(loop: self) }
+        // Teardown may have detached more (a relay's flows): whatever joined meanwhile goes too.
+        if handlerCount > 0 { closeAll() }
     }
 
     public func stop() { waker.stop() }
@@ -242,7 +291,8 @@ public final class EventLoop {
     /// One wait and everything it woke; `timeoutMilliseconds` caps the wait (timers may shorten it).
     public func runOnce(timeoutMilliseconds limit: Int32) throws(SyscallError) {
         let timerLimit = timeoutMilliseconds()
-        let timeout = timerLimit < 0 ? limit : (limit < 0 ? timerLimit : min(limit, timerLimit))
+        var timeout = timerLimit < 0 ? limit : (limit < 0 ? timerLimit : min(limit, timerLimit))
+        if !readyList.isEmpty { timeout = 0 }
         waits &+= 1
         var n = 0
         if busyPoll > 0 && timeout != 0 {
@@ -262,6 +312,20 @@ public final class EventLoop {
         selector.growIfFull(n)
         eventsHandled &+= UInt64(n)
         fireTimers()
+        serveReadyList()
+    }
+
+    /// One round: each handler queued before it starts gets one turn; those that queue again
+    /// wait for the next round, after the next (non-sleeping) look at epoll.
+    private func serveReadyList() {
+        guard !readyList.isEmpty else { return }
+        swap(&readyList, &serving)
+        for id in serving {
+            let i = Int(id.slot)
+            guard i < slots.count, slots[i].generation == id.generation, let handler = slots[i].handler else { continue }
+            handler.resumed(loop: self)
+        }
+        serving.removeAll(keepingCapacity: true)
     }
 
     @inline(__always)

@@ -38,15 +38,22 @@ public enum Splice {
 }
 
 extension Pipe {
-    /// Adopts a pipe that a pool kept as raw numbers.
-    public init(adoptingRead read: Int32, write: Int32, capacity: Int) {
-        self.read = Descriptor(taking: read)
-        self.write = Descriptor(taking: write)
+    /// write(2) into a pipe's write end without blocking: bytes taken, or `.wouldBlock`.
+    @inline(__always)
+    public static func write(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> IOResult<Int> {
+        try syscallNonBlocking("write") { Glibc.write(fd, buffer, count) }
+    }
+
+    /// Puts a pipe together from descriptors a pool kept.
+    public init(read: consuming Descriptor, write: consuming Descriptor, capacity: Int) {
+        self.read = read
+        self.write = write
         self.capacity = capacity
     }
 
-    /// Gives up ownership, for a pool to keep the numbers.
-    public consuming func release() -> (read: Int32, write: Int32) {
-        (read.release(), write.release())
+    /// Takes it apart, for a pool that keeps read and write ends in two queues.
+    public consuming func store(reads: inout DescriptorQueue, writes: inout DescriptorQueue) {
+        reads.append(read)
+        writes.append(write)
     }
 }

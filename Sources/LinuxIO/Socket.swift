@@ -78,6 +78,28 @@ public enum Socket {
         return v == 0 ? nil : Errno(rawValue: v)
     }
 
+    /// recv(2) without blocking: bytes read (0: the peer's FIN), or `.wouldBlock`. With `peek`
+    /// the bytes stay queued (MSG_PEEK).
+    @inline(__always)
+    public static func receive(
+        _ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, peek: Bool = false
+    ) throws(SyscallError) -> IOResult<Int> {
+        let flags = Int32(MSG_DONTWAIT) | (peek ? Int32(MSG_PEEK) : 0)
+        return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, flags) }
+    }
+
+    /// send(2) without blocking and without SIGPIPE: bytes the socket took, or `.wouldBlock`.
+    @inline(__always)
+    public static func send(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> IOResult<Int> {
+        try syscallNonBlocking("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+    }
+
+    /// SO_REUSEPORT: sockets of one process on one port, each with its own queue; the kernel
+    /// spreads connections (and UDP clients) over them by a hash of their addresses.
+    public static func setReusePort(_ fd: Int32) throws(SyscallError) {
+        try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
+    }
+
     public static func shutdownWrite(_ fd: Int32) {
         // ENOTCONN when the peer is gone already: nothing left to tell it.
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))

@@ -71,4 +71,9 @@ public final class Stopper: Sendable {
     }
 
     public var stopped: Bool { state.withLock { $0.stopped } }
+
+    /// Lets go of the loops' wakers (their eventfds) once the loops have ended; a stop stays a stop.
+    public func forgetLoops() {
+        state.withLock { $0.wakers.removeAll() }
+    }
 }

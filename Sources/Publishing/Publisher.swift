@@ -32,8 +32,9 @@ public struct BoundPort: Sendable {
 
 public struct PublishOptions: Sendable {
     public var relay = RelayConfig()
-    /// Event loops (threads). Each serves every TCP listener (EPOLLEXCLUSIVE wakes one); a UDP
-    /// listener belongs to one loop (its flows' sockets live there), handed out round-robin.
+    /// Event loops (threads). Each loop has its own listener per mapping and host address
+    /// (SO_REUSEPORT; the kernel spreads TCP clients and UDP flows over them). An adopted
+    /// socket (`-use-listen-fd`) is one: every loop serves it if TCP, one loop if UDP.
     public var threads = 1
     public var mode = Mode.userspace
     /// How long each loop polls before it sleeps (0: never polls). Cuts the wake-up latency of an
@@ -45,16 +46,24 @@ public struct PublishOptions: Sendable {
 }
 
 public final class Publisher {
+    /// One host address of a mapping: a listener per loop, or one that the loops share.
+    private struct Binding {
+        let port: BoundPort
+        let listeners: [Listener]
+        var shared: Bool { listeners.count == 1 }
+    }
+
     public let options: PublishOptions
     public private(set) var ports: [BoundPort] = []
-    private var listeners: [Listener] = []
+    private var bindings: [Binding] = []
     private let logger: Logger
     private var natTable: NatTable?
     /// The DNAT rules installed for `ports`.
     public private(set) var kernelRules: [DNATRule] = []
     /// Stops the loops from any thread, also before they start.
     public let stopper = Stopper()
-    private var contexts: [RelayContext] = []
+    /// The loops' counters, summed when `run` returned.
+    private var finalCounters = RelayCounters()
 
     public init(options: PublishOptions = PublishOptions(), logger: Logger = Logger(label: "berth")) {
         self.options = options
@@ -68,18 +77,18 @@ public final class Publisher {
     /// what was bound is closed again and no rule is left.
     @discardableResult
     public func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
-        var bound: [(Listener, BoundPort)] = []
+        var bound: [Binding] = []
         for mapping in mappings {
             guard mapping.proto == .tcp || mapping.proto == .udp else {
                 throw PublishError("\(mapping.proto) is not supported: \(mapping)")
             }
             bound += try bindOne(mapping)
         }
-        let newPorts = bound.map(\.1)
+        let newPorts = bound.map(\.port)
         if options.mode != .userspace {
             try installRules(for: newPorts)
         }
-        listeners += bound.map(\.0)
+        bindings += bound
         ports += newPorts
         return newPorts
     }
@@ -110,7 +119,7 @@ public final class Publisher {
             throw PublishError("listen fd \(fd): \(error)")
         }
         let port = BoundPort(mapping: mapping, address: listener.address, target: Self.target(of: mapping))
-        listeners.append(listener)
+        bindings.append(Binding(port: port, listeners: [listener]))
         ports.append(port)
         return port
     }
@@ -127,7 +136,7 @@ public final class Publisher {
         return [.anyV4, .anyV6]
     }
 
-    private func bindOne(_ mapping: PortMapping) throws(PublishError) -> [(Listener, BoundPort)] {
+    private func bindOne(_ mapping: PortMapping) throws(PublishError) -> [Binding] {
         let target = Self.target(of: mapping)
         let hosts = hostAddresses(mapping)
         let candidates: [UInt16]
@@ -139,13 +148,13 @@ public final class Publisher {
         var lastError: SyscallError?
         for candidate in candidates {
             var port = candidate
-            var got: [(Listener, BoundPort)] = []
+            var got: [Binding] = []
             var failed = false
             for host in hosts {
                 do {
-                    let listener = try listen(mapping.proto, SocketAddress(ip: host.bytes, port: port))
-                    port = listener.address.port
-                    got.append((listener, BoundPort(mapping: mapping, address: listener.address, target: target)))
+                    let listeners = try listen(mapping.proto, SocketAddress(ip: host.bytes, port: port))
+                    port = listeners[0].address.port
+                    got.append(Binding(port: BoundPort(mapping: mapping, address: listeners[0].address, target: target), listeners: listeners))
                 } catch {
                     // A host with IPv6 turned off still publishes on IPv4 for an all-address binding.
                     if mapping.hostIP == nil, host.isV6, error.errno == .addressFamilyNotSupported { continue }
@@ -162,10 +171,24 @@ public final class Publisher {
         throw Self.explain(lastError!, mapping)
     }
 
-    /// A TCP or UDP listener on `address`.
-    /// In kernel mode a TCP port is only reserved: DNAT serves it, loopback clients are refused.
-    private func listen(_ proto: Proto, _ address: SocketAddress) throws(SyscallError) -> Listener {
-        proto == .udp ? try Listener.udp(address) : try Listener.tcp(address, listen: options.mode != .kernel)
+    /// A TCP or UDP listener on `address` for each loop, the first binding the port (the kernel's
+    /// choice for port 0) and checking that nobody holds it, the others joining it.
+    /// In kernel mode a port is only reserved, by one socket: DNAT serves it, loopback TCP
+    /// clients are refused.
+    private func listen(_ proto: Proto, _ address: SocketAddress) throws(SyscallError) -> [Listener] {
+        let count = options.mode == .kernel ? 1 : max(1, options.threads)
+        var listeners: [Listener] = []
+        var address = address
+        for i in 0..<count {
+            let sharing: PortSharing = count == 1 ? .none : (i == 0 ? .first : .member)
+            let listener =
+                proto == .udp
+                ? try Listener.udp(address, sharing: sharing)
+                : try Listener.tcp(address, listen: options.mode != .kernel, sharing: sharing)
+            address = listener.address
+            listeners.append(listener)
+        }
+        return listeners
     }
 
     private static func explain(_ error: SyscallError, _ mapping: PortMapping) -> PublishError {
@@ -182,32 +205,46 @@ public final class Publisher {
     // MARK: running
 
     /// Runs the loops until SIGINT/SIGTERM or `stop()`. Loop 0 runs on the calling thread.
-    /// Signals are blocked here first so that only the signalfd sees them.
+    /// Signals are blocked here first so that only the signalfd sees them. When it returns,
+    /// every loop has closed what it owned (listeners, connections, flows, pipes, its epoll),
+    /// so the ports can be bound again; DNAT rules stay until `close()`. Runs once.
     public func run(signals: [Int32] = [SIGINT, SIGTERM]) throws(PublishError) {
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
-        var loops: [EventLoop] = []
-        var udpRelays: [UDPRelay] = []
-        // Closes the UDP flows once no loop runs any more.
-        defer { for relay in udpRelays { relay.stop() } }
         let loopCount = max(1, options.threads)
-        let udp = options.mode == .kernel ? [] : zip(listeners, ports).filter { !$0.0.isTCP }
-        var relay = options.relay
-        relay.spreadAccepts = loopCount > 1
+        var loops: [EventLoop] = []
+        var contexts: [RelayContext] = []
+        // The loops own their listeners from here on; what no loop took closes with this.
+        let bindings = self.bindings
+        self.bindings.removeAll()
+        defer {
+            for loop in loops { loop.closeAll() }
+            finalCounters = contexts.map(\.counters).reduce(RelayCounters(), +)
+            stopper.forgetLoops()
+        }
+        // A shared UDP socket belongs to one loop (its flows live there), handed out round-robin.
+        var udpOwner = [Int](repeating: -1, count: bindings.count)
+        var sharedUDP = 0
+        for (i, binding) in bindings.enumerated() where binding.shared && !binding.listeners[0].isTCP {
+            udpOwner[i] = sharedUDP % loopCount
+            sharedUDP += 1
+        }
         do {
             for index in 0..<loopCount {
                 let loop = try EventLoop()
-                loop.busyPoll = options.busyPoll.nanosecondsClamped
-                let context = RelayContext(loop: loop, config: relay, logger: logger)
-                for (listener, port) in zip(listeners, ports) where listener.isTCP && options.mode != .kernel {
-                    try TCPAcceptor(listener: listener, target: port.target, context: context).start()
-                }
-                for (k, (listener, port)) in udp.enumerated() where k % loopCount == index {
-                    let relay = UDPRelay(listener: listener, target: port.target, context: context)
-                    try relay.start()
-                    udpRelays.append(relay)
-                }
                 loops.append(loop)
+                loop.busyPoll = options.busyPoll.nanosecondsClamped
+                let context = RelayContext(loop: loop, config: options.relay, logger: logger)
                 contexts.append(context)
+                for (k, binding) in bindings.enumerated() where options.mode != .kernel {
+                    let listener = binding.listeners[binding.shared ? 0 : index]
+                    let target = binding.port.target
+                    if listener.isTCP {
+                        let shared = binding.shared && loopCount > 1
+                        try TCPAcceptor(listener: listener, target: target, context: context, shared: shared).start()
+                    } else if !binding.shared || udpOwner[k] == index {
+                        try UDPRelay(listener: listener, target: target, context: context).start()
+                    }
+                }
                 stopper.add(loop.waker)
             }
             if !signals.isEmpty {
@@ -245,7 +282,7 @@ public final class Publisher {
     public func stop() { stopper.stop() }
 
     /// Counters of all loops, summed. Call after `run` returns.
-    public var counters: RelayCounters { contexts.map(\.counters).reduce(RelayCounters(), +) }
+    public var counters: RelayCounters { finalCounters }
 
     /// Per-rule counters of the kernel path: new connections/flows DNATed, and their first packets' bytes.
     public func kernelCounters() -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
@@ -264,7 +301,7 @@ public final class Publisher {
             }
             kernelRules.removeAll()
         }
-        listeners.removeAll()
+        bindings.removeAll()
         ports.removeAll()
     }
 

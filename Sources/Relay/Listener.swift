@@ -2,8 +2,19 @@ import Glibc
 import LinuxIO
 import Synchronization
 
+/// How a listener shares its port with the other loops' listeners (SO_REUSEPORT).
+public enum PortSharing: Sendable {
+    /// Alone on its port.
+    case none
+    /// The first of a group: bound without SO_REUSEPORT, so the bind fails if anyone else
+    /// holds the port (another berth's group included), and only then opened to the others.
+    case first
+    /// Joins the group `first` opened (same port, same user).
+    case member
+}
+
 /// A bound socket that receives clients: a TCP listener or a UDP socket. Owns its descriptor;
-/// loops that serve it borrow the number.
+/// the loop that serves it (or the loops, for a shared one) borrow the number.
 public final class Listener: Sendable {
     public let descriptor: Descriptor
     /// The address actually bound: with the port the kernel chose when asked for 0.
@@ -29,13 +40,15 @@ public final class Listener: Sendable {
     /// connections sit in TIME_WAIT.
     /// With `listen: false` the port is only reserved (the kernel path serves it): a client
     /// that reaches it anyway is refused rather than left waiting in a backlog.
-    public static func tcp(_ address: SocketAddress, backlog: Int32 = 4096, listen: Bool = true) throws(SyscallError) -> Listener {
+    public static func tcp(
+        _ address: SocketAddress, backlog: Int32 = 4096, listen: Bool = true, sharing: PortSharing = .none
+    ) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
         try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
         if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         // Accepted sockets inherit it: one setsockopt per listener instead of one per client.
         Socket.setNoDelay(socket.raw)
-        try Socket.bind(socket.raw, address)
+        try bind(socket.raw, address, sharing: sharing)
         do {
             if listen { try Socket.listen(socket.raw, backlog: backlog) }
         } catch {
@@ -56,14 +69,27 @@ public final class Listener: Sendable {
     /// would let a second process bind the same port and silently take half the datagrams.
     /// A wildcard socket (`0.0.0.0`, `::`) asks for IP_PKTINFO / IPV6_RECVPKTINFO, so that
     /// replies can leave from the address each client sent to.
-    public static func udp(_ address: SocketAddress, receiveBuffer: Int = udpReceiveBuffer) throws(SyscallError) -> Listener {
+    public static func udp(
+        _ address: SocketAddress, receiveBuffer: Int = udpReceiveBuffer, sharing: PortSharing = .none
+    ) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_DGRAM.rawValue))
         if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         Socket.setReceiveBuffer(socket.raw, bytes: receiveBuffer)
         if address.isWildcard { try Socket.setPacketInfo(socket.raw, v6: address.isV6, true) }
-        try Socket.bind(socket.raw, address)
+        try bind(socket.raw, address, sharing: sharing)
         let bound = try Socket.localAddress(socket.raw)
         return Listener(descriptor: socket, address: bound, isTCP: false)
+    }
+
+    /// SO_REUSEPORT set after the bind for the first of a group: the bind itself is an
+    /// exclusive one, so a port another process (or another berth) holds is "in use", as it is
+    /// with a single socket. The kernel checks the flag when the next socket binds. What this
+    /// cannot stop: a process of the same user that binds with SO_REUSEPORT later joins the
+    /// group and gets a share of the clients, as it would with any SO_REUSEPORT server.
+    private static func bind(_ fd: Int32, _ address: SocketAddress, sharing: PortSharing) throws(SyscallError) {
+        if sharing == .member { try Socket.setReusePort(fd) }
+        try Socket.bind(fd, address)
+        if sharing == .first { try Socket.setReusePort(fd) }
     }
 
     /// Adopts a socket someone else bound (dockerd's `-use-listen-fd`): made non-blocking.

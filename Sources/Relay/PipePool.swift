@@ -4,8 +4,10 @@ import LinuxIO
 /// Empty pipes ready for reuse. A connection takes a pipe only while bytes are in flight
 /// and gives it back empty, so idle connections hold none. A pipe with bytes in it is
 /// never given back: the connection closes it instead (its `Pipe` owns the descriptors).
+/// The pool owns its spare pipes' descriptors (two queues in step) and closes them with it.
 final class PipePool {
-    private var free: [(read: Int32, write: Int32)] = []
+    private var reads: DescriptorQueue
+    private var writes: DescriptorQueue
     private let size: Int
     private let limit: Int
     private(set) var capacity: Int = 0
@@ -14,19 +16,13 @@ final class PipePool {
     init(size: Int, limit: Int) {
         self.size = size
         self.limit = limit
-        free.reserveCapacity(limit)
-    }
-
-    deinit {
-        for p in free {
-            close(p.read)
-            close(p.write)
-        }
+        reads = DescriptorQueue(capacity: limit)
+        writes = DescriptorQueue(capacity: limit)
     }
 
     func take() throws(SyscallError) -> Pipe {
-        if let p = free.popLast() {
-            return Pipe(adoptingRead: p.read, write: p.write, capacity: capacity)
+        if let read = reads.popLast(), let write = writes.popLast() {
+            return Pipe(read: read, write: write, capacity: capacity)
         }
         let pipe = try Pipe(size: size)
         capacity = pipe.capacity
@@ -36,9 +32,9 @@ final class PipePool {
 
     /// Takes back an empty pipe; closes it when the pool is full.
     func give(_ pipe: consuming Pipe) {
-        guard free.count < limit, pipe.capacity == capacity else { return }
-        free.append(pipe.release())
+        guard reads.count < limit, pipe.capacity == capacity else { return }
+        pipe.store(reads: &reads, writes: &writes)
     }
 
-    var idle: Int { free.count }
+    var idle: Int { reads.count }
 }

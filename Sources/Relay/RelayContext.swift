@@ -13,11 +13,9 @@ public struct RelayConfig: Sendable {
     public var pipePoolLimit: Int = 64
     /// Connections accepted per wake-up of a listener, so one busy port cannot starve the rest.
     public var acceptBatch: Int = 64
-    /// Several loops share each listener: accept one client per wake-up, then go to the back of
-    /// the listener's line of waiting loops, so that the next client wakes another loop.
-    /// EPOLLEXCLUSIVE alone wakes the first idle loop in line, every time, and puts every
-    /// connection on it.
-    public var spreadAccepts = false
+    /// TCP moves bytes with splice(2) through pipes; off, every stream copies through the
+    /// loop's buffer (peek, send, consume), as it does anyway when no pipe can be had.
+    public var splice = true
     /// How long accepting pauses when the process runs out of descriptors.
     public var descriptorPause: Duration = .milliseconds(100)
     /// How long a UDP flow lives with no datagram in either direction (docker-proxy's 90 s).
@@ -45,6 +43,10 @@ public struct RelayCounters: Sendable, Equatable {
     public var bytesToBackend: UInt64 = 0
     public var bytesToClient: UInt64 = 0
     public var spliceCalls: UInt64 = 0
+    /// Times a connection used up its budget with bytes still to move and waited its turn.
+    public var yields: UInt64 = 0
+    /// Streams that copied without a pipe because none could be had (out of descriptors).
+    public var copyFallbacks: UInt64 = 0
     /// recv calls of the small-message copy path.
     public var copyCalls: UInt64 = 0
     /// Copies the target took only in part, the rest left in the pipe.
@@ -81,6 +83,8 @@ public struct RelayCounters: Sendable, Equatable {
         s.bytesToBackend = a.bytesToBackend + b.bytesToBackend
         s.bytesToClient = a.bytesToClient + b.bytesToClient
         s.spliceCalls = a.spliceCalls + b.spliceCalls
+        s.yields = a.yields + b.yields
+        s.copyFallbacks = a.copyFallbacks + b.copyFallbacks
         s.copyCalls = a.copyCalls + b.copyCalls
         s.copyStashes = a.copyStashes + b.copyStashes
         s.acceptPauses = a.acceptPauses + b.acceptPauses

@@ -4,7 +4,9 @@ import Logging
 import SystemPackage
 
 /// Accepts clients on one listener for one loop and starts a `TCPConnection` for each.
-/// Level-triggered and exclusive: several loops may serve one listener, one is woken.
+/// Level-triggered. A listener is the loop's own (one SO_REUSEPORT socket per loop: the
+/// kernel spreads clients over them), or `shared` by several loops (an adopted socket):
+/// then exclusive, so that one loop is woken, and taking turns (see `rejoinLine`).
 /// On EMFILE/ENFILE it stops watching the listener for `descriptorPause`, logs once per
 /// episode, and tries again: clients wait in the backlog, the CPU does not spin. A client
 /// accepted just before the backend socket could not be made waits here too, rather than
@@ -13,38 +15,45 @@ public final class TCPAcceptor: EventHandler {
     let listener: Listener
     let target: SocketAddress
     let context: RelayContext
+    /// Several loops serve this listener: accept one client per wake-up, then go to the back
+    /// of the listener's line of waiting loops, so that the next client wakes another loop.
+    /// EPOLLEXCLUSIVE alone wakes the first idle loop in line, every time, and puts every
+    /// connection on it.
+    private let shared: Bool
     private var id: HandlerID?
     private var paused = false
     /// Accepted clients still without a backend socket, oldest first; owned here.
-    private var waiting: [Int32] = []
+    private var waiting = DescriptorQueue(capacity: 4)
 
-    public init(listener: Listener, target: SocketAddress, context: RelayContext) {
+    public init(listener: Listener, target: SocketAddress, context: RelayContext, shared: Bool = false) {
         self.listener = listener
         self.target = target
         self.context = context
+        self.shared = shared
     }
+
+    private var interest: Interest { shared ? [.read, .exclusive] : .read }
 
     public func start() throws(SyscallError) {
         let id = context.loop.attach(self)
         self.id = id
-        try context.loop.add(listener.fd, [.read, .exclusive], for: id, tag: 0)
+        try context.loop.add(listener.fd, interest, for: id, tag: 0)
     }
 
-    /// Stops accepting; established connections go on.
+    /// Stops accepting; established connections go on. Clients still waiting are reset.
     public func stop() {
-        for fd in waiting { close(fd) }
-        waiting.removeAll()
+        while let client = waiting.popFirst() { Socket.setResetOnClose(client.raw) }
         guard let id else { return }
         if !paused { context.loop.remove(listener.fd) }
         context.loop.detach(id)
         self.id = nil
     }
 
-    deinit { for fd in waiting { close(fd) } }
+    public func teardown(loop: EventLoop) { stop() }
 
-    /// Starts the relay for an accepted client; false (and accepting paused) when the backend
-    /// socket cannot be made for want of descriptors: then the caller keeps the client waiting.
-    private func serve(_ client: Int32) -> Bool {
+    /// Starts the relay for an accepted client; hands the client back (and pauses accepting)
+    /// when the backend socket cannot be made for want of descriptors.
+    private func serve(_ client: consuming Descriptor) -> Descriptor? {
         let backend: Descriptor
         do {
             backend = try Socket.make(family: target.family, type: Int32(SOCK_STREAM.rawValue))
@@ -52,34 +61,33 @@ public final class TCPAcceptor: EventHandler {
             switch error.errno {
             case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
                 pause(error)
-                return false
+                return client
             default:
-                Socket.setResetOnClose(client)
-                close(client)
+                Socket.setResetOnClose(client.raw)
                 context.counters.refused &+= 1
-                return true
+                return nil
             }
         }
-        TCPConnection.start(client: Descriptor(taking: client), backend: backend, target: target, context: context)
+        TCPConnection.start(client: client, backend: backend, target: target, context: context)
         if listener.warned.load(ordering: .relaxed),
             listener.warned.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
         {
             context.logger.notice("\(listener.address): accepting again")
         }
-        return true
+        return nil
     }
 
     public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
         acceptClients()
-        if context.config.spreadAccepts && !paused { rejoinLine() }
+        if shared && !paused { rejoinLine() }
     }
 
     private func acceptClients() {
-        for _ in 0..<(context.config.spreadAccepts ? 1 : context.config.acceptBatch) {
-            let client: Int32
+        for _ in 0..<(shared ? 1 : context.config.acceptBatch) {
+            let client: Descriptor
             do {
                 guard let fd = try Socket.accept(listener.fd) else { return }
-                client = fd
+                client = Descriptor(taking: fd)
             } catch {
                 switch error.errno {
                 case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
@@ -91,8 +99,8 @@ public final class TCPAcceptor: EventHandler {
                 }
             }
             context.counters.accepted &+= 1
-            if !serve(client) {
-                waiting.append(client)
+            if let unserved = serve(client) {
+                waiting.append(unserved)
                 return
             }
         }
@@ -104,7 +112,7 @@ public final class TCPAcceptor: EventHandler {
         guard let id else { return }
         context.loop.remove(listener.fd)
         do {
-            try context.loop.add(listener.fd, [.read, .exclusive], for: id, tag: 0)
+            try context.loop.add(listener.fd, interest, for: id, tag: 0)
         } catch {
             context.logger.error("\(listener.address): cannot watch the listener again: \(error)")
         }
@@ -129,12 +137,15 @@ public final class TCPAcceptor: EventHandler {
         guard let id, paused else { return }
         paused = false
         // Oldest first; paused again, the client still first in line, if descriptors are still short.
-        while let client = waiting.first {
-            if !serve(client) { return }
-            waiting.removeFirst()
+        while let client = waiting.popFirst() {
+            if let unserved = serve(client) {
+                // Still short: back to the front of the line, in its place.
+                waiting.prepend(unserved)
+                return
+            }
         }
         do {
-            try loop.add(listener.fd, [.read, .exclusive], for: id, tag: 0)
+            try loop.add(listener.fd, interest, for: id, tag: 0)
         } catch {
             context.logger.error("\(listener.address): cannot watch the listener again: \(error)")
             return

@@ -1,28 +1,43 @@
-// Theory of operation: one client socket (side 0), one backend socket (side 1), and two
-// directions, "up" (client → backend) and "down" (backend → client). Each direction moves
-// bytes socket → pipe → socket with splice(2); its pipe comes from the loop's pool when a
-// read is about to happen and goes back as soon as it is empty, so an idle connection
-// holds only its two sockets.
+// Theory of operation: one connection, two sides, side 0 the client and side 1 the backend.
+// A side is a socket and the stream read from it: bytes move from a side's socket into its
+// pipe with splice(2), and from its pipe into the other side's socket. Both streams run
+// through one code path (`pump(from:to:)`); nothing is written twice for client and backend.
+// A pipe comes from the loop's pool when a read is about to happen and goes back as soon as
+// it is empty, so an idle connection holds only its two sockets.
 //
-// Both sockets are registered once, edge-triggered, for read, write and read-hangup; the
-// connection keeps `readable`/`writable` bits per side, set by events and cleared by
-// EAGAIN. Backpressure needs no epoll_ctl: a direction whose pipe cannot drain stops
-// reading, and the next write edge on its target resumes it.
+// Both sockets are registered once, edge-triggered, for read, write and read-hangup; each
+// side keeps `readable`/`writable` bits, set by events and cleared by EAGAIN. Backpressure
+// needs no epoll_ctl: a stream whose pipe cannot drain stops reading, and the next write
+// edge on its target resumes it.
+//
+// Fairness: a wake-up moves at most about one pipe's worth per stream (`budget`). A stream
+// that still could move keeps its bits and the connection joins the loop's ready list, to
+// go on after every other connection woken meanwhile had its turn.
 //
 // A splice into a pipe can fail with EAGAIN because the pipe ran out of slots even though
 // its byte count says there is room; so EAGAIN on the read side clears `readable` only
 // when the pipe is empty (then it must have been the socket). Otherwise the read is tried
 // again after the pipe drains.
 //
-// Direction states: `eof` (read returned 0), then `shutdownSent` (the pipe drained and
-// the target got shutdown(SHUT_WR)): half-close, the other direction keeps flowing. Both
-// directions shut down: the connection closes. A read error (the peer reset) resets the
-// other side (SO_LINGER 0, then close), a write error (the target is gone) resets the
-// source side: a reset travels both ways. A refused or timed-out backend resets the client.
+// Per-side state bits:
+// - `readDone`: read returned 0 (FIN) or failed (reset): nothing more comes from it.
+// - `finForwarded`: its stream ended and its pipe drained, so the other socket got
+//   shutdown(SHUT_WR): half-close, the other stream keeps flowing. When both are forwarded
+//   the connection closes, and close(2) sends the last FIN.
+// - `failed`: the socket reported an error (the peer reset it, or refused a write). It takes
+//   no more bytes. What it had sent before the error is still readable (Linux keeps a reset
+//   socket's receive queue), and it goes to the other side first; then the other side is
+//   reset too. A reset travels both ways, after the data in front of it.
+// A refused or timed-out backend resets the client.
 //
-// If no pipe can be had (out of descriptors), the direction falls back to copying through
-// the loop's scratch buffer with MSG_PEEK: peek, send, then consume exactly what was sent,
-// so no byte is held in userspace between events.
+// Errors arrive as EPOLLERR, which sets both bits of that side: the next read or write on it
+// reports the error in order, after the data that came before it. No call asks SO_ERROR
+// while relaying.
+//
+// Small messages take the copy path (`copySmall`, two system calls where splice needs
+// three). If no pipe can be had (out of descriptors), or splice is off or not supported,
+// a stream copies through the loop's scratch buffer with MSG_PEEK: peek, send, then
+// consume exactly what was sent, so no byte is held in userspace between events.
 
 import Glibc
 import LinuxIO
@@ -32,49 +47,67 @@ import SystemPackage
 final class TCPConnection: EventHandler {
     private enum Phase { case connecting, relaying, closed }
 
-    private struct Direction {
-        var buffered = 0
+    /// A socket and the stream read from it.
+    struct Side: ~Copyable {
+        let fd: Int32
+        /// 0 for the client, 1 for the backend: its epoll tag.
+        let tag: UInt8
+        var socket: Descriptor?
+        var readable = false
+        var writable = false
+        /// The peer's FIN (or a hang-up) was reported: a short read has reached the end.
+        var hangup = false
+        /// Bytes read from this side that wait for the other; the pipe only while some are in flight.
+        var pipe: Pipe?
         var pipeRead: Int32 = -1
         var pipeWrite: Int32 = -1
         var capacity = 0
-        var eof = false
-        var shutdownSent = false
-    }
+        var buffered = 0
+        var readDone = false
+        var failed = false
+        var finForwarded = false
+        /// EPOLLERR was reported: a short read is not the end, the error is still to come.
+        var errored = false
 
-    private enum PumpResult {
-        case progressed(Bool)
-        case readFailed(Errno)
-        case writeFailed(Errno)
+        init(_ socket: consuming Descriptor, tag: UInt8) {
+            fd = socket.raw
+            self.tag = tag
+            self.socket = consume socket
+        }
+
+        mutating func note(_ readiness: Readiness) {
+            if readiness.readable { readable = true }
+            if readiness.writable { writable = true }
+            if readiness.readHangup { hangup = true }
+            // Let the next read and write report the error, each after what is queued before it.
+            if readiness.error {
+                errored = true
+                readable = true
+                writable = true
+            }
+        }
+
+        /// Everything this side sent has reached the other side, or never can.
+        func delivered(toFailedPeer peerFailed: Bool) -> Bool { (readDone && buffered == 0) || peerFailed }
     }
 
     private static let interest: Interest = [.read, .write, .readHangup, .edge]
     /// Reads up to this size copy instead of splicing (see `copySmall`).
     private static let smallCopy = 16 << 10
-    private static let clientTag: UInt8 = 0
-    private static let backendTag: UInt8 = 1
     static let connectTimerTag: UInt8 = 0
     static let halfCloseTimerTag: UInt8 = 1
 
     private let context: RelayContext
     private var id: HandlerID
     private var phase: Phase
-    private var client: Descriptor?
-    private var backend: Descriptor?
-    private let clientFD: Int32
-    private let backendFD: Int32
-    private var upPipe: Pipe?
-    private var downPipe: Pipe?
-    private var up = Direction()
-    private var down = Direction()
-    private var clientReadable = false
-    private var clientWritable = false
-    private var backendReadable = false
-    private var backendWritable = false
-    /// The peer's FIN (or a hang-up) was reported: read until recv says 0, whatever a short read suggests.
-    private var clientHangup = false
-    private var backendHangup = false
+    /// Side 0, the client, and side 1, the backend (their epoll tags).
+    private var a: Side
+    private var b: Side
+    /// Streams copy instead of splicing: splice is off, or the kernel does not support it here.
+    private var copyOnly: Bool
+    /// Waiting on the loop's ready list for another turn.
+    private var onReadyList = false
     private var lastActivity: Instant
-    private var halfCloseArmed = false
     /// Links of the `TimeoutQueue` the connection waits in, if any (connecting, or half-closed).
     unowned(unsafe) var queue: TimeoutQueue?
     var queueNext: TCPConnection?
@@ -83,10 +116,9 @@ final class TCPConnection: EventHandler {
 
     private init(client: consuming Descriptor, backend: consuming Descriptor, context: RelayContext, connected: Bool) {
         self.context = context
-        clientFD = client.raw
-        backendFD = backend.raw
-        self.client = consume client
-        self.backend = consume backend
+        a = Side(client, tag: 0)
+        b = Side(backend, tag: 1)
+        copyOnly = !context.config.splice
         phase = connected ? .relaying : .connecting
         lastActivity = context.loop.now
         id = HandlerID.none
@@ -107,16 +139,16 @@ final class TCPConnection: EventHandler {
             return
         }
         let connection = TCPConnection(client: client, backend: backend, context: context, connected: connected)
-        connection.register(target: target)
+        connection.register()
     }
 
-    private func register(target: SocketAddress) {
+    private func register() {
         let loop = context.loop
         id = loop.attach(self)
         context.counters.active += 1
         do {
-            try loop.add(clientFD, Self.interest, for: id, tag: Self.clientTag)
-            try loop.add(backendFD, Self.interest, for: id, tag: Self.backendTag)
+            try loop.add(a.fd, Self.interest, for: id, tag: 0)
+            try loop.add(b.fd, Self.interest, for: id, tag: 1)
         } catch {
             context.logger.warning("\(error)")
             close(reset: true)
@@ -128,38 +160,27 @@ final class TCPConnection: EventHandler {
     // MARK: events
 
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
-        if tag == Self.clientTag {
-            if readiness.readable { clientReadable = true }
-            if readiness.writable { clientWritable = true }
-            if readiness.readHangup { clientHangup = true }
-        } else {
-            if readiness.readable { backendReadable = true }
-            if readiness.writable { backendWritable = true }
-            if readiness.readHangup { backendHangup = true }
-        }
+        if tag == 0 { a.note(readiness) } else { b.note(readiness) }
         if phase == .connecting {
-            guard tag == Self.backendTag, readiness.writable || readiness.error else {
-                if readiness.error, Socket.pendingError(clientFD) != nil { close(reset: true) }
-                return
-            }
+            // The client's bytes (and even its reset) wait until the backend answers.
+            guard tag == 1, readiness.writable || readiness.error else { return }
             // Success is a plain write edge; a refusal also sets EPOLLERR, so only then ask SO_ERROR.
-            if readiness.error || readiness.hangup, let error = Socket.pendingError(backendFD) {
+            if readiness.error || readiness.hangup, let error = Socket.pendingError(b.fd) {
                 context.counters.refused &+= 1
                 context.logger.debug("connect: \(SyscallError.text(error))")
-                Socket.setResetOnClose(clientFD)
+                b.failed = true
+                Socket.setResetOnClose(a.fd)
                 close(reset: false)
                 return
             }
             context.connecting.leave(self)
             phase = .relaying
         }
-        guard phase == .relaying else { return }
-        if readiness.error, let error = Socket.pendingError(tag == Self.clientTag ? clientFD : backendFD) {
-            context.logger.trace("side \(tag): \(SyscallError.text(error))")
-            context.counters.resets &+= 1
-            close(reset: true)
-            return
-        }
+        relay()
+    }
+
+    func resumed(loop: EventLoop) {
+        onReadyList = false
         relay()
     }
 
@@ -181,128 +202,159 @@ final class TCPConnection: EventHandler {
         }
     }
 
+    /// The loop stops: what is still open is reset, never passed off as a clean end.
+    func teardown(loop: EventLoop) { close(reset: true) }
+
     // MARK: moving bytes
 
     private func relay() {
-        let upResult = pump(
-            &up, pipe: &upPipe, from: clientFD, to: backendFD, readable: &clientReadable, writable: &backendWritable, hangup: clientHangup)
-        if !handle(upResult, source: clientFD, target: backendFD) { return }
-        let downResult = pump(
-            &down, pipe: &downPipe, from: backendFD, to: clientFD, readable: &backendReadable, writable: &clientWritable, hangup: backendHangup)
-        if !handle(downResult, source: backendFD, target: clientFD) { return }
+        guard phase == .relaying else { return }
+        var up = pump(from: &a, to: &b)
+        let down = pump(from: &b, to: &a)
+        if a.failed && !a.readDone && a.readable {
+            // A write to the client failed after its stream had its turn: read it out now.
+            let again = pump(from: &a, to: &b)
+            up = (up.moved || again.moved, again.more)
+        }
+        if up.moved || down.moved { lastActivity = context.loop.now }
 
-        if up.shutdownSent && down.shutdownSent {
-            close(reset: false)
-        } else if (up.shutdownSent || down.shutdownSent) && !halfCloseArmed {
-            halfCloseArmed = true
+        if a.failed || b.failed {
+            // The stream of a failed side goes out first; then the reset goes both ways.
+            if a.delivered(toFailedPeer: b.failed) && b.delivered(toFailedPeer: a.failed) {
+                context.counters.resets &+= 1
+                close(reset: true)
+                return
+            }
+        } else {
+            forwardFIN(from: &a, to: &b)
+            forwardFIN(from: &b, to: &a)
+            if a.finForwarded && b.finForwarded {
+                close(reset: false)
+                return
+            }
+        }
+        if up.more || down.more {
+            if !onReadyList {
+                onReadyList = true
+                context.counters.yields &+= 1
+                context.loop.requeue(id)
+            }
+        }
+        // Half-closed, or draining towards a reset: bounded by the half-close timeout.
+        if queue == nil && (a.finForwarded || b.finForwarded || a.failed || b.failed) {
             context.halfClosed.join(self, since: lastActivity)
         }
     }
 
-    /// False when the connection was closed.
-    private func handle(_ result: PumpResult, source: Int32, target: Int32) -> Bool {
-        switch result {
-        case .progressed(let moved):
-            if moved { lastActivity = context.loop.now }
-            return true
-        case .readFailed, .writeFailed:
-            // Whichever side failed, the other learns by a reset.
-            context.counters.resets &+= 1
-            close(reset: true)
-            return false
-        }
-    }
-
-    /// Moves what it can in one direction until both ends would block or nothing is left.
+    /// Moves at most about one pipe's worth from `s` to `t`: `moved` if any byte went, `more`
+    /// if the budget ran out while `s` could still be read.
     @inline(__always)
-    private func pump(
-        _ d: inout Direction, pipe: inout Pipe?, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool,
-        hangup: Bool
-    ) -> PumpResult {
-        var movedAny = false
+    private func pump(from s: inout Side, to t: inout Side) -> (moved: Bool, more: Bool) {
+        var moved = false
+        var budget = context.config.pipeSize
         // The first read of a wake-up may copy (see `copySmall`); bulk goes on with splice.
         var copyFirst = true
         while true {
             var progressed = false
-            if !d.eof && readable && (d.pipeWrite < 0 || d.buffered < d.capacity) {
-                if d.pipeWrite < 0 {
+            let wantsRead = !s.readDone && !t.failed && s.readable && budget > 0
+            if wantsRead && (s.pipeWrite < 0 || s.buffered < s.capacity) {
+                if s.pipeWrite < 0 && !copyOnly {
                     do {
                         let p = try context.pipes.take()
-                        d.pipeRead = p.read.raw
-                        d.pipeWrite = p.write.raw
-                        d.capacity = p.capacity
-                        pipe = consume p
+                        s.pipeRead = p.read.raw
+                        s.pipeWrite = p.write.raw
+                        s.capacity = p.capacity
+                        s.pipe = consume p
                     } catch {
                         // Out of descriptors: copy instead, holding nothing between events.
-                        return copy(&d, from: from, to: to, readable: &readable, writable: &writable)
+                        context.counters.copyFallbacks &+= 1
                     }
                 }
-                if copyFirst && d.buffered == 0 && writable {
-                    switch copySmall(&d, from: from, to: to, readable: &readable, writable: &writable, hangup: hangup) {
-                    case .progressed(let moved):
-                        progressed = moved
-                        copyFirst = !moved || readable == false
-                    case let failure:
-                        return failure
-                    }
+                if s.pipeWrite < 0 {
+                    let n = copy(from: &s, to: &t, budget: budget)
+                    budget -= n
+                    return (moved || n > 0, budget <= 0 && s.readable && !s.readDone && t.writable)
+                }
+                if copyFirst && s.buffered == 0 && t.writable {
+                    let n = copySmall(from: &s, to: &t)
+                    progressed = n > 0
+                    budget -= n
+                    copyFirst = n == 0 || !s.readable
                 } else {
                     context.counters.spliceCalls &+= 1
                     do {
-                        switch try Splice.move(from: from, to: d.pipeWrite, length: d.capacity - d.buffered) {
+                        switch try Splice.move(from: s.fd, to: s.pipeWrite, length: s.capacity - s.buffered) {
                         case .done(0):
-                            d.eof = true
+                            s.readDone = true
                         case .done(let n):
-                            d.buffered += n
+                            s.buffered += n
+                            budget -= n
                             progressed = true
                         case .wouldBlock:
-                            if d.buffered == 0 { readable = false }
+                            if s.buffered == 0 { s.readable = false }
                         }
                     } catch {
-                        return .readFailed(error.errno)
+                        if error.errno == .invalidArgument && s.buffered == 0 {
+                            // Not a socket splice supports: copy from now on.
+                            copyOnly = true
+                            continue
+                        }
+                        fail(&s, error, reading: true)
                     }
                 }
             }
-            if d.buffered > 0 && writable {
+            if s.buffered > 0 && t.writable && !t.failed {
                 context.counters.spliceCalls &+= 1
                 do {
-                    switch try Splice.move(from: d.pipeRead, to: to, length: d.buffered) {
+                    switch try Splice.move(from: s.pipeRead, to: t.fd, length: s.buffered) {
                     case .done(let n):
-                        d.buffered -= n
-                        delivered(n, to: to)
+                        s.buffered -= n
+                        delivered(n, to: t)
                         progressed = true
                     case .wouldBlock:
-                        writable = false
+                        t.writable = false
                     }
                 } catch {
-                    return .writeFailed(error.errno)
+                    fail(&t, error, reading: false)
                 }
             }
             if !progressed { break }
-            movedAny = true
+            moved = true
         }
-        if d.buffered == 0 && d.pipeWrite >= 0 {
-            if let p = pipe.take() { context.pipes.give(p) }
-            d.pipeRead = -1
-            d.pipeWrite = -1
+        // An empty pipe goes back to the pool; one holding bytes for a failed side is closed.
+        if s.pipeWrite >= 0 && (s.buffered == 0 || t.failed) {
+            if let p = s.pipe.take(), s.buffered == 0 { context.pipes.give(p) }
+            s.pipeRead = -1
+            s.pipeWrite = -1
         }
-        shutDownIfDrained(&d, to: to)
-        return .progressed(movedAny)
+        return (moved, budget <= 0 && s.readable && !s.readDone && !t.failed)
+    }
+
+    /// A side's socket failed: it takes nothing more. A failed read ends its stream; after a
+    /// failed write it is read to its end (what it sent before the error, then the error or
+    /// EOF), so that its last bytes are not lost.
+    private func fail(_ side: inout Side, _ error: SyscallError, reading: Bool) {
+        if !side.failed { context.logger.trace("fd \(side.fd): \(error)") }
+        side.failed = true
+        side.writable = false
+        if reading { side.readDone = true } else if !side.readDone { side.readable = true }
     }
 
     /// Counts bytes the target took.
     @inline(__always)
-    private func delivered(_ n: Int, to: Int32) {
-        if to == backendFD { context.counters.bytesToBackend &+= UInt64(n) } else { context.counters.bytesToClient &+= UInt64(n) }
+    private func delivered(_ n: Int, to t: borrowing Side) {
+        if t.tag == 1 { context.counters.bytesToBackend &+= UInt64(n) } else { context.counters.bytesToClient &+= UInt64(n) }
     }
 
     /// Half-close: the source's EOF reaches the target once nothing of it waits in the pipe.
-    /// When the other direction is done already, the connection closes next and close(2) sends
-    /// the FIN: both sockets were read to their end, so it is a FIN, not a reset.
-    private func shutDownIfDrained(_ d: inout Direction, to: Int32) {
-        guard d.eof && d.buffered == 0 && !d.shutdownSent else { return }
-        d.shutdownSent = true
-        let otherDone = to == backendFD ? down.shutdownSent : up.shutdownSent
-        if !otherDone { Socket.shutdownWrite(to) }
+    /// When the other stream is done already, the connection closes next and close(2) sends
+    /// the FIN: both sockets were read to their end, so it is a FIN, not a reset. The half-close
+    /// timeout counts from here, not from the last byte before a long quiet spell.
+    private func forwardFIN(from s: inout Side, to t: inout Side) {
+        guard s.readDone && s.buffered == 0 && !s.finForwarded else { return }
+        s.finForwarded = true
+        lastActivity = context.loop.now
+        if !t.finForwarded { Socket.shutdownWrite(t.fd) }
     }
 
     /// Small messages: recv into the loop's buffer and send at once. Two system calls where splice
@@ -311,70 +363,104 @@ final class TCPConnection: EventHandler {
     /// peer's FIN was already reported (`hangup`), that short read reached it: EOF, without the
     /// recv that would return 0 (a connection-per-request client saves one a side). What the
     /// target does not take goes into the (empty) pipe, which keeps the order. A full read means
-    /// bulk: the caller goes on with splice.
-    private func copySmall(
-        _ d: inout Direction, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool, hangup: Bool
-    ) -> PumpResult {
-        let want = min(Self.smallCopy, d.capacity)
-        let buffer = context.scratch.baseAddress!
+    /// bulk: the caller goes on with splice. Returns the bytes read.
+    private func copySmall(from s: inout Side, to t: inout Side) -> Int {
+        let want = min(Self.smallCopy, s.capacity, context.scratch.count)
+        guard let buffer = context.scratch.baseAddress else { return 0 }
         context.counters.copyCalls &+= 1
-        let n = recv(from, buffer, want, Int32(MSG_DONTWAIT))
-        if n == 0 {
-            d.eof = true
-            return .progressed(false)
-        }
-        if n < 0 {
-            if errno == EAGAIN || errno == EWOULDBLOCK {
-                readable = false
-                return .progressed(false)
+        let n: Int
+        do {
+            switch try Socket.receive(s.fd, into: buffer, count: want) {
+            case .done(0):
+                s.readDone = true
+                return 0
+            case .done(let got):
+                n = got
+            case .wouldBlock:
+                s.readable = false
+                return 0
             }
-            return errno == EINTR ? .progressed(false) : .readFailed(Errno(rawValue: errno))
+        } catch {
+            fail(&s, error, reading: true)
+            return 0
         }
-        var sent = send(to, buffer, n, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
-        if sent < 0 {
-            guard errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR else { return .writeFailed(Errno(rawValue: errno)) }
-            sent = 0
-            writable = false
+        var sent = 0
+        do {
+            switch try Socket.send(t.fd, from: buffer, count: n) {
+            case .done(let took): sent = took
+            case .wouldBlock: t.writable = false
+            }
+        } catch {
+            // The target is gone: these bytes can never reach it.
+            fail(&t, error, reading: false)
+            return n
         }
         if sent < n {
             // Into the empty pipe, which holds at least `want` bytes: nothing is lost or reordered.
             let rest = n - sent
-            let stashed = write(d.pipeWrite, buffer + sent, rest)
-            precondition(stashed == rest, "an empty pipe took \(stashed) of \(rest) bytes")
-            d.buffered = rest
-            writable = false
+            var stashed = 0
+            if case .done(let took)? = try? Pipe.write(s.pipeWrite, from: buffer + sent, count: rest) { stashed = took }
+            if stashed < rest {
+                // Cannot happen with a pipe this size; if it does, this connection alone is reset.
+                context.logger.error("fd \(s.fd): an empty pipe took \(stashed) of \(rest) bytes; resetting the connection")
+                s.failed = true
+                t.failed = true
+                s.readDone = true
+                t.readDone = true
+                return n
+            }
+            s.buffered = rest
+            t.writable = false
             context.counters.copyStashes &+= 1
         }
-        delivered(sent, to: to)
-        // Short: the receive queue is empty. If the peer's FIN is in already, nothing follows it.
-        if n < want {
-            if hangup { d.eof = true } else { readable = false }
+        delivered(sent, to: t)
+        // Short: the receive queue is empty. If the peer's FIN is in already, nothing follows it;
+        // after an error the next read reports it (and resets the other side).
+        if n < want && !s.errored {
+            if s.hangup { s.readDone = true } else { s.readable = false }
         }
-        return .progressed(true)
+        return n
     }
 
-    /// The fallback when no pipe can be had: peek, send, consume what was sent.
-    private func copy(_ d: inout Direction, from: Int32, to: Int32, readable: inout Bool, writable: inout Bool) -> PumpResult {
-        var movedAny = false
-        let buffer = context.scratch
-        while readable && writable && !d.eof {
-            let peeked = recv(from, buffer.baseAddress, buffer.count, Int32(MSG_PEEK | MSG_DONTWAIT))
-            if peeked == 0 { d.eof = true; break }
-            if peeked < 0 {
-                if errno == EAGAIN || errno == EINTR { readable = errno != EAGAIN; continue }
-                return .readFailed(Errno(rawValue: errno))
+    /// The fallback without a pipe: peek, send, consume what was sent. Returns the bytes moved.
+    private func copy(from s: inout Side, to t: inout Side, budget: Int) -> Int {
+        guard let buffer = context.scratch.baseAddress else { return 0 }
+        var moved = 0
+        while s.readable && t.writable && !s.readDone && !t.failed && moved < budget {
+            let peeked: Int
+            do {
+                switch try Socket.receive(s.fd, into: buffer, count: context.scratch.count, peek: true) {
+                case .done(0):
+                    s.readDone = true
+                    return moved
+                case .done(let n):
+                    peeked = n
+                case .wouldBlock:
+                    s.readable = false
+                    return moved
+                }
+            } catch {
+                fail(&s, error, reading: true)
+                return moved
             }
-            let sent = send(to, buffer.baseAddress, peeked, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-            if sent < 0 {
-                if errno == EAGAIN || errno == EINTR { writable = errno != EAGAIN; continue }
-                return .writeFailed(Errno(rawValue: errno))
+            let sent: Int
+            do {
+                switch try Socket.send(t.fd, from: buffer, count: peeked) {
+                case .done(let n): sent = n
+                case .wouldBlock:
+                    t.writable = false
+                    return moved
+                }
+            } catch {
+                fail(&t, error, reading: false)
+                return moved
             }
-            _ = recv(from, buffer.baseAddress, sent, Int32(MSG_DONTWAIT))
-            delivered(sent, to: to)
-            movedAny = true
+            // Consumes exactly what went out; the peeked bytes are still first in the queue.
+            _ = try? Socket.receive(s.fd, into: buffer, count: sent)
+            delivered(sent, to: t)
+            moved += sent
         }
-        shutDownIfDrained(&d, to: to)
-        return .progressed(movedAny)
+        return moved
     }
 
     // MARK: closing
@@ -384,17 +470,17 @@ final class TCPConnection: EventHandler {
         phase = .closed
         queue?.leave(self)
         if reset {
-            Socket.setResetOnClose(clientFD)
-            Socket.setResetOnClose(backendFD)
+            Socket.setResetOnClose(a.fd)
+            Socket.setResetOnClose(b.fd)
         }
         context.loop.detach(id)
-        client = nil
-        backend = nil
+        a.socket = nil
+        b.socket = nil
         // Pipes with bytes in them are closed, never pooled.
-        if up.buffered == 0, let p = upPipe.take() { context.pipes.give(p) }
-        if down.buffered == 0, let p = downPipe.take() { context.pipes.give(p) }
-        upPipe = nil
-        downPipe = nil
+        if a.buffered == 0, let p = a.pipe.take() { context.pipes.give(p) }
+        if b.buffered == 0, let p = b.pipe.take() { context.pipes.give(p) }
+        a.pipe = nil
+        b.pipe = nil
         context.counters.active -= 1
         context.counters.closed &+= 1
     }

@@ -29,7 +29,8 @@ final class TimeoutQueue: EventHandler {
     /// activity when it comes back for another round). A deadline earlier than the tail's
     /// walks back to its place: rare, and short.
     func join(_ c: TCPConnection, since: Instant) {
-        precondition(c.queue == nil, "a connection waits in one queue at a time")
+        // A connection waits in one queue at a time.
+        c.queue?.leave(c)
         c.queue = self
         c.queueDeadline = since + timeout
         var after = tail
@@ -66,6 +67,13 @@ final class TimeoutQueue: EventHandler {
     }
 
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {}
+
+    /// The loop stops: the connections are torn down by the loop too; let go of them.
+    func teardown(loop: EventLoop) {
+        while let first = head { leave(first) }
+        id = .none
+        armedAt = nil
+    }
 
     /// Hands every connection whose deadline passed to its `timer(tag:)`, out of the queue
     /// (it may join again), then waits for the next deadline.

@@ -23,8 +23,8 @@
 // not gone (the error was left by an earlier datagram), so it is retried once at once.
 // The client only ever hears from the backend: the listener never reports errors to it.
 //
-// Sockets: the relay owns every flow's descriptor (`backends[slot]` for each live slot)
-// and closes it when the flow ends or the relay stops. Level-triggered registration with a
+// Sockets: the relay owns every flow's descriptor (`backends`, by slot) and closes it when
+// the flow ends or the relay stops; the loop stopping stops the relay. Level-triggered registration with a
 // bounded number of batches per wake-up keeps one busy flow or port from starving the rest.
 
 import Glibc
@@ -32,7 +32,9 @@ import LinuxIO
 import Logging
 import SystemPackage
 
-/// Relays one UDP listener to one target on one loop.
+/// Relays one UDP listener to one target on one loop. With several loops each has its own
+/// listener on the port (SO_REUSEPORT): the kernel sends a client's datagrams to the same
+/// socket every time (a hash of the addresses), so its flow lives on one loop.
 public final class UDPRelay: EventHandler {
     /// A flow socket's receive buffer. It queues one backend's replies to one client: 1 MiB
     /// (charged as 2) holds a burst of about 30 maximum-size datagrams or 2,000 small ones
@@ -49,7 +51,7 @@ public final class UDPRelay: EventHandler {
     private let flows: UDPFlowTable
     /// Per slot, valid while the slot holds a flow: its backend socket (owned), its
     /// registration, and the local address its client last sent to.
-    private let backends: UnsafeMutablePointer<Int32>
+    private let backends: DescriptorSlots
     private let flowIDs: UnsafeMutablePointer<HandlerID>
     private let sources: UnsafeMutablePointer<PacketInfo?>
     /// Per slot, made the first time the slot is used and kept: a flow costs no allocation.
@@ -66,17 +68,12 @@ public final class UDPRelay: EventHandler {
         self.context = context
         let capacity = max(1, context.config.udpMaxFlows)
         flows = UDPFlowTable(capacity: capacity)
-        backends = .allocate(capacity: capacity)
+        backends = DescriptorSlots(capacity: capacity)
         flowIDs = .allocate(capacity: capacity)
         sources = .allocate(capacity: capacity)
     }
 
     deinit {
-        while let slot = flows.oldest {
-            Glibc.close(backends[slot])
-            flows.remove(slot)
-        }
-        backends.deallocate()
         flowIDs.deallocate()
         sources.deallocate()
     }
@@ -95,6 +92,8 @@ public final class UDPRelay: EventHandler {
         self.id = nil
         while let slot = flows.oldest { closeFlow(slot) }
     }
+
+    public func teardown(loop: EventLoop) { stop() }
 
     /// Flows open now.
     public var flowCount: Int { flows.count }
@@ -304,8 +303,8 @@ public final class UDPRelay: EventHandler {
             context.logger.notice("\(listener.address): opening UDP flows again")
         }
         let slot = flows.insert(key, now: now).slot
-        let fd = socket.release()
-        backends[slot] = fd
+        let fd = socket.raw
+        backends.put(socket, at: slot)
         let id = context.loop.attach(handler(for: slot))
         flowIDs[slot] = id
         do {
@@ -313,7 +312,7 @@ public final class UDPRelay: EventHandler {
         } catch {
             context.logger.error("\(listener.address): cannot watch a UDP flow socket: \(error)")
             context.loop.detach(id)
-            Glibc.close(fd)
+            backends.take(slot)?.close()
             flows.remove(slot)
             return nil
         }
@@ -331,8 +330,7 @@ public final class UDPRelay: EventHandler {
     private func closeFlow(_ slot: Int) {
         context.loop.detach(flowIDs[slot])
         // Closing takes it out of epoll too: nobody else holds this socket.
-        Glibc.close(backends[slot])
-        backends[slot] = -1
+        backends.take(slot)?.close()
         flows.remove(slot)
         context.counters.udpFlowsActive -= 1
     }

@@ -163,10 +163,29 @@ final class RunCommandTests: XCTestCase {
             XCTAssertEqual(String(decoding: try c.receive(exactly: "client \(i);".utf8.count), as: UTF8.self), "client \(i);")
         }
         clients.removeAll()
-        XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == 2 }, "\(openSocketCount(pid: berth.pid)) sockets: the two listeners only")
+        // Each loop has its own listener per mapping: 3 loops, 2 mappings.
+        XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == 6 }, "\(openSocketCount(pid: berth.pid)) sockets: the six listeners only")
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
         XCTAssertEqual(berth.stderr, "")
+    }
+
+    /// With several loops a port is a group of SO_REUSEPORT sockets; a second berth asking for
+    /// it must still hear "address already in use", not quietly join the group.
+    func testASecondBerthOnTheSamePortGetsAddressInUse() throws {
+        let server = try TestServer.echo()
+        let host = freePort()
+        let spec = "127.0.0.1:\(host):\(server.address.port)"
+        let (first, _) = try start(["--threads", "2", "-p", spec, "-p", "\(spec)/udp", "127.0.0.1"], lines: 2)
+        for proto in ["tcp", "udp"] {
+            let second = try Subprocess.run(berthBinary(), ["run", "--mode", "userspace", "--threads", "2", "-p", "\(spec)/\(proto)", "127.0.0.1"])
+            XCTAssertEqual(second.code, 1)
+            XCTAssertEqual(
+                second.stderr, "berth: \(server.address.port)/\(proto): bind 127.0.0.1:\(host): address already in use\n")
+        }
+        try assertEcho("127.0.0.1", host)
+        first.signal(SIGTERM)
+        XCTAssertEqual(first.waitForExit(), 0)
     }
 
     func testMalformedSpecIsOneLineAndExitTwo() throws {
@@ -282,7 +301,8 @@ final class RunCommandTests: XCTestCase {
         guard access("/usr/bin/prlimit", X_OK) == 0 else { throw XCTSkip("prlimit (util-linux) is not installed") }
         let server = try TestServer.echo()
         // 40 descriptors: a few for berth itself, then room for about 15 connections (2 sockets each).
-        let (berth, lines) = try start(["-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1, limits: ["--nofile=40:40"])
+        let (berth, lines) = try start(
+            ["--threads", "1", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1, limits: ["--nofile=40:40"])
         let p = port(of: lines[0])
         var held: [TestSocket] = []
         for _ in 0..<30 { held.append(try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: p)!)) }
@@ -300,10 +320,10 @@ final class RunCommandTests: XCTestCase {
 
     func testSocketCountOfTheProcessReturnsToBaseline() throws {
         let server = try TestServer.echo()
-        let (berth, lines) = try start(["-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1)
+        let (berth, lines) = try start(["--threads", "2", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1)
         let p = port(of: lines[0])
         try assertEcho("127.0.0.1", p)
-        let baseline = 1  // the listener, nothing else
+        let baseline = 2  // a listener per loop, nothing else
         XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == baseline })
         for _ in 0..<500 { try assertEcho("127.0.0.1", p) }
         XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == baseline }, "\(openSocketCount(pid: berth.pid)) sockets, baseline \(baseline)")

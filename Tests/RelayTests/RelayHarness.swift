@@ -10,7 +10,6 @@ final class RelayHarness {
     private let loop: EventLoop
     private let context: RelayContext
     private var thread: LoopThread?
-    private var udpRelay: UDPRelay?
 
     var address: SocketAddress { listener.address }
 
@@ -33,9 +32,7 @@ final class RelayHarness {
         if listener.isTCP {
             try TCPAcceptor(listener: listener, target: target, context: context).start()
         } else {
-            let relay = UDPRelay(listener: listener, target: target, context: context)
-            try relay.start()
-            udpRelay = relay
+            try UDPRelay(listener: listener, target: target, context: context).start()
         }
         let handover = Handover(loop)
         thread = try LoopThread(name: "relay-under-test") {
@@ -43,14 +40,13 @@ final class RelayHarness {
         }
     }
 
-    /// Stops the loop and returns its counters (read after the thread has ended).
+    /// Stops the loop and returns its counters (read after the thread has ended). The loop
+    /// closed everything it owned on its way out: listener, connections, flows, pipes.
     @discardableResult
     func stop() -> RelayCounters {
         loop.waker.stop()
         thread?.join()
         thread = nil
-        // Closes the UDP flows; only now that the loop's thread has ended.
-        udpRelay?.stop()
         return context.counters
     }
 

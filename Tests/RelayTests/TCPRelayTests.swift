@@ -240,13 +240,12 @@ final class TCPRelayTests: XCTestCase {
     func testLoopsSharingAListenerTakeTurns() throws {
         let server = try TestServer.echo()
         let listener = try Listener.tcp(SocketAddress(ip: "127.0.0.1", port: 0)!)
-        var config = RelayConfig()
-        config.spreadAccepts = true
+        let config = RelayConfig()
         var contexts: [RelayContext] = []
         var threads: [LoopThread] = []
         for i in 0..<2 {
             let context = RelayContext(loop: try EventLoop(), config: config)
-            try TCPAcceptor(listener: listener, target: server.address, context: context).start()
+            try TCPAcceptor(listener: listener, target: server.address, context: context, shared: true).start()
             let handover = Handover(context.loop)
             threads.append(try LoopThread(name: "relay-loop-\(i)") {
                 do { try handover.value.run() } catch { fatalError("loop: \(error)") }

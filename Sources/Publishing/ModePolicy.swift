@@ -1,0 +1,40 @@
+import Logging
+import Mappings
+import Netfilter
+
+extension Publisher {
+    /// Binds `mappings` in the mode asked for, or in the automatic one: hybrid with
+    /// CAP_NET_ADMIN, userspace without (with a notice). When the automatic hybrid mode finds
+    /// the kernel refusing berth's table, it says so and publishes in userspace only. A mode
+    /// asked for is never swapped for another: without the capability it is an error.
+    /// `notice` gets each line to tell the user; the ports bound are the publisher's `ports`.
+    public static func start(
+        _ mappings: [PortMapping], mode: Mode?, options: PublishOptions, logger: Logger,
+        notice: (String) -> Void
+    ) throws(PublishError) -> Publisher {
+        var options = options
+        let automatic = mode == nil
+        if let mode {
+            if mode != .userspace && !Capability.hasNetAdmin() {
+                throw PublishError("--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)")
+            }
+            options.mode = mode
+        } else {
+            let (picked, text) = Mode.automatic()
+            if let text { notice("notice: \(text)") }
+            options.mode = picked
+        }
+        let publisher = Publisher(options: options, logger: logger)
+        do {
+            try publisher.bind(mappings)
+            return publisher
+        } catch where error.isKernelPathFailure && automatic {
+            notice("notice: no kernel fast path (\(error)): forwarding in userspace only")
+        }
+        publisher.close()
+        options.mode = .userspace
+        let fallback = Publisher(options: options, logger: logger)
+        try fallback.bind(mappings)
+        return fallback
+    }
+}

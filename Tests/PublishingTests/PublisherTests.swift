@@ -1,0 +1,106 @@
+// Publishing as bench/ and the CLI drive it: bind, run on several loops, stop, and nothing left.
+
+import Glibc
+import LinuxIO
+import Mappings
+import Publishing
+import TestSupport
+import XCTest
+
+final class PublisherTests: XCTestCase {
+    /// Docker `-p` specs towards 127.0.0.1, where the test backends listen.
+    private func mappings(_ specs: [String], to target: SocketAddress) throws -> [PortMapping] {
+        let ip = try XCTUnwrap(IPAddress("127.0.0.1"))
+        return try specs.flatMap { try PortSpec(parsing: $0).mappings(to: ip) }
+    }
+
+    private func publisher(threads: Int) -> Publisher {
+        var options = PublishOptions()
+        options.threads = threads
+        options.mode = .userspace
+        return Publisher(options: options)
+    }
+
+    private func bindAgain(_ address: SocketAddress, type: __socket_type) throws {
+        let socket = try Socket.make(family: address.family, type: Int32(type.rawValue))
+        try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
+        try Socket.bind(socket.raw, address)
+        if type == SOCK_STREAM { try Socket.listen(socket.raw, backlog: 1) }
+    }
+
+    /// Runs `publisher` on a thread; the returned closure stops it and waits.
+    private func running(_ publisher: Publisher) throws -> () -> Void {
+        let handover = Handover(publisher)
+        let thread = try LoopThread(name: "publisher") { try? handover.value.run(signals: []) }
+        return {
+            publisher.stop()
+            thread.join()
+        }
+    }
+
+    /// After `run` returns and the publisher is gone, every listener, connection, flow, pipe,
+    /// epoll and eventfd is closed: the ports bind again and the descriptor count is back where
+    /// it was (before the fix: 32 -> 40, and the port stayed bound).
+    func testAStoppedPublisherLeavesNothingOpen() throws {
+        let tcp = try TestServer.echo()
+        let udp = try TestUDPEchoServer()
+        let before = openDescriptorCount()
+        var publisher: Publisher? = self.publisher(threads: 2)
+        let ports = try XCTUnwrap(publisher).bind(
+            try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address)
+                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address))
+        XCTAssertEqual(ports.count, 2)
+        let stop = try running(try XCTUnwrap(publisher))
+        // A connection and a UDP flow still open when it stops.
+        let client = try TestSocket.connect(ports[0].address)
+        try client.send("open")
+        XCTAssertEqual(try client.receive(exactly: 4), Array("open".utf8))
+        let datagrams = try TestUDPSocket()
+        try datagrams.send(Array("flow".utf8), to: ports[1].address)
+        XCTAssertEqual(try datagrams.receive(), Array("flow".utf8))
+        stop()
+        XCTAssertEqual(client.receiveOutcome().errno, ECONNRESET, "an open connection is reset when its loop stops")
+        client.close()
+        datagrams.close()
+        XCTAssertNoThrow(try bindAgain(ports[0].address, type: SOCK_STREAM), "the TCP port is still bound")
+        XCTAssertNoThrow(try bindAgain(ports[1].address, type: SOCK_DGRAM), "the UDP port is still bound")
+        publisher?.close()
+        publisher = nil
+        // The echo servers' sides of the connection may still be closing.
+        XCTAssertTrue(eventually { openDescriptorCount() <= before + 1 }, "\(before) before, \(openDescriptorCount()) after")
+    }
+
+    /// Each loop has its own listener; clients spread over them, and every one is served.
+    func testEveryLoopServesItsOwnListener() throws {
+        let tcp = try TestServer.echo()
+        let udp = try TestUDPEchoServer()
+        let publisher = self.publisher(threads: 3)
+        let ports = try publisher.bind(
+            try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address)
+                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address))
+        let stop = try running(publisher)
+        defer { stop() }
+        for i in 0..<60 {
+            let c = try TestSocket.connect(ports[0].address)
+            try c.send("tcp \(i);")
+            XCTAssertEqual(String(decoding: try c.receive(exactly: "tcp \(i);".utf8.count), as: UTF8.self), "tcp \(i);")
+            let d = try TestUDPSocket()
+            try d.send(Array("udp \(i)".utf8), to: ports[1].address)
+            XCTAssertEqual(String(decoding: try d.receive(), as: UTF8.self), "udp \(i)")
+        }
+    }
+
+    /// A second publisher (another berth) cannot join the first one's SO_REUSEPORT group.
+    func testAPortHeldByAnotherPublisherIsInUse() throws {
+        let tcp = try TestServer.echo()
+        let first = publisher(threads: 2)
+        let ports = try first.bind(try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address))
+        for (port, proto) in zip(ports, ["tcp", "udp"]) {
+            let second = publisher(threads: 2)
+            let spec = "127.0.0.1:\(port.address.port):\(tcp.address.port)/\(proto)"
+            XCTAssertThrowsError(try second.bind(try mappings([spec], to: tcp.address))) { error in
+                XCTAssertEqual("\(error)", "\(tcp.address.port)/\(proto): bind \(port.address): address already in use")
+            }
+        }
+    }
+}
