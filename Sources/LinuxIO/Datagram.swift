@@ -188,13 +188,13 @@ public final class DatagramBatch {
         while let cmsg = next {
             let level = cmsg.pointee.cmsg_level
             let type = cmsg.pointee.cmsg_type
-            let data = UnsafeRawPointer(CBerthLinux_CMSG_DATA(cmsg)!)
+            guard let data = CBerthLinux_CMSG_DATA(cmsg).map(UnsafeRawPointer.init) else { return nil }
             if level == Int32(IPPROTO_IP), type == CBerthLinux_IP_PKTINFO,
                 cmsg.pointee.cmsg_len >= CBerthLinux_CMSG_LEN(Self.v4InfoSize)
             {
                 // ipi_spec_dst: the local address the datagram reached, even when it was sent to
                 // a broadcast address (ipi_addr), so always a valid source for the reply.
-                let offset = MemoryLayout<in_pktinfo>.offset(of: \.ipi_spec_dst)!
+                let offset = MemoryLayout<in_pktinfo>.offset(of: \.ipi_spec_dst) ?? 4
                 let address = data.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
                 return PacketInfo(high: UInt64(address), low: 0, isV6: false, interface: 0)
             }
@@ -267,7 +267,7 @@ public final class DatagramBatch {
     /// Writes the pktinfo control message for a reply from `source`; returns its space.
     private func writeControl(_ source: PacketInfo) -> Int {
         let cmsg = replyControl.assumingMemoryBound(to: cmsghdr.self)
-        let data = UnsafeMutableRawPointer(CBerthLinux_CMSG_DATA(cmsg)!)
+        guard let data = CBerthLinux_CMSG_DATA(cmsg).map(UnsafeMutableRawPointer.init) else { return 0 }
         if source.isV6 {
             cmsg.pointee.cmsg_len = CBerthLinux_CMSG_LEN(Self.v6InfoSize)
             cmsg.pointee.cmsg_level = Int32(IPPROTO_IPV6)
