@@ -47,6 +47,8 @@ enum Run {
         options.busyPoll = .microseconds(arguments.busyPoll)
         options.relay.udpTimeout = .seconds(arguments.udpTimeout)
         options.relay.udpMaxFlows = arguments.udpMaxFlows
+        options.relay.proxyProtocol = arguments.proxyProtocol
+        options.relay.proxyProtocolUDP = arguments.proxyProtocolUDP
         do {
             let publisher = try Publisher.start(
                 mappings, mode: arguments.mode, options: options, logger: Logger(label: "berth"), notice: complain)

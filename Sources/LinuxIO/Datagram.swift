@@ -80,7 +80,12 @@ public final class DatagramBatch {
     private let names: UnsafeMutablePointer<sockaddr_storage>
     private let controls: UnsafeMutableRawPointer
     private let outgoing: UnsafeMutablePointer<CBerthLinux_mmsghdr>
+    /// Two per outgoing datagram: an optional prefix (a PROXY header), then the payload.
     private let outgoingIovecs: UnsafeMutablePointer<iovec>
+    /// Room for each outgoing datagram's prefix.
+    private let prefixes: UnsafeMutableRawPointer
+    /// Bytes of prefix room per datagram.
+    public static let prefixSpace = 64
     private let replyControl: UnsafeMutableRawPointer
     /// Receive headers the kernel wrote last time, whose lengths must be reset.
     private var dirty: Int
@@ -101,7 +106,8 @@ public final class DatagramBatch {
         names = .allocate(capacity: capacity)
         controls = .allocate(byteCount: capacity * Self.controlSpace, alignment: 16)
         outgoing = .allocate(capacity: capacity)
-        outgoingIovecs = .allocate(capacity: capacity)
+        outgoingIovecs = .allocate(capacity: 2 * capacity)
+        prefixes = .allocate(byteCount: capacity * Self.prefixSpace, alignment: 16)
         replyControl = .allocate(byteCount: Self.controlSpace, alignment: 16)
         replyControl.initializeMemory(as: UInt8.self, repeating: 0, count: Self.controlSpace)
         for i in 0..<capacity {
@@ -113,9 +119,10 @@ public final class DatagramBatch {
             header.msg_iovlen = 1
             header.msg_control = controls + i * Self.controlSpace
             messages[i] = CBerthLinux_mmsghdr(msg_hdr: header, msg_len: 0)
-            outgoingIovecs[i] = iovec(iov_base: nil, iov_len: 0)
+            outgoingIovecs[2 * i] = iovec(iov_base: nil, iov_len: 0)
+            outgoingIovecs[2 * i + 1] = iovec(iov_base: nil, iov_len: 0)
             var out = msghdr()
-            out.msg_iov = outgoingIovecs + i
+            out.msg_iov = outgoingIovecs + 2 * i
             out.msg_iovlen = 1
             outgoing[i] = CBerthLinux_mmsghdr(msg_hdr: out, msg_len: 0)
         }
@@ -130,6 +137,7 @@ public final class DatagramBatch {
         controls.deallocate()
         outgoing.deallocate()
         outgoingIovecs.deallocate()
+        prefixes.deallocate()
         replyControl.deallocate()
     }
 
@@ -227,14 +235,32 @@ public final class DatagramBatch {
     /// Queues received datagram `i` to be sent from where it lies.
     @inline(__always)
     public func queue(_ i: Int) {
-        outgoingIovecs[queued].iov_base = iovecs[i].iov_base
-        outgoingIovecs[queued].iov_len = Int(messages[i].msg_len)
+        let k = 2 * queued
+        outgoingIovecs[k].iov_base = iovecs[i].iov_base
+        outgoingIovecs[k].iov_len = Int(messages[i].msg_len)
+        outgoing[queued].msg_hdr.msg_iovlen = 1
         queued += 1
     }
 
-    /// Bytes of queued datagram `k`.
+    /// Queues received datagram `i` behind a prefix that `write` puts into the room it is given
+    /// (`prefixSpace` bytes), returning its length: one datagram, prefix and payload, with no copy
+    /// of the payload.
     @inline(__always)
-    public func queuedLength(_ k: Int) -> Int { outgoingIovecs[k].iov_len }
+    public func queue(_ i: Int, prefix write: (UnsafeMutableRawBufferPointer) -> Int) {
+        let room = UnsafeMutableRawBufferPointer(start: prefixes + queued * Self.prefixSpace, count: Self.prefixSpace)
+        let length = min(write(room), Self.prefixSpace)
+        let k = 2 * queued
+        outgoingIovecs[k].iov_base = room.baseAddress
+        outgoingIovecs[k].iov_len = length
+        outgoingIovecs[k + 1].iov_base = iovecs[i].iov_base
+        outgoingIovecs[k + 1].iov_len = Int(messages[i].msg_len)
+        outgoing[queued].msg_hdr.msg_iovlen = 2
+        queued += 1
+    }
+
+    /// Payload bytes of queued datagram `k` (its prefix not counted).
+    @inline(__always)
+    public func queuedLength(_ k: Int) -> Int { outgoingIovecs[2 * k + Int(outgoing[k].msg_hdr.msg_iovlen) - 1].iov_len }
 
     /// sendmmsg of the queued datagrams in `range`: to the socket's peer when `peer` is nil (a
     /// connected socket), else to `peer`, from `source` when given (IP_PKTINFO / IPV6_PKTINFO).

@@ -77,6 +77,21 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The address bytes in network order (4 or 16), without an array.
+    @inline(__always)
+    public func withIPBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        withUnsafeBytes(of: storage) { raw in
+            body(UnsafeRawBufferPointer(rebasing: isV6 ? raw[8..<24] : raw[4..<8]))
+        }
+    }
+
+    /// `::ffff:a.b.c.d`: an IPv4 client on a dual-stack IPv6 socket.
+    public var isV4Mapped: Bool {
+        withUnsafeBytes(of: storage) { raw in
+            isV6 && raw[8..<18].allSatisfy { $0 == 0 } && raw[18] == 0xff && raw[19] == 0xff
+        }
+    }
+
     /// `0.0.0.0` or `::`: a socket bound to it receives on every local address.
     public var isWildcard: Bool {
         withUnsafeBytes(of: storage) { raw in

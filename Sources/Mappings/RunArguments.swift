@@ -22,6 +22,10 @@ public struct RunArguments: Sendable, Equatable {
     public var nftTable: String?
     /// One of `logLevels`.
     public var logLevel = "notice"
+    /// A PROXY protocol header ahead of each relayed TCP connection; nil: none.
+    public var proxyProtocol: ProxyProtocol?
+    /// A PROXY protocol v2 header ahead of each relayed UDP datagram.
+    public var proxyProtocolUDP = false
 
     public init(specs: [String], target: IPAddress) {
         self.specs = specs
@@ -122,6 +126,9 @@ extension RunArguments {
             case "--mode": parsed.mode = Mode(rawValue: try oneOf(Mode.allCases.map(\.rawValue), name, value()))
             case "--nft-table": parsed.nftTable = try value()
             case "--log-level": parsed.logLevel = try oneOf(logLevels, name, value())
+            case "--proxy-protocol":
+                parsed.proxyProtocol = ProxyProtocol(rawValue: try oneOf(ProxyProtocol.allCases.map(\.rawValue), name, value()))
+            case "--proxy-protocol-udp": parsed.proxyProtocolUDP = try oneOf(["v2"], name, value()) == "v2"
             default: throw RunArgumentError("unknown option \(quoted(name))")
             }
         }
@@ -179,7 +186,7 @@ extension RunArguments {
 
     static func oneOf(_ names: [String], _ name: Substring, _ text: String) throws(RunArgumentError) -> String {
         guard names.contains(text) else {
-            let choices = names.dropLast().joined(separator: ", ") + " or " + names.last!
+            let choices = names.count == 1 ? names[0] : names.dropLast().joined(separator: ", ") + " or " + (names.last ?? "")
             throw RunArgumentError("invalid value \(quoted(text)) for \(name): must be \(choices)")
         }
         return text
@@ -234,6 +241,14 @@ extension RunArguments {
                                   berth_<pid>.
           --log-level <level>     trace, debug, info, notice, warning, error or
                                   critical. (default: notice)
+          --proxy-protocol <version>
+                                  v1 or v2: send a PROXY protocol header to the
+                                  container ahead of each TCP connection, so it
+                                  learns the client's address. Needs --mode
+                                  userspace (DNAT sends no header). (default: none)
+          --proxy-protocol-udp <version>
+                                  v2: the same ahead of each UDP datagram.
+                                  (default: none)
           --version               Show the version.
           -h, --help              Show help information.
 

@@ -6,7 +6,8 @@ extension Publisher {
     /// Binds `mappings` in the mode asked for, or in the automatic one: hybrid with
     /// CAP_NET_ADMIN, userspace without (with a notice). When the automatic hybrid mode finds
     /// the kernel refusing berth's table, it says so and publishes in userspace only. A mode
-    /// asked for is never swapped for another: without the capability it is an error.
+    /// asked for is never swapped for another: without the capability it is an error. PROXY
+    /// protocol headers come from the relay only, so they mean userspace mode.
     /// `notice` gets each line to tell the user; the ports bound are the publisher's `ports`.
     public static func start(
         _ mappings: [PortMapping], mode: Mode?, options: PublishOptions, logger: Logger,
@@ -14,7 +15,14 @@ extension Publisher {
     ) throws(PublishError) -> Publisher {
         var options = options
         let automatic = mode == nil
-        if let mode {
+        let proxyHeaders = options.relay.proxyProtocol != nil || options.relay.proxyProtocolUDP
+        if proxyHeaders && mode != nil && mode != .userspace {
+            // DNAT would hand the container connections without the header it was told to expect.
+            throw PublishError("--proxy-protocol needs --mode userspace: the kernel path sends no PROXY header")
+        }
+        if proxyHeaders {
+            options.mode = .userspace
+        } else if let mode {
             if mode != .userspace && !Capability.hasNetAdmin() {
                 throw PublishError("--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)")
             }

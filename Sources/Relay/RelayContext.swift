@@ -1,5 +1,6 @@
 import LinuxIO
 import Logging
+import Mappings
 
 /// Tunables of the userspace relay. Defaults suit a port publisher: generous, never infinite.
 public struct RelayConfig: Sendable {
@@ -16,6 +17,10 @@ public struct RelayConfig: Sendable {
     /// TCP moves bytes with splice(2) through pipes; off, every stream copies through the
     /// loop's buffer (peek, send, consume), as it does anyway when no pipe can be had.
     public var splice = true
+    /// A PROXY protocol header to each backend connection, before any byte of the client's.
+    public var proxyProtocol: ProxyProtocol?
+    /// A PROXY protocol v2 header (DGRAM) in front of each datagram to the backend.
+    public var proxyProtocolUDP = false
     /// How long accepting pauses when the process runs out of descriptors.
     public var descriptorPause: Duration = .milliseconds(100)
     /// How long a UDP flow lives with no datagram in either direction (docker-proxy's 90 s).

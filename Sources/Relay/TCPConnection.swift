@@ -140,6 +140,7 @@ final class TCPConnection: EventHandler {
         }
         let connection = TCPConnection(client: client, backend: backend, context: context, connected: connected)
         connection.register()
+        if connected && connection.phase == .relaying && !connection.sendProxyHeader() { connection.close(reset: true) }
     }
 
     private func register() {
@@ -175,6 +176,10 @@ final class TCPConnection: EventHandler {
             }
             context.connecting.leave(self)
             phase = .relaying
+            guard sendProxyHeader() else {
+                close(reset: true)
+                return
+            }
         }
         relay()
     }
@@ -204,6 +209,26 @@ final class TCPConnection: EventHandler {
 
     /// The loop stops: what is still open is reset, never passed off as a clean end.
     func teardown(loop: EventLoop) { close(reset: true) }
+
+    /// The PROXY protocol header, if asked for: one send on the fresh backend connection, before
+    /// any byte of the client's and whether or not the client has sent any (server-first
+    /// protocols). False when it could not go out whole: then the connection is reset.
+    private func sendProxyHeader() -> Bool {
+        guard let version = context.config.proxyProtocol else { return true }
+        guard let client = try? Socket.peerAddress(a.fd), let local = try? Socket.localAddress(a.fd) else {
+            context.logger.debug("PROXY header: the client's addresses are gone")
+            return false
+        }
+        let buffer = context.scratch
+        let length = ProxyHeader.write(version, stream: true, source: client, destination: local, into: buffer)
+        guard let base = buffer.baseAddress, case .done(let sent)? = try? Socket.send(b.fd, from: base, count: length),
+            sent == length
+        else {
+            context.logger.warning("PROXY header to the backend did not go out whole; resetting the connection")
+            return false
+        }
+        return true
+    }
 
     // MARK: moving bytes
 

@@ -49,6 +49,8 @@ public final class UDPRelay: EventHandler {
     let target: SocketAddress
     let context: RelayContext
     private let flows: UDPFlowTable
+    /// The listener's own address as a flow key's raw words, for PROXY headers.
+    private let listenerKey: FlowKey
     /// Per slot, valid while the slot holds a flow: its backend socket (owned), its
     /// registration, and the local address its client last sent to.
     private let backends: DescriptorSlots
@@ -68,6 +70,7 @@ public final class UDPRelay: EventHandler {
         self.context = context
         let capacity = max(1, context.config.udpMaxFlows)
         flows = UDPFlowTable(capacity: capacity)
+        listenerKey = FlowKey(listener.address)
         backends = DescriptorSlots(capacity: capacity)
         flowIDs = .allocate(capacity: capacity)
         sources = .allocate(capacity: capacity)
@@ -146,13 +149,24 @@ public final class UDPRelay: EventHandler {
                 slot = opened
             }
             flows.touch(slot, now: now)
-            sources[slot] = batch.destination(i)
+            let destination = batch.destination(i)
+            sources[slot] = destination
             if slot != runSlot {
                 flush(batch, slot: runSlot, from: runStart)
                 runSlot = slot
                 runStart = batch.queued
             }
-            batch.queue(i)
+            if context.config.proxyProtocolUDP {
+                // The address the client sent to: from its pktinfo on a wildcard listener.
+                let local = destination.map { (high: $0.high, low: $0.low) } ?? (high: listenerKey.high, low: listenerKey.low)
+                batch.queue(i) { room in
+                    ProxyHeader.writeDatagram(
+                        source: key, destinationHigh: local.high, destinationLow: local.low,
+                        destinationPort: listener.address.port, into: room)
+                }
+            } else {
+                batch.queue(i)
+            }
         }
         flush(batch, slot: runSlot, from: runStart)
     }

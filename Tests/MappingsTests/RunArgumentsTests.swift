@@ -32,6 +32,8 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         #expect(parsed.mode == nil)
         #expect(parsed.nftTable == nil)
         #expect(parsed.logLevel == "notice")
+        #expect(parsed.proxyProtocol == nil)
+        #expect(!parsed.proxyProtocolUDP)
     }
 
     /// Each option, spelled `--name value` and `--name=value`, and what it sets.
@@ -50,6 +52,9 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         ("--log-level", "trace", { $0.logLevel == "trace" }),
         ("--log-level", "critical", { $0.logLevel == "critical" }),
         ("--publish", "8080:80", { $0.specs == ["80", "8080:80"] }),
+        ("--proxy-protocol", "v1", { $0.proxyProtocol == .v1 }),
+        ("--proxy-protocol", "v2", { $0.proxyProtocol == .v2 }),
+        ("--proxy-protocol-udp", "v2", { $0.proxyProtocolUDP }),
     ]
 
     @Test(arguments: options)
@@ -156,7 +161,7 @@ private let minimal = ["-p", "80", "127.0.0.1"]
             "-p, --publish <spec>", "<target-ip>", "--connect-timeout <seconds>", "--half-close-timeout <seconds>",
             "--udp-timeout <seconds>", "--udp-max-flows <n>", "--threads <n>", "--busy-poll <us>",
             "--pipe-size <bytes>", "--mode <mode>", "--nft-table <name>", "--log-level <level>", "--version",
-            "-h, --help",
+            "-h, --help", "--proxy-protocol <version>", "--proxy-protocol-udp <version>",
         ] {
             #expect(help.contains("\n  \(option) ") || help.contains("\n  \(option)\n"), "\(option)")
         }
@@ -195,6 +200,8 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         (minimal + ["--mode"], "missing value for --mode"),
         (minimal + ["--nft-table"], "missing value for --nft-table"),
         (minimal + ["--log-level"], "missing value for --log-level"),
+        (minimal + ["--proxy-protocol", "v3"], #"invalid value "v3" for --proxy-protocol: must be v1 or v2"#),
+        (minimal + ["--proxy-protocol-udp", "v1"], #"invalid value "v1" for --proxy-protocol-udp: must be v2"#),
         (minimal + ["--help=yes"], "--help takes no value"),
         (minimal + ["--version="], "--version takes no value"),
         ([], "missing the target IP, the container's address"),
