@@ -1,9 +1,10 @@
 # berth: two commands on a fresh Debian machine, as root: `make demo` and `make test`.
-# Both install what is missing with apt-get first.
+# Both install what is missing with apt-get first (services, HAProxy's among them, kept from
+# starting: the tests run their own).
 
 SWIFT ?= swift
 BUILD_FLAGS ?=
-APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps
+APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy
 
 .PHONY: all deps build release test demo bench bench-peers bench-smoke clean
 
@@ -17,8 +18,11 @@ deps:
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "make: missing Debian packages:$$missing (run as root, or install them)"; exit 1; fi; \
 		echo "make: installing$$missing"; \
+		made_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1; fi; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+		[ -n "$$made_policy" ] && rm -f /usr/sbin/policy-rc.d; \
+		exit $$rc; \
 	fi
 
 build: deps
