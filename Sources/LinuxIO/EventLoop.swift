@@ -61,9 +61,11 @@ public struct HandlerID: Hashable, Sendable {
     public static let none = HandlerID(slot: .max, generation: .max)
 }
 
-/// Stops a loop from any thread.
+/// Stops a loop, or hands it work, from any thread.
 public final class LoopWaker: Sendable {
     private let stopFlag = Atomic<Bool>(false)
+    /// Work posted from other threads, run on the loop's thread at its next wake-up.
+    private let inbox = Mutex<[@Sendable () -> Void]>([])
     private let descriptor: Descriptor
     var eventFD: Int32 { descriptor.raw }
 
@@ -81,6 +83,20 @@ public final class LoopWaker: Sendable {
     public func wake() {
         var one: UInt64 = 1
         _ = write(eventFD, &one, 8)
+    }
+
+    /// Runs `body` on the loop's thread, after the events of the batch it wakes (runtime
+    /// changes: ports added or removed). The control path only: it allocates.
+    public func post(_ body: @escaping @Sendable () -> Void) {
+        inbox.withLock { $0.append(body) }
+        wake()
+    }
+
+    func takePosted() -> [@Sendable () -> Void] {
+        inbox.withLock { posted in
+            defer { posted.removeAll() }
+            return posted
+        }
     }
 }
 
@@ -336,6 +352,7 @@ public final class EventLoop {
             if tag == EventLoop.wakeTag {
                 var value: UInt64 = 0
                 _ = read(waker.eventFD, &value, 8)
+                for body in waker.takePosted() { body() }
             } else {
                 readSignals()
             }

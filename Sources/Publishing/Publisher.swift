@@ -8,6 +8,7 @@ import Logging
 import Mappings
 import Netfilter
 import Relay
+import Synchronization
 
 /// Something went wrong while publishing; the text is the one line a user sees.
 public struct PublishError: Error, CustomStringConvertible, Sendable {
@@ -45,17 +46,35 @@ public struct PublishOptions: Sendable {
     public init() {}
 }
 
+/// The ports of one `add` (or `bind`), removed together.
+public struct PublicationID: Hashable, Sendable, CustomStringConvertible {
+    public let raw: Int
+    public var description: String { "\(raw)" }
+}
+
+/// Binds and runs. `bind`, `add`, `remove` and `close` come from one control thread at a time
+/// (the caller's, or a daemon's control thread while `run` runs on another); the loops learn
+/// of changes through messages (`LoopWaker.post`) and are never touched from another thread.
 public final class Publisher {
     /// One host address of a mapping: a listener per loop, or one that the loops share.
-    private struct Binding {
+    fileprivate struct Binding: Sendable {
         let port: BoundPort
         let listeners: [Listener]
         var shared: Bool { listeners.count == 1 }
     }
 
+    /// What the loops are, and what is published; shared by the control thread and `run`.
+    private struct Live {
+        var publications: [Int: [Binding]] = [:]
+        /// While `run` runs: one per loop.
+        var shares: [LoopShare] = []
+        var running = false
+    }
+
     public let options: PublishOptions
-    public private(set) var ports: [BoundPort] = []
-    private var bindings: [Binding] = []
+    private let live = Mutex<Live>(Live())
+    private var nextID = 0
+    private var rulesByID: [Int: [DNATRule]] = [:]
     private let logger: Logger
     private var natTable: NatTable?
     /// The DNAT rules installed for `ports`.
@@ -72,11 +91,21 @@ public final class Publisher {
 
     // MARK: binding
 
+    /// Every port published now, in the order added.
+    public var ports: [BoundPort] {
+        live.withLock { state in state.publications.sorted { $0.key < $1.key }.flatMap { $0.value.map(\.port) } }
+    }
+
     /// Binds every mapping and, in kernel and hybrid mode, installs its DNAT rules in one
     /// batch before returning, so a reported port is served. All or nothing: on any failure
     /// what was bound is closed again and no rule is left.
     @discardableResult
     public func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
+        try add(mappings).ports
+    }
+
+    /// `bind`, also while the loops run: the new listeners join every loop at its next wake-up.
+    public func add(_ mappings: [PortMapping]) throws(PublishError) -> (id: PublicationID, ports: [BoundPort]) {
         var bound: [Binding] = []
         for mapping in mappings {
             guard mapping.proto == .tcp || mapping.proto == .udp else {
@@ -85,20 +114,69 @@ public final class Publisher {
             bound += try bindOne(mapping)
         }
         let newPorts = bound.map(\.port)
+        let id = nextID
+        nextID += 1
         if options.mode != .userspace {
-            try installRules(for: newPorts)
+            rulesByID[id] = try installRules(for: newPorts)
         }
-        bindings += bound
-        ports += newPorts
-        return newPorts
+        publish(bound, id: id)
+        return (PublicationID(raw: id), newPorts)
     }
 
-    private func installRules(for newPorts: [BoundPort]) throws(PublishError) {
+    private func publish(_ bound: [Binding], id: Int) {
+        let mode = options.mode
+        let logger = self.logger
+        live.withLock { state in
+            state.publications[id] = bound
+            guard state.running else { return }
+            for share in state.shares {
+                share.context.loop.waker.post {
+                    do {
+                        try Self.serve(bound, id: id, on: share, mode: mode)
+                    } catch {
+                        logger.error("loop \(share.index): cannot serve \(bound.map(\.port.address)): \(error)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops serving the ports of `id` at once (their listeners leave every loop and close, so
+    /// the ports are free), removes their DNAT rules and the conntrack entries of their UDP
+    /// flows; open TCP connections get `drain` to finish, then are reset. UDP flows close.
+    @discardableResult
+    public func remove(_ id: PublicationID, drain: Duration = .seconds(10)) throws(PublishError) -> [BoundPort] {
+        let removed: [Binding]? = live.withLock { state in
+            guard let bound = state.publications.removeValue(forKey: id.raw) else { return nil }
+            for share in state.shares {
+                share.context.loop.waker.post {
+                    for served in share.served.removeValue(forKey: id.raw) ?? [] {
+                        switch served {
+                        case .tcp(let acceptor): acceptor.stop(drain: drain)
+                        case .udp(let relay): relay.stop()
+                        }
+                    }
+                }
+            }
+            return bound
+        }
+        guard let removed else { throw PublishError("no ports published as \(id)") }
+        if let rules = rulesByID.removeValue(forKey: id.raw), let table = natTable {
+            do { try table.remove(rules) } catch { throw PublishError("\(error)", isKernelPathFailure: true) }
+            kernelRules.removeAll { rules.contains($0) }
+            for rule in rules where rule.proto == .udp {
+                _ = try? Conntrack.deleteUDPFlows(to: rule.containerIP, port: rule.containerPort)
+            }
+        }
+        return removed.map(\.port)
+    }
+
+    private func installRules(for newPorts: [BoundPort]) throws(PublishError) -> [DNATRule] {
         if options.mode == .kernel, let port = newPorts.first(where: { !KernelPath.canServe($0) }) {
             throw PublishError(KernelPath.refusal(port))
         }
         let rules = newPorts.filter(KernelPath.canServe).map(KernelPath.rule(for:))
-        if rules.isEmpty { return }
+        if rules.isEmpty { return [] }
         do {
             if natTable == nil {
                 natTable = try NatTable(name: options.tableName ?? NatTable.defaultName())
@@ -108,6 +186,7 @@ public final class Publisher {
             throw PublishError("\(error)", isKernelPathFailure: true)
         }
         kernelRules += rules
+        return rules
     }
 
     /// Adopts a listener bound by someone else (dockerd's `-use-listen-fd`).
@@ -119,8 +198,9 @@ public final class Publisher {
             throw PublishError("listen fd \(fd): \(error)")
         }
         let port = BoundPort(mapping: mapping, address: listener.address, target: Self.target(of: mapping))
-        bindings.append(Binding(port: port, listeners: [listener]))
-        ports.append(port)
+        let id = nextID
+        nextID += 1
+        publish([Binding(port: port, listeners: [listener])], id: id)
         return port
     }
 
@@ -212,21 +292,17 @@ public final class Publisher {
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
         let loopCount = max(1, options.threads)
         var loops: [EventLoop] = []
-        var contexts: [RelayContext] = []
-        // The loops own their listeners from here on; what no loop took closes with this.
-        let bindings = self.bindings
-        self.bindings.removeAll()
+        var shares: [LoopShare] = []
         defer {
             for loop in loops { loop.closeAll() }
-            finalCounters = contexts.map(\.counters).reduce(RelayCounters(), +)
+            finalCounters = shares.map(\.context.counters).reduce(RelayCounters(), +)
+            // The loops closed every listener they served: nothing is published any more.
+            live.withLock { state in
+                state.running = false
+                state.shares.removeAll()
+                state.publications.removeAll()
+            }
             stopper.forgetLoops()
-        }
-        // A shared UDP socket belongs to one loop (its flows live there), handed out round-robin.
-        var udpOwner = [Int](repeating: -1, count: bindings.count)
-        var sharedUDP = 0
-        for (i, binding) in bindings.enumerated() where binding.shared && !binding.listeners[0].isTCP {
-            udpOwner[i] = sharedUDP % loopCount
-            sharedUDP += 1
         }
         do {
             for index in 0..<loopCount {
@@ -234,18 +310,20 @@ public final class Publisher {
                 loops.append(loop)
                 loop.busyPoll = options.busyPoll.nanosecondsClamped
                 let context = RelayContext(loop: loop, config: options.relay, logger: logger)
-                contexts.append(context)
-                for (k, binding) in bindings.enumerated() where options.mode != .kernel {
-                    let listener = binding.listeners[binding.shared ? 0 : index]
-                    let target = binding.port.target
-                    if listener.isTCP {
-                        let shared = binding.shared && loopCount > 1
-                        try TCPAcceptor(listener: listener, target: target, context: context, shared: shared).start()
-                    } else if !binding.shared || udpOwner[k] == index {
-                        try UDPRelay(listener: listener, target: target, context: context).start()
-                    }
-                }
+                shares.append(LoopShare(index: index, loopCount: loopCount, context: context))
                 stopper.add(loop.waker)
+            }
+            // From here on an `add` posts to the loops; what was published before is served now,
+            // on this thread, before any loop runs.
+            let published = live.withLock { state in
+                state.shares = shares
+                state.running = true
+                return state.publications
+            }
+            for share in shares {
+                for (id, bound) in published.sorted(by: { $0.key < $1.key }) {
+                    try Self.serve(bound, id: id, on: share, mode: options.mode)
+                }
             }
             if !signals.isEmpty {
                 let stopper = self.stopper
@@ -278,6 +356,32 @@ public final class Publisher {
         if let failure { throw PublishError("event loop: \(failure)") }
     }
 
+    /// Starts serving `bound` on one loop, on that loop's thread (or before it runs). Each loop
+    /// serves its own listener of a port; a shared one (adopted) is TCP for every loop, UDP for
+    /// one, picked round-robin.
+    private static func serve(_ bound: [Binding], id: Int, on share: LoopShare, mode: Mode) throws(SyscallError) {
+        guard mode != .kernel else { return }
+        var sharedUDP = id
+        for binding in bound {
+            let listener = binding.listeners[binding.shared ? 0 : share.index]
+            let target = binding.port.target
+            if listener.isTCP {
+                let shared = binding.shared && share.loopCount > 1
+                let acceptor = TCPAcceptor(listener: listener, target: target, context: share.context, shared: shared)
+                try acceptor.start()
+                share.served[id, default: []].append(.tcp(acceptor))
+            } else {
+                if binding.shared {
+                    defer { sharedUDP += 1 }
+                    guard sharedUDP % share.loopCount == share.index else { continue }
+                }
+                let relay = UDPRelay(listener: listener, target: target, context: share.context)
+                try relay.start()
+                share.served[id, default: []].append(.udp(relay))
+            }
+        }
+    }
+
     /// Stops every loop; from another thread use `stopper.stop()`.
     public func stop() { stopper.stop() }
 
@@ -301,9 +405,29 @@ public final class Publisher {
             }
             kernelRules.removeAll()
         }
-        bindings.removeAll()
-        ports.removeAll()
+        live.withLock { $0.publications.removeAll() }
+        rulesByID.removeAll()
     }
 
     deinit { close() }
+}
+
+/// What one loop serves, by publication. Made before the loop runs, then touched only on the
+/// loop's thread (posted work), so it needs no lock.
+private final class LoopShare: @unchecked Sendable {
+    enum Served {
+        case tcp(TCPAcceptor)
+        case udp(UDPRelay)
+    }
+
+    let index: Int
+    let loopCount: Int
+    let context: RelayContext
+    var served: [Int: [Served]] = [:]
+
+    init(index: Int, loopCount: Int, context: RelayContext) {
+        self.index = index
+        self.loopCount = loopCount
+        self.context = context
+    }
 }

@@ -45,6 +45,8 @@ public struct RelayCounters: Sendable, Equatable {
     public var connectTimeouts: UInt64 = 0
     public var resets: UInt64 = 0
     public var halfCloseTimeouts: UInt64 = 0
+    /// Connections of a removed port still open when its drain time was up, and reset.
+    public var drainResets: UInt64 = 0
     public var bytesToBackend: UInt64 = 0
     public var bytesToClient: UInt64 = 0
     public var spliceCalls: UInt64 = 0
@@ -85,6 +87,7 @@ public struct RelayCounters: Sendable, Equatable {
         s.connectTimeouts = a.connectTimeouts + b.connectTimeouts
         s.resets = a.resets + b.resets
         s.halfCloseTimeouts = a.halfCloseTimeouts + b.halfCloseTimeouts
+        s.drainResets = a.drainResets + b.drainResets
         s.bytesToBackend = a.bytesToBackend + b.bytesToBackend
         s.bytesToClient = a.bytesToClient + b.bytesToClient
         s.spliceCalls = a.spliceCalls + b.spliceCalls

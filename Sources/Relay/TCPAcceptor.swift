@@ -24,12 +24,16 @@ public final class TCPAcceptor: EventHandler {
     private var paused = false
     /// Accepted clients still without a backend socket, oldest first; owned here.
     private var waiting = DescriptorQueue(capacity: 4)
+    /// Its connections still open.
+    private let connections: ConnectionGroup
+    private var accepting = true
 
     public init(listener: Listener, target: SocketAddress, context: RelayContext, shared: Bool = false) {
         self.listener = listener
         self.target = target
         self.context = context
         self.shared = shared
+        connections = ConnectionGroup(loop: context.loop)
     }
 
     private var interest: Interest { shared ? [.read, .exclusive] : .read }
@@ -42,11 +46,31 @@ public final class TCPAcceptor: EventHandler {
 
     /// Stops accepting; established connections go on. Clients still waiting are reset.
     public func stop() {
-        while let client = waiting.popFirst() { Socket.setResetOnClose(client.raw) }
+        // They go on, no longer tracked.
+        connections.release()
+        detach()
+    }
+
+    /// Stops accepting at once (the listener leaves this loop and, once nobody else holds it,
+    /// closes); the connections it let in get `drain` to finish, and those still open then are
+    /// reset.
+    public func stop(drain: Duration) {
+        connections.drain(for: drain)
+        detach()
+    }
+
+    private func detach() {
+        stopAccepting()
         guard let id else { return }
-        if !paused { context.loop.remove(listener.fd) }
         context.loop.detach(id)
         self.id = nil
+    }
+
+    private func stopAccepting() {
+        while let client = waiting.popFirst() { Socket.setResetOnClose(client.raw) }
+        guard accepting else { return }
+        accepting = false
+        if id != nil && !paused { context.loop.remove(listener.fd) }
     }
 
     public func teardown(loop: EventLoop) { stop() }
@@ -68,7 +92,7 @@ public final class TCPAcceptor: EventHandler {
                 return nil
             }
         }
-        TCPConnection.start(client: client, backend: backend, target: target, context: context)
+        TCPConnection.start(client: client, backend: backend, target: target, context: context, group: connections)
         if listener.warned.load(ordering: .relaxed),
             listener.warned.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
         {
@@ -134,7 +158,7 @@ public final class TCPAcceptor: EventHandler {
     }
 
     public func timer(tag: UInt8, loop: EventLoop) {
-        guard let id, paused else { return }
+        guard let id, paused, accepting else { return }
         paused = false
         // Oldest first; paused again, the client still first in line, if descriptors are still short.
         while let client = waiting.popFirst() {
@@ -151,5 +175,60 @@ public final class TCPAcceptor: EventHandler {
             return
         }
         // Level-triggered: if clients wait, the next wait reports it at once.
+    }
+}
+
+/// The connections one acceptor let in, linked through them, so that when its port is removed
+/// those still open after the drain time can be reset. Waits in the loop on its own while
+/// draining (the acceptor and its listener are gone by then).
+final class ConnectionGroup: EventHandler {
+    private let loop: EventLoop
+    private var head: TCPConnection?
+    private var id = HandlerID.none
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    func track(_ c: TCPConnection) {
+        c.group = self
+        c.groupNext = head
+        head?.groupPrevious = c
+        head = c
+    }
+
+    func untrack(_ c: TCPConnection) {
+        guard c.group === self else { return }
+        if let p = c.groupPrevious { p.groupNext = c.groupNext } else { head = c.groupNext }
+        c.groupNext?.groupPrevious = c.groupPrevious
+        c.groupNext = nil
+        c.groupPrevious = nil
+        c.group = nil
+        // Draining, and the last one is gone: nothing left to wait for.
+        if head == nil && id != .none { finish() }
+    }
+
+    /// Lets the connections go on untracked: none may point at a group that is gone.
+    func release() {
+        while let c = head { untrack(c) }
+    }
+
+    func drain(for duration: Duration) {
+        guard head != nil else { return }
+        id = loop.attach(self)
+        loop.schedule(at: loop.now + duration, for: id, tag: 0)
+    }
+
+    func timer(tag: UInt8, loop: EventLoop) {
+        while let c = head { c.drainExpired() }
+        finish()
+    }
+
+    func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {}
+
+    func teardown(loop: EventLoop) { release() }
+
+    private func finish() {
+        let attached = id
+        id = .none
+        loop.detach(attached)
     }
 }

@@ -113,6 +113,11 @@ final class TCPConnection: EventHandler {
     var queueNext: TCPConnection?
     unowned(unsafe) var queuePrevious: TCPConnection?
     var queueDeadline = Instant(nanoseconds: 0)
+    /// Links of its acceptor's `ConnectionGroup`, which resets those still open when a removed
+    /// port's drain time is up.
+    unowned(unsafe) var group: ConnectionGroup?
+    var groupNext: TCPConnection?
+    unowned(unsafe) var groupPrevious: TCPConnection?
 
     private init(client: consuming Descriptor, backend: consuming Descriptor, context: RelayContext, connected: Bool) {
         self.context = context
@@ -126,7 +131,10 @@ final class TCPConnection: EventHandler {
 
     /// Connects `backend` (a fresh socket of the target's family) to `target` for an accepted
     /// client and relays once it answers; a backend that refuses at once resets the client.
-    static func start(client: consuming Descriptor, backend: consuming Descriptor, target: SocketAddress, context: RelayContext) {
+    static func start(
+        client: consuming Descriptor, backend: consuming Descriptor, target: SocketAddress, context: RelayContext,
+        group: ConnectionGroup? = nil
+    ) {
         // The client inherits TCP_NODELAY from its listener (Listener.tcp sets it there).
         Socket.setNoDelay(backend.raw)
         let connected: Bool
@@ -139,6 +147,7 @@ final class TCPConnection: EventHandler {
             return
         }
         let connection = TCPConnection(client: client, backend: backend, context: context, connected: connected)
+        group?.track(connection)
         connection.register()
         if connected && connection.phase == .relaying && !connection.sendProxyHeader() { connection.close(reset: true) }
     }
@@ -209,6 +218,12 @@ final class TCPConnection: EventHandler {
 
     /// The loop stops: what is still open is reset, never passed off as a clean end.
     func teardown(loop: EventLoop) { close(reset: true) }
+
+    /// Its port was removed and the drain time is up.
+    func drainExpired() {
+        context.counters.drainResets &+= 1
+        close(reset: true)
+    }
 
     /// The PROXY protocol header, if asked for: one send on the fresh backend connection, before
     /// any byte of the client's and whether or not the client has sent any (server-first
@@ -494,6 +509,7 @@ final class TCPConnection: EventHandler {
         guard phase != .closed else { return }
         phase = .closed
         queue?.leave(self)
+        group?.untrack(self)
         if reset {
             Socket.setResetOnClose(a.fd)
             Socket.setResetOnClose(b.fd)

@@ -103,4 +103,49 @@ final class PublisherTests: XCTestCase {
             }
         }
     }
+
+    /// Ports added and removed while the loops run: an added port serves at once on every loop;
+    /// a removed one refuses new clients at once and frees its port, while a connection already
+    /// open goes on until the drain time is up and is then reset. Another port's connection
+    /// moves bytes undisturbed all along, through 200 adds and removes, and the socket count comes
+    /// back to where it was.
+    func testPortsAddedAndRemovedWhileRunning() throws {
+        let tcp = try TestServer.echo()
+        let publisher = self.publisher(threads: 2)
+        let steady = try publisher.add(try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address))
+        let stop = try running(publisher)
+        defer { stop() }
+        let bystander = try TestSocket.connect(steady.ports[0].address)
+        func ping(_ socket: TestSocket, _ text: String) throws {
+            try socket.send(text)
+            XCTAssertEqual(String(decoding: try socket.receive(exactly: text.utf8.count), as: UTF8.self), text)
+        }
+        try ping(bystander, "before")
+
+        let added = try publisher.add(try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address))
+        let address = added.ports[0].address
+        let open = try TestSocket.connect(address)
+        try ping(open, "through an added port")
+        try publisher.remove(added.id, drain: .milliseconds(500))
+        // New clients are refused at once: the listener is closed (the loops were told; eventually).
+        XCTAssertTrue(eventually { (try? TestSocket.connect(address, timeoutSeconds: 1)) == nil }, "still accepting")
+        do { try ping(open, "still open while it drains") } catch { XCTFail("draining connection: \(error)") }
+        XCTAssertEqual(open.receiveOutcome().errno, ECONNRESET, "reset when the drain time is up")
+        XCTAssertThrowsError(try publisher.remove(added.id)) { XCTAssertEqual("\($0)", "no ports published as \(added.id)") }
+
+        usleep(100_000)
+        // Sockets: each loop's pool may keep a pipe more once a connection of its own used one.
+        let before = openSocketCount()
+        for i in 0..<200 {
+            let more = try publisher.add(try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address))
+            if i % 50 == 0 {
+                let c = try TestSocket.connect(more.ports[0].address)
+                try ping(c, "port \(i)")
+            }
+            try publisher.remove(more.id, drain: .zero)
+            do { try ping(bystander, "still here \(i)") } catch { return XCTFail("bystander at \(i): \(error)") }
+        }
+        XCTAssertTrue(eventually { openSocketCount() <= before }, "\(before) sockets before 200 adds and removes, \(openSocketCount()) after")
+        XCTAssertEqual(publisher.ports.map(\.address), steady.ports.map(\.address))
+    }
 }
