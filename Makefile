@@ -4,7 +4,7 @@
 
 SWIFT ?= swift
 BUILD_FLAGS ?=
-APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy
+APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev
 
 .PHONY: all deps build release test demo bench bench-peers bench-smoke clean
 

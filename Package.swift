@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "LinuxIO", targets: ["LinuxIO"]),
         .library(name: "Mappings", targets: ["Mappings"]),
         .library(name: "Netfilter", targets: ["Netfilter"]),
+        .library(name: "Control", targets: ["Control"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
@@ -45,10 +46,19 @@ let package = Package(
         .executableTarget(
             name: "BerthCLI",
             dependencies: [
-                "Publishing", "Mappings", "LinuxIO",
+                "Publishing", "Mappings", "LinuxIO", "Control",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The daemon's control API: HTTP/1.1 and JSON over a unix socket, on its own thread.
+        .target(
+            name: "Control",
+            dependencies: [
+                "Publishing", "Mappings", "LinuxIO", "CControlParsers",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .systemLibrary(name: "CControlParsers", providers: [.apt(["libhttp-parser-dev", "libcjson-dev"])]),
         // Shims only the tests need (setns, posix_spawn's closefrom), kept out of the product's CBerthLinux.
         .target(name: "CTestSupport", path: "Tests/CTestSupport", cSettings: [.define("_GNU_SOURCE")]),
         .target(name: "TestSupport", dependencies: ["LinuxIO", "CBerthLinux", "CTestSupport"], path: "Tests/TestSupport"),
@@ -69,6 +79,7 @@ let package = Package(
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport"]),
     ],

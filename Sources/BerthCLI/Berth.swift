@@ -9,8 +9,17 @@ enum Berth {
         switch arguments.first {
         case "run"?:
             return Run.main(Array(arguments.dropFirst()))
+        case "daemon"?:
+            return Daemon.main(Array(arguments.dropFirst()))
+        case "port"?:
+            return PortClient.main(Array(arguments.dropFirst()))
         case "-h"?, "--help"?, "help"?:
-            say(arguments.dropFirst().first == "run" ? RunArguments.help : help, newline: false)
+            switch arguments.dropFirst().first {
+            case "run"?: say(RunArguments.help, newline: false)
+            case "daemon"?: say(DaemonArguments.help, newline: false)
+            case "port"?: say(PortCommand.usage, newline: false)
+            default: say(help, newline: false)
+            }
             return 0
         case "--version"?:
             say(berthVersion)
@@ -27,6 +36,8 @@ enum Berth {
 
     static let usage = """
         USAGE: berth run [-p <spec> ...] [<options>] <target-ip>
+               berth daemon [<options>] [-p <spec> ... <target-ip>]
+               berth port add|ls|rm ...
                berth --help | --version
           See 'berth --help' for more information.
 
@@ -64,6 +75,9 @@ enum Berth {
         SUBCOMMANDS:
           run                     Publish ports of one container address until SIGINT
                                   or SIGTERM.
+          daemon                  Publish ports added and removed at run time through
+                                  a control API on a unix socket.
+          port                    Add, list and remove a daemon's ports.
 
           See 'berth help <subcommand>' for detailed help.
 

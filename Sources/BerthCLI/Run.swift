@@ -28,7 +28,7 @@ enum Run {
         // (the loop's signalfd picks it up once it runs).
         EventLoop.blockSignals([SIGINT, SIGTERM])
         // RunArguments lets only swift-log's level names through.
-        bootstrapLogging(Logger.Level(rawValue: arguments.logLevel)!)
+        bootstrapLogging(Logger.Level(rawValue: arguments.logLevel) ?? .notice)
         var mappings: [PortMapping] = []
         for text in arguments.specs {
             do {
@@ -38,17 +38,7 @@ enum Run {
                 return 2
             }
         }
-        var options = PublishOptions()
-        options.tableName = arguments.nftTable
-        options.threads = arguments.threads ?? usableCPUs()
-        options.relay.connectTimeout = .seconds(arguments.connectTimeout)
-        options.relay.halfCloseTimeout = .seconds(arguments.halfCloseTimeout)
-        options.relay.pipeSize = arguments.pipeSize
-        options.busyPoll = .microseconds(arguments.busyPoll)
-        options.relay.udpTimeout = .seconds(arguments.udpTimeout)
-        options.relay.udpMaxFlows = arguments.udpMaxFlows
-        options.relay.proxyProtocol = arguments.proxyProtocol
-        options.relay.proxyProtocolUDP = arguments.proxyProtocolUDP
+        let options = Self.options(arguments)
         do {
             let publisher = try Publisher.start(
                 mappings, mode: arguments.mode, options: options, logger: Logger(label: "berth"), notice: complain)
@@ -60,5 +50,21 @@ enum Run {
             return 1
         }
         return 0
+    }
+
+    /// The publishing options `berth run`'s command line asks for (the daemon's too).
+    static func options(_ arguments: RunArguments) -> PublishOptions {
+        var options = PublishOptions()
+        options.tableName = arguments.nftTable
+        options.threads = arguments.threads ?? usableCPUs()
+        options.relay.connectTimeout = .seconds(arguments.connectTimeout)
+        options.relay.halfCloseTimeout = .seconds(arguments.halfCloseTimeout)
+        options.relay.pipeSize = arguments.pipeSize
+        options.busyPoll = .microseconds(arguments.busyPoll)
+        options.relay.udpTimeout = .seconds(arguments.udpTimeout)
+        options.relay.udpMaxFlows = arguments.udpMaxFlows
+        options.relay.proxyProtocol = arguments.proxyProtocol
+        options.relay.proxyProtocolUDP = arguments.proxyProtocolUDP
+        return options
     }
 }

@@ -54,3 +54,15 @@ struct cmsghdr *CBerthLinux_CMSG_NXTHDR(struct msghdr *msg, struct cmsghdr *cmsg
 unsigned char *CBerthLinux_CMSG_DATA(struct cmsghdr *cmsg) { return CMSG_DATA(cmsg); }
 size_t CBerthLinux_CMSG_SPACE(size_t len) { return CMSG_SPACE(len); }
 size_t CBerthLinux_CMSG_LEN(size_t len) { return CMSG_LEN(len); }
+
+int CBerthLinux_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid) {
+    struct ucred cred;
+    socklen_t length = sizeof cred;
+    int rc = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length);
+    if (rc == 0) {
+        *pid = cred.pid;
+        *uid = cred.uid;
+        *gid = cred.gid;
+    }
+    return rc;
+}

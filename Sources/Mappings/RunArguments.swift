@@ -66,7 +66,7 @@ extension RunArguments {
     /// is then out of range). `--` ends the options. A later option overrides an earlier one, except `-p`,
     /// which adds a spec. `-h`/`--help` and `--version` win over whatever follows them, not over an error
     /// before them.
-    public static func parse(_ args: [String]) throws(RunArgumentError) -> RunCommand {
+    public static func parse(_ args: [String], requirePublish: Bool = true) throws(RunArgumentError) -> RunCommand {
         var parsed = RunArguments(specs: [], target: .anyV4)
         var target: String?
         var optionsEnded = false
@@ -134,7 +134,7 @@ extension RunArguments {
         }
 
         guard let target else { throw RunArgumentError("missing the target IP, the container's address") }
-        try parsed.validate()
+        try parsed.validate(requirePublish: requirePublish)
         guard let address = IPAddress(target) else {
             throw RunArgumentError("target IP \(quoted(target)) is not an IPv4 or IPv6 address")
         }
@@ -143,14 +143,14 @@ extension RunArguments {
     }
 
     /// Ranges, in the order and with the words berth has always used.
-    func validate() throws(RunArgumentError) {
+    func validate(requirePublish: Bool = true) throws(RunArgumentError) {
         if let nftTable,
             nftTable.isEmpty || nftTable.count > 64
                 || !nftTable.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" })
         {
             throw RunArgumentError("--nft-table must be 1 to 64 letters, digits, _ or -")
         }
-        if specs.isEmpty { throw RunArgumentError("nothing to publish: give at least one -p") }
+        if specs.isEmpty && requirePublish { throw RunArgumentError("nothing to publish: give at least one -p") }
         for (name, value) in [
             ("--connect-timeout", connectTimeout), ("--half-close-timeout", halfCloseTimeout),
             ("--udp-timeout", udpTimeout),

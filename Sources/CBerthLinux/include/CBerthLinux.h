@@ -34,6 +34,9 @@ int CBerthLinux_usable_cpus(void);
 // pthread_setname_np is GNU too.
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
 
+// struct ucred (SO_PEERCRED) is GNU-only: the peer of a unix socket, field by field.
+int CBerthLinux_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
+
 extern const unsigned int CBerthLinux_SPLICE_F_NONBLOCK;
 extern const unsigned int CBerthLinux_SPLICE_F_MORE;
 extern const int CBerthLinux_F_SETPIPE_SZ;

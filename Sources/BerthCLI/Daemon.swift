@@ -1,0 +1,160 @@
+import Control
+import Glibc
+import LinuxIO
+import Logging
+import Mappings
+import Publishing
+
+/// `berth daemon`: the loops, and the control API on its own thread, until SIGINT or SIGTERM.
+enum Daemon {
+    static func main(_ args: [String]) -> Int32 {
+        let arguments: DaemonArguments
+        do {
+            switch try DaemonArguments.parse(args) {
+            case .help:
+                say(DaemonArguments.help, newline: false)
+                return 0
+            case .version:
+                say(berthVersion)
+                return 0
+            case .daemon(let parsed):
+                arguments = parsed
+            }
+        } catch {
+            complain(error.description)
+            return 2
+        }
+        EventLoop.blockSignals([SIGINT, SIGTERM])
+        let run = arguments.run
+        bootstrapLogging(Logger.Level(rawValue: run.logLevel) ?? .notice)
+        var group: gid_t?
+        if let name = arguments.controlGroup {
+            guard let gid = FileSystem.groupID(name) else {
+                complain("--control-group \(quoted(name)): no such group")
+                return 2
+            }
+            group = gid
+        }
+        var mappings: [PortMapping] = []
+        for text in run.specs {
+            do {
+                mappings += try PortSpec(parsing: text).mappings(to: run.target)
+            } catch {
+                complain("\(error)")
+                return 2
+            }
+        }
+        let logger = Logger(label: "berth")
+        do {
+            let publisher = try Publisher.start(
+                mappings, mode: run.mode, options: Run.options(run), logger: logger, notice: complain)
+            for port in publisher.ports { say(port.line) }
+            let service = PortService(publisher: publisher, drain: .milliseconds(Int(arguments.drainTimeout * 1000)))
+            let server = try ControlServer(path: arguments.control, group: group, service: service, logger: logger)
+            say("control \(arguments.control)")
+            let handover = Handover(server)
+            let thread = try LoopThread(name: "berth-control") {
+                do { try handover.value.run() } catch { logger.critical("\(error)") }
+            }
+            defer {
+                server.stop()
+                thread.join()
+            }
+            try publisher.run()
+            publisher.close()
+        } catch {
+            complain("\(error)")
+            return 1
+        }
+        return 0
+    }
+}
+
+/// `berth port add|ls|rm`: asks the daemon, prints what it answered.
+enum PortClient {
+    static func main(_ args: [String]) -> Int32 {
+        let command: PortCommand
+        do {
+            command = try PortCommand.parse(args)
+        } catch {
+            complain(error.description)
+            return 2
+        }
+        do {
+            switch command {
+            case .help:
+                say(PortCommand.usage, newline: false)
+                return 0
+            case .add(let control, let specs, let target, let owner):
+                var body: [(String, JSONValue)] = [("target", .string(target)), ("publish", .array(specs.map { .string($0) }))]
+                if let owner { body.append(("owner", .string(owner))) }
+                let answer = try ControlClient.request("POST", "/v1/berth/ports", body: .object(body), socketPath: control)
+                guard answer.status == 201, let entry = answer.body else { return failed(answer) }
+                for line in lines(of: entry) { say(line) }
+                return 0
+            case .list(let control, let owner, let json):
+                let query = owner.map { "?owner=" + percentEncoded($0) } ?? ""
+                let answer = try ControlClient.request("GET", "/v1/berth/ports" + query, socketPath: control)
+                guard answer.status == 200, case .array(let entries)? = answer.body else { return failed(answer) }
+                if json {
+                    say(JSONValue.array(entries).serialized())
+                    return 0
+                }
+                for entry in entries {
+                    let id = field(entry, "id")?.serialized() ?? "?"
+                    var owner = "-"
+                    if case .string(let o)? = field(entry, "owner") { owner = o }
+                    for line in lines(of: entry) { say("\(id)\t\(owner)\t\(line)") }
+                }
+                return 0
+            case .remove(let control, let ids, let owner):
+                if let owner {
+                    let answer = try ControlClient.request("DELETE", "/v1/berth/ports?owner=" + percentEncoded(owner), socketPath: control)
+                    return answer.status == 200 ? 0 : failed(answer)
+                }
+                for id in ids {
+                    let answer = try ControlClient.request("DELETE", "/v1/berth/ports/\(id)", socketPath: control)
+                    if answer.status != 200 { return failed(answer) }
+                }
+                return 0
+            }
+        } catch {
+            complain("\(error)")
+            return 1
+        }
+    }
+
+    private static func field(_ value: JSONValue, _ name: String) -> JSONValue? {
+        guard case .object(let members) = value else { return nil }
+        return members.first { $0.0 == name }?.1
+    }
+
+    private static func lines(of entry: JSONValue) -> [String] {
+        guard case .array(let lines)? = field(entry, "lines") else { return [] }
+        return lines.compactMap { if case .string(let s) = $0 { return s } else { return nil } }
+    }
+
+    /// The daemon's one-line reason, as `berth run` would have printed it; exit 1.
+    private static func failed(_ answer: (status: Int, body: JSONValue?)) -> Int32 {
+        if let body = answer.body, case .string(let message)? = field(body, "message") {
+            complain(message)
+        } else {
+            complain("the daemon answered \(answer.status)")
+        }
+        return 1
+    }
+
+    private static func percentEncoded(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            let c = Character(Unicode.Scalar(byte))
+            if c.isLetter && byte < 128 || c.isNumber && byte < 128 || "-._~".contains(c) {
+                out.append(c)
+            } else {
+                let hex = String(byte, radix: 16, uppercase: true)
+                out += "%" + (hex.count == 1 ? "0" + hex : hex)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,203 @@
+// `berth daemon` and `berth port`: the daemon's command line (berth run's options, the mappings
+// optional, and the control socket's), and the client's.
+
+/// `berth daemon [<run options>] [--control PATH] [--control-group NAME] [--drain-timeout S]
+/// [-p SPEC ... TARGET]`.
+public struct DaemonArguments: Sendable, Equatable {
+    public static let defaultControl = "/run/berth/berth.sock"
+
+    /// berth run's options; `specs` may be empty, and then `target` means nothing.
+    public var run: RunArguments
+    public var control = DaemonArguments.defaultControl
+    public var controlGroup: String?
+    /// Seconds a removed port's open connections get to finish.
+    public var drainTimeout: Double = 10
+
+    public enum Command: Sendable, Equatable {
+        case daemon(DaemonArguments)
+        case help
+        case version
+    }
+
+    public static func parse(_ args: [String]) throws(RunArgumentError) -> Command {
+        var control = defaultControl
+        var group: String?
+        var drain: Double = 10
+        var rest: [String] = []
+        var index = 0
+        while index < args.count {
+            let arg = args[index]
+            index += 1
+            var name = arg
+            var inline: String?
+            if arg.hasPrefix("--"), let equals = arg.firstIndex(of: "=") {
+                name = String(arg[..<equals])
+                inline = String(arg[arg.index(after: equals)...])
+            }
+            guard ["--control", "--control-group", "--drain-timeout"].contains(name) else {
+                rest.append(arg)
+                if arg == "--" {
+                    rest += args[index...]
+                    break
+                }
+                continue
+            }
+            let value: String
+            if let inline {
+                value = inline
+            } else {
+                guard index < args.count else { throw RunArgumentError("missing value for \(name)") }
+                value = args[index]
+                index += 1
+            }
+            switch name {
+            case "--control":
+                guard value.hasPrefix("/") else { throw RunArgumentError("--control must be an absolute path") }
+                control = value
+            case "--control-group":
+                guard !value.isEmpty else { throw RunArgumentError("--control-group must name a group") }
+                group = value
+            default:
+                drain = try RunArguments.seconds("--drain-timeout", value)
+                if drain < 0 || drain > RunArguments.maximumSeconds {
+                    throw RunArgumentError("--drain-timeout must be between 0 and \(Int(RunArguments.maximumSeconds)) seconds")
+                }
+            }
+        }
+        var parsed: RunCommand
+        do {
+            parsed = try RunArguments.parse(rest, requirePublish: false)
+        } catch where error.message == "missing the target IP, the container's address" && !rest.contains(where: isPublish) {
+            // No mapping to start with: then no target either.
+            parsed = try RunArguments.parse(rest + ["0.0.0.0"], requirePublish: false)
+        }
+        switch parsed {
+        case .help: return .help
+        case .version: return .version
+        case .run(let run):
+            return .daemon(DaemonArguments(run: run, control: control, controlGroup: group, drainTimeout: drain))
+        }
+    }
+
+    private static func isPublish(_ arg: String) -> Bool { arg == "-p" || arg.hasPrefix("-p") || arg.hasPrefix("--publish") }
+
+    public static let help = """
+        OVERVIEW: Run berth as a daemon: publish ports added and removed at run time
+        through a control API on a unix socket (HTTP/1.1 and JSON).
+
+        USAGE: berth daemon [<options>] [-p <spec> ... <target-ip>]
+
+        OPTIONS:
+          --control <path>        The control socket. (default: /run/berth/berth.sock)
+          --control-group <name>  A group whose members may use the control socket too
+                                  (besides root and berth's own user).
+          --drain-timeout <seconds>
+                                  Seconds a removed port's open connections get to
+                                  finish before they are reset. (default: 10)
+          -p, --publish <spec>    Ports to publish from the start, towards <target-ip>.
+          Every other option of `berth run` (--threads, --mode, timeouts ...) works
+          the same; see `berth help run`.
+
+        API (curl --unix-socket /run/berth/berth.sock http://berth/...):
+          GET    /v1/berth/ports[?owner=ID]   what is published
+          POST   /v1/berth/ports              {"target":"172.17.0.2",
+                                               "publish":["8080:80","53:53/udp"],
+                                               "owner":"<container id>"}
+          DELETE /v1/berth/ports/ID           one add's ports
+          DELETE /v1/berth/ports?owner=ID     all of an owner's ports
+          GET    /v1/info, GET|POST /v1/ports, DELETE /v1/ports/ID
+                                              rootlesskit's port API
+
+        """
+}
+
+/// `berth port add|ls|rm`: the daemon's client.
+public enum PortCommand: Sendable, Equatable {
+    /// `berth port add [--owner NAME] -p SPEC ... TARGET`
+    case add(control: String, specs: [String], target: String, owner: String?)
+    /// `berth port ls [--owner NAME] [--json]`
+    case list(control: String, owner: String?, json: Bool)
+    /// `berth port rm ID ... | --owner NAME`
+    case remove(control: String, ids: [Int], owner: String?)
+    case help
+
+    public static func parse(_ args: [String]) throws(RunArgumentError) -> PortCommand {
+        guard let verb = args.first else { throw RunArgumentError("missing a port command: add, ls or rm") }
+        if verb == "-h" || verb == "--help" { return .help }
+        var control = DaemonArguments.defaultControl
+        var owner: String?
+        var json = false
+        var specs: [String] = []
+        var positional: [String] = []
+        var index = 1
+        while index < args.count {
+            let arg = args[index]
+            index += 1
+            var name = arg
+            var inline: String?
+            if arg.hasPrefix("--"), let equals = arg.firstIndex(of: "=") {
+                name = String(arg[..<equals])
+                inline = String(arg[arg.index(after: equals)...])
+            } else if arg.hasPrefix("-p"), arg != "-p" {
+                name = "-p"
+                inline = String(arg.dropFirst(arg.hasPrefix("-p=") ? 3 : 2))
+            }
+            func value() throws(RunArgumentError) -> String {
+                if let inline { return inline }
+                guard index < args.count else { throw RunArgumentError("missing value for \(name)") }
+                index += 1
+                return args[index - 1]
+            }
+            switch name {
+            case "--control": control = try value()
+            case "--owner": owner = try value()
+            case "-p", "--publish": specs.append(try value())
+            case "--json": json = true
+            case "-h", "--help": return .help
+            default:
+                if arg.hasPrefix("-") && arg != "-" { throw RunArgumentError("unknown option \(quoted(arg))") }
+                positional.append(arg)
+            }
+        }
+        switch verb {
+        case "add":
+            guard !specs.isEmpty else { throw RunArgumentError("nothing to publish: give at least one -p") }
+            guard positional.count == 1 else {
+                throw RunArgumentError(positional.isEmpty ? "missing the target IP, the container's address" : "give one target IP")
+            }
+            guard IPAddress(positional[0]) != nil else {
+                throw RunArgumentError("target IP \(quoted(positional[0])) is not an IPv4 or IPv6 address")
+            }
+            return .add(control: control, specs: specs, target: positional[0], owner: owner)
+        case "ls", "list":
+            guard positional.isEmpty, specs.isEmpty else { throw RunArgumentError("berth port ls takes only --owner, --json and --control") }
+            return .list(control: control, owner: owner, json: json)
+        case "rm", "remove":
+            var ids: [Int] = []
+            for p in positional {
+                guard let id = Int(p), id > 0 else { throw RunArgumentError("\(quoted(p)) is not a port id (berth port ls shows them)") }
+                ids.append(id)
+            }
+            guard ids.isEmpty != (owner == nil) else { throw RunArgumentError("give port ids or --owner, one of the two") }
+            return .remove(control: control, ids: ids, owner: owner)
+        default:
+            throw RunArgumentError("unknown port command \(quoted(verb)): add, ls or rm")
+        }
+    }
+
+    public static let usage = """
+        OVERVIEW: Add, list and remove ports of a running berth daemon.
+
+        USAGE: berth port add [--owner <name>] -p <spec> ... <target-ip>
+               berth port ls [--owner <name>] [--json]
+               berth port rm <id> ... | --owner <name>
+
+        OPTIONS:
+          --control <path>        The daemon's control socket.
+                                  (default: /run/berth/berth.sock)
+          --owner <name>          Who the ports belong to (a container id); rm
+                                  --owner removes all of them at once.
+          --json                  ls: the daemon's JSON, as it is.
+
+        """
+}
