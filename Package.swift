@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings", "LinuxIO", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport", "Control"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -27,6 +27,8 @@ public enum ControlClient {
             let n = bytes.withUnsafeBytes { raw in Glibc.send(socket.raw, raw.baseAddress.map { $0 + sent }, raw.count - sent, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 if errno == EINTR { continue }
+                // The daemon may answer and close before it reads all (a refusal): read its answer.
+                if errno == EPIPE || errno == ECONNRESET { break }
                 throw ControlError("sending to \(socketPath): \(SyscallError.text(.init(rawValue: errno)))")
             }
             sent += n

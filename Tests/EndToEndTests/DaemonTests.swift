@@ -1,0 +1,134 @@
+// `berth daemon` and `berth port` as an engine would use them: the built binary, its control
+// socket, ports added and removed while bytes move.
+
+import Control
+import Glibc
+import LinuxIO
+import TestSupport
+import XCTest
+
+final class DaemonTests: XCTestCase {
+    private var directory = ""
+    private var socketPath: String { directory + "/berth.sock" }
+
+    override func setUp() {
+        directory = String(cString: mkdtemp(strdup("/tmp/berth-daemon-XXXXXX")))
+    }
+
+    override func tearDown() {
+        unlink(socketPath)
+        rmdir(directory)
+    }
+
+    /// Starts the daemon and waits for its report: a line per initial port, then the socket.
+    private func startDaemon(_ extra: [String] = [], ports: Int = 0) throws -> Subprocess {
+        let daemon = try Subprocess(
+            berthBinary(), ["daemon", "--mode", "userspace", "--threads", "2", "--control", socketPath] + extra)
+        let lines = daemon.waitForLines(ports + 1)
+        guard lines.last == "control \(socketPath)" else { throw TestFailure("daemon printed \(lines), stderr \(daemon.stderr)") }
+        return daemon
+    }
+
+    private func port(_ args: [String]) throws -> (code: Int32?, stdout: String, stderr: String) {
+        try Subprocess.run(berthBinary(), ["port"] + args + ["--control", socketPath])
+    }
+
+    private func echo(_ port: UInt16, _ text: String) throws {
+        let c = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: port)!)
+        try c.send(text)
+        XCTAssertEqual(String(decoding: try c.receive(exactly: text.utf8.count), as: UTF8.self), text)
+    }
+
+    func testPortAddListRemoveThroughTheClient() throws {
+        let server = try TestServer.echo()
+        let daemon = try startDaemon()
+        let fixed = freePort()
+        let added = try port(["add", "--owner", "web-1", "-p", "127.0.0.1:\(fixed):\(server.address.port)", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"])
+        XCTAssertEqual(added.code, 0, added.stderr)
+        let lines = added.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.first, "\(server.address.port)/tcp -> 127.0.0.1:\(fixed)")
+        let ephemeral = try XCTUnwrap(UInt16(lines.last?.split(separator: ":").last ?? ""))
+        try echo(fixed, "through a daemon's port")
+        try echo(ephemeral, "and its ephemeral one")
+        let listed = try port(["ls"])
+        XCTAssertEqual(listed.stdout, lines.map { "1\tweb-1\t\($0)\n" }.joined())
+        // A port in use: the same line berth run prints, exit 1.
+        let clash = try port(["add", "-p", "127.0.0.1:\(fixed):80", "127.0.0.1"])
+        XCTAssertEqual(clash.code, 1)
+        XCTAssertEqual(clash.stderr, "berth: 80/tcp: bind 127.0.0.1:\(fixed): address already in use\n")
+        let removed = try port(["rm", "--owner", "web-1"])
+        XCTAssertEqual(removed.code, 0, removed.stderr)
+        XCTAssertEqual(try port(["ls"]).stdout, "")
+        XCTAssertTrue(eventually { (try? TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: fixed)!, timeoutSeconds: 1)) == nil })
+        let missing = try port(["rm", "9"])
+        XCTAssertEqual(missing.stderr, "berth: no ports with id 9\n")
+        daemon.signal(SIGTERM)
+        XCTAssertEqual(daemon.waitForExit(), 0)
+        XCTAssertFalse(FileSystem.exists(socketPath), "the socket file is removed on the way out")
+    }
+
+    /// 1,000 adds and removes through the API while one connection moves bytes all along; the
+    /// daemon's socket count is back to its baseline afterwards.
+    func testAThousandAddsAndRemovesDisturbNobody() throws {
+        let server = try TestServer.echo()
+        let daemon = try startDaemon(["-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], ports: 1)
+        let first = daemon.stdoutLines[0]
+        let steady = try XCTUnwrap(UInt16(first.split(separator: ":").last ?? ""))
+        let bystander = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: steady)!)
+        try bystander.send("warm")
+        _ = try bystander.receive(exactly: 4)
+        let baseline = openSocketCount(pid: daemon.pid)
+        for i in 0..<1000 {
+            let body = JSONValue.object([
+                ("target", .string("127.0.0.1")),
+                ("publish", .array([.string("127.0.0.1::\(server.address.port)"), .string("127.0.0.1::53/udp")])),
+                ("owner", .string("c\(i)")),
+            ])
+            let added = try ControlClient.request("POST", "/v1/berth/ports", body: body, socketPath: socketPath)
+            XCTAssertEqual(added.status, 201)
+            let removed = try ControlClient.request("DELETE", "/v1/berth/ports?owner=c\(i)", socketPath: socketPath)
+            XCTAssertEqual(removed.status, 200)
+            if i % 100 == 0 {
+                try bystander.send("still here \(i)")
+                XCTAssertEqual(String(decoding: try bystander.receive(exactly: "still here \(i)".utf8.count), as: UTF8.self), "still here \(i)")
+            }
+        }
+        XCTAssertTrue(eventually { openSocketCount(pid: daemon.pid) <= baseline }, "\(openSocketCount(pid: daemon.pid)) sockets, baseline \(baseline)")
+        daemon.signal(SIGTERM)
+        XCTAssertEqual(daemon.waitForExit(), 0)
+    }
+
+    func testTheSocketFileIsGuarded() throws {
+        let daemon = try startDaemon()
+        defer {
+            daemon.signal(SIGTERM)
+            _ = daemon.waitForExit()
+        }
+        var info = stat()
+        XCTAssertEqual(stat(socketPath, &info), 0)
+        XCTAssertEqual(info.st_mode & 0o777, 0o660)
+        // A second daemon on the same socket: it answers, so it is not stale.
+        let second = try Subprocess.run(berthBinary(), ["daemon", "--mode", "userspace", "--control", socketPath])
+        XCTAssertEqual(second.code, 1)
+        XCTAssertEqual(second.stderr, "berth: another berth daemon answers on \(socketPath)\n")
+        // A peer that is neither root, berth's user nor in --control-group: refused by SO_PEERCRED,
+        // even with the file opened up.
+        guard isRoot else { throw XCTSkip("the other-user check needs root to run a client as nobody") }
+        chmod(socketPath, 0o666)
+        chmod(directory, 0o755)
+        let other = try Subprocess.run(
+            "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", berthBinary(), "port", "ls", "--control", socketPath])
+        XCTAssertEqual(other.code, 1)
+        XCTAssertEqual(other.stderr, "berth: permission denied: the control socket takes root, berth's own user or --control-group\n")
+    }
+
+    func testAStaleSocketFileIsReplaced() throws {
+        // A socket file nobody listens on, as a killed daemon leaves it.
+        do { _ = try UnixSocket.listen(path: socketPath) }
+        XCTAssertTrue(FileSystem.exists(socketPath))
+        let daemon = try startDaemon()
+        XCTAssertEqual(try ControlClient.request("GET", "/v1/info", socketPath: socketPath).status, 200)
+        daemon.signal(SIGTERM)
+        XCTAssertEqual(daemon.waitForExit(), 0)
+    }
+}
