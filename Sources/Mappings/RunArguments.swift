@@ -22,6 +22,10 @@ public struct RunArguments: Sendable, Equatable {
     public var nftTable: String?
     /// One of `logLevels`.
     public var logLevel = "notice"
+    /// `--log-file`: log lines appended to this file (reopened on SIGHUP) instead of stderr.
+    public var logFile: String?
+    /// `--log-syslog`: log lines to syslog (/dev/log) instead of stderr.
+    public var logSyslog = false
 
     public init(specs: [String], target: IPAddress) {
         self.specs = specs
@@ -122,6 +126,8 @@ extension RunArguments {
             case "--mode": parsed.mode = Mode(rawValue: try oneOf(Mode.allCases.map(\.rawValue), name, value()))
             case "--nft-table": parsed.nftTable = try value()
             case "--log-level": parsed.logLevel = try oneOf(logLevels, name, value())
+            case "--log-file": parsed.logFile = try value()
+            case "--log-syslog": try noValue(); parsed.logSyslog = true
             default: throw RunArgumentError("unknown option \(quoted(name))")
             }
         }
@@ -161,6 +167,7 @@ extension RunArguments {
             throw RunArgumentError("--busy-poll must be between 0 and 1000000 microseconds")
         }
         if pipeSize < 4096 { throw RunArgumentError("--pipe-size must be at least 4096 bytes") }
+        if logFile?.isEmpty == true { throw RunArgumentError("--log-file needs a path") }
     }
 
     static func seconds(_ name: Substring, _ text: String) throws(RunArgumentError) -> Double {
@@ -234,11 +241,19 @@ extension RunArguments {
                                   berth_<pid>.
           --log-level <level>     trace, debug, info, notice, warning, error or
                                   critical. (default: notice)
+          --log-file <path>       Append log lines to this file (created 0640) instead
+                                  of stderr; SIGHUP reopens it (for logrotate).
+          --log-syslog            Send log lines to syslog (/dev/log, facility daemon,
+                                  RFC 5424) instead of stderr.
           --version               Show the version.
           -h, --help              Show help information.
 
         A value follows its option (--mode kernel) or is joined to it with =
         (--mode=kernel). -- ends the options.
+
+        Socket activation: started by systemd with LISTEN_FDS, berth serves the sockets
+        it was passed instead of binding; each must match a -p mapping by address,
+        port and protocol, and every host address of a mapping needs one.
 
         """
 }

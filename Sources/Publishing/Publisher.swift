@@ -46,11 +46,17 @@ public struct PublishOptions: Sendable {
 }
 
 public final class Publisher {
-    /// One host address of a mapping: a listener per loop, or one that the loops share.
+    /// One host address of a mapping: a listener per loop, or one that the loops share. A
+    /// dual-stack `::` socket passed by systemd serves two host addresses (`0.0.0.0` and `::`).
     private struct Binding {
-        let port: BoundPort
+        let ports: [BoundPort]
         let listeners: [Listener]
         var shared: Bool { listeners.count == 1 }
+        init(port: BoundPort, listeners: [Listener]) { self.init(ports: [port], listeners: listeners) }
+        init(ports: [BoundPort], listeners: [Listener]) {
+            self.ports = ports
+            self.listeners = listeners
+        }
     }
 
     public let options: PublishOptions
@@ -84,7 +90,7 @@ public final class Publisher {
             }
             bound += try bindOne(mapping)
         }
-        let newPorts = bound.map(\.port)
+        let newPorts = bound.flatMap(\.ports)
         if options.mode != .userspace {
             try installRules(for: newPorts)
         }
@@ -124,13 +130,40 @@ public final class Publisher {
         return port
     }
 
-    private static func target(of mapping: PortMapping) -> SocketAddress {
+    /// Serves `mappings` through sockets a service manager passed (systemd socket activation)
+    /// instead of binding: each socket serves the host addresses of the mapping it matches
+    /// (`ActivationPlan`), and is adopted (non-blocking, close-on-exec, listening if TCP). All or
+    /// nothing, as `bind`: DNAT rules are installed before any socket is adopted, so a refused
+    /// table leaves the sockets to a fallback publisher.
+    @discardableResult
+    public func adopt(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort] {
+        let plan = try ActivationPlan(mappings: mappings, sockets: sockets, hostAddresses: hostAddresses)
+        let newPorts = plan.entries.flatMap(\.ports)
+        if options.mode != .userspace {
+            try installRules(for: newPorts)
+        }
+        for entry in plan.entries {
+            let socket = sockets[entry.socket]
+            let listener: Listener
+            do {
+                if socket.proto == .tcp, try !Socket.isListening(socket.fd) { try Socket.listen(socket.fd, backlog: 4096) }
+                listener = try Listener.adopt(socket.fd)
+            } catch {
+                throw PublishError("\(socket): \(error)")
+            }
+            bindings.append(Binding(ports: entry.ports, listeners: [listener]))
+        }
+        ports += newPorts
+        return newPorts
+    }
+
+    static func target(of mapping: PortMapping) -> SocketAddress {
         SocketAddress(ip: mapping.containerIP.bytes, port: mapping.containerPort)
     }
 
     /// The host addresses a mapping binds: one, or `0.0.0.0` and `::` for all addresses.
     /// The kernel path alone cannot cross families, so it binds only the container's family.
-    private func hostAddresses(_ mapping: PortMapping) -> [IPAddress] {
+    func hostAddresses(_ mapping: PortMapping) -> [IPAddress] {
         if let ip = mapping.hostIP { return [ip] }
         if options.mode == .kernel { return [mapping.containerIP.unmapped.isV6 ? .anyV6 : .anyV4] }
         return [.anyV4, .anyV6]
@@ -208,7 +241,10 @@ public final class Publisher {
     /// Signals are blocked here first so that only the signalfd sees them. When it returns,
     /// every loop has closed what it owned (listeners, connections, flows, pipes, its epoll),
     /// so the ports can be bound again; DNAT rules stay until `close()`. Runs once.
-    public func run(signals: [Int32] = [SIGINT, SIGTERM]) throws(PublishError) {
+    /// With `onHangup`, SIGHUP is watched too and calls it on loop 0's thread (berth reopens its
+    /// log file) instead of stopping.
+    public func run(signals: [Int32] = [SIGINT, SIGTERM], onHangup: (() -> Void)? = nil) throws(PublishError) {
+        let signals = signals + (onHangup == nil ? [] : [SIGHUP])
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
         let loopCount = max(1, options.threads)
         var loops: [EventLoop] = []
@@ -237,7 +273,7 @@ public final class Publisher {
                 contexts.append(context)
                 for (k, binding) in bindings.enumerated() where options.mode != .kernel {
                     let listener = binding.listeners[binding.shared ? 0 : index]
-                    let target = binding.port.target
+                    let target = binding.ports[0].target
                     if listener.isTCP {
                         let shared = binding.shared && loopCount > 1
                         try TCPAcceptor(listener: listener, target: target, context: context, shared: shared).start()
@@ -251,6 +287,10 @@ public final class Publisher {
                 let stopper = self.stopper
                 let logger = self.logger
                 try loops[0].watchSignals(signals) { signal in
+                    if signal == SIGHUP, let onHangup {
+                        onHangup()
+                        return
+                    }
                     logger.debug("signal \(signal): stopping")
                     stopper.stop()
                 }
