@@ -1,5 +1,4 @@
 import Glibc
-import Logging
 import Mappings
 
 /// berth's own command line: `run`, help and version. docker-proxy's flags never get here (main.swift).

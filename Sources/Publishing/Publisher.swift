@@ -137,6 +137,10 @@ public final class Publisher {
     /// table leaves the sockets to a fallback publisher.
     @discardableResult
     public func adopt(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort] {
+        if options.mode == .kernel {
+            // Its loops serve no listener: clients of the passed sockets would wait in their backlog.
+            throw PublishError("socket activation: --mode kernel serves no socket it is passed (use hybrid or userspace)")
+        }
         let plan = try ActivationPlan(mappings: mappings, sockets: sockets, hostAddresses: hostAddresses)
         let newPorts = plan.entries.flatMap(\.ports)
         if options.mode != .userspace {
