@@ -142,6 +142,8 @@ enum ProxyMode {
             logger.debug("\(port.address) -> \(port.target)")
         } catch {
             complain("\(error)")
+            // stderr is /dev/null under dockerd: the log file or syslog keeps the failure too.
+            if outputs.file != nil || outputs.syslog != nil { logger.error("\(error)") }
             report(status, "1\n\(error)")
             return 1
         }
@@ -150,6 +152,7 @@ enum ProxyMode {
             try publisher.run(signals: stopSignals, onHangup: wantsHangup ? { outputs.reopen(logger) } : nil)
         } catch {
             complain("\(error)")
+            if outputs.file != nil || outputs.syslog != nil { logger.error("\(error)") }
             return 1
         }
         publisher.close()

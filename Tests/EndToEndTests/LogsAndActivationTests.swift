@@ -120,6 +120,10 @@ final class LogsAndActivationTests: XCTestCase {
         XCTAssertTrue(datagram.hasPrefix("<31>1 "), datagram)
         XCTAssertTrue(datagram.contains(" berth \(launch.process.pid) - - \(mapping) connect"), datagram)
         XCTAssertTrue(eventually { lines(path).contains { $0.contains("berth[\(launch.process.pid)]: \(mapping) connect") } }, "\(lines(path))")
+        // logrotate in this mode too.
+        XCTAssertEqual(rename(path, path + ".1"), 0)
+        launch.process.signal(SIGHUP)
+        XCTAssertTrue(eventually { lines(path).contains { $0.hasSuffix("info berth[\(launch.process.pid)]: \(mapping) SIGHUP: reopened \(path)") } }, "\(lines(path))")
         launch.process.signal(SIGINT)
         XCTAssertEqual(launch.process.waitForExit(), 0)
         XCTAssertEqual(launch.process.stderr, "")
@@ -130,6 +134,15 @@ final class LogsAndActivationTests: XCTestCase {
         XCTAssertEqual(bad.readinessText(), "1\n\(message)")
         XCTAssertEqual(bad.process.waitForExit(), 2)
         XCTAssertEqual(bad.process.stderr, "berth: \(message)\n")
+
+        // A failed start reaches the log as well as fd 3 (stderr is /dev/null under dockerd).
+        let holder = try TestServer(port: host) { _ in }
+        let taken = try ProxyLaunch(flags, environment: Subprocess.currentEnvironment() + ["BERTH_LOG=file:\(path)"])
+        let failure = "\(closed)/tcp: bind 127.0.0.1:\(host): address already in use"
+        XCTAssertEqual(taken.readinessText(), "1\n\(failure)")
+        XCTAssertEqual(taken.process.waitForExit(), 1)
+        XCTAssertTrue(lines(path).last?.hasSuffix("error berth[\(taken.process.pid)]: \(mapping) \(failure)") == true, "\(lines(path))")
+        holder.stop()
     }
 
     // MARK: socket activation
