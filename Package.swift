@@ -14,7 +14,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
     ],
     targets: [
         .target(
@@ -43,10 +43,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Log lines to a file (reopened on SIGHUP) or to syslog, for the docker-proxy mode whose stderr is /dev/null.
+        .target(
+            name: "LogSinks",
+            dependencies: ["LinuxIO", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "BerthCLI",
             dependencies: [
-                "Publishing", "Mappings", "LinuxIO", "Control",
+                "Publishing", "Mappings", "LinuxIO", "Control", "LogSinks",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -81,6 +86,7 @@ let package = Package(
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings", "LinuxIO", "TestSupport"]),
+        .testTarget(name: "LogSinksTests", dependencies: ["LogSinks", "LinuxIO", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport", "Control"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,4 @@
 import Glibc
-import Logging
 import Mappings
 
 /// berth's own command line: `run`, help and version. docker-proxy's flags never get here (main.swift).
@@ -64,7 +63,9 @@ enum Berth {
 
         berth also takes docker-proxy's flags (-proto, -host-ip, -host-port,
         -container-ip, -container-port, -use-listen-fd), so dockerd can run
-        it as its userland-proxy-path.
+        it as its userland-proxy-path. There the environment variable BERTH_LOG
+        (file:PATH, syslog, stderr, level=LEVEL, separated by commas) says where
+        log lines go, since dockerd sends stderr to /dev/null.
 
         USAGE: berth <subcommand>
 
@@ -100,13 +101,4 @@ func say(_ line: String, newline: Bool = true) {
 func writeStderr(_ text: String) {
     var text = text
     text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-}
-
-/// Log lines go to stderr; the level comes from `--log-level`.
-func bootstrapLogging(_ level: Logger.Level) {
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
-    }
 }

@@ -24,9 +24,16 @@ enum Daemon {
             complain(error.description)
             return 2
         }
-        EventLoop.blockSignals([SIGINT, SIGTERM])
         let run = arguments.run
-        bootstrapLogging(Logger.Level(rawValue: run.logLevel) ?? .notice)
+        let logSettings = run.logSettings
+        EventLoop.blockSignals([SIGINT, SIGTERM] + (logSettings.wantsHangup ? [SIGHUP] : []))
+        let outputs: LogOutputs
+        do {
+            outputs = try LogOutputs.bootstrap(logSettings, fileOrigin: "--log-file", syslogOrigin: "--log-syslog")
+        } catch {
+            complain(error.description)
+            return 1
+        }
         var group: gid_t?
         if let name = arguments.controlGroup {
             guard let gid = FileSystem.groupID(name) else {
@@ -60,7 +67,7 @@ enum Daemon {
                 server.stop()
                 thread.join()
             }
-            try publisher.run()
+            try publisher.run(onHangup: logSettings.wantsHangup ? { outputs.reopen(logger) } : nil)
             publisher.close()
         } catch {
             complain("\(error)")

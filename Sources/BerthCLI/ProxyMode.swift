@@ -101,32 +101,58 @@ enum ProxyMode {
         }
     }
 
+    /// Where log lines go in this mode, since dockerd passes no extra flags (README, "Logs").
+    static let logVariable = "BERTH_LOG"
+
     private static func run(_ invocation: ProxyInvocation, inherited: InheritedDescriptors) -> Int32 {
+        let logSettings: Result<LogSettings, EnvironmentError> = Result { () throws(EnvironmentError) in
+            try LogSettings.parse(berthLog: ThisProcess.environment(logVariable) ?? "")
+        }
         // Before anything can fail or be waited on: a stop request between the readiness report and the
-        // signalfd stays pending rather than killing berth, and a closed status pipe is not fatal.
-        EventLoop.blockSignals(stopSignals)
-        bootstrapLogging(.notice)
+        // signalfd stays pending rather than killing berth, and a closed status pipe is not fatal. SIGHUP
+        // too when there is a log file to reopen.
+        let wantsHangup = (try? logSettings.get())?.wantsHangup ?? false
+        EventLoop.blockSignals(stopSignals + (wantsHangup ? [SIGHUP] : []))
         let status = StatusPipe(inherited)
+        // A bad BERTH_LOG or a log that cannot be opened is reported on fd 3 too: stderr is /dev/null
+        // under dockerd, and fd 3 is what dockerd shows the user.
+        let outputs: LogOutputs
+        do {
+            outputs = try LogOutputs.bootstrap(logSettings.get(), fileOrigin: logVariable, syslogOrigin: logVariable)
+        } catch let error as EnvironmentError {
+            complain(error.description)
+            report(status, "1\n\(error)")
+            return 2
+        } catch {
+            complain("\(error)")
+            report(status, "1\n\(error)")
+            return 1
+        }
 
         var options = PublishOptions()
         options.threads = 1
         // dockerd programs its own DNAT rules; the userland proxy only relays.
         options.mode = .userspace
-        let logger = Logger(label: "berth")
+        // One mapping per process: every line, the relay's included, says which.
+        var logger = Logger(label: "berth")
+        logger[metadataKey: "mapping"] = "\(invocation.mapping)"
         let publisher = Publisher(options: options, logger: logger)
         do {
             let port = try listen(invocation, inherited: inherited, publisher: publisher)
             logger.debug("\(port.address) -> \(port.target)")
         } catch {
             complain("\(error)")
+            // stderr is /dev/null under dockerd: the log file or syslog keeps the failure too.
+            if outputs.file != nil || outputs.syslog != nil { logger.error("\(error)") }
             report(status, "1\n\(error)")
             return 1
         }
         report(status, "0\n")
         do {
-            try publisher.run(signals: stopSignals)
+            try publisher.run(signals: stopSignals, onHangup: wantsHangup ? { outputs.reopen(logger) } : nil)
         } catch {
             complain("\(error)")
+            if outputs.file != nil || outputs.syslog != nil { logger.error("\(error)") }
             return 1
         }
         publisher.close()

@@ -8,6 +8,14 @@ import Publishing
 enum Run {
     /// The exit code: 0 after SIGINT/SIGTERM, 1 for a failed start, 2 for a bad command line.
     static func main(_ args: [String]) -> Int32 {
+        // First: whatever systemd passed is read and the variables are unset, so no child inherits them.
+        let activation: ListenFDs?
+        do {
+            activation = try takeListenFDs()
+        } catch {
+            complain(error.description)
+            return 2
+        }
         let arguments: RunArguments
         do {
             switch try RunArguments.parse(args) {
@@ -26,9 +34,16 @@ enum Run {
         }
         // Blocked before any port is reported, so a SIGTERM right after the report is not lost
         // (the loop's signalfd picks it up once it runs).
-        EventLoop.blockSignals([SIGINT, SIGTERM])
-        // RunArguments lets only swift-log's level names through.
-        bootstrapLogging(Logger.Level(rawValue: arguments.logLevel) ?? .notice)
+        // SIGHUP too when there is a log file to reopen: until the loop watches it, it waits.
+        let logSettings = arguments.logSettings
+        EventLoop.blockSignals([SIGINT, SIGTERM] + (logSettings.wantsHangup ? [SIGHUP] : []))
+        let outputs: LogOutputs
+        do {
+            outputs = try LogOutputs.bootstrap(logSettings, fileOrigin: "--log-file", syslogOrigin: "--log-syslog")
+        } catch {
+            complain(error.description)
+            return 1
+        }
         var mappings: [PortMapping] = []
         for text in arguments.specs {
             do {
@@ -39,11 +54,18 @@ enum Run {
             }
         }
         let options = Self.options(arguments)
+        let logger = Logger(label: "berth")
         do {
+            var sockets: [PassedSocket] = []
+            if let activation {
+                for (fd, name) in zip(activation.descriptors, activation.names) {
+                    sockets.append(try PassedSocket.inspect(fd, name: name))
+                }
+            }
             let publisher = try Publisher.start(
-                mappings, mode: arguments.mode, options: options, logger: Logger(label: "berth"), notice: complain)
+                mappings, mode: arguments.mode, options: options, logger: logger, sockets: sockets, notice: complain)
             for port in publisher.ports { say(port.line) }
-            try publisher.run()
+            try publisher.run(onHangup: logSettings.wantsHangup ? { outputs.reopen(logger) } : nil)
             publisher.close()
         } catch {
             complain("\(error)")
@@ -66,5 +88,18 @@ enum Run {
         options.relay.proxyProtocol = arguments.proxyProtocol
         options.relay.proxyProtocolUDP = arguments.proxyProtocolUDP
         return options
+    }
+
+    /// sd_listen_fds(unset_environment: 1) with names: the sockets passed to this process, made
+    /// close-on-exec; LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are unset whatever they held.
+    private static func takeListenFDs() throws(EnvironmentError) -> ListenFDs? {
+        let values = ListenFDs.variables.map(ThisProcess.environment)
+        for name in ListenFDs.variables { ThisProcess.unsetEnvironment(name) }
+        guard let passed = try ListenFDs.parse(listenPID: values[0], listenFDs: values[1], listenFDNames: values[2], pid: ThisProcess.id)
+        else { return nil }
+        for fd in passed.descriptors {
+            do { try File.setCloseOnExec(fd) } catch { throw EnvironmentError("LISTEN_FDS: \(error)") }
+        }
+        return passed
     }
 }

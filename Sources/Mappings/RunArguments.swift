@@ -26,6 +26,10 @@ public struct RunArguments: Sendable, Equatable {
     public var proxyProtocol: ProxyProtocol?
     /// A PROXY protocol v2 header ahead of each relayed UDP datagram.
     public var proxyProtocolUDP = false
+    /// `--log-file`: log lines appended to this file (reopened on SIGHUP) instead of stderr.
+    public var logFile: String?
+    /// `--log-syslog`: log lines to syslog (/dev/log) instead of stderr.
+    public var logSyslog = false
 
     public init(specs: [String], target: IPAddress) {
         self.specs = specs
@@ -129,6 +133,8 @@ extension RunArguments {
             case "--proxy-protocol":
                 parsed.proxyProtocol = ProxyProtocol(rawValue: try oneOf(ProxyProtocol.allCases.map(\.rawValue), name, value()))
             case "--proxy-protocol-udp": parsed.proxyProtocolUDP = try oneOf(["v2"], name, value()) == "v2"
+            case "--log-file": parsed.logFile = try value()
+            case "--log-syslog": try noValue(); parsed.logSyslog = true
             default: throw RunArgumentError("unknown option \(quoted(name))")
             }
         }
@@ -168,6 +174,7 @@ extension RunArguments {
             throw RunArgumentError("--busy-poll must be between 0 and 1000000 microseconds")
         }
         if pipeSize < 4096 { throw RunArgumentError("--pipe-size must be at least 4096 bytes") }
+        if logFile?.isEmpty == true { throw RunArgumentError("--log-file needs a path") }
     }
 
     static func seconds(_ name: Substring, _ text: String) throws(RunArgumentError) -> Double {
@@ -249,11 +256,19 @@ extension RunArguments {
           --proxy-protocol-udp <version>
                                   v2: the same ahead of each UDP datagram.
                                   (default: none)
+          --log-file <path>       Append log lines to this file (created 0640) instead
+                                  of stderr; SIGHUP reopens it (for logrotate).
+          --log-syslog            Send log lines to syslog (/dev/log, facility daemon,
+                                  RFC 5424) instead of stderr.
           --version               Show the version.
           -h, --help              Show help information.
 
         A value follows its option (--mode kernel) or is joined to it with =
         (--mode=kernel). -- ends the options.
+
+        Socket activation: started by systemd with LISTEN_FDS, berth serves the sockets
+        it was passed instead of binding; each must match a -p mapping by address,
+        port and protocol, and every host address of a mapping needs one.
 
         """
 }

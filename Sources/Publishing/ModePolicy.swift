@@ -9,9 +9,10 @@ extension Publisher {
     /// asked for is never swapped for another: without the capability it is an error. PROXY
     /// protocol headers come from the relay only, so they mean userspace mode.
     /// `notice` gets each line to tell the user; the ports bound are the publisher's `ports`.
+    /// With `sockets` (systemd socket activation) the mappings are served through them, not bound.
     public static func start(
         _ mappings: [PortMapping], mode: Mode?, options: PublishOptions, logger: Logger,
-        notice: (String) -> Void
+        sockets: [PassedSocket] = [], notice: (String) -> Void
     ) throws(PublishError) -> Publisher {
         var options = options
         let automatic = mode == nil
@@ -33,8 +34,11 @@ extension Publisher {
             options.mode = picked
         }
         let publisher = Publisher(options: options, logger: logger)
+        func publish(_ publisher: Publisher) throws(PublishError) {
+            if sockets.isEmpty { try publisher.bind(mappings) } else { try publisher.adopt(mappings, sockets: sockets) }
+        }
         do {
-            try publisher.bind(mappings)
+            try publish(publisher)
             return publisher
         } catch where error.isKernelPathFailure && automatic {
             notice("notice: no kernel fast path (\(error)): forwarding in userspace only")
@@ -42,7 +46,7 @@ extension Publisher {
         publisher.close()
         options.mode = .userspace
         let fallback = Publisher(options: options, logger: logger)
-        try fallback.bind(mappings)
+        try publish(fallback)
         return fallback
     }
 }

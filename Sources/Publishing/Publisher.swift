@@ -56,11 +56,17 @@ public struct PublicationID: Hashable, Sendable, CustomStringConvertible {
 /// (the caller's, or a daemon's control thread while `run` runs on another); the loops learn
 /// of changes through messages (`LoopWaker.post`) and are never touched from another thread.
 public final class Publisher {
-    /// One host address of a mapping: a listener per loop, or one that the loops share.
+    /// One host address of a mapping: a listener per loop, or one that the loops share. A
+    /// dual-stack `::` socket passed by systemd serves two host addresses (`0.0.0.0` and `::`).
     fileprivate struct Binding: Sendable {
-        let port: BoundPort
+        let ports: [BoundPort]
         let listeners: [Listener]
         var shared: Bool { listeners.count == 1 }
+        init(port: BoundPort, listeners: [Listener]) { self.init(ports: [port], listeners: listeners) }
+        init(ports: [BoundPort], listeners: [Listener]) {
+            self.ports = ports
+            self.listeners = listeners
+        }
     }
 
     /// What the loops are, and what is published; shared by the control thread and `run`.
@@ -93,7 +99,7 @@ public final class Publisher {
 
     /// Every port published now, in the order added.
     public var ports: [BoundPort] {
-        live.withLock { state in state.publications.sorted { $0.key < $1.key }.flatMap { $0.value.map(\.port) } }
+        live.withLock { state in state.publications.sorted { $0.key < $1.key }.flatMap { $0.value.flatMap(\.ports) } }
     }
 
     /// Binds every mapping and, in kernel and hybrid mode, installs its DNAT rules in one
@@ -113,7 +119,7 @@ public final class Publisher {
             }
             bound += try bindOne(mapping)
         }
-        let newPorts = bound.map(\.port)
+        let newPorts = bound.flatMap(\.ports)
         let id = nextID
         nextID += 1
         if options.mode != .userspace {
@@ -134,7 +140,7 @@ public final class Publisher {
                     do {
                         try Self.serve(bound, id: id, on: share, mode: mode)
                     } catch {
-                        logger.error("loop \(share.index): cannot serve \(bound.map(\.port.address)): \(error)")
+                        logger.error("loop \(share.index): cannot serve \(bound.flatMap(\.ports).map(\.address)): \(error)")
                     }
                 }
             }
@@ -168,7 +174,7 @@ public final class Publisher {
                 _ = try? Conntrack.deleteUDPFlows(to: rule.containerIP, port: rule.containerPort)
             }
         }
-        return removed.map(\.port)
+        return removed.flatMap(\.ports)
     }
 
     private func installRules(for newPorts: [BoundPort]) throws(PublishError) -> [DNATRule] {
@@ -204,13 +210,47 @@ public final class Publisher {
         return port
     }
 
-    private static func target(of mapping: PortMapping) -> SocketAddress {
+    /// Serves `mappings` through sockets a service manager passed (systemd socket activation)
+    /// instead of binding: each socket serves the host addresses of the mapping it matches
+    /// (`ActivationPlan`), and is adopted (non-blocking, close-on-exec, listening if TCP). All or
+    /// nothing, as `bind`: DNAT rules are installed before any socket is adopted, so a refused
+    /// table leaves the sockets to a fallback publisher.
+    @discardableResult
+    public func adopt(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort] {
+        if options.mode == .kernel {
+            // Its loops serve no listener: clients of the passed sockets would wait in their backlog.
+            throw PublishError("socket activation: --mode kernel serves no socket it is passed (use hybrid or userspace)")
+        }
+        let plan = try ActivationPlan(mappings: mappings, sockets: sockets, hostAddresses: hostAddresses)
+        let newPorts = plan.entries.flatMap(\.ports)
+        let id = nextID
+        nextID += 1
+        if options.mode != .userspace {
+            rulesByID[id] = try installRules(for: newPorts)
+        }
+        var bound: [Binding] = []
+        for entry in plan.entries {
+            let socket = sockets[entry.socket]
+            let listener: Listener
+            do {
+                if socket.proto == .tcp, try !Socket.isListening(socket.fd) { try Socket.listen(socket.fd, backlog: 4096) }
+                listener = try Listener.adopt(socket.fd)
+            } catch {
+                throw PublishError("\(socket): \(error)")
+            }
+            bound.append(Binding(ports: entry.ports, listeners: [listener]))
+        }
+        publish(bound, id: id)
+        return newPorts
+    }
+
+    static func target(of mapping: PortMapping) -> SocketAddress {
         SocketAddress(ip: mapping.containerIP.bytes, port: mapping.containerPort)
     }
 
     /// The host addresses a mapping binds: one, or `0.0.0.0` and `::` for all addresses.
     /// The kernel path alone cannot cross families, so it binds only the container's family.
-    private func hostAddresses(_ mapping: PortMapping) -> [IPAddress] {
+    func hostAddresses(_ mapping: PortMapping) -> [IPAddress] {
         if let ip = mapping.hostIP { return [ip] }
         if options.mode == .kernel { return [mapping.containerIP.unmapped.isV6 ? .anyV6 : .anyV4] }
         return [.anyV4, .anyV6]
@@ -288,7 +328,10 @@ public final class Publisher {
     /// Signals are blocked here first so that only the signalfd sees them. When it returns,
     /// every loop has closed what it owned (listeners, connections, flows, pipes, its epoll),
     /// so the ports can be bound again; DNAT rules stay until `close()`. Runs once.
-    public func run(signals: [Int32] = [SIGINT, SIGTERM]) throws(PublishError) {
+    /// With `onHangup`, SIGHUP is watched too and calls it on loop 0's thread (berth reopens its
+    /// log file) instead of stopping.
+    public func run(signals: [Int32] = [SIGINT, SIGTERM], onHangup: (() -> Void)? = nil) throws(PublishError) {
+        let signals = signals + (onHangup == nil ? [] : [SIGHUP])
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
         let loopCount = max(1, options.threads)
         var loops: [EventLoop] = []
@@ -329,6 +372,10 @@ public final class Publisher {
                 let stopper = self.stopper
                 let logger = self.logger
                 try loops[0].watchSignals(signals) { signal in
+                    if signal == SIGHUP, let onHangup {
+                        onHangup()
+                        return
+                    }
                     logger.debug("signal \(signal): stopping")
                     stopper.stop()
                 }
@@ -364,7 +411,7 @@ public final class Publisher {
         var sharedUDP = id
         for binding in bound {
             let listener = binding.listeners[binding.shared ? 0 : share.index]
-            let target = binding.port.target
+            let target = binding.ports[0].target
             if listener.isTCP {
                 let shared = binding.shared && share.loopCount > 1
                 let acceptor = TCPAcceptor(listener: listener, target: target, context: share.context, shared: shared)

@@ -19,7 +19,8 @@ final class ProxyLaunch {
         listenSocket: Int32? = nil,
         statusPipe: Bool = true,
         fd3: Int32? = nil,
-        binary: String = berthBinary()
+        binary: String = berthBinary(),
+        environment: [String]? = nil
     ) throws {
         var extra: [Int32: Int32] = [:]
         var readEnd: Int32 = -1
@@ -35,7 +36,7 @@ final class ProxyLaunch {
         if let listenSocket { extra[4] = listenSocket }
         defer { if writeEnd >= 0 { close(writeEnd) } }  // only berth holds the write end: EOF when it closes
         do {
-            process = try Subprocess(binary, arguments, extraFDs: extra)
+            process = try Subprocess(binary, arguments, extraFDs: extra, environment: environment)
         } catch {
             if readEnd >= 0 { close(readEnd) }
             throw error

@@ -65,7 +65,8 @@ public final class Subprocess: @unchecked Sendable {
         close(stderrFD)
     }
 
-    static func currentEnvironment() -> [String] {
+    /// This process's environment, `NAME=value` each.
+    public static func currentEnvironment() -> [String] {
         var result: [String] = []
         var p = environ
         while let entry = p.pointee {
