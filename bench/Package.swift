@@ -34,6 +34,15 @@ let package = Package(
             path: "Sources/BerthBench",
             swiftSettings: [.unsafeFlags(["-Ounchecked"])]
         ),
+        // The daemon's control API: add and remove times, RSS holding many ports.
+        .executableTarget(
+            name: "berth-daemon-bench",
+            dependencies: [
+                .product(name: "Control", package: "berth"),
+                .product(name: "LinuxIO", package: "berth"),
+            ],
+            path: "Sources/DaemonBench"
+        ),
         .executableTarget(
             name: "RelayBenchmarks",
             dependencies: [
