@@ -66,6 +66,11 @@ public final class PortService {
         .error(405, "\(request.method) is not allowed on \(request.path)")
     }
 
+    /// Removes every entry (the fuzzer's clean slate between inputs).
+    public func removeAll() {
+        for entry in entries.values { _ = unpublish(entry) }
+    }
+
     // MARK: rootlesskit's API
 
     private func info() -> HTTPResponse {

@@ -1,0 +1,56 @@
+// The daemon's request path: fuzz bytes as they would arrive on the control socket, read by
+// HTTPReader in two pieces (split where the first byte says), then answered by the PortService
+// of a Publisher on 127.0.0.1 (userspace, not running: adds bind and removes close for real).
+// Beyond no crash: every answer is a known status with a JSON body, an error's message is one
+// line, and whatever the input added is removed again, so the next input starts from nothing.
+
+import Control
+import FuzzSupport
+import Glibc
+import Publishing
+
+nonisolated(unsafe) let service: PortService = {
+    var options = PublishOptions()
+    options.mode = .userspace
+    options.threads = 1
+    return PortService(publisher: Publisher(options: options), drain: .zero)
+}()
+
+func check(_ response: HTTPResponse, _ what: @autoclosure () -> String) {
+    if ![200, 201, 400, 403, 404, 405, 408, 409, 413, 500].contains(response.status) {
+        fatalError("\(what()): status \(response.status)")
+    }
+    if response.body.isEmpty { return }
+    guard case .success(let json) = JSONValue.parse(response.body) else {
+        fatalError("\(what()): the body is not JSON: \(String(decoding: response.body, as: UTF8.self))")
+    }
+    if response.status >= 400 {
+        guard case .object(let members) = json, case .string(let message)? = members.first(where: { $0.0 == "message" })?.1 else {
+            fatalError("\(what()): an error without a message")
+        }
+        expectOneLine(message, what())
+    }
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let input = Array(bytes(data, size))
+    let cut = input.isEmpty ? 0 : min(input.count, Int(input[0]))
+    let reader = HTTPReader()
+    var outcome = reader.feed(Array(input[0..<cut]))
+    if outcome == .needMore { outcome = reader.feed(Array(input[cut...])) }
+    if outcome == .needMore { outcome = reader.feed([]) }
+    switch outcome {
+    case .request(let request):
+        check(service.handle(request), "\(request.method) \(request.path)")
+    case .bad(let status, let message):
+        expectOneLine(message, "the reader's reason")
+        check(.error(status, message), "the reader's answer")
+    case .needMore, .response:
+        break
+    }
+    service.removeAll()
+    return 0
+}
+
+exit(runFuzzer(testOneInput))
