@@ -43,12 +43,13 @@ done
 if [ -n "$missing" ]; then
 	echo "docker-test: installing$missing"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq || fail_early "apt-get update failed"
-	# Keep the packages' services (docker, containerd) from starting on the host.
+	# Keep the packages' services (docker, containerd) from starting on the host, and never remove
+	# a package to make room (docker-ce's containerd.io conflicts with containerd): --no-remove.
 	made_policy=
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
 		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
 	fi
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing > /dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove $missing > /dev/null
 	rc=$?
 	[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
 	[ $rc = 0 ] || fail_early "apt-get install$missing failed"
