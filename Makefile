@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev
 
-.PHONY: all deps build release test demo bench bench-peers bench-smoke clean
+.PHONY: all deps build release test test-docker demo bench bench-peers bench-smoke clean
 
 all: build
 
@@ -38,6 +38,14 @@ test: deps
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	$(MAKE) bench-smoke
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-docker; \
+	else echo "make: test-docker skipped: it needs root (a network namespace with its own dockerd and containerd)"; fi
+
+# berth as dockerd's userland-proxy-path: Debian's dockerd 20.10 and containerd (docker.io,
+# installed if missing, services kept from starting), private to a network namespace and a
+# temporary directory, publishing ports of a local busybox image. Root only.
+test-docker: build
+	bash .ci/docker-test.sh $(CURDIR)/.build/debug/berth
 
 demo: release
 	bash .ci/demo.sh .build/release/berth

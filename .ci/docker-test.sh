@@ -1,0 +1,374 @@
+#!/bin/bash
+# berth as Docker's userland proxy, end to end: Debian's dockerd 20.10 with
+# "userland-proxy-path" set to berth, publishing ports of a local busybox image, checked with curl
+# and a UDP client. Root only. containerd and dockerd are private: they run inside a network
+# namespace this script creates (docker0, its iptables rules and the forwarding sysctls live
+# there), and every root, state directory, pidfile and socket is in a temporary directory, so the
+# host's network, iptables and any Docker installed on it are never touched. Everything is removed
+# on exit, failure or Ctrl-C. One PASS/FAIL line per check, then "N passed, M failed".
+#
+#   bash .ci/docker-test.sh [path/to/berth]      (default .build/debug/berth)
+set -uo pipefail
+
+BERTH=${1:-.build/debug/berth}
+case $BERTH in /*) ;; *) BERTH=$PWD/$BERTH ;; esac # dockerd wants an absolute path
+# Debian's binaries by full path: another docker CLI (28.x) may be first in PATH.
+DOCKERD=/usr/sbin/dockerd
+CONTAINERD=/usr/bin/containerd
+DOCKER=/usr/bin/docker
+PYTHON=/usr/bin/python3
+NS=berth-docker-$$
+CGROUP=berth-docker-$$ # the containers' cgroup parent, in every v1 hierarchy (or the v2 one)
+WORK=
+PASSED=0
+FAILED=0
+STARTED=$(date +%s)
+
+fail_early() { printf 'docker-test: %s\n' "$*" >&2; exit 1; }
+pass() { PASSED=$((PASSED + 1)); printf 'PASS  %s\n' "$1"; }
+fail() { FAILED=$((FAILED + 1)); printf 'FAIL  %s\n' "$1"; [ -n "${2:-}" ] && printf '%s\n' "$2" | sed 's/^/      /'; }
+check() { # label command...: PASS when the command succeeds
+	local label=$1 out; shift
+	if out=$("$@" 2>&1); then pass "$label"; else fail "$label" "$out"; fi
+}
+
+[ "$(id -u)" = 0 ] || fail_early "needs root (network namespaces, dockerd)"
+[ -x "$BERTH" ] || fail_early "no berth binary at $BERTH (run make build)"
+
+# --- Packages: docker.io (dockerd, containerd, runc) and busybox-static for the image --------------
+missing=""
+for p in docker.io busybox-static; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "docker-test: installing$missing"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq || fail_early "apt-get update failed"
+	# Keep the packages' services (docker, containerd) from starting on the host, and never remove
+	# a package to make room (docker-ce's containerd.io conflicts with containerd): --no-remove.
+	made_policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove $missing > /dev/null
+	rc=$?
+	[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+	[ $rc = 0 ] || fail_early "apt-get install$missing failed"
+fi
+for b in "$DOCKERD" "$CONTAINERD" "$DOCKER" "$PYTHON" /bin/busybox; do
+	[ -x "$b" ] || fail_early "missing $b"
+done
+command -v curl > /dev/null && command -v nsenter > /dev/null && command -v ps > /dev/null ||
+	fail_early "needs curl, nsenter and ps (make deps)"
+
+# --- Cleanup: everything this script started or created, also after a failure ---------------------
+# dockerd makes /run/docker/plugins and containerd 1.6 /run/containerd/s (its shims' sockets)
+# whatever their exec root and state say: removed afterwards if they were not there before.
+RUN_DOCKER_EXISTED=; [ -e /run/docker ] && RUN_DOCKER_EXISTED=1
+RUN_CONTAINERD_EXISTED=; [ -e /run/containerd ] && RUN_CONTAINERD_EXISTED=1
+BLOCKER_PID=
+# Processes started for this run: the namespace's own (containerd, dockerd, berth, shims) and
+# those in the containers' cgroups (the containers live in namespaces of their own).
+our_pids() {
+	{
+		[ -e "/run/netns/$NS" ] && ip netns pids "$NS" 2>/dev/null
+		cat /sys/fs/cgroup/*/"$CGROUP"/*/cgroup.procs /sys/fs/cgroup/"$CGROUP"/*/cgroup.procs 2>/dev/null
+		# (the pattern comes on stdin, so that this grep does not find itself)
+		[ -n "$WORK" ] && grep -lsF -f /dev/stdin /proc/[0-9]*/cmdline <<< "$WORK" 2>/dev/null | cut -d/ -f3
+	} | grep -v "^$$\$" | sort -un
+}
+our_mounts() { # deepest first
+	[ -n "$WORK" ] && awk -v w="$WORK" 'index($5, w "/") == 1 || $5 == w { print $5 }' /proc/self/mountinfo | sort -r
+}
+stop_pid() { # pid seconds: SIGTERM, then SIGKILL after the grace period
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for i in $(seq $(($2 * 10))); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null
+}
+CLEANED=
+cleanup() {
+	[ -n "$CLEANED" ] && return
+	CLEANED=1
+	[ -n "$BLOCKER_PID" ] && kill "$BLOCKER_PID" 2>/dev/null
+	if [ -n "$WORK" ] && [ -S "$WORK/docker.sock" ]; then
+		ids=$(timeout 10 "$DOCKER" -H "unix://$WORK/docker.sock" ps -aq 2>/dev/null)
+		[ -n "$ids" ] && timeout 30 "$DOCKER" -H "unix://$WORK/docker.sock" rm -f $ids > /dev/null 2>&1
+	fi
+	[ -f "$WORK/dockerd.pid" ] && stop_pid "$(cat "$WORK/dockerd.pid")" 15
+	[ -n "${CONTAINERD_PID:-}" ] && stop_pid "$CONTAINERD_PID" 10
+	for pid in $(our_pids); do kill -KILL "$pid" 2>/dev/null; done
+	for _ in $(seq 50); do [ -z "$(our_pids)" ] && break; sleep 0.1; done
+	for pid in ${CONTAINERD_PID:-} ${DOCKERD_JOB:-}; do wait "$pid" 2> /dev/null; done # no zombies
+	for m in $(our_mounts); do umount "$m" 2>/dev/null || umount -l "$m"; done
+	[ -e "/run/netns/$NS" ] && ip netns del "$NS"
+	for d in /sys/fs/cgroup/*/"$CGROUP" /sys/fs/cgroup/"$CGROUP"; do
+		[ -d "$d" ] && { rmdir "$d"/*/ 2>/dev/null; rmdir "$d"; }
+	done
+	[ -z "$RUN_CONTAINERD_EXISTED" ] && rmdir /run/containerd/s /run/containerd 2> /dev/null
+	[ -z "$RUN_DOCKER_EXISTED" ] && rmdir /run/docker/plugins /run/docker 2> /dev/null
+	[ -n "$WORK" ] && [ -z "$(our_mounts)" ] && rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The host's own rules and links, to compare at the end (counters left out: they move).
+host_state() {
+	for t in iptables-save ip6tables-save; do
+		command -v $t > /dev/null && $t 2> /dev/null | grep -v '^#' | sed 's/ \[[0-9]*:[0-9]*\]$//'
+	done
+	ip -o link show | awk -F': ' '{ print $2 }' | sort
+}
+HOST_BEFORE=$(host_state)
+
+WORK=$(mktemp -d /tmp/berth-docker.XXXXXX)
+chmod 755 "$WORK"
+
+# --- The namespace, containerd, dockerd ---------------------------------------------------------
+# nsenter --net rather than `ip netns exec`: the latter mounts a fresh /sys, which hides the
+# cgroup hierarchies under /sys/fs/cgroup that runc needs. So the daemons share the host's mount
+# namespace (their mounts are all under $WORK and are removed on exit) and only the network is
+# private.
+ip netns add "$NS" || fail_early "cannot create network namespace $NS"
+ip -n "$NS" link set lo up
+in_ns() { nsenter --net="/run/netns/$NS" -- "$@"; }
+
+mkdir -p "$WORK/containerd" "$WORK/docker" "$WORK/exec" "$WORK/client"
+cat > "$WORK/containerd.toml" << EOF
+version = 2
+root = "$WORK/containerd/root"
+state = "$WORK/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$WORK/containerd.sock"
+[ttrpc]
+  address = "$WORK/containerd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$WORK/containerd/opt"
+EOF
+in_ns "$CONTAINERD" --config "$WORK/containerd.toml" --log-level warn > "$WORK/containerd.log" 2>&1 &
+CONTAINERD_PID=$!
+for _ in $(seq 100); do [ -S "$WORK/containerd.sock" ] && break; sleep 0.1; done
+[ -S "$WORK/containerd.sock" ] || { cat "$WORK/containerd.log" >&2; fail_early "containerd did not start"; }
+
+cat > "$WORK/daemon.json" << EOF
+{
+  "userland-proxy": true,
+  "userland-proxy-path": "$BERTH",
+  "iptables": true,
+  "ip-forward": true,
+  "ipv6": true,
+  "fixed-cidr-v6": "fd00:b0d:0:1::/64",
+  "experimental": true,
+  "ip6tables": true,
+  "storage-driver": "overlay2",
+  "cgroup-parent": "/$CGROUP",
+  "log-level": "warn",
+  "deprecated-key-path": "$WORK/key.json"
+}
+EOF
+in_ns "$DOCKERD" --config-file "$WORK/daemon.json" --data-root "$WORK/docker" --exec-root "$WORK/exec" \
+	--pidfile "$WORK/dockerd.pid" -H "unix://$WORK/docker.sock" --containerd "$WORK/containerd.sock" \
+	> "$WORK/dockerd.log" 2>&1 &
+DOCKERD_JOB=$!
+export DOCKER_CONFIG="$WORK/client"
+docker() { timeout 60 "$DOCKER" -H "unix://$WORK/docker.sock" "$@"; }
+for _ in $(seq 150); do docker version > /dev/null 2>&1 && break; sleep 0.1; done
+docker version > /dev/null 2>&1 || { cat "$WORK/dockerd.log" >&2; fail_early "dockerd did not start"; }
+DOCKERD_PID=$(cat "$WORK/dockerd.pid")
+echo "docker-test: $(docker version -f 'client {{.Client.Version}}, dockerd {{.Server.Version}}') ($DOCKER and $DOCKERD from $(dpkg -S "$DOCKER" 2> /dev/null | cut -d: -f1)), containerd $("$CONTAINERD" --version | awk '{print $3}'), in network namespace $NS"
+echo "docker-test: userland-proxy-path $BERTH ($("$BERTH" -v 2> /dev/null))"
+
+# --- The image: busybox-static, httpd on 80-82 with distinct pages, a UDP echo on 53 -------------
+# busybox-static has no UDP server (its nc has no -u), so the echo is Debian's python3 from the
+# host's /usr, mounted read-only into the container (-v /usr:/usr:ro).
+ROOT=$WORK/rootfs
+mkdir -p "$ROOT/bin" "$ROOT/usr" "$ROOT/etc" "$ROOT/proc" "$ROOT/sys" "$ROOT/dev" "$ROOT/tmp"
+cp /bin/busybox "$ROOT/bin/busybox"
+for a in sh httpd sleep cat; do ln -s busybox "$ROOT/bin/$a"; done
+ln -s usr/lib "$ROOT/lib"
+ln -s usr/lib64 "$ROOT/lib64"
+for p in 80 81 82; do mkdir -p "$ROOT/www/$p" && echo "berth-docker-test port $p" > "$ROOT/www/$p/index.html"; done
+cat > "$ROOT/udp-echo.py" << 'EOF'
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 and IPv6
+s.bind(("::", 53))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(data, peer)
+EOF
+cat > "$ROOT/start" << 'EOF'
+#!/bin/sh
+# PID 1: exit on SIGTERM (the kernel gives PID 1 no default action), which ends the container.
+trap 'exit 0' TERM INT
+for p in 80 81 82; do /bin/httpd -f -p $p -h /www/$p & done
+[ -x /usr/bin/python3 ] && /usr/bin/python3 /udp-echo.py &
+wait
+EOF
+chmod +x "$ROOT/start"
+tar -C "$ROOT" -c . | docker import -c 'CMD ["/start"]' - berth-test:local > /dev/null ||
+	fail_early "docker import failed"
+
+run() { # name docker-run-arguments...: a detached container from the image
+	local name=$1; shift
+	docker run -d --name "$name" -v /usr:/usr:ro "$@" berth-test:local
+}
+ip_of() { docker inspect -f '{{.NetworkSettings.IPAddress}}' "$1"; }
+get() { # url expected-body
+	local body
+	body=$(in_ns curl -sS --noproxy '*' --max-time 5 "$1" 2>&1) || { echo "curl $1: $body"; return 1; }
+	[ "$body" = "$2" ] || { echo "curl $1: got '$body', want '$2'"; return 1; }
+}
+refused() { # url: nothing answers
+	! in_ns curl -sS --noproxy '*' --max-time 3 -o /dev/null "$1" 2> /dev/null || { echo "$1 answered"; return 1; }
+}
+udp_echo() { # host port
+	in_ns "$PYTHON" - "$1" "$2" << 'EOF'
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.connect((host, port))  # only replies from the address the datagrams went to
+for i in range(5):
+    msg = b"berth-udp-%d" % i
+    s.send(msg)
+    try:
+        data, _ = s.recvfrom(65535)
+    except socket.timeout:
+        continue
+    if data == msg:
+        sys.exit(0)
+    sys.exit("echo: got %r, want %r" % (data, msg))
+sys.exit("no echo from %s:%d" % (host, port))
+EOF
+}
+binds() { # proto host port: the port can be bound by another process (nothing holds it)
+	in_ns "$PYTHON" -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as berth and docker-proxy: TIME_WAIT is no owner
+s.bind((sys.argv[2], int(sys.argv[3])))' "$@"
+}
+proxy_args() { # the command lines of dockerd's children
+	ps -o args= --ppid "$DOCKERD_PID"
+}
+# A container is ready when its httpd answers and no IPv6 address on docker0 or in the container
+# is still tentative (duplicate address detection, about 2 s after docker0 gets its first port):
+# until then the kernel picks ::1 as the source for connections to the container's IPv6 address,
+# and a proxy's connect to it hangs (seen here on the first [::1]:8080 request, with berth and with
+# docker-proxy alike).
+wait_started() { # container
+	local ip pid; ip=$(ip_of "$1"); pid=$(docker inspect -f '{{.State.Pid}}' "$1")
+	for _ in $(seq 100); do
+		in_ns curl -s --noproxy '*' --max-time 1 -o /dev/null "http://$ip:80/" &&
+			[ -z "$(in_ns ip -6 addr show dev docker0 tentative)" ] &&
+			[ -z "$(nsenter --net="/proc/$pid/ns/net" ip -6 addr show tentative)" ] && return 0
+		sleep 0.1
+	done
+	echo "container $1 ($ip) is not ready"; return 1
+}
+
+echo "docker-test: checks"
+# -p 8080:80
+run web -p 8080:80 > /dev/null && wait_started web > /dev/null
+WEB_IP=$(ip_of web)
+check "-p 8080:80: 127.0.0.1:8080 answers with port 80's page" get http://127.0.0.1:8080/ "berth-docker-test port 80"
+check "-p 8080:80: [::1]:8080 answers too" get "http://[::1]:8080/" "berth-docker-test port 80"
+
+# -p 80: an ephemeral host port, found through docker port
+run ephemeral -p 80 > /dev/null && wait_started ephemeral > /dev/null
+EPHEMERAL=$(docker port ephemeral 80/tcp | sed -n 's/^0\.0\.0\.0:\([0-9]*\)$/\1/p' | head -1)
+if [ -n "$EPHEMERAL" ]; then
+	check "-p 80: docker port's 0.0.0.0:$EPHEMERAL answers" get "http://127.0.0.1:$EPHEMERAL/" "berth-docker-test port 80"
+else
+	fail "-p 80: docker port names an IPv4 host port" "$(docker port ephemeral 2>&1)"
+fi
+
+# -p 127.0.0.1:8081:80: loopback only
+run local -p 127.0.0.1:8081:80 > /dev/null && wait_started local > /dev/null
+check "-p 127.0.0.1:8081:80: 127.0.0.1:8081 answers" get http://127.0.0.1:8081/ "berth-docker-test port 80"
+check "-p 127.0.0.1:8081:80: the bridge address 172.17.0.1:8081 does not" refused http://172.17.0.1:8081/
+
+# a range
+run range -p 9000-9002:80-82 > /dev/null && wait_started range > /dev/null
+for i in 0 1 2; do
+	check "-p 9000-9002:80-82: 127.0.0.1:900$i answers with port 8$i's page" get "http://127.0.0.1:900$i/" "berth-docker-test port 8$i"
+done
+
+# UDP
+run udp -p 5353:53/udp > /dev/null && wait_started udp > /dev/null
+check "-p 5353:53/udp: 127.0.0.1:5353 echoes" udp_echo 127.0.0.1 5353
+check "-p 5353:53/udp: [::1]:5353 echoes" udp_echo ::1 5353
+
+# [::1]
+if out=$(run v6 -p '[::1]:8082:80' 2>&1) && wait_started v6 > /dev/null; then
+	check "-p [::1]:8082:80: [::1]:8082 answers" get "http://[::1]:8082/" "berth-docker-test port 80"
+	check "-p [::1]:8082:80: 127.0.0.1:8082 does not" refused http://127.0.0.1:8082/
+else
+	fail "-p [::1]:8082:80: docker run starts the container" "$out"
+fi
+
+# the command lines dockerd gave berth
+ARGS=$(proxy_args)
+want="$BERTH -proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip $WEB_IP -container-port 80"
+check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
+ip6_of() { docker inspect -f '{{.NetworkSettings.GlobalIPv6Address}}' "$1"; }
+want="$BERTH -proto tcp -host-ip :: -host-port 8080 -container-ip $(ip6_of web) -container-port 80"
+check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
+want="$BERTH -proto udp -host-ip 0.0.0.0 -host-port 5353 -container-ip $(ip_of udp) -container-port 53"
+check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
+want="$BERTH -proto tcp -host-ip ::1 -host-port 8082 -container-ip $(ip6_of v6) -container-port 80"
+check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
+echo "  dockerd's children:"; sed 's/^/    /' <<< "$ARGS"
+
+# a host port already in use: berth's error on fd 3 reaches docker run's stderr
+in_ns "$PYTHON" -c '
+import socket, time
+s = socket.socket(); s.bind(("0.0.0.0", 8090)); s.listen(); print("bound", flush=True); time.sleep(120)' > "$WORK/blocker" &
+BLOCKER_PID=$!
+for _ in $(seq 50); do grep -q bound "$WORK/blocker" && break; sleep 0.1; done
+err=$(run busy -p 8090:80 2>&1 > /dev/null)
+rc=$?
+echo "  docker run -p 8090:80 (8090 taken) said: $err"
+if [ $rc != 0 ] && grep -qF "bind 0.0.0.0:8090: address already in use" <<< "$err"; then
+	pass "-p 8090:80 with 8090 taken: docker run fails with berth's 'bind 0.0.0.0:8090: address already in use'"
+else
+	fail "-p 8090:80 with 8090 taken: docker run fails with berth's 'bind 0.0.0.0:8090: address already in use'" "exit $rc: $err"
+fi
+kill "$BLOCKER_PID" 2>/dev/null; wait "$BLOCKER_PID" 2>/dev/null; BLOCKER_PID=
+docker rm -f busy > /dev/null 2>&1
+
+# docker stop frees the port, docker start publishes it again
+docker stop -t 3 web > /dev/null
+check "docker stop web: no berth left for port 8080" bash -c "! ps -o args= --ppid $DOCKERD_PID | grep -q -- '-host-port 8080 '"
+check "docker stop web: 0.0.0.0:8080 binds again" binds tcp 0.0.0.0 8080
+docker start web > /dev/null && wait_started web > /dev/null
+check "docker start web: 127.0.0.1:8080 answers again" get http://127.0.0.1:8080/ "berth-docker-test port 80"
+
+# --- Cleanup, then check that nothing is left ---------------------------------------------------
+docker rm -f $(docker ps -aq) > /dev/null 2>&1
+check "docker rm -f: every berth exited" bash -c "! ps -o args= --ppid $DOCKERD_PID | grep -qF -- '$BERTH'"
+KEPT_WORK=$WORK
+cleanup
+left=""
+[ -e "/run/netns/$NS" ] && left="$left namespace $NS;"
+WORK=$KEPT_WORK
+[ -n "$(our_pids)" ] && left="$left processes $(our_pids | tr '\n' ' ');"
+[ -n "$(our_mounts)" ] && left="$left mounts $(our_mounts | tr '\n' ' ');"
+[ -e "$WORK" ] && left="$left directory $WORK;"
+ls -d /sys/fs/cgroup/*/"$CGROUP" /sys/fs/cgroup/"$CGROUP" > /dev/null 2>&1 && left="$left cgroups $CGROUP;"
+WORK=
+if [ -z "$left" ]; then pass "cleanup: no namespace, process, mount, cgroup or directory left"; else fail "cleanup: left$left"; fi
+HOST_AFTER=$(host_state)
+if [ "$HOST_BEFORE" = "$HOST_AFTER" ]; then
+	pass "the host's iptables, ip6tables rules and links are as they were"
+else
+	fail "the host's iptables, ip6tables rules and links are as they were" "$(diff <(echo "$HOST_BEFORE") <(echo "$HOST_AFTER"))"
+fi
+
+echo "$PASSED passed, $FAILED failed ($(($(date +%s) - STARTED)) s)"
+[ "$FAILED" = 0 ]
