@@ -25,7 +25,9 @@ func check(_ response: HTTPResponse, _ what: @autoclosure () -> String) {
         fatalError("\(what()): the body is not JSON: \(String(decoding: response.body, as: UTF8.self))")
     }
     if response.status >= 400 {
-        guard case .object(let members) = json, case .string(let message)? = members.first(where: { $0.0 == "message" })?.1 else {
+        guard case .object(let members) = json,
+            case .string(let message)? = members.first(where: { $0.0 == "message" })?.1
+        else {
             fatalError("\(what()): an error without a message")
         }
         expectOneLine(message, what())

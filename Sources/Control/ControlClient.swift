@@ -14,7 +14,10 @@ public enum ControlClient {
 
     /// Sends `method path` with `body` to the daemon at `socketPath`; returns its status and body.
     public static func request(
-        _ method: String, _ path: String, body: JSONValue? = nil, socketPath: String
+        _ method: String,
+        _ path: String,
+        body: JSONValue? = nil,
+        socketPath: String
     ) throws(ControlError) -> (status: Int, body: JSONValue?) {
         let socket = try connect(socketPath)
         let payload = Array((body?.serialized() ?? "").utf8)
@@ -24,7 +27,9 @@ public enum ControlClient {
         let bytes = Array(head.utf8) + payload
         var sent = 0
         while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { raw in Glibc.send(socket.raw, raw.baseAddress.map { $0 + sent }, raw.count - sent, Int32(MSG_NOSIGNAL)) }
+            let n = bytes.withUnsafeBytes { raw in
+                Glibc.send(socket.raw, raw.baseAddress.map { $0 + sent }, raw.count - sent, Int32(MSG_NOSIGNAL))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 // The daemon may answer and close before it reads all (a refusal): read its answer.

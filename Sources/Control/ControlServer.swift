@@ -24,11 +24,17 @@ public final class ControlServer {
     /// Makes the socket at `path` (its directory too, 0755, if missing). A socket file left by
     /// a daemon that is gone is replaced; one that answers is another daemon's: an error.
     public init(
-        path: String, group: gid_t?, service: PortService, logger: Logger, clientTimeout: Duration = .seconds(10)
+        path: String,
+        group: gid_t?,
+        service: PortService,
+        logger: Logger,
+        clientTimeout: Duration = .seconds(10)
     ) throws(ControlError) {
         self.path = path
         if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
-            do { try FileSystem.makeDirectory(String(path[..<slash]), mode: 0o755) } catch { throw ControlError("\(error)") }
+            do { try FileSystem.makeDirectory(String(path[..<slash]), mode: 0o755) } catch {
+                throw ControlError("\(error)")
+            }
         }
         if FileSystem.exists(path) {
             if (try? UnixSocket.connect(path: path)) != nil {
@@ -40,7 +46,12 @@ public final class ControlServer {
         do { loop = try EventLoop() } catch { throw ControlError("control socket \(path): \(error)") }
         let policy = PeerPolicy(uid: geteuid(), group: group)
         listener = ControlListener(
-            socket: socket, policy: policy, service: service, logger: logger, timeout: clientTimeout)
+            socket: socket,
+            policy: policy,
+            service: service,
+            logger: logger,
+            timeout: clientTimeout
+        )
         do { try listener.start(on: loop) } catch { throw ControlError("control socket \(path): \(error)") }
     }
 

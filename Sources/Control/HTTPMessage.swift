@@ -154,7 +154,8 @@ public final class HTTPReader {
             path = target[..<mark]
             for pair in target[target.index(after: mark)...].split(separator: "&") {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                query[percentDecoded(parts[0], plusIsSpace: true)] = parts.count > 1 ? percentDecoded(parts[1], plusIsSpace: true) : ""
+                query[percentDecoded(parts[0], plusIsSpace: true)] =
+                    parts.count > 1 ? percentDecoded(parts[1], plusIsSpace: true) : ""
             }
         }
         return .request(HTTPRequest(method: method, path: percentDecoded(path), query: query, body: body))

@@ -80,8 +80,15 @@ public final class PortService {
             json: .object([
                 ("apiVersion", .string("1.1.1")), ("version", .string(berthAPIVersion)), ("stateDir", .string("")),
                 ("childPID", .number(0)),
-                ("portDriver", .object([("driver", .string("berth")), ("protos", .array(protos)), ("disallowLoopbackChildIP", .bool(false))])),
-            ]))
+                (
+                    "portDriver",
+                    .object([
+                        ("driver", .string("berth")), ("protos", .array(protos)),
+                        ("disallowLoopbackChildIP", .bool(false)),
+                    ])
+                ),
+            ])
+        )
     }
 
     private func rootlessKitList() -> HTTPResponse {
@@ -95,11 +102,15 @@ public final class PortService {
     /// builtin driver takes it; `parentIP` empty means all addresses, `parentPort` 0 a free one.
     private func rootlessKitAdd(_ body: [UInt8]) -> HTTPResponse {
         let fields: [String: JSONValue]
-        switch JSONValue.parse(body).flatMap({ $0.fields(allowed: ["proto", "parentIP", "parentPort", "childIP", "childPort"]) }) {
+        switch JSONValue.parse(body).flatMap({
+            $0.fields(allowed: ["proto", "parentIP", "parentPort", "childIP", "childPort"])
+        }) {
         case .success(let f): fields = f
         case .failure(let e): return .error(400, e.description)
         }
-        guard case .string(let proto)? = fields["proto"] else { return .error(400, "proto is required: tcp, tcp4, tcp6, udp, udp4 or udp6") }
+        guard case .string(let proto)? = fields["proto"] else {
+            return .error(400, "proto is required: tcp, tcp4, tcp6, udp, udp4 or udp6")
+        }
         let family: String
         switch proto {
         case "tcp", "udp": family = ""
@@ -144,9 +155,18 @@ public final class PortService {
                 ("childIP", .string(childText)), ("childPort", .number(Double(childPort))),
             ]
             entries[entry.id] = Entry(
-                id: entry.id, owner: nil, target: child, specs: entry.specs, publication: entry.publication, ports: entry.ports,
-                rootlessKitSpec: status)
-            return HTTPResponse(status: 201, json: .object([("id", .number(Double(entry.id))), ("spec", .object(status))]))
+                id: entry.id,
+                owner: nil,
+                target: child,
+                specs: entry.specs,
+                publication: entry.publication,
+                ports: entry.ports,
+                rootlessKitSpec: status
+            )
+            return HTTPResponse(
+                status: 201,
+                json: .object([("id", .number(Double(entry.id))), ("spec", .object(status))])
+            )
         }
     }
 
@@ -174,7 +194,9 @@ public final class PortService {
         }
         var specs: [String] = []
         for item in list {
-            guard case .string(let spec) = item else { return .error(400, "publish must hold strings, such as \"8080:80\"") }
+            guard case .string(let spec) = item else {
+                return .error(400, "publish must hold strings, such as \"8080:80\"")
+            }
             specs.append(spec)
         }
         var owner: String?
@@ -219,7 +241,12 @@ public final class PortService {
 
     // MARK: doing it
 
-    private func publish(_ specs: [String], to target: IPAddress, owner: String?, rootlessKit: Bool) -> Result<Entry, HTTPResponse> {
+    private func publish(
+        _ specs: [String],
+        to target: IPAddress,
+        owner: String?,
+        rootlessKit: Bool
+    ) -> Result<Entry, HTTPResponse> {
         var mappings: [PortMapping] = []
         for spec in specs {
             do {
@@ -237,7 +264,16 @@ public final class PortService {
         let id = nextID
         nextID += 1
         return .success(
-            Entry(id: id, owner: owner, target: target, specs: specs, publication: added.id, ports: added.ports, rootlessKitSpec: nil))
+            Entry(
+                id: id,
+                owner: owner,
+                target: target,
+                specs: specs,
+                publication: added.id,
+                ports: added.ports,
+                rootlessKitSpec: nil
+            )
+        )
     }
 
     private func unpublish(_ entry: Entry) -> HTTPResponse? {
@@ -265,7 +301,8 @@ public final class PortService {
         members.append(("target", .string(entry.target.description)))
         members.append(("publish", .array(entry.specs.map { .string($0) })))
         members.append(
-            ("ports",
+            (
+                "ports",
                 .array(
                     entry.ports.map { port in
                         .object([
@@ -273,7 +310,10 @@ public final class PortService {
                             ("hostPort", .number(Double(port.address.port))),
                             ("containerPort", .number(Double(port.mapping.containerPort))),
                         ])
-                    })))
+                    }
+                )
+            )
+        )
         members.append(("lines", .array(entry.ports.map { .string($0.line) })))
         return .object(members)
     }

@@ -26,7 +26,8 @@ public enum UnixSocket {
     }
 
     private static func withAddress<R>(
-        _ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R
+        _ path: String,
+        _ body: (UnsafePointer<sockaddr>, socklen_t) -> R
     ) throws(SyscallError) -> R {
         var a = try address(path)
         return withUnsafePointer(to: &a) { p in
@@ -46,7 +47,10 @@ public enum UnixSocket {
     /// Connects to `path`, blocking (a client's call), close-on-exec.
     public static func connect(path: String) throws(SyscallError) -> Descriptor {
         let socket = Descriptor(
-            taking: try syscall("socket") { Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CBerthLinux_SOCK_CLOEXEC, 0) })
+            taking: try syscall("socket") {
+                Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CBerthLinux_SOCK_CLOEXEC, 0)
+            }
+        )
         while true {
             let rc = try withAddress(path) { Glibc.connect(socket.raw, $0, $1) }
             if rc == 0 { return socket }
@@ -67,7 +71,9 @@ public enum UnixSocket {
 /// Files and directories the control socket lives among.
 public enum FileSystem {
     public static func makeDirectory(_ path: String, mode: mode_t) throws(SyscallError) {
-        if mkdir(path, mode) != 0 && errno != EEXIST { throw SyscallError("mkdir", .init(rawValue: errno), subject: path) }
+        if mkdir(path, mode) != 0 && errno != EEXIST {
+            throw SyscallError("mkdir", .init(rawValue: errno), subject: path)
+        }
     }
 
     public static func remove(_ path: String) throws(SyscallError) {
@@ -94,7 +100,9 @@ public enum FileSystem {
     public static func groups(ofProcess pid: Int32) -> [gid_t] {
         guard let text = readSmallFile("/proc/\(pid)/status") else { return [] }
         for line in text.split(separator: "\n") where line.hasPrefix("Groups:") {
-            return line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { gid_t($0) }
+            return line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap {
+                gid_t($0)
+            }
         }
         return []
     }

@@ -60,14 +60,18 @@ public struct DaemonArguments: Sendable, Equatable {
             default:
                 drain = try RunArguments.seconds("--drain-timeout", value)
                 if drain < 0 || drain > RunArguments.maximumSeconds {
-                    throw RunArgumentError("--drain-timeout must be between 0 and \(Int(RunArguments.maximumSeconds)) seconds")
+                    throw RunArgumentError(
+                        "--drain-timeout must be between 0 and \(Int(RunArguments.maximumSeconds)) seconds"
+                    )
                 }
             }
         }
         var parsed: RunCommand
         do {
             parsed = try RunArguments.parse(rest, requirePublish: false)
-        } catch where error.message == "missing the target IP, the container's address" && !rest.contains(where: isPublish) {
+        } catch
+            where error.message == "missing the target IP, the container's address" && !rest.contains(where: isPublish)
+        {
             // No mapping to start with: then no target either.
             parsed = try RunArguments.parse(rest + ["0.0.0.0"], requirePublish: false)
         }
@@ -79,7 +83,9 @@ public struct DaemonArguments: Sendable, Equatable {
         }
     }
 
-    private static func isPublish(_ arg: String) -> Bool { arg == "-p" || arg.hasPrefix("-p") || arg.hasPrefix("--publish") }
+    private static func isPublish(_ arg: String) -> Bool {
+        arg == "-p" || arg.hasPrefix("-p") || arg.hasPrefix("--publish")
+    }
 
     public static let help = """
         OVERVIEW: Run berth as a daemon: publish ports added and removed at run time
@@ -163,22 +169,30 @@ public enum PortCommand: Sendable, Equatable {
         case "add":
             guard !specs.isEmpty else { throw RunArgumentError("nothing to publish: give at least one -p") }
             guard positional.count == 1 else {
-                throw RunArgumentError(positional.isEmpty ? "missing the target IP, the container's address" : "give one target IP")
+                throw RunArgumentError(
+                    positional.isEmpty ? "missing the target IP, the container's address" : "give one target IP"
+                )
             }
             guard IPAddress(positional[0]) != nil else {
                 throw RunArgumentError("target IP \(quoted(positional[0])) is not an IPv4 or IPv6 address")
             }
             return .add(control: control, specs: specs, target: positional[0], owner: owner)
         case "ls", "list":
-            guard positional.isEmpty, specs.isEmpty else { throw RunArgumentError("berth port ls takes only --owner, --json and --control") }
+            guard positional.isEmpty, specs.isEmpty else {
+                throw RunArgumentError("berth port ls takes only --owner, --json and --control")
+            }
             return .list(control: control, owner: owner, json: json)
         case "rm", "remove":
             var ids: [Int] = []
             for p in positional {
-                guard let id = Int(p), id > 0 else { throw RunArgumentError("\(quoted(p)) is not a port id (berth port ls shows them)") }
+                guard let id = Int(p), id > 0 else {
+                    throw RunArgumentError("\(quoted(p)) is not a port id (berth port ls shows them)")
+                }
                 ids.append(id)
             }
-            guard ids.isEmpty != (owner == nil) else { throw RunArgumentError("give port ids or --owner, one of the two") }
+            guard ids.isEmpty != (owner == nil) else {
+                throw RunArgumentError("give port ids or --owner, one of the two")
+            }
             return .remove(control: control, ids: ids, owner: owner)
         default:
             throw RunArgumentError("unknown port command \(quoted(verb)): add, ls or rm")

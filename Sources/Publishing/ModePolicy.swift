@@ -11,8 +11,12 @@ extension Publisher {
     /// `notice` gets each line to tell the user; the ports bound are the publisher's `ports`.
     /// With `sockets` (systemd socket activation) the mappings are served through them, not bound.
     public static func start(
-        _ mappings: [PortMapping], mode: Mode?, options: PublishOptions, logger: Logger,
-        sockets: [PassedSocket] = [], notice: (String) -> Void
+        _ mappings: [PortMapping],
+        mode: Mode?,
+        options: PublishOptions,
+        logger: Logger,
+        sockets: [PassedSocket] = [],
+        notice: (String) -> Void
     ) throws(PublishError) -> Publisher {
         var options = options
         let automatic = mode == nil
@@ -25,7 +29,9 @@ extension Publisher {
             options.mode = .userspace
         } else if let mode {
             if mode != .userspace && !Capability.hasNetAdmin() {
-                throw PublishError("--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)")
+                throw PublishError(
+                    "--mode \(mode) needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)"
+                )
             }
             options.mode = mode
         } else {
@@ -40,7 +46,7 @@ extension Publisher {
         do {
             try publish(publisher)
             return publisher
-        } catch where error.isKernelPathFailure && automatic {
+        } catch  where error.isKernelPathFailure && automatic {
             notice("notice: no kernel fast path (\(error)): forwarding in userspace only")
         }
         publisher.close()

@@ -19,7 +19,10 @@ enum ProxyHeader {
     /// Writes the header into `buffer` (at least `maximumLength` bytes); returns its length.
     /// `stream`: TCP (true) or UDP (false, v2 only).
     static func write(
-        _ version: ProxyProtocol, stream: Bool, source: SocketAddress, destination: SocketAddress,
+        _ version: ProxyProtocol,
+        stream: Bool,
+        source: SocketAddress,
+        destination: SocketAddress,
         into buffer: UnsafeMutableRawBufferPointer
     ) -> Int {
         let v4 = (!source.isV6 && !destination.isV6) || (source.isV4Mapped && destination.isV4Mapped)
@@ -33,12 +36,16 @@ enum ProxyHeader {
     }
 
     private static func writeLine(
-        _ family: String?, _ source: SocketAddress, _ destination: SocketAddress, v4: Bool,
+        _ family: String?,
+        _ source: SocketAddress,
+        _ destination: SocketAddress,
+        v4: Bool,
         into buffer: UnsafeMutableRawBufferPointer
     ) -> Int {
         let line: String
         if let family {
-            line = "PROXY \(family) \(text(source, v4: v4)) \(text(destination, v4: v4)) \(source.port) \(destination.port)\r\n"
+            line =
+                "PROXY \(family) \(text(source, v4: v4)) \(text(destination, v4: v4)) \(source.port) \(destination.port)\r\n"
         } else {
             // Families that differ cannot happen on one client connection; the spec's answer anyway.
             line = "PROXY UNKNOWN\r\n"
@@ -58,7 +65,11 @@ enum ProxyHeader {
     }
 
     private static func writeBinary(
-        stream: Bool, known: Bool, v4: Bool, _ source: SocketAddress, _ destination: SocketAddress,
+        stream: Bool,
+        known: Bool,
+        v4: Bool,
+        _ source: SocketAddress,
+        _ destination: SocketAddress,
         into buffer: UnsafeMutableRawBufferPointer
     ) -> Int {
         for (i, byte) in signature.enumerated() { buffer[i] = byte }
@@ -101,7 +112,10 @@ enum ProxyHeader {
     /// The v2 header of a UDP datagram from `source` to the local address `destination` (a
     /// flow key's raw words, as `FlowKey` and `PacketInfo` keep them) and port; no allocation.
     static func writeDatagram(
-        source: FlowKey, destinationHigh: UInt64, destinationLow: UInt64, destinationPort: UInt16,
+        source: FlowKey,
+        destinationHigh: UInt64,
+        destinationLow: UInt64,
+        destinationPort: UInt16,
         into buffer: UnsafeMutableRawBufferPointer
     ) -> Int {
         for (i, byte) in signature.enumerated() { buffer[i] = byte }

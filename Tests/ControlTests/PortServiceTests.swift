@@ -23,17 +23,27 @@ final class PortServiceTests: XCTestCase {
         publisher.close()
     }
 
-    private func call(_ method: String, _ path: String, _ body: String = "", query: [String: String] = [:]) -> (Int, String) {
+    private func call(
+        _ method: String,
+        _ path: String,
+        _ body: String = "",
+        query: [String: String] = [:]
+    ) -> (Int, String) {
         let response = service.handle(HTTPRequest(method: method, path: path, query: query, body: Array(body.utf8)))
         return (response.status, String(decoding: response.body, as: UTF8.self))
     }
 
     func testBerthsOwnAddListAndRemoveByOwner() throws {
         let p = freePort()
-        let (status, body) = call("POST", "/v1/berth/ports", #"{"target":"127.0.0.1","publish":["127.0.0.1:\#(p):80","127.0.0.1::81/udp"],"owner":"c1"}"#)
+        let (status, body) = call(
+            "POST",
+            "/v1/berth/ports",
+            #"{"target":"127.0.0.1","publish":["127.0.0.1:\#(p):80","127.0.0.1::81/udp"],"owner":"c1"}"#
+        )
         XCTAssertEqual(status, 201, body)
         let entry = try JSONValue.parse(Array(body.utf8)).get()
-        guard case .object(let members) = entry, case .array(let lines)? = members.first(where: { $0.0 == "lines" })?.1 else {
+        guard case .object(let members) = entry, case .array(let lines)? = members.first(where: { $0.0 == "lines" })?.1
+        else {
             return XCTFail(body)
         }
         XCTAssertEqual(lines.first, .string("80/tcp -> 127.0.0.1:\(p)"))
@@ -54,13 +64,18 @@ final class PortServiceTests: XCTestCase {
         let busy = try TestServer.echo()
         let free = freePort()
         let (status, body) = call(
-            "POST", "/v1/berth/ports",
-            #"{"target":"127.0.0.1","publish":["127.0.0.1:\#(free):80","127.0.0.1:\#(busy.address.port):80"]}"#)
+            "POST",
+            "/v1/berth/ports",
+            #"{"target":"127.0.0.1","publish":["127.0.0.1:\#(free):80","127.0.0.1:\#(busy.address.port):80"]}"#
+        )
         XCTAssertEqual(status, 409)
         XCTAssertEqual(body, #"{"message":"80/tcp: bind 127.0.0.1:\#(busy.address.port): address already in use"}"#)
         XCTAssertEqual(call("GET", "/v1/berth/ports").1, "[]")
         let probe = try Socket.make(family: AF_INET, type: Int32(SOCK_STREAM.rawValue))
-        XCTAssertNoThrow(try Socket.bind(probe.raw, SocketAddress(ip: "127.0.0.1", port: free)!), "the first spec's port stayed bound")
+        XCTAssertNoThrow(
+            try Socket.bind(probe.raw, SocketAddress(ip: "127.0.0.1", port: free)!),
+            "the first spec's port stayed bound"
+        )
     }
 
     func testBadRequestsGetOneClearLine() {
@@ -68,21 +83,39 @@ final class PortServiceTests: XCTestCase {
             ("POST", "/v1/berth/ports", "{", 400, "the body is not valid JSON"),
             ("POST", "/v1/berth/ports", "", 400, "the body is empty: expected a JSON object"),
             ("POST", "/v1/berth/ports", "[1]", 400, "the body must be a JSON object"),
-            ("POST", "/v1/berth/ports", #"{"target":"127.0.0.1","publish":["80"],"extra":1}"#, 400, #"unknown field \"extra\""#),
-            ("POST", "/v1/berth/ports", #"{"target":"nope","publish":["80"]}"#, 400, "target must be the container's IPv4 or IPv6 address"),
-            ("POST", "/v1/berth/ports", #"{"target":"127.0.0.1","publish":[]}"#, 400,
-                #"publish must be a list of Docker -p specs, such as [\"8080:80\", \"53:53/udp\"]"#),
+            (
+                "POST", "/v1/berth/ports", #"{"target":"127.0.0.1","publish":["80"],"extra":1}"#, 400,
+                #"unknown field \"extra\""#
+            ),
+            (
+                "POST", "/v1/berth/ports", #"{"target":"nope","publish":["80"]}"#, 400,
+                "target must be the container's IPv4 or IPv6 address"
+            ),
+            (
+                "POST", "/v1/berth/ports", #"{"target":"127.0.0.1","publish":[]}"#, 400,
+                #"publish must be a list of Docker -p specs, such as [\"8080:80\", \"53:53/udp\"]"#
+            ),
             ("POST", "/v1/berth/ports", #"{"target":"127.0.0.1","publish":["80:80:80:80"]}"#, 400, ""),
             ("DELETE", "/v1/berth/ports/77", "", 404, "no ports with id 77"),
             ("DELETE", "/v1/berth/ports", "", 400, "give an id (DELETE /v1/berth/ports/ID) or an owner (?owner=NAME)"),
             ("PUT", "/v1/berth/ports", "", 405, "PUT is not allowed on /v1/berth/ports"),
             ("GET", "/v2/anything", "", 404, "no such endpoint: GET /v2/anything"),
-            ("POST", "/v1/ports", #"{"proto":"sctp","childIP":"127.0.0.1","childPort":80}"#, 400, "sctp is not supported"),
-            ("POST", "/v1/ports", #"{"proto":"tcp","childPort":80}"#, 400, "childIP must be the container's IPv4 or IPv6 address"),
-            ("POST", "/v1/ports", #"{"proto":"tcp4","parentIP":"::1","childIP":"127.0.0.1","childPort":80}"#, 400,
-                "parentIP ::1 is not an IPv4 address, as tcp4 asks"),
-            ("POST", "/v1/ports", #"{"proto":"tcp","childIP":"127.0.0.1","childPort":70000}"#, 400,
-                "childPort must be a whole number from 1 to 65535"),
+            (
+                "POST", "/v1/ports", #"{"proto":"sctp","childIP":"127.0.0.1","childPort":80}"#, 400,
+                "sctp is not supported"
+            ),
+            (
+                "POST", "/v1/ports", #"{"proto":"tcp","childPort":80}"#, 400,
+                "childIP must be the container's IPv4 or IPv6 address"
+            ),
+            (
+                "POST", "/v1/ports", #"{"proto":"tcp4","parentIP":"::1","childIP":"127.0.0.1","childPort":80}"#, 400,
+                "parentIP ::1 is not an IPv4 address, as tcp4 asks"
+            ),
+            (
+                "POST", "/v1/ports", #"{"proto":"tcp","childIP":"127.0.0.1","childPort":70000}"#, 400,
+                "childPort must be a whole number from 1 to 65535"
+            ),
             ("DELETE", "/v1/ports/9", "", 400, "no ports with id 9"),
         ]
         for (method, path, body, status, message) in cases {
@@ -100,7 +133,11 @@ final class PortServiceTests: XCTestCase {
     func testRootlessKitsSequence() throws {
         let (infoStatus, info) = call("GET", "/v1/info")
         XCTAssertEqual(infoStatus, 200)
-        XCTAssertTrue(info.contains(#""apiVersion":"1.1.1""#) && info.contains(#""protos":["tcp","tcp4","tcp6","udp","udp4","udp6"]"#), info)
+        XCTAssertTrue(
+            info.contains(#""apiVersion":"1.1.1""#)
+                && info.contains(#""protos":["tcp","tcp4","tcp6","udp","udp4","udp6"]"#),
+            info
+        )
         let p = freePort()
         let spec = #"{"proto":"tcp","parentIP":"127.0.0.1","parentPort":\#(p),"childIP":"127.0.0.1","childPort":80}"#
         let (status, body) = call("POST", "/v1/ports", spec)

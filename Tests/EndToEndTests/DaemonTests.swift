@@ -23,9 +23,13 @@ final class DaemonTests: XCTestCase {
     /// Starts the daemon and waits for its report: a line per initial port, then the socket.
     private func startDaemon(_ extra: [String] = [], ports: Int = 0) throws -> Subprocess {
         let daemon = try Subprocess(
-            berthBinary(), ["daemon", "--mode", "userspace", "--threads", "2", "--control", socketPath] + extra)
+            berthBinary(),
+            ["daemon", "--mode", "userspace", "--threads", "2", "--control", socketPath] + extra
+        )
         let lines = daemon.waitForLines(ports + 1)
-        guard lines.last == "control \(socketPath)" else { throw TestFailure("daemon printed \(lines), stderr \(daemon.stderr)") }
+        guard lines.last == "control \(socketPath)" else {
+            throw TestFailure("daemon printed \(lines), stderr \(daemon.stderr)")
+        }
         return daemon
     }
 
@@ -43,7 +47,10 @@ final class DaemonTests: XCTestCase {
         let server = try TestServer.echo()
         let daemon = try startDaemon()
         let fixed = freePort()
-        let added = try port(["add", "--owner", "web-1", "-p", "127.0.0.1:\(fixed):\(server.address.port)", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"])
+        let added = try port([
+            "add", "--owner", "web-1", "-p", "127.0.0.1:\(fixed):\(server.address.port)", "-p",
+            "127.0.0.1::\(server.address.port)", "127.0.0.1",
+        ])
         XCTAssertEqual(added.code, 0, added.stderr)
         let lines = added.stdout.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.first, "\(server.address.port)/tcp -> 127.0.0.1:\(fixed)")
@@ -59,7 +66,11 @@ final class DaemonTests: XCTestCase {
         let removed = try port(["rm", "--owner", "web-1"])
         XCTAssertEqual(removed.code, 0, removed.stderr)
         XCTAssertEqual(try port(["ls"]).stdout, "")
-        XCTAssertTrue(eventually { (try? TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: fixed)!, timeoutSeconds: 1)) == nil })
+        XCTAssertTrue(
+            eventually {
+                (try? TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: fixed)!, timeoutSeconds: 1)) == nil
+            }
+        )
         let missing = try port(["rm", "9"])
         XCTAssertEqual(missing.stderr, "berth: no ports with id 9\n")
         daemon.signal(SIGTERM)
@@ -90,10 +101,16 @@ final class DaemonTests: XCTestCase {
             XCTAssertEqual(removed.status, 200)
             if i % 100 == 0 {
                 try bystander.send("still here \(i)")
-                XCTAssertEqual(String(decoding: try bystander.receive(exactly: "still here \(i)".utf8.count), as: UTF8.self), "still here \(i)")
+                XCTAssertEqual(
+                    String(decoding: try bystander.receive(exactly: "still here \(i)".utf8.count), as: UTF8.self),
+                    "still here \(i)"
+                )
             }
         }
-        XCTAssertTrue(eventually { openSocketCount(pid: daemon.pid) <= baseline }, "\(openSocketCount(pid: daemon.pid)) sockets, baseline \(baseline)")
+        XCTAssertTrue(
+            eventually { openSocketCount(pid: daemon.pid) <= baseline },
+            "\(openSocketCount(pid: daemon.pid)) sockets, baseline \(baseline)"
+        )
         daemon.signal(SIGTERM)
         XCTAssertEqual(daemon.waitForExit(), 0)
     }
@@ -117,9 +134,14 @@ final class DaemonTests: XCTestCase {
         chmod(socketPath, 0o666)
         chmod(directory, 0o755)
         let other = try Subprocess.run(
-            "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", berthBinary(), "port", "ls", "--control", socketPath])
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", berthBinary(), "port", "ls", "--control", socketPath]
+        )
         XCTAssertEqual(other.code, 1)
-        XCTAssertEqual(other.stderr, "berth: permission denied: the control socket takes root, berth's own user or --control-group\n")
+        XCTAssertEqual(
+            other.stderr,
+            "berth: permission denied: the control socket takes root, berth's own user or --control-group\n"
+        )
     }
 
     func testAStaleSocketFileIsReplaced() throws {

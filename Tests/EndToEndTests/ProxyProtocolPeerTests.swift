@@ -42,9 +42,13 @@ final class ProxyProtocolPeerTests: XCTestCase {
         // Listening once the port cannot be bound (a probe connection would be logged, headerless).
         XCTAssertTrue(
             eventually {
-                guard let probe = try? Socket.make(family: listen.family, type: Int32(SOCK_STREAM.rawValue)) else { return false }
+                guard let probe = try? Socket.make(family: listen.family, type: Int32(SOCK_STREAM.rawValue)) else {
+                    return false
+                }
                 return (try? Socket.bind(probe.raw, listen)) == nil
-            }, "HAProxy did not listen: \(process.stderr)")
+            },
+            "HAProxy did not listen: \(process.stderr)"
+        )
         return (process, listen, directory)
     }
 
@@ -58,7 +62,12 @@ final class ProxyProtocolPeerTests: XCTestCase {
             rmdir(directory)
         }
         let berth = try Subprocess(
-            berthBinary(), ["run", "--mode", "userspace", "--proxy-protocol", version, "-p", "\(host == "::1" ? "[::1]" : host)::\(frontend.port)", host])
+            berthBinary(),
+            [
+                "run", "--mode", "userspace", "--proxy-protocol", version, "-p",
+                "\(host == "::1" ? "[::1]" : host)::\(frontend.port)", host,
+            ]
+        )
         defer {
             berth.signal(SIGTERM)
             XCTAssertEqual(berth.waitForExit(), 0)
@@ -75,7 +84,11 @@ final class ProxyProtocolPeerTests: XCTestCase {
         _ = haproxy.waitForLines(before + 1, seconds: 10)
         let logged = haproxy.stdoutLines.last { $0.hasPrefix("client ") } ?? ""
         print("HAProxy logged, through berth --proxy-protocol \(version): \(logged)")
-        XCTAssertEqual(logged, "client \(me.ipText):\(me.port) dst \(host):\(port)", "HAProxy's stdout: \(haproxy.stdoutLines)")
+        XCTAssertEqual(
+            logged,
+            "client \(me.ipText):\(me.port) dst \(host):\(port)",
+            "HAProxy's stdout: \(haproxy.stdoutLines)"
+        )
     }
 
     func testHAProxyLogsTheClientsIPv4AddressFromVersionOne() throws { try check("v1", family: "127.0.0.1") }

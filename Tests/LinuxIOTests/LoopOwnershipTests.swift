@@ -31,7 +31,10 @@ private func makePipe() -> (read: Int32, write: Int32) {
     return (fds[0], fds[1])
 }
 
-private func poke(_ fd: Int32) { var b: UInt8 = 1; _ = write(fd, &b, 1) }
+private func poke(_ fd: Int32) {
+    var b: UInt8 = 1
+    _ = write(fd, &b, 1)
+}
 
 final class LoopOwnershipTests: XCTestCase {
     /// A handler that always has work left never makes the loop sleep, and never keeps another
@@ -44,7 +47,10 @@ final class LoopOwnershipTests: XCTestCase {
         let other = Probe()
         let otherID = loop.attach(other)
         let (r, w) = makePipe()
-        defer { close(r); close(w) }
+        defer {
+            close(r)
+            close(w)
+        }
         try loop.add(r, .read, for: otherID, tag: 0)
         loop.requeue(busyID)
         // Nothing is ready and no timer is due: the loop must still not sleep while the ready
@@ -77,7 +83,12 @@ final class LoopOwnershipTests: XCTestCase {
         let bID = loop.attach(b)
         let pa = makePipe()
         var pb = makePipe()
-        defer { close(pa.read); close(pa.write); close(pb.read); close(pb.write) }
+        defer {
+            close(pa.read)
+            close(pa.write)
+            close(pb.read)
+            close(pb.write)
+        }
         try loop.add(pa.read, .read, for: aID, tag: 0)
         try loop.add(pb.read, .read, for: bID, tag: 0)
         poke(pa.write)
@@ -95,7 +106,13 @@ final class LoopOwnershipTests: XCTestCase {
             let cID = loop.attach(c)
             try? loop.add(fresh.read, .read, for: cID, tag: 0)
             poke(fresh.write)
-            if probe === a { pb = fresh } else { close(pa.write); close(fresh.write); pb = (fresh.read, pb.write) }
+            if probe === a {
+                pb = fresh
+            } else {
+                close(pa.write)
+                close(fresh.write)
+                pb = (fresh.read, pb.write)
+            }
         }
         a.onReady = swap
         b.onReady = swap

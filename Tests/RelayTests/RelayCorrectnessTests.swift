@@ -203,7 +203,10 @@ final class RelayCorrectnessTests: XCTestCase {
         // The open connection was reset, not left hanging.
         XCTAssertEqual(client.receiveOutcome().errno, ECONNRESET)
         client.close()
-        XCTAssertTrue(eventually { openDescriptorCount() <= before + 1 }, "\(before) before, \(openDescriptorCount()) after")
+        XCTAssertTrue(
+            eventually { openDescriptorCount() <= before + 1 },
+            "\(before) before, \(openDescriptorCount()) after"
+        )
         // The echo server's side of the connection may still be closing: the +1 above. The port is free.
         XCTAssertNoThrow(try Listener.tcp(address))
     }
