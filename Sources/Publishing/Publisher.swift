@@ -72,6 +72,8 @@ public final class Publisher {
     /// What the loops are, and what is published; shared by the control thread and `run`.
     private struct Live {
         var publications: [Int: [Binding]] = [:]
+        /// Who asked for a publication (`add(_:owner:)`), for metrics' `owner` label.
+        var owners: [Int: String] = [:]
         /// While `run` runs: one per loop.
         var shares: [LoopShare] = []
         var running = false
@@ -111,7 +113,10 @@ public final class Publisher {
     }
 
     /// `bind`, also while the loops run: the new listeners join every loop at its next wake-up.
-    public func add(_ mappings: [PortMapping]) throws(PublishError) -> (id: PublicationID, ports: [BoundPort]) {
+    /// `owner` (a container, a client of the control API) labels the ports' metrics.
+    public func add(_ mappings: [PortMapping], owner: String? = nil) throws(PublishError) -> (
+        id: PublicationID, ports: [BoundPort]
+    ) {
         var bound: [Binding] = []
         for mapping in mappings {
             guard mapping.proto == .tcp || mapping.proto == .udp else {
@@ -125,15 +130,16 @@ public final class Publisher {
         if options.mode != .userspace {
             rulesByID[id] = try installRules(for: newPorts)
         }
-        publish(bound, id: id)
+        publish(bound, id: id, owner: owner)
         return (PublicationID(raw: id), newPorts)
     }
 
-    private func publish(_ bound: [Binding], id: Int) {
+    private func publish(_ bound: [Binding], id: Int, owner: String? = nil) {
         let mode = options.mode
         let logger = self.logger
         live.withLock { state in
             state.publications[id] = bound
+            state.owners[id] = owner
             guard state.running else { return }
             for share in state.shares {
                 share.context.loop.waker.post {
@@ -154,6 +160,7 @@ public final class Publisher {
     public func remove(_ id: PublicationID, drain: Duration = .seconds(10)) throws(PublishError) -> [BoundPort] {
         let removed: [Binding]? = live.withLock { state in
             guard let bound = state.publications.removeValue(forKey: id.raw) else { return nil }
+            state.owners[id.raw] = nil
             for share in state.shares {
                 share.context.loop.waker.post {
                     for served in share.served.removeValue(forKey: id.raw) ?? [] {
@@ -344,6 +351,7 @@ public final class Publisher {
                 state.running = false
                 state.shares.removeAll()
                 state.publications.removeAll()
+                state.owners.removeAll()
             }
             stopper.forgetLoops()
         }
@@ -440,6 +448,89 @@ public final class Publisher {
         (try? natTable?.counters()) ?? [:]
     }
 
+    // MARK: metrics
+
+    /// A scrape: every loop copies its per-mapping counters on its own thread (work posted
+    /// through its eventfd, after what was posted before, so a removed publication is gone),
+    /// the answers are summed per mapping; with the process's descriptors and pooled pipes and,
+    /// in kernel and hybrid mode, the DNAT map elements' counters. A loop that has not answered
+    /// within `timeout` is left out (`loopsAnswered` says so): a stuck loop cannot hang a scrape.
+    /// From the control thread, like `add` and `remove` (the kernel counters use their netlink
+    /// socket); the loops go on meanwhile. Allocates: never on a loop's thread.
+    public func metrics(timeout: Duration = .seconds(1)) -> PublisherMetrics {
+        let answers = LoopAnswers()
+        let (loopCount, owners): (Int, [Int: String]) = live.withLock { state in
+            guard state.running else { return (0, state.owners) }
+            for share in state.shares {
+                share.context.loop.waker.post {
+                    answers.add(Self.sample(share))
+                }
+            }
+            return (state.shares.count, state.owners)
+        }
+        let deadline = Semaphore.deadline(after: timeout)
+        var answered = 0
+        while answered < loopCount && answers.semaphore.wait(until: deadline) { answered += 1 }
+        var result = PublisherMetrics()
+        result.loops = loopCount
+        var byKey: [MappingKey: Int] = [:]
+        for sample in answers.take() {
+            result.loopsAnswered += 1
+            result.pipesPooled += sample.idlePipes
+            for m in sample.mappings {
+                let key = MappingKey(publication: m.publication, proto: m.proto, host: m.host)
+                if let i = byKey[key] {
+                    result.mappings[i].counters += m.counters
+                } else {
+                    byKey[key] = result.mappings.count
+                    var m = m
+                    m.owner = owners[m.publication.raw]
+                    result.mappings.append(m)
+                }
+            }
+        }
+        result.mappings.sort {
+            ($0.publication.raw, $0.host.port, $0.host.isV6 ? 1 : 0) < ($1.publication.raw, $1.host.port, $1.host.isV6 ? 1 : 0)
+        }
+        result.openDescriptors = try? Resources.openDescriptorCount()
+        result.descriptorLimit = (try? Resources.openFileLimit())?.soft
+        if natTable != nil {
+            var ownerOfRule: [DNATRule: String] = [:]
+            for (id, rules) in rulesByID {
+                guard let owner = owners[id] else { continue }
+                for rule in rules { ownerOfRule[rule] = owner }
+            }
+            result.kernel = kernelCounters().map { rule, counters in
+                PublisherMetrics.KernelRule(
+                    rule: rule, owner: ownerOfRule[rule], packets: counters.packets, bytes: counters.bytes)
+            }
+            .sorted { ($0.rule.hostPort, $0.rule.proto.rawValue) < ($1.rule.hostPort, $1.rule.proto.rawValue) }
+        }
+        return result
+    }
+
+    /// One loop's counters, copied on its thread.
+    private static func sample(_ share: LoopShare) -> LoopSample {
+        var mappings: [PublisherMetrics.Mapping] = []
+        for (id, served) in share.served {
+            for handler in served {
+                switch handler {
+                case .tcp(let acceptor):
+                    mappings.append(
+                        PublisherMetrics.Mapping(
+                            publication: PublicationID(raw: id), proto: .tcp, host: acceptor.listener.address,
+                            target: acceptor.target, counters: acceptor.counters))
+                case .udp(let relay):
+                    mappings.append(
+                        PublisherMetrics.Mapping(
+                            publication: PublicationID(raw: id), proto: .udp, host: relay.listener.address,
+                            target: relay.target, counters: relay.counters))
+                }
+            }
+        }
+        return LoopSample(mappings: mappings, idlePipes: share.context.idlePipes)
+    }
+
     /// Removes the DNAT rules in one batch (the table goes), forgets the conntrack entries of UDP
     /// flows they created (or those flows would keep going to the container for minutes), and
     /// closes every listener. The loops must have stopped.
@@ -452,7 +543,10 @@ public final class Publisher {
             }
             kernelRules.removeAll()
         }
-        live.withLock { $0.publications.removeAll() }
+        live.withLock { state in
+            state.publications.removeAll()
+            state.owners.removeAll()
+        }
         rulesByID.removeAll()
     }
 
@@ -476,5 +570,35 @@ private final class LoopShare: @unchecked Sendable {
         self.index = index
         self.loopCount = loopCount
         self.context = context
+    }
+}
+
+private struct MappingKey: Hashable {
+    let publication: PublicationID
+    let proto: Proto
+    let host: SocketAddress
+}
+
+private struct LoopSample: Sendable {
+    var mappings: [PublisherMetrics.Mapping]
+    var idlePipes: Int
+}
+
+/// The loops' answers to one scrape. Kept alive by the posted work, so a loop that answers
+/// after the scrape gave up writes into it harmlessly.
+private final class LoopAnswers: Sendable {
+    let semaphore = Semaphore()
+    private let samples = Mutex<[LoopSample]>([])
+
+    func add(_ sample: LoopSample) {
+        samples.withLock { $0.append(sample) }
+        semaphore.signal()
+    }
+
+    func take() -> [LoopSample] {
+        samples.withLock { samples in
+            defer { samples.removeAll() }
+            return samples
+        }
     }
 }

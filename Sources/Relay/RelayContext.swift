@@ -139,5 +139,8 @@ public final class RelayContext {
         scratch = .allocate(byteCount: 1 << 16, alignment: 16)
     }
 
+    /// Empty pipes the loop's pool keeps for reuse; on the loop's thread.
+    package var idlePipes: Int { pipes.idle }
+
     deinit { scratch.deallocate() }
 }

@@ -12,8 +12,8 @@ import SystemPackage
 /// accepted just before the backend socket could not be made waits here too, rather than
 /// being reset, and goes first when descriptors are back.
 public final class TCPAcceptor: EventHandler {
-    let listener: Listener
-    let target: SocketAddress
+    public let listener: Listener
+    public let target: SocketAddress
     let context: RelayContext
     /// Several loops serve this listener: accept one client per wake-up, then go to the back
     /// of the listener's line of waiting loops, so that the next client wakes another loop.
@@ -27,6 +27,10 @@ public final class TCPAcceptor: EventHandler {
     /// Its connections still open.
     private let connections: ConnectionGroup
     private var accepting = true
+    /// This mapping's counters on this loop, shared with its connections.
+    let mapping = MappingCounterBox()
+    /// A copy of them; on the loop's thread.
+    public var counters: MappingCounters { mapping.value }
 
     public init(listener: Listener, target: SocketAddress, context: RelayContext, shared: Bool = false) {
         self.listener = listener
@@ -89,10 +93,12 @@ public final class TCPAcceptor: EventHandler {
             default:
                 Socket.setResetOnClose(client.raw)
                 context.counters.refused &+= 1
+                mapping.pointer.pointee.refused &+= 1
                 return nil
             }
         }
-        TCPConnection.start(client: client, backend: backend, target: target, context: context, group: connections)
+        TCPConnection.start(client: client, backend: backend, target: target, context: context, mapping: mapping,
+            group: connections)
         if listener.warned.load(ordering: .relaxed),
             listener.warned.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
         {
@@ -123,6 +129,7 @@ public final class TCPAcceptor: EventHandler {
                 }
             }
             context.counters.accepted &+= 1
+            mapping.pointer.pointee.accepted &+= 1
             if let unserved = serve(client) {
                 waiting.append(unserved)
                 return

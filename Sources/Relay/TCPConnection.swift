@@ -98,6 +98,8 @@ final class TCPConnection: EventHandler {
     static let halfCloseTimerTag: UInt8 = 1
 
     private let context: RelayContext
+    /// Its acceptor's counters (held: a connection may outlive its acceptor).
+    private let mapping: MappingCounterBox
     private var id: HandlerID
     private var phase: Phase
     /// Side 0, the client, and side 1, the backend (their epoll tags).
@@ -119,8 +121,12 @@ final class TCPConnection: EventHandler {
     var groupNext: TCPConnection?
     unowned(unsafe) var groupPrevious: TCPConnection?
 
-    private init(client: consuming Descriptor, backend: consuming Descriptor, context: RelayContext, connected: Bool) {
+    private init(
+        client: consuming Descriptor, backend: consuming Descriptor, context: RelayContext, mapping: MappingCounterBox,
+        connected: Bool
+    ) {
         self.context = context
+        self.mapping = mapping
         a = Side(client, tag: 0)
         b = Side(backend, tag: 1)
         copyOnly = !context.config.splice
@@ -133,7 +139,7 @@ final class TCPConnection: EventHandler {
     /// client and relays once it answers; a backend that refuses at once resets the client.
     static func start(
         client: consuming Descriptor, backend: consuming Descriptor, target: SocketAddress, context: RelayContext,
-        group: ConnectionGroup? = nil
+        mapping: MappingCounterBox, group: ConnectionGroup? = nil
     ) {
         // The client inherits TCP_NODELAY from its listener (Listener.tcp sets it there).
         Socket.setNoDelay(backend.raw)
@@ -143,10 +149,12 @@ final class TCPConnection: EventHandler {
         } catch {
             Socket.setResetOnClose(client.raw)
             context.counters.refused &+= 1
+            mapping.pointer.pointee.refused &+= 1
             context.logger.debug("connect \(target): \(error)")
             return
         }
-        let connection = TCPConnection(client: client, backend: backend, context: context, connected: connected)
+        let connection = TCPConnection(
+            client: client, backend: backend, context: context, mapping: mapping, connected: connected)
         group?.track(connection)
         connection.register()
         if connected && connection.phase == .relaying && !connection.sendProxyHeader() { connection.close(reset: true) }
@@ -156,6 +164,7 @@ final class TCPConnection: EventHandler {
         let loop = context.loop
         id = loop.attach(self)
         context.counters.active += 1
+        mapping.pointer.pointee.active += 1
         do {
             try loop.add(a.fd, Self.interest, for: id, tag: 0)
             try loop.add(b.fd, Self.interest, for: id, tag: 1)
@@ -177,6 +186,7 @@ final class TCPConnection: EventHandler {
             // Success is a plain write edge; a refusal also sets EPOLLERR, so only then ask SO_ERROR.
             if readiness.error || readiness.hangup, let error = Socket.pendingError(b.fd) {
                 context.counters.refused &+= 1
+                mapping.pointer.pointee.refused &+= 1
                 context.logger.debug("connect: \(SyscallError.text(error))")
                 b.failed = true
                 Socket.setResetOnClose(a.fd)
@@ -202,6 +212,7 @@ final class TCPConnection: EventHandler {
         switch (tag, phase) {
         case (Self.connectTimerTag, .connecting):
             context.counters.connectTimeouts &+= 1
+            mapping.pointer.pointee.connectTimeouts &+= 1
             context.logger.debug("connect: timed out after \(context.config.connectTimeout)")
             close(reset: true)
         case (Self.halfCloseTimerTag, .relaying):
@@ -209,6 +220,7 @@ final class TCPConnection: EventHandler {
                 context.halfClosed.join(self, since: lastActivity)
             } else {
                 context.counters.halfCloseTimeouts &+= 1
+                mapping.pointer.pointee.halfCloseTimeouts &+= 1
                 close(reset: true)
             }
         default:
@@ -222,6 +234,7 @@ final class TCPConnection: EventHandler {
     /// Its port was removed and the drain time is up.
     func drainExpired() {
         context.counters.drainResets &+= 1
+        mapping.pointer.pointee.drainResets &+= 1
         close(reset: true)
     }
 
@@ -262,6 +275,7 @@ final class TCPConnection: EventHandler {
             // The stream of a failed side goes out first; then the reset goes both ways.
             if a.delivered(toFailedPeer: b.failed) && b.delivered(toFailedPeer: a.failed) {
                 context.counters.resets &+= 1
+                mapping.pointer.pointee.resets &+= 1
                 close(reset: true)
                 return
             }
@@ -383,7 +397,13 @@ final class TCPConnection: EventHandler {
     /// Counts bytes the target took.
     @inline(__always)
     private func delivered(_ n: Int, to t: borrowing Side) {
-        if t.tag == 1 { context.counters.bytesToBackend &+= UInt64(n) } else { context.counters.bytesToClient &+= UInt64(n) }
+        if t.tag == 1 {
+            context.counters.bytesToBackend &+= UInt64(n)
+            mapping.pointer.pointee.bytesToBackend &+= UInt64(n)
+        } else {
+            context.counters.bytesToClient &+= UInt64(n)
+            mapping.pointer.pointee.bytesToClient &+= UInt64(n)
+        }
     }
 
     /// Half-close: the source's EOF reaches the target once nothing of it waits in the pipe.
@@ -523,6 +543,8 @@ final class TCPConnection: EventHandler {
         a.pipe = nil
         b.pipe = nil
         context.counters.active -= 1
+        mapping.pointer.pointee.active -= 1
         context.counters.closed &+= 1
+        mapping.pointer.pointee.closed &+= 1
     }
 }

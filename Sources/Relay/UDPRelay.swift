@@ -45,8 +45,8 @@ public final class UDPRelay: EventHandler {
     private static let listenerBatchesPerWake = 8
     private static let flowBatchesPerWake = 4
 
-    let listener: Listener
-    let target: SocketAddress
+    public let listener: Listener
+    public let target: SocketAddress
     let context: RelayContext
     private let flows: UDPFlowTable
     /// The listener's own address as a flow key's raw words, for PROXY headers.
@@ -62,6 +62,10 @@ public final class UDPRelay: EventHandler {
     private var expiryArmed = false
     /// Out of descriptors since the last flow opened: log only the first failure.
     private var exhausted = false
+    /// This mapping's counters on this loop.
+    let mapping = MappingCounterBox()
+    /// A copy of them; on the loop's thread.
+    public var counters: MappingCounters { mapping.value }
 
     public init(listener: Listener, target: SocketAddress, context: RelayContext) {
         precondition(!listener.isTCP, "UDPRelay needs a UDP listener")
@@ -115,6 +119,7 @@ public final class UDPRelay: EventHandler {
             } catch {
                 // Not expected on an unconnected socket (ENOMEM); level-triggered, so we come back.
                 context.counters.udpDropped &+= 1
+                mapping.pointer.pointee.dropped &+= 1
                 context.logger.debug("\(listener.address): \(error)")
                 return
             }
@@ -130,6 +135,7 @@ public final class UDPRelay: EventHandler {
         for i in 0..<count {
             if batch.isTruncated(i) {
                 context.counters.udpTruncated &+= 1
+                mapping.pointer.pointee.truncated &+= 1
                 continue
             }
             let key = FlowKey(sockaddr: batch.source(i))
@@ -144,6 +150,7 @@ public final class UDPRelay: EventHandler {
                 runSlot = -1
                 guard let opened = openFlow(key, now: now) else {
                     context.counters.udpDropped &+= 1
+                    mapping.pointer.pointee.dropped &+= 1
                     continue
                 }
                 slot = opened
@@ -193,9 +200,11 @@ public final class UDPRelay: EventHandler {
                 if Self.isBackendError(error.errno) {
                     // An earlier datagram met a closed port; reading cleared the error.
                     context.counters.udpBackendErrors &+= 1
+                    mapping.pointer.pointee.backendErrors &+= 1
                     continue
                 }
                 context.counters.udpDropped &+= 1
+                mapping.pointer.pointee.dropped &+= 1
                 context.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
                 return
             }
@@ -204,6 +213,7 @@ public final class UDPRelay: EventHandler {
             for i in 0..<count {
                 if batch.isTruncated(i) {
                     context.counters.udpTruncated &+= 1
+                    mapping.pointer.pointee.truncated &+= 1
                 } else {
                     batch.queue(i)
                 }
@@ -248,21 +258,27 @@ public final class UDPRelay: EventHandler {
                     for k in next..<(next + sent) { bytes += batch.queuedLength(k) }
                     if toBackend {
                         context.counters.udpDatagramsToBackend &+= UInt64(sent)
+                        mapping.pointer.pointee.datagramsToBackend &+= UInt64(sent)
                         context.counters.udpBytesToBackend &+= UInt64(bytes)
+                        mapping.pointer.pointee.bytesToBackend &+= UInt64(bytes)
                     } else {
                         context.counters.udpDatagramsToClient &+= UInt64(sent)
+                        mapping.pointer.pointee.datagramsToClient &+= UInt64(sent)
                         context.counters.udpBytesToClient &+= UInt64(bytes)
+                        mapping.pointer.pointee.bytesToClient &+= UInt64(bytes)
                     }
                     next += sent
                     retried = false
                 case .wouldBlock:
                     // The send buffer is full: UDP drops rather than waits.
                     context.counters.udpDropped &+= UInt64(range.upperBound - next)
+                    mapping.pointer.pointee.dropped &+= UInt64(range.upperBound - next)
                     return
                 }
             } catch {
                 if Self.isBackendError(error.errno) {
                     context.counters.udpBackendErrors &+= 1
+                    mapping.pointer.pointee.backendErrors &+= 1
                     // The error was left by an earlier datagram and is cleared now; this one has not gone.
                     if !retried {
                         retried = true
@@ -271,6 +287,7 @@ public final class UDPRelay: EventHandler {
                 }
                 // EMSGSIZE (65,527 bytes into IPv4), EPERM (a firewall), ...: drop this one, go on.
                 context.counters.udpDropped &+= 1
+                mapping.pointer.pointee.dropped &+= 1
                 next += 1
                 retried = false
             }
@@ -293,6 +310,7 @@ public final class UDPRelay: EventHandler {
             // Before the new socket: the evicted flow's descriptor is the one the new flow may need.
             closeFlow(victim)
             context.counters.udpFlowsEvicted &+= 1
+            mapping.pointer.pointee.flowsEvicted &+= 1
         }
         let socket: Descriptor
         do {
@@ -309,6 +327,7 @@ public final class UDPRelay: EventHandler {
             _ = try Socket.connect(socket.raw, target)
         } catch {
             context.counters.udpBackendErrors &+= 1
+            mapping.pointer.pointee.backendErrors &+= 1
             context.logger.debug("connect \(target): \(error)")
             return nil
         }
@@ -331,7 +350,9 @@ public final class UDPRelay: EventHandler {
             return nil
         }
         context.counters.udpFlowsCreated &+= 1
+        mapping.pointer.pointee.flowsCreated &+= 1
         context.counters.udpFlowsActive += 1
+        mapping.pointer.pointee.flowsActive += 1
         armExpiry()
         return slot
     }
@@ -347,6 +368,7 @@ public final class UDPRelay: EventHandler {
         backends.take(slot)?.close()
         flows.remove(slot)
         context.counters.udpFlowsActive -= 1
+        mapping.pointer.pointee.flowsActive -= 1
     }
 
     // MARK: expiry
@@ -362,6 +384,7 @@ public final class UDPRelay: EventHandler {
         while let slot = flows.expired(now: loop.now, idle: context.config.udpTimeout) {
             closeFlow(slot)
             context.counters.udpFlowsExpired &+= 1
+            mapping.pointer.pointee.flowsExpired &+= 1
         }
         armExpiry()
     }

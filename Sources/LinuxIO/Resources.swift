@@ -1,0 +1,30 @@
+import Glibc
+import SystemPackage
+
+/// What the process holds of the kernel's resources, for metrics: the open files limit and
+/// the descriptors open now.
+public enum Resources {
+    /// RLIMIT_NOFILE: soft (what applies) and hard (how far the soft one may be raised).
+    public static func openFileLimit() throws(SyscallError) -> (soft: UInt64, hard: UInt64) {
+        var limit = rlimit()
+        _ = try syscall("getrlimit") { getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) }
+        return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
+    }
+
+    /// Descriptors open in this process now: the entries of /proc/self/fd, less the one that
+    /// reads them.
+    public static func openDescriptorCount() throws(SyscallError) -> Int {
+        guard let dir = opendir("/proc/self/fd") else {
+            throw SyscallError("opendir", Errno(rawValue: Glibc.errno), subject: "/proc/self/fd")
+        }
+        defer { closedir(dir) }
+        var count = 0
+        while let entry = readdir(dir) {
+            let dot = withUnsafeBytes(of: entry.pointee.d_name) { name in
+                name[0] == UInt8(ascii: ".") && (name[1] == 0 || (name[1] == UInt8(ascii: ".") && name[2] == 0))
+            }
+            if !dot { count += 1 }
+        }
+        return count - 1
+    }
+}

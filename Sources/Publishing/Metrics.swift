@@ -1,0 +1,228 @@
+// What a scrape returns (`Publisher.metrics()`), and its Prometheus text exposition
+// (format 0.0.4: https://prometheus.io/docs/instrumenting/exposition_formats/), written by
+// hand: a few dozen lines, no dependency, nothing linked in that a process which never
+// scrapes would pay for.
+
+import LinuxIO
+import Mappings
+import Netfilter
+import Relay
+
+/// One scrape of a running `Publisher`: per mapping, summed over the loops, and per process.
+public struct PublisherMetrics: Sendable {
+    /// One served host address of a publication (a listener per loop, counted together).
+    public struct Mapping: Sendable {
+        public var publication: PublicationID
+        public var proto: Proto
+        /// Where it listens (the port the kernel chose, for an ephemeral one).
+        public var host: SocketAddress
+        /// The container side.
+        public var target: SocketAddress
+        /// `add(_:owner:)`'s owner; nil when none was given.
+        public var owner: String?
+        public var counters: MappingCounters
+    }
+
+    /// One DNAT rule of the kernel path, with its map element's counters.
+    public struct KernelRule: Sendable {
+        public var rule: DNATRule
+        public var owner: String?
+        /// New connections (TCP) or flows (UDP) DNATed, and their first packets' bytes.
+        public var packets: UInt64
+        public var bytes: UInt64
+    }
+
+    public var mappings: [Mapping] = []
+    public var kernel: [KernelRule] = []
+    /// Event loops running; 0 when `run` is not running.
+    public var loops = 0
+    /// Loops that answered the scrape in time; the others' counters are missing.
+    public var loopsAnswered = 0
+    public var openDescriptors: Int?
+    /// The soft RLIMIT_NOFILE.
+    public var descriptorLimit: UInt64?
+    /// Empty pipes kept for reuse, over all loops.
+    public var pipesPooled = 0
+
+    public init() {}
+
+    /// The Prometheus text exposition: `# HELP` and `# TYPE` once per metric, then its samples.
+    public func prometheusText() -> String {
+        var out = Exposition()
+        out.gauge("berth_loops", "Event loops running.", Double(loops))
+        out.gauge("berth_loops_answered", "Event loops that answered this scrape in time.", Double(loopsAnswered))
+        if let openDescriptors {
+            out.gauge("berth_open_fds", "File descriptors open in the process.", Double(openDescriptors))
+        }
+        if let descriptorLimit {
+            out.gauge("berth_max_fds", "Soft limit on open file descriptors (RLIMIT_NOFILE).", Double(descriptorLimit))
+        }
+        out.gauge("berth_pipes_pooled", "Empty pipes kept for reuse, all loops.", Double(pipesPooled))
+
+        let tcp = mappings.filter { $0.proto == .tcp }.map { ($0.labels, $0.counters) }
+        let udp = mappings.filter { $0.proto == .udp }.map { ($0.labels, $0.counters) }
+        func family(_ rows: [(Labels, MappingCounters)], _ name: String, _ type: Exposition.Kind, _ help: String,
+            _ value: (MappingCounters) -> Double)
+        {
+            guard !rows.isEmpty else { return }
+            out.header(name, type, help)
+            for (labels, counters) in rows { out.sample(name, labels, value(counters)) }
+        }
+        func directions(_ rows: [(Labels, MappingCounters)], _ name: String, _ help: String,
+            toBackend: (MappingCounters) -> UInt64, toClient: (MappingCounters) -> UInt64)
+        {
+            guard !rows.isEmpty else { return }
+            out.header(name, .counter, help)
+            for (labels, counters) in rows {
+                out.sample(name, labels + [("direction", "to_backend")], Double(toBackend(counters)))
+                out.sample(name, labels + [("direction", "to_client")], Double(toClient(counters)))
+            }
+        }
+        family(tcp, "berth_tcp_connections_accepted_total", .counter, "TCP connections accepted.") { Double($0.accepted) }
+        family(tcp, "berth_tcp_connections_active", .gauge, "TCP connections open.") { Double($0.active) }
+        family(tcp, "berth_tcp_connections_closed_total", .counter, "TCP connections closed, for any reason.") {
+            Double($0.closed)
+        }
+        family(tcp, "berth_tcp_connections_refused_total", .counter, "TCP clients reset because the backend refused.") {
+            Double($0.refused)
+        }
+        family(tcp, "berth_tcp_connections_reset_total", .counter, "TCP connections reset because one side reset.") {
+            Double($0.resets)
+        }
+        family(tcp, "berth_tcp_connect_timeouts_total", .counter, "TCP clients reset because the backend did not answer in time.") {
+            Double($0.connectTimeouts)
+        }
+        family(tcp, "berth_tcp_half_close_timeouts_total", .counter, "Half-closed TCP connections reset after the half-close timeout.") {
+            Double($0.halfCloseTimeouts)
+        }
+        family(tcp, "berth_tcp_drain_resets_total", .counter, "TCP connections of a removed port reset when its drain time was up.") {
+            Double($0.drainResets)
+        }
+        directions(tcp, "berth_tcp_bytes_total", "TCP bytes relayed.", toBackend: \.bytesToBackend, toClient: \.bytesToClient)
+
+        family(udp, "berth_udp_flows_active", .gauge, "UDP flows open.") { Double($0.flowsActive) }
+        family(udp, "berth_udp_flows_created_total", .counter, "UDP flows opened.") { Double($0.flowsCreated) }
+        family(udp, "berth_udp_flows_expired_total", .counter, "UDP flows closed after the idle timeout.") { Double($0.flowsExpired) }
+        family(udp, "berth_udp_flows_evicted_total", .counter, "UDP flows closed to make room in a full flow table.") {
+            Double($0.flowsEvicted)
+        }
+        directions(udp, "berth_udp_datagrams_total", "UDP datagrams relayed.",
+            toBackend: \.datagramsToBackend, toClient: \.datagramsToClient)
+        directions(udp, "berth_udp_bytes_total", "UDP payload bytes relayed.", toBackend: \.bytesToBackend, toClient: \.bytesToClient)
+        family(udp, "berth_udp_datagrams_truncated_total", .counter, "UDP datagrams too large for the buffer, dropped.") {
+            Double($0.truncated)
+        }
+        family(udp, "berth_udp_datagrams_dropped_total", .counter, "UDP datagrams dropped (full send buffer, no descriptor for a flow).") {
+            Double($0.dropped)
+        }
+        family(udp, "berth_udp_backend_errors_total", .counter, "Errors the backend side reported (ICMP unreachable).") {
+            Double($0.backendErrors)
+        }
+
+        if !kernel.isEmpty {
+            out.header("berth_kernel_dnat_packets_total", .counter, "Connections or flows DNATed by the kernel path (their first packets).")
+            for k in kernel { out.sample("berth_kernel_dnat_packets_total", k.labels, Double(k.packets)) }
+            out.header("berth_kernel_dnat_bytes_total", .counter, "Bytes of the first packets DNATed by the kernel path.")
+            for k in kernel { out.sample("berth_kernel_dnat_bytes_total", k.labels, Double(k.bytes)) }
+        }
+        return out.text
+    }
+}
+
+typealias Labels = [(String, String)]
+
+extension PublisherMetrics.Mapping {
+    var labels: Labels {
+        var labels: Labels = [
+            ("proto", proto.rawValue), ("host_address", host.ipText), ("host_port", "\(host.port)"),
+            ("target", target.description),
+        ]
+        if let owner { labels.append(("owner", owner)) }
+        return labels
+    }
+}
+
+extension PublisherMetrics.KernelRule {
+    var labels: Labels {
+        let host = rule.hostIP?.description ?? (rule.family == .v6 ? "::" : "0.0.0.0")
+        var labels: Labels = [
+            ("proto", rule.proto.rawValue), ("host_address", host), ("host_port", "\(rule.hostPort)"),
+            ("target", "\(rule.containerIP.bracketed):\(rule.containerPort)"),
+        ]
+        if let owner { labels.append(("owner", owner)) }
+        return labels
+    }
+}
+
+/// Builds the text. Values are integers here; a Double prints them exactly up to 2^53.
+struct Exposition {
+    enum Kind: String {
+        case counter, gauge
+    }
+
+    private(set) var text = ""
+
+    mutating func header(_ name: String, _ kind: Kind, _ help: String) {
+        text += "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(kind.rawValue)\n"
+    }
+
+    mutating func gauge(_ name: String, _ help: String, _ value: Double) {
+        header(name, .gauge, help)
+        sample(name, [], value)
+    }
+
+    mutating func sample(_ name: String, _ labels: Labels, _ value: Double) {
+        text += name
+        if !labels.isEmpty {
+            text += "{"
+            for (i, (key, value)) in labels.enumerated() {
+                if i > 0 { text += "," }
+                text += key
+                text += "=\""
+                text += Self.escapeLabel(value)
+                text += "\""
+            }
+            text += "}"
+        }
+        text += " "
+        text += Self.format(value)
+        text += "\n"
+    }
+
+    /// Integers without a fraction (what every berth value is), anything else as Swift prints it.
+    static func format(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+        if value == value.rounded(), abs(value) < 9.007_199_254_740_992e15 { return "\(Int64(value))" }
+        return "\(value)"
+    }
+
+    /// Label values: backslash, double quote and line feed escaped.
+    static func escapeLabel(_ value: String) -> String {
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") })
+        else { return value }
+        var out = ""
+        for c in value.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    /// HELP text: backslash and line feed escaped.
+    static func escapeHelp(_ value: String) -> String {
+        var out = ""
+        for c in value.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+}

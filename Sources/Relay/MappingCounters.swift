@@ -1,0 +1,84 @@
+/// Counters of one served mapping on one loop: one `TCPAcceptor` (and the connections it let
+/// in) or one `UDPRelay`. Plain integers, written only on the loop's thread, no atomics; a
+/// scrape copies them on that thread (`Publisher.metrics()`) and sums them over the loops.
+/// The loop's `RelayCounters` still count the same events for the whole loop.
+public struct MappingCounters: Sendable, Equatable {
+    // TCP
+    public var accepted: UInt64 = 0
+    public var active: Int = 0
+    public var closed: UInt64 = 0
+    /// The backend refused (or its socket could not be made): the client was reset.
+    public var refused: UInt64 = 0
+    /// Reset after the data, because one side reset.
+    public var resets: UInt64 = 0
+    public var connectTimeouts: UInt64 = 0
+    public var halfCloseTimeouts: UInt64 = 0
+    /// Still open when a removed port's drain time was up, and reset.
+    public var drainResets: UInt64 = 0
+    // Both: TCP bytes spliced or copied, UDP payload bytes.
+    public var bytesToBackend: UInt64 = 0
+    public var bytesToClient: UInt64 = 0
+    // UDP
+    public var datagramsToBackend: UInt64 = 0
+    public var datagramsToClient: UInt64 = 0
+    public var flowsActive: Int = 0
+    public var flowsCreated: UInt64 = 0
+    public var flowsExpired: UInt64 = 0
+    public var flowsEvicted: UInt64 = 0
+    /// Datagrams larger than the buffer (MSG_TRUNC), dropped.
+    public var truncated: UInt64 = 0
+    /// Datagrams dropped for other reasons (full send buffer, no descriptor for a flow).
+    public var dropped: UInt64 = 0
+    /// Errors the backend's side reported (ICMP port unreachable): counted, the flow goes on.
+    public var backendErrors: UInt64 = 0
+
+    public init() {}
+
+    public static func + (a: MappingCounters, b: MappingCounters) -> MappingCounters {
+        var s = a
+        s += b
+        return s
+    }
+
+    public static func += (s: inout MappingCounters, b: MappingCounters) {
+        s.accepted &+= b.accepted
+        s.active += b.active
+        s.closed &+= b.closed
+        s.refused &+= b.refused
+        s.resets &+= b.resets
+        s.connectTimeouts &+= b.connectTimeouts
+        s.halfCloseTimeouts &+= b.halfCloseTimeouts
+        s.drainResets &+= b.drainResets
+        s.bytesToBackend &+= b.bytesToBackend
+        s.bytesToClient &+= b.bytesToClient
+        s.datagramsToBackend &+= b.datagramsToBackend
+        s.datagramsToClient &+= b.datagramsToClient
+        s.flowsActive += b.flowsActive
+        s.flowsCreated &+= b.flowsCreated
+        s.flowsExpired &+= b.flowsExpired
+        s.flowsEvicted &+= b.flowsEvicted
+        s.truncated &+= b.truncated
+        s.dropped &+= b.dropped
+        s.backendErrors &+= b.backendErrors
+    }
+}
+
+/// A `MappingCounters` at a fixed address, shared by an acceptor and its connections (each holds
+/// the box). Written through `pointer`, a `let`: no exclusivity check, no retain per count.
+/// A connection that outlives its acceptor (stopped, draining) keeps the box alive.
+public final class MappingCounterBox {
+    let pointer: UnsafeMutablePointer<MappingCounters>
+
+    init() {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: MappingCounters())
+    }
+
+    deinit {
+        pointer.deinitialize(count: 1)
+        pointer.deallocate()
+    }
+
+    /// A copy; on the loop's thread only.
+    public var value: MappingCounters { pointer.pointee }
+}
