@@ -57,7 +57,9 @@ enum Daemon {
                 mappings, mode: run.mode, options: Run.options(run), logger: logger, notice: complain)
             for port in publisher.ports { say(port.line) }
             let service = PortService(publisher: publisher, drain: .milliseconds(Int(arguments.drainTimeout * 1000)))
-            let server = try ControlServer(path: arguments.control, group: group, service: service, logger: logger)
+            let metrics = arguments.metricsAddress.map { SocketAddress(ip: $0.bytes, port: arguments.metricsPort) }
+            let server = try ControlServer(
+                path: arguments.control, group: group, service: service, logger: logger, metrics: metrics)
             say("control \(arguments.control)")
             let handover = Handover(server)
             let thread = try LoopThread(name: "berth-control") {

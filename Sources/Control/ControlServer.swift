@@ -21,13 +21,18 @@ public final class ControlServer {
     private let loop: EventLoop
     private let listener: ControlListener
 
+    private var metricsListener: ControlListener?
+
     /// Makes the socket at `path` (its directory too, 0755, if missing). A socket file left by
     /// a daemon that is gone is replaced; one that answers is another daemon's: an error.
+    /// With `metrics`, also a TCP listener there that answers `GET /metrics` to anyone who can
+    /// reach it (choose its address accordingly: 127.0.0.1, or a management network).
     public init(
         path: String,
         group: gid_t?,
         service: PortService,
         logger: Logger,
+        metrics: SocketAddress? = nil,
         clientTimeout: Duration = .seconds(10)
     ) throws(ControlError) {
         self.path = path
@@ -53,6 +58,25 @@ public final class ControlServer {
             timeout: clientTimeout
         )
         do { try listener.start(on: loop) } catch { throw ControlError("control socket \(path): \(error)") }
+        if let metrics {
+            let socket = try Self.listenTCP(metrics)
+            let open = ControlListener(
+                socket: socket, policy: nil, service: service, logger: logger, timeout: clientTimeout, metricsOnly: true)
+            do { try open.start(on: loop) } catch { throw ControlError("--metrics \(metrics): \(error)") }
+            metricsListener = open
+        }
+    }
+
+    private static func listenTCP(_ address: SocketAddress) throws(ControlError) -> Descriptor {
+        do {
+            let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
+            try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
+            try Socket.bind(socket.raw, address)
+            try Socket.listen(socket.raw, backlog: 64)
+            return socket
+        } catch {
+            throw ControlError("--metrics: \(error)")
+        }
     }
 
     private static func listen(_ path: String, group: gid_t?) throws(ControlError) -> Descriptor {
@@ -93,18 +117,24 @@ struct PeerPolicy {
 
 final class ControlListener: EventHandler {
     private let socket: Descriptor
-    private let policy: PeerPolicy
+    /// nil: no peer check (the metrics listener, TCP).
+    private let policy: PeerPolicy?
     private let service: PortService
     private let logger: Logger
     private let timeout: Duration
+    private let metricsOnly: Bool
     private var id = HandlerID.none
 
-    init(socket: consuming Descriptor, policy: PeerPolicy, service: PortService, logger: Logger, timeout: Duration) {
+    init(
+        socket: consuming Descriptor, policy: PeerPolicy?, service: PortService, logger: Logger, timeout: Duration,
+        metricsOnly: Bool = false
+    ) {
         self.socket = socket
         self.policy = policy
         self.service = service
         self.logger = logger
         self.timeout = timeout
+        self.metricsOnly = metricsOnly
     }
 
     func start(on loop: EventLoop) throws(SyscallError) {
@@ -122,8 +152,9 @@ final class ControlListener: EventHandler {
                 logger.warning("control socket: \(error)")
                 return
             }
-            let allowed = (try? UnixSocket.peerCredentials(client.raw)).map(policy.allows) ?? false
-            let connection = ControlConnection(client, service: service, logger: logger)
+            var allowed = true
+            if let policy { allowed = (try? UnixSocket.peerCredentials(client.raw)).map(policy.allows) ?? false }
+            let connection = ControlConnection(client, service: service, logger: logger, metricsOnly: metricsOnly)
             connection.start(on: loop, timeout: timeout, refuse: !allowed)
         }
     }
@@ -136,12 +167,14 @@ final class ControlConnection: EventHandler {
     private let service: PortService
     private let logger: Logger
     private let reader = HTTPReader()
+    private let metricsOnly: Bool
     private var output: [UInt8] = []
     private var sent = 0
     private var id = HandlerID.none
     private weak var loop: EventLoop?
 
-    init(_ socket: consuming Descriptor, service: PortService, logger: Logger) {
+    init(_ socket: consuming Descriptor, service: PortService, logger: Logger, metricsOnly: Bool) {
+        self.metricsOnly = metricsOnly
         fd = socket.raw
         self.socket = consume socket
         self.service = service
@@ -184,7 +217,7 @@ final class ControlConnection: EventHandler {
                 if got == 0 { return close() }
                 continue
             case .request(let request):
-                answer(service.handle(request))
+                answer(metricsOnly ? service.handleMetricsOnly(request) : service.handle(request))
                 return
             case .bad(let status, let message):
                 answer(.error(status, message))

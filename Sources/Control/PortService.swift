@@ -33,6 +33,10 @@ public final class PortService {
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let parts = request.path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         let method = request.method
+        if parts == ["metrics"] {
+            guard method == "GET" else { return notAllowed(request) }
+            return Self.metrics(publisher)
+        }
         if parts.count >= 2, parts[0] == "v1", parts[1] == "info", parts.count == 2 {
             return method == "GET" ? info() : notAllowed(request)
         }
@@ -64,6 +68,20 @@ public final class PortService {
 
     private func notAllowed(_ request: HTTPRequest) -> HTTPResponse {
         .error(405, "\(request.method) is not allowed on \(request.path)")
+    }
+
+    /// `GET /metrics`: Prometheus text, scraped through the loops.
+    static func metrics(_ publisher: Publisher) -> HTTPResponse {
+        HTTPResponse(
+            status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
+            body: Array(publisher.metrics().prometheusText().utf8))
+    }
+
+    /// What a metrics-only listener (`--metrics ADDRESS:PORT`) answers: `GET /metrics`, nothing else.
+    public func handleMetricsOnly(_ request: HTTPRequest) -> HTTPResponse {
+        guard request.path == "/metrics" else { return .error(404, "only /metrics is served here") }
+        guard request.method == "GET" else { return notAllowed(request) }
+        return Self.metrics(publisher)
     }
 
     /// Removes every entry (the fuzzer's clean slate between inputs).
@@ -257,7 +275,7 @@ public final class PortService {
         }
         let added: (id: PublicationID, ports: [BoundPort])
         do {
-            added = try publisher.add(mappings)
+            added = try publisher.add(mappings, owner: owner)
         } catch {
             return .failure(.error(Self.status(of: error), error.description))
         }

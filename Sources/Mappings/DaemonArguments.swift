@@ -12,6 +12,9 @@ public struct DaemonArguments: Sendable, Equatable {
     public var controlGroup: String?
     /// Seconds a removed port's open connections get to finish.
     public var drainTimeout: Double = 10
+    /// `--metrics ADDRESS:PORT`: a TCP listener for `GET /metrics`.
+    public var metricsAddress: IPAddress?
+    public var metricsPort: UInt16 = 0
 
     public enum Command: Sendable, Equatable {
         case daemon(DaemonArguments)
@@ -23,6 +26,7 @@ public struct DaemonArguments: Sendable, Equatable {
         var control = defaultControl
         var group: String?
         var drain: Double = 10
+        var metrics: (IPAddress, UInt16)?
         var rest: [String] = []
         var index = 0
         while index < args.count {
@@ -34,7 +38,7 @@ public struct DaemonArguments: Sendable, Equatable {
                 name = String(arg[..<equals])
                 inline = String(arg[arg.index(after: equals)...])
             }
-            guard ["--control", "--control-group", "--drain-timeout"].contains(name) else {
+            guard ["--control", "--control-group", "--drain-timeout", "--metrics"].contains(name) else {
                 rest.append(arg)
                 if arg == "--" {
                     rest += args[index...]
@@ -54,6 +58,8 @@ public struct DaemonArguments: Sendable, Equatable {
             case "--control":
                 guard value.hasPrefix("/") else { throw RunArgumentError("--control must be an absolute path") }
                 control = value
+            case "--metrics":
+                metrics = try metricsListener(value)
             case "--control-group":
                 guard !value.isEmpty else { throw RunArgumentError("--control-group must name a group") }
                 group = value
@@ -79,8 +85,23 @@ public struct DaemonArguments: Sendable, Equatable {
         case .help: return .help
         case .version: return .version
         case .run(let run):
-            return .daemon(DaemonArguments(run: run, control: control, controlGroup: group, drainTimeout: drain))
+            var daemon = DaemonArguments(run: run, control: control, controlGroup: group, drainTimeout: drain)
+            daemon.metricsAddress = metrics?.0
+            daemon.metricsPort = metrics?.1 ?? 0
+            return .daemon(daemon)
         }
+    }
+
+    /// `127.0.0.1:9100` or `[::1]:9100`.
+    static func metricsListener(_ text: String) throws(RunArgumentError) -> (IPAddress, UInt16) {
+        let problem = RunArgumentError("--metrics must be ADDRESS:PORT, such as 127.0.0.1:9100 or [::1]:9100")
+        guard let colon = text.lastIndex(of: ":") else { throw problem }
+        var host = text[..<colon]
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard let ip = IPAddress(String(host)), let port = UInt16(text[text.index(after: colon)...]), port > 0 else {
+            throw problem
+        }
+        return (ip, port)
     }
 
     private static func isPublish(_ arg: String) -> Bool {
@@ -100,6 +121,9 @@ public struct DaemonArguments: Sendable, Equatable {
           --drain-timeout <seconds>
                                   Seconds a removed port's open connections get to
                                   finish before they are reset. (default: 10)
+          --metrics <address:port>
+                                  Also serve GET /metrics (Prometheus text) on this
+                                  TCP address, to anyone who reaches it.
           -p, --publish <spec>    Ports to publish from the start, towards <target-ip>.
           Every other option of `berth run` (--threads, --mode, timeouts ...) works
           the same; see `berth help run`.
@@ -113,6 +137,7 @@ public struct DaemonArguments: Sendable, Equatable {
           DELETE /v1/berth/ports?owner=ID     all of an owner's ports
           GET    /v1/info, GET|POST /v1/ports, DELETE /v1/ports/ID
                                               rootlesskit's port API
+          GET    /metrics                     Prometheus text, per mapping
 
         """
 }

@@ -153,4 +153,38 @@ final class DaemonTests: XCTestCase {
         daemon.signal(SIGTERM)
         XCTAssertEqual(daemon.waitForExit(), 0)
     }
+
+    /// `GET /metrics` on the --metrics TCP listener counts the bytes sent, exactly, per mapping.
+    func testMetricsCountTheBytesSent() throws {
+        let server = try TestServer.echo()
+        let metricsPort = freePort()
+        let daemon = try startDaemon(["--metrics", "127.0.0.1:\(metricsPort)"])
+        defer {
+            daemon.signal(SIGTERM)
+            XCTAssertEqual(daemon.waitForExit(), 0)
+        }
+        let added = try port(["add", "--owner", "m1", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"])
+        let published = try XCTUnwrap(UInt16(added.stdout.split(separator: ":").last?.dropLast() ?? ""))
+        let payload = pattern(12_345, seed: 5)
+        let c = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: published)!)
+        try c.send(payload)
+        XCTAssertEqual(try c.receive(exactly: payload.count), payload)
+        c.shutdownWrite()
+        _ = try c.receiveAll()
+        let scrape = { () throws -> String in
+            let s = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: metricsPort)!)
+            try s.send("GET /metrics HTTP/1.1\r\nHost: berth\r\n\r\n")
+            return String(decoding: try s.receiveAll(), as: UTF8.self)
+        }
+        let labels = "proto=\"tcp\",host_address=\"127.0.0.1\",host_port=\"\(published)\",target=\"127.0.0.1:\(server.address.port)\",owner=\"m1\""
+        var text = ""
+        XCTAssertTrue(eventually { text = (try? scrape()) ?? ""; return text.contains("berth_tcp_bytes_total{\(labels),direction=\"to_client\"} 12345") }, text)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4"), text)
+        XCTAssertTrue(text.contains("berth_tcp_bytes_total{\(labels),direction=\"to_backend\"} 12345"), text)
+        XCTAssertTrue(text.contains("berth_tcp_connections_accepted_total{\(labels)} 1"), text)
+        // Only /metrics is served there.
+        let other = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: metricsPort)!)
+        try other.send("GET /v1/berth/ports HTTP/1.1\r\n\r\n")
+        XCTAssertTrue(String(decoding: try other.receiveAll(), as: UTF8.self).hasPrefix("HTTP/1.1 404"))
+    }
 }
