@@ -69,6 +69,7 @@ let package = Package(
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
+        .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

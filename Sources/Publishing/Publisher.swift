@@ -68,6 +68,7 @@ public final class Publisher {
     /// what was bound is closed again and no rule is left.
     @discardableResult
     public func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
+        try DescriptorBudget.check(mappings, options: options)
         var bound: [(Listener, BoundPort)] = []
         for mapping in mappings {
             guard mapping.proto == .tcp || mapping.proto == .udp else {
