@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev
 
-.PHONY: all deps build release test test-docker demo bench bench-peers bench-smoke clean
+.PHONY: all deps build release test test-docker test-asan test-tsan fuzz demo bench bench-peers bench-smoke clean
 
 all: build
 
@@ -46,6 +46,38 @@ test: deps
 # temporary directory, publishing ports of a local busybox image. Root only.
 test-docker: build
 	bash .ci/docker-test.sh $(CURDIR)/.build/debug/berth
+
+# The whole suite under AddressSanitizer, in a build of its own; berth, run by the end-to-end tests,
+# is the ASan build too. LeakSanitizer is off (ASAN_OPTIONS=detect_leaks=1 turns it on): the test
+# process leaks at exit in Foundation's Process and XCTest, and berth in the cycle between a loop's
+# RelayContext and its EventLoop, so every run would fail on those and hide the rest.
+ASAN_FLAGS = --scratch-path .build-asan -Xswiftc -sanitize=address
+ASAN_OPTIONS ?= detect_leaks=0
+test-asan: deps
+	$(SWIFT) build --build-tests $(ASAN_FLAGS) $(BUILD_FLAGS)
+	ASAN_OPTIONS="$(ASAN_OPTIONS)" $(SWIFT) test --skip-build $(ASAN_FLAGS) $(BUILD_FLAGS)
+
+# The event loop and the relay under ThreadSanitizer; any report fails the run (halt_on_error makes
+# the test process exit non-zero at the first one).
+TSAN_FLAGS = --scratch-path .build-tsan -Xswiftc -sanitize=thread
+TSAN_TESTS = LinuxIOTests|RelayTests
+test-tsan: deps
+	$(SWIFT) build --build-tests $(TSAN_FLAGS) $(BUILD_FLAGS)
+	TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" $(SWIFT) test --skip-build $(TSAN_FLAGS) $(BUILD_FLAGS) --filter '$(TSAN_TESTS)'
+
+# libFuzzer on the command-line parsers, FUZZ_SECONDS each, from the seeds in Fuzz/corpus/<fuzzer>.
+# What they learn stays in .build-fuzz/corpus, a crash's input in .build-fuzz/artifacts (and the run fails).
+# BERTH_FUZZ=1 is what makes Package.swift declare the fuzzers (see there).
+FUZZ_SECONDS ?= 60
+FUZZERS = PortSpecFuzzer RunArgumentsFuzzer ProxyFlagsFuzzer
+FUZZ_BUILD = BERTH_FUZZ=1 $(SWIFT) build --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address $(BUILD_FLAGS)
+fuzz:
+	for f in $(FUZZERS); do $(FUZZ_BUILD) --product $$f || exit 1; done
+	for f in $(FUZZERS); do \
+		mkdir -p .build-fuzz/corpus/$$f .build-fuzz/artifacts && \
+		.build-fuzz/debug/$$f -max_total_time=$(FUZZ_SECONDS) -max_len=512 -print_final_stats=1 \
+			-artifact_prefix=.build-fuzz/artifacts/$$f- .build-fuzz/corpus/$$f Fuzz/corpus/$$f || exit 1; \
+	done
 
 demo: release
 	bash .ci/demo.sh .build/release/berth
@@ -95,4 +127,4 @@ bench-smoke: build
 	$(SWIFT) run --package-path bench berth-bench --smoke --berth $(CURDIR)/.build/debug/berth
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-asan .build-tsan .build-fuzz

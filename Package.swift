@@ -91,3 +91,23 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer targets, for `make fuzz` only: they call libFuzzer's driver, which exists only in a build with
+// `-sanitize=fuzzer`, so a plain `swift build` or `swift test` must not see them. `make fuzz` sets
+// BERTH_FUZZ=1 and builds them in a scratch path of their own (.build-fuzz).
+if Context.environment["BERTH_FUZZ"] == "1" {
+    package.targets += [
+        .target(name: "FuzzSupport", dependencies: ["Mappings"], path: "Fuzz/FuzzSupport"),
+        .executableTarget(name: "PortSpecFuzzer", dependencies: ["FuzzSupport"], path: "Fuzz/PortSpecFuzzer"),
+        .executableTarget(
+            name: "RunArgumentsFuzzer",
+            dependencies: ["FuzzSupport", "Mappings"],
+            path: "Fuzz/RunArgumentsFuzzer"
+        ),
+        .executableTarget(
+            name: "ProxyFlagsFuzzer",
+            dependencies: ["FuzzSupport", "Mappings"],
+            path: "Fuzz/ProxyFlagsFuzzer"
+        ),
+    ]
+}

@@ -24,6 +24,8 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses dotted IPv4 or any textual IPv6 (no brackets, no zone). nil if it does not parse.
     public init?(_ text: String) {
+        // inet_pton reads a C string: a NUL would end the address early.
+        guard !text.utf8.contains(0) else { return nil }
         if text.contains(":") {
             var a = in6_addr()
             guard inet_pton(AF_INET6, text, &a) == 1 else { return nil }

@@ -141,7 +141,7 @@ public enum ProxyFlags {
             }
             guard arg.count >= 2, arg.hasPrefix("-") else { throw unexpected(arg, after: previousBoolean) }
             guard let (name, inlineValue) = splitFlag(arg).map({ ($0.name, $0.value) }) else {
-                throw ProxyFlagError("bad flag syntax: \(arg)")
+                throw ProxyFlagError("bad flag syntax: \(plain(arg))")
             }
             previousBoolean = nil
             if helpNames.contains(name) { return .help }
@@ -160,7 +160,9 @@ public enum ProxyFlags {
                 continue
             }
 
-            guard proxyNames.contains(name) else { throw ProxyFlagError("flag provided but not defined: -\(name)") }
+            guard proxyNames.contains(name) else {
+                throw ProxyFlagError("flag provided but not defined: \(plain("-" + name))")
+            }
             let value: Substring
             if let inlineValue {
                 value = inlineValue
@@ -178,7 +180,9 @@ public enum ProxyFlags {
                 proto = String(value)
             case "host-ip", "container-ip":
                 guard !value.isEmpty else { throw invalid("empty IP address") }
-                guard let address = IPAddress(String(value)) else { throw invalid("invalid IP address: \(value)") }
+                guard let address = IPAddress(String(value)) else {
+                    throw invalid("invalid IP address: \(plain(value))")
+                }
                 if name == "host-ip" { hostIP = address.unmapped } else { containerIP = address.unmapped }
             case "host-port":
                 hostPort = try port(value, lowest: 0, invalid: invalid)

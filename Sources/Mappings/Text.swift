@@ -28,8 +28,9 @@ enum DecimalPort: Equatable {
     }
 }
 
-/// `text` in double quotes, with quotes, backslashes and control characters escaped, so that an error
-/// message that quotes user input stays on one line.
+/// `text` in double quotes, with quotes, backslashes and control characters escaped (C0, DEL, C1 with
+/// NEL, and the Unicode line and paragraph separators), so that an error message that quotes user input
+/// stays on one line.
 package func quoted(_ text: some StringProtocol) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
@@ -40,7 +41,7 @@ package func quoted(_ text: some StringProtocol) -> String {
         case "\r": out += "\\r"
         case "\t": out += "\\t"
         default:
-            if scalar.value < 0x20 || scalar.value == 0x7f {
+            if breaksLines(scalar) {
                 out += "\\u{" + String(scalar.value, radix: 16) + "}"
             } else {
                 out.unicodeScalars.append(scalar)
@@ -48,4 +49,15 @@ package func quoted(_ text: some StringProtocol) -> String {
         }
     }
     return out + "\""
+}
+
+/// A control character, or one that a terminal or a log reader may take as the end of a line.
+func breaksLines(_ scalar: Unicode.Scalar) -> Bool {
+    scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+}
+
+/// `text` as it is when it is plain, in quotes (`quoted`) when it holds anything that could break the
+/// line: for wordings that print user input bare, as Go's `flag` package does.
+package func plain(_ text: some StringProtocol) -> String {
+    text.unicodeScalars.contains(where: breaksLines) ? quoted(text) : String(text)
 }

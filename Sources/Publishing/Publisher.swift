@@ -117,6 +117,7 @@ public final class Publisher {
     public func add(_ mappings: [PortMapping], owner: String? = nil) throws(PublishError) -> (
         id: PublicationID, ports: [BoundPort]
     ) {
+        try DescriptorBudget.check(mappings, options: options)
         var bound: [Binding] = []
         for mapping in mappings {
             guard mapping.proto == .tcp || mapping.proto == .udp else {

@@ -318,6 +318,43 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(berth.waitForExit(), 0)
     }
 
+    /// `-p 9278-47650` is 76,746 listeners: refused before binding any (it used to bind 20,000 over
+    /// six seconds, then fail on EMFILE). prlimit sets soft and hard limit alike, so there is nothing
+    /// to raise.
+    func testMoreListenersThanTheDescriptorLimitAreRefusedBeforeBinding() throws {
+        guard access("/usr/bin/prlimit", X_OK) == 0 else { throw XCTSkip("prlimit (util-linux) is not installed") }
+        for (threads, message) in [
+            ("1", "berth: 76746 listening sockets need 76765 file descriptors, the limit is 64 (ulimit -n)\n"),
+            ("2", "berth: 153492 listening sockets need 153514 file descriptors, the limit is 64 (ulimit -n)\n"),
+        ] {
+            let result = try Subprocess.run("/usr/bin/prlimit", [
+                "--nofile=64:64", "--", berthBinary(), "run", "--mode", "userspace", "--threads", threads,
+                "-p", "9278-47650", "127.0.0.1",
+            ])
+            XCTAssertEqual(result.code, 1, result.stderr)
+            XCTAssertEqual(result.stdout, "", "nothing is bound, so no listener is reported")
+            XCTAssertEqual(result.stderr, message)
+        }
+    }
+
+    /// berth raises its soft limit to the hard one before it counts: 20 listeners (39 descriptors with
+    /// the reserve) fit in a hard limit of 4096 though the soft limit is 24.
+    func testSoftDescriptorLimitIsRaisedToTheHardLimit() throws {
+        guard access("/usr/bin/prlimit", X_OK) == 0 else { throw XCTSkip("prlimit (util-linux) is not installed") }
+        let server = try TestServer.echo()
+        let specs = (0..<20).flatMap { _ in ["-p", "127.0.0.1::\(server.address.port)"] }
+        let (berth, lines) = try start(["--threads", "1"] + specs + ["127.0.0.1"], lines: 20, limits: ["--nofile=24:4096"])
+        XCTAssertEqual(lines.count, 20)
+        // "Max open files            4096                 4096                 files"
+        let limits = readText("/proc/\(berth.pid)/limits")
+        let openFiles = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+        XCTAssertEqual(openFiles.split(separator: " ").dropFirst(3).prefix(2).map(String.init), ["4096", "4096"], limits)
+        try assertEcho("127.0.0.1", port(of: lines[19]))
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+        XCTAssertEqual(berth.stderr, "")
+    }
+
     func testSocketCountOfTheProcessReturnsToBaseline() throws {
         let server = try TestServer.echo()
         let (berth, lines) = try start(["--threads", "2", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1)
@@ -331,4 +368,14 @@ final class RunCommandTests: XCTestCase {
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
     }
+}
+
+/// The whole of a small file (a /proc file, whose size stat does not know).
+private func readText(_ path: String) -> String {
+    guard let file = fopen(path, "r") else { return "" }
+    defer { fclose(file) }
+    var text: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while case let n = fread(&buffer, 1, buffer.count, file), n > 0 { text += buffer[0..<n] }
+    return String(decoding: text, as: UTF8.self)
 }

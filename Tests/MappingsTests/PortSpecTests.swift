@@ -399,3 +399,32 @@ private func rejection(_ text: String) -> String? {
         }
     }
 }
+
+/// Found while writing the fuzzers' one-line check: `quoted` escaped C0 controls only, so NEL (U+0085)
+/// and the Unicode line and paragraph separators, which log readers and some terminals break lines on,
+/// went into the error line as they were.
+@Suite struct PortSpecUnicodeLineBreakTests {
+    @Test(arguments: [
+        ("80/\u{2028}", #"invalid port spec "80/\u{2028}": unknown protocol "\u{2028}" (expected tcp, udp or sctp)"#),
+        ("80/\u{2029}", #"invalid port spec "80/\u{2029}": unknown protocol "\u{2029}" (expected tcp, udp or sctp)"#),
+        ("\u{85}80", #"invalid port spec "\u{85}80": container port "\u{85}80" is not a number"#),
+    ])
+    func lineSeparatorIsEscaped(text: String, message: String) throws {
+        #expect(throws: PortSpecError.self) { try PortSpec(parsing: text) }
+        do {
+            _ = try PortSpec(parsing: text)
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+}
+
+/// inet_pton reads a C string, so an address with a NUL inside parsed as the part before it:
+/// `127.0.0.1\0junk` was 127.0.0.1.
+@Suite struct AddressWithNULTests {
+    @Test func addressWithNULIsRejected() {
+        #expect(IPAddress("127.0.0.1\0junk") == nil)
+        #expect(IPAddress("::1\0") == nil)
+        #expect(rejection("127.0.0.1\0junk:80:80") == #"host IP "127.0.0.1\u{0}junk" is not an IPv4 or IPv6 address"#)
+    }
+}

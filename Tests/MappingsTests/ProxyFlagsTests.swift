@@ -339,3 +339,25 @@ private let ports = ["-host-port", "8080", "-container-port", "80"]
         #expect(!ProxyFlags.looksLikeProxyInvocation(args))
     }
 }
+
+/// Found by ProxyFlagsFuzzer: Go's wordings print the flag or the value as it is, so a line break in it
+/// (`--\rx`, which dockerd never passes but a hand-written command line may) split the one-line error.
+/// Plain text stays as Go prints it; anything with a control character is quoted.
+@Suite struct ProxyFlagsLineBreakTests {
+    @Test(arguments: [
+        (ports + ["--\rx"], #"flag provided but not defined: "-\rx""#),
+        (["-a\nb"], #"flag provided but not defined: "-a\nb""#),
+        (["---\nx"], #"bad flag syntax: "---\nx""#),
+        (
+            ports + ["-host-ip", "1.2.3.4\n"],
+            #"invalid value "1.2.3.4\n" for flag -host-ip: invalid IP address: "1.2.3.4\n""#
+        ),
+        (
+            ports + ["-container-ip=fe80::1\u{2028}"],
+            #"invalid value "fe80::1\u{2028}" for flag -container-ip: invalid IP address: "fe80::1\u{2028}""#
+        ),
+    ])
+    func flagOrValueWithALineBreakIsQuoted(args: [String], message: String) {
+        #expect(failure(args) == message)
+    }
+}

@@ -14,13 +14,28 @@ public struct TestFailure: Error, CustomStringConvertible {
 /// A blocking TCP socket owned by a test.
 public final class TestSocket: @unchecked Sendable {
     public let fd: Int32
-    private let closed = Atomic<Bool>(false)
+    /// A lock, not an atomic flag: `shutdownUnlessClosed` must never reach a descriptor number that
+    /// `close` has just given back (and the kernel handed to someone else).
+    private let closed = Mutex(false)
 
     public init(fd: Int32) { self.fd = fd }
     deinit { close() }
 
     public func close() {
-        if !closed.exchange(true, ordering: .acquiringAndReleasing) { Glibc.close(fd) }
+        closed.withLock { closed in
+            if !closed {
+                closed = true
+                Glibc.close(fd)
+            }
+        }
+    }
+
+    /// Ends both directions, so that a thread blocked reading or writing this socket returns; nothing
+    /// once it is closed.
+    public func shutdownUnlessClosed() {
+        closed.withLock { closed in
+            if !closed { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        }
     }
 
     /// Connects with a receive/send timeout so a broken relay fails the test instead of hanging it.
@@ -108,14 +123,34 @@ public final class TestSocket: @unchecked Sendable {
 public func errnoText(_ e: Int32 = errno) -> String { String(cString: strerror(e)) }
 
 /// A blocking TCP server on a loopback address; each client is served on its own thread.
+///
+/// Every thread it starts is joined (ThreadSanitizer reports a thread that ends unjoined as a leak):
+/// a client's thread by the accept loop once it has finished, the rest by `stop`, which the server's
+/// `deinit` calls. `stop` shuts the clients' sockets down first, so that their handlers return.
 public final class TestServer: @unchecked Sendable {
     public let address: SocketAddress
     private let listenFD: Int32
-    private let handler: @Sendable (TestSocket) -> Void
     private var thread: LoopThread?
-    private let accepted = Atomic<Int>(0)
+    /// What the accept loop shares with the server; the loop does not hold the server itself, so that
+    /// the server's `deinit` can stop it.
+    private let state = State()
 
-    public var acceptedCount: Int { accepted.load(ordering: .relaxed) }
+    private final class State: Sendable {
+        let accepted = Atomic<Int>(0)
+        let clients = Mutex<[Client]>([])
+    }
+
+    /// One accepted client and the thread that serves it.
+    private final class Client: @unchecked Sendable {
+        /// Weak: the handler's thread owns the socket, which closes when the handler lets it go.
+        weak var socket: TestSocket?
+        let finished = Atomic<Bool>(false)
+        /// Set by the accept loop right after the thread starts; read after that loop is joined.
+        var thread: LoopThread?
+        init(_ socket: TestSocket) { self.socket = socket }
+    }
+
+    public var acceptedCount: Int { state.accepted.load(ordering: .relaxed) }
 
     public init(host: String = "127.0.0.1", port: UInt16 = 0, handler: @escaping @Sendable (TestSocket) -> Void) throws {
         let bindAddress = SocketAddress(ip: host, port: port)!
@@ -130,22 +165,33 @@ public final class TestServer: @unchecked Sendable {
         }
         listenFD = fd
         address = try Socket.localAddress(fd)
-        self.handler = handler
-        thread = try LoopThread(name: "test-server") { [self] in self.acceptLoop() }
+        let state = self.state
+        thread = try LoopThread(name: "test-server") { Self.acceptLoop(fd, state, handler) }
     }
 
-    private func acceptLoop() {
+    private static func acceptLoop(_ listenFD: Int32, _ state: State, _ handler: @escaping @Sendable (TestSocket) -> Void) {
         while true {
-            let client = CBerthLinux_accept4(listenFD, nil, nil, CBerthLinux_SOCK_CLOEXEC)
-            if client < 0 {
+            let fd = CBerthLinux_accept4(listenFD, nil, nil, CBerthLinux_SOCK_CLOEXEC)
+            if fd < 0 {
                 if errno == EINTR || errno == ECONNABORTED { continue }
                 return  // closed by stop()
             }
-            accepted.add(1, ordering: .relaxed)
-            let socket = TestSocket(fd: client)
+            state.accepted.add(1, ordering: .relaxed)
+            let socket = TestSocket(fd: fd)
             socket.setTimeout(seconds: 30)
-            let handler = self.handler
-            _ = try? LoopThread(name: "test-conn") { handler(socket) }
+            let client = Client(socket)
+            client.thread = try? LoopThread(name: "test-conn") {
+                handler(socket)
+                client.finished.store(true, ordering: .releasing)
+            }
+            state.clients.withLock { clients in
+                clients.removeAll { done in
+                    guard done.finished.load(ordering: .acquiring) else { return false }
+                    done.thread?.join()
+                    return true
+                }
+                clients.append(client)
+            }
         }
     }
 
@@ -154,6 +200,14 @@ public final class TestServer: @unchecked Sendable {
         Glibc.close(listenFD)
         thread?.join()
         thread = nil
+        let clients = state.clients.withLock { clients in
+            defer { clients = [] }
+            return clients
+        }
+        for client in clients {
+            client.socket?.shutdownUnlessClosed()
+            client.thread?.join()
+        }
     }
 
     deinit { if thread != nil { stop() } }
