@@ -65,11 +65,11 @@ test-tsan: deps
 	$(SWIFT) build --build-tests $(TSAN_FLAGS) $(BUILD_FLAGS)
 	TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" $(SWIFT) test --skip-build $(TSAN_FLAGS) $(BUILD_FLAGS) --filter '$(TSAN_TESTS)'
 
-# libFuzzer on the command-line parsers, FUZZ_SECONDS each, from the seeds in Fuzz/corpus/<fuzzer>.
+# libFuzzer on the command-line parsers and the control socket's request path, FUZZ_SECONDS each, from the seeds in Fuzz/corpus/<fuzzer>.
 # What they learn stays in .build-fuzz/corpus, a crash's input in .build-fuzz/artifacts (and the run fails).
 # BERTH_FUZZ=1 is what makes Package.swift declare the fuzzers (see there).
 FUZZ_SECONDS ?= 60
-FUZZERS = PortSpecFuzzer RunArgumentsFuzzer ProxyFlagsFuzzer
+FUZZERS = PortSpecFuzzer RunArgumentsFuzzer ProxyFlagsFuzzer ControlRequestFuzzer
 FUZZ_BUILD = BERTH_FUZZ=1 $(SWIFT) build --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address $(BUILD_FLAGS)
 fuzz:
 	for f in $(FUZZERS); do $(FUZZ_BUILD) --product $$f || exit 1; done

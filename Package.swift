@@ -109,5 +109,10 @@ if Context.environment["BERTH_FUZZ"] == "1" {
             dependencies: ["FuzzSupport", "Mappings"],
             path: "Fuzz/ProxyFlagsFuzzer"
         ),
+        .executableTarget(
+            name: "ControlRequestFuzzer",
+            dependencies: ["FuzzSupport", "Control", "Publishing"],
+            path: "Fuzz/ControlRequestFuzzer"
+        ),
     ]
 }
