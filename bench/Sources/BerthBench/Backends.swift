@@ -9,6 +9,10 @@
 //   connection-per-request load both use it.
 // - udp sink: counts 64-byte datagrams (recvmmsg).
 // - udp echo: sends every datagram back to where it came from (recvmmsg/sendmmsg).
+// - fair: one port, two roles, for tcp-fair. A connection whose first byte is `b` is a bulk
+//   download: 1 MiB chunks as fast as the client reads them. Any other is a byte echo (the
+//   ping; its first byte is echoed too). Each connection gets a blocking thread of its own,
+//   so the bulk source never delays the echo here: what delays the ping is the forwarder.
 
 import CBench
 import Glibc
@@ -22,6 +26,7 @@ final class Backends: @unchecked Sendable {
     let echo: SocketAddress
     let udpSink: SocketAddress
     let udpEcho: SocketAddress
+    let fair: SocketAddress
     private let fds: [Int32]
     private let stopFlag = Atomic<Bool>(false)
     private let udpReceived = Atomic<UInt64>(0)
@@ -34,16 +39,19 @@ final class Backends: @unchecked Sendable {
         let e = try Net.serve(any, type: Net.tcp, ns: ns, nonBlocking: true)
         let us = try Net.serve(any, type: Net.udp, ns: ns, nonBlocking: false)
         let ue = try Net.serve(any, type: Net.udp, ns: ns, nonBlocking: false)
+        let fa = try Net.serve(any, type: Net.tcp, ns: ns, nonBlocking: false)
         sink = s.address
         echo = e.address
         udpSink = us.address
         udpEcho = ue.address
-        fds = [s.fd, e.fd, us.fd, ue.fd]
-        for fd in [us.fd, ue.fd] { Net.setReceiveTimeout(fd, milliseconds: 100) }
+        fair = fa.address
+        fds = [s.fd, e.fd, us.fd, ue.fd, fa.fd]
+        for fd in [us.fd, ue.fd, fa.fd] { Net.setReceiveTimeout(fd, milliseconds: 100) }
         threads.append(try LoopThread(name: "backend-sink") { [self] in tcpServer(listener: s.fd, echo: false) })
         threads.append(try LoopThread(name: "backend-echo") { [self] in tcpServer(listener: e.fd, echo: true) })
         threads.append(try LoopThread(name: "backend-usink") { [self] in udpServer(us.fd, echo: false) })
         threads.append(try LoopThread(name: "backend-uecho") { [self] in udpServer(ue.fd, echo: true) })
+        threads.append(try LoopThread(name: "backend-fair") { [self] in fairServer(listener: fa.fd) })
     }
 
     func stop() {
@@ -140,6 +148,74 @@ final class Backends: @unchecked Sendable {
                 }
                 if closed { drop(i) }
             }
+        }
+    }
+
+    // MARK: fair (bulk source and byte echo on one port)
+
+    /// Accepts (the listener times out every 100 ms to see `stop`), reads the role byte and
+    /// hands the connection to a thread of its own; joins them all once stopped (each sees
+    /// `stop` within 100 ms).
+    private func fairServer(listener: Int32) {
+        var connections: [LoopThread] = []
+        defer { for t in connections { t.join() } }
+        while !stopped {
+            let fd = accept(listener, nil, nil)  // SO_RCVTIMEO bounds the wait
+            if fd < 0 { continue }
+            Net.noDelay(fd)
+            Net.setReceiveTimeout(fd, milliseconds: 100)
+            var role: UInt8 = 0
+            var got = -1
+            for _ in 0..<50 where !stopped {  // 5 s for the first byte
+                got = recv(fd, &role, 1, 0)
+                if got >= 0 || (errno != EAGAIN && errno != EINTR) { break }
+            }
+            guard got == 1 else {
+                close(fd)
+                continue
+            }
+            let first = role
+            let bulk = first == UInt8(ascii: "b")
+            do {
+                let t = try LoopThread(name: bulk ? "backend-source" : "backend-ping") { [self] in
+                    if bulk { fairSource(fd) } else { fairEcho(fd, first: first) }
+                    close(fd)
+                }
+                connections.append(t)
+            } catch {
+                close(fd)
+            }
+        }
+    }
+
+    /// 1 MiB chunks as fast as the client reads, until it closes (or the backends stop).
+    private func fairSource(_ fd: Int32) {
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0x62)
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        while !stopped {
+            let s = send(fd, buffer.baseAddress, chunk, Int32(MSG_NOSIGNAL))
+            if s > 0 || (s < 0 && (errno == EAGAIN || errno == EINTR)) { continue }
+            return
+        }
+    }
+
+    /// Every byte back as it comes, the role byte first.
+    private func fairEcho(_ fd: Int32, first: UInt8) {
+        var byte = first
+        guard send(fd, &byte, 1, Int32(MSG_NOSIGNAL)) == 1 else { return }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !stopped {
+            let got = recv(fd, &buffer, buffer.count, 0)
+            if got > 0 {
+                guard send(fd, buffer, got, Int32(MSG_NOSIGNAL)) == got else { return }
+                continue
+            }
+            if got < 0 && (errno == EAGAIN || errno == EINTR) { continue }
+            return
         }
     }
 

@@ -29,6 +29,8 @@ struct BerthBench: ParsableCommand {
               tcp-rr        keep-alive request/response latency p50/p99/p99.9, 1 and 64 connections; req/s with 64
               udp-pps       UDP 64-byte datagrams per second delivered, and loss
               udp-rr        UDP request/response latency p50/p99/p99.9
+              tcp-fair      1-byte ping every ms p50/p99/max, alone and beside a bulk download
+                            through the same port (berth on one loop: --threads 1)
               mem-idle      forwarder RSS, idle, one port
               mem-conns     forwarder RSS with --held-connections connections, KiB per connection
               mem-ports     forwarder RSS with --ports published ports, KiB per port, time until ready
@@ -89,6 +91,9 @@ struct BerthBench: ParsableCommand {
     @Option(help: ArgumentHelp("Another forwarder: NAME=COMMAND TEMPLATE.", valueName: "name=template"))
     var peer: [String] = []
 
+    @Option(help: "--threads for the built-in berth in every figure but tcp-fair (always 1); default: berth's own.")
+    var berthThreads: Int?
+
     @Option(help: "Connections held open for mem-conns.")
     var heldConnections: Int?
 
@@ -104,6 +109,7 @@ struct BerthBench: ParsableCommand {
     func validate() throws {
         if let duration, !(duration > 0) { throw ValidationError("--duration must be more than 0") }
         if let repetitions, repetitions < 1 { throw ValidationError("--repeat must be at least 1") }
+        if let berthThreads, berthThreads < 1 { throw ValidationError("--berth-threads must be at least 1") }
         if let scenario, !["loopback", "netns", "both"].contains(scenario) {
             throw ValidationError("--scenario is loopback, netns or both")
         }
@@ -201,7 +207,8 @@ struct BerthBench: ParsableCommand {
                 connectConcurrency: concurrency
             ),
             maxProcesses: maxProcesses,
-            workDirectory: workDirectory
+            workDirectory: workDirectory,
+            berthThreads: berthThreads
         )
         let environment = Environment.read(
             targets: chosen,

@@ -7,6 +7,7 @@ enum FigureGroup: String, CaseIterable, Sendable {
     case tcpRequestResponse = "tcp-rr"
     case udpDatagrams = "udp-pps"
     case udpRequestResponse = "udp-rr"
+    case tcpFairness = "tcp-fair"
     case memoryIdle = "mem-idle"
     case memoryConnections = "mem-conns"
     case memoryPorts = "mem-ports"
@@ -75,6 +76,22 @@ struct FigurePlan {
             return [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")].map { p, name in
                 f("udp-rr-\(p)", "UDP request/response latency, 1 flow pinned to one CPU, \(name)", "µs", false)
             }
+        case .tcpFairness:
+            var rows: [Figure] = []
+            for (mode, what) in [("alone", "alone"), ("bulk", "beside a bulk download on the same port")] {
+                for (p, name) in [("p50", "p50"), ("p99", "p99"), ("max", "max")] {
+                    rows.append(
+                        f(
+                            "tcp-fair-\(mode)-\(p)",
+                            "TCP 1-byte ping every ms, \(what), forwarder on one loop, \(name)",
+                            "µs",
+                            false
+                        )
+                    )
+                }
+            }
+            rows.append(f("tcp-fair-bulk-gbps", "TCP bulk download beside that ping, forwarder on one loop", "Gbit/s", true))
+            return rows
         case .memoryIdle:
             return [f("mem-idle", "Memory (RSS), idle, 1 port", "KiB", false)]
         case .memoryConnections:

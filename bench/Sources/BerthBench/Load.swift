@@ -7,6 +7,7 @@ import CBench
 import Glibc
 import Histogram
 import LinuxIO
+import Synchronization
 
 /// A latency histogram in nanoseconds, 1 µs .. 10 s, 3 significant digits.
 func makeHistogram() -> Histogram<UInt64> {
@@ -371,6 +372,94 @@ enum Load {
             seconds: Double(nowNanos() - begin) / 1e9
         )
     }
+
+    // MARK: fairness
+
+    /// tcp-fair: a 1-byte ping-pong on one connection to the fair backend, a ping every
+    /// `pingInterval` (an interactive session, not a flood), for `seconds`; with `bulk`,
+    /// beside a download on another connection to the same port that reads as fast as it
+    /// can (recv with MSG_TRUNC: no copy), started and flowing before the first ping.
+    /// Returns the ping's latency and the download's bits per second (0 without bulk).
+    static func fairness(
+        to address: SocketAddress,
+        bulk: Bool,
+        seconds: Double,
+        ns: String?
+    ) throws -> (latency: LatencyResult, bulkBitsPerSecond: Double) {
+        let download = Download()
+        var reader: LoopThread?
+        var bulkFD: Int32 = -1
+        defer {
+            download.stop.store(true, ordering: .relaxed)
+            reader?.join()
+            if bulkFD >= 0 { close(bulkFD) }
+        }
+        if bulk {
+            let fd = try Net.connect(address, type: Net.tcp, ns: ns)
+            bulkFD = fd
+            var role = UInt8(ascii: "b")
+            guard send(fd, &role, 1, Int32(MSG_NOSIGNAL)) == 1 else { throw BenchError("fair bulk: send: \(errnoText())") }
+            Net.setReceiveTimeout(fd, milliseconds: 100)
+            reader = try LoopThread(name: "bench-download") { [download] in
+                while !download.stop.load(ordering: .relaxed) {
+                    let got = recv(fd, nil, 1 << 22, Int32(MSG_TRUNC))
+                    if got > 0 {
+                        download.received.add(UInt64(got), ordering: .relaxed)
+                    } else if got == 0 || (errno != EAGAIN && errno != EINTR) {
+                        return
+                    }
+                }
+            }
+            let deadline = nowNanos() + 5_000_000_000
+            while download.received.load(ordering: .relaxed) < 1 << 20 {
+                if nowNanos() > deadline { throw BenchError("fair: the bulk download did not start within 5 s") }
+                sleepSeconds(0.001)
+            }
+        }
+        let fd = try Net.connect(address, type: Net.tcp, ns: ns)
+        defer { close(fd) }
+        Net.setReceiveTimeout(fd, milliseconds: 2000)
+        var histogram = makeHistogram()
+        var completed = 0
+        var errors = 0
+        var ping = UInt8(ascii: "p")
+        var pong: UInt8 = 0
+        let bytesBefore = download.received.load(ordering: .relaxed)
+        let begin = nowNanos()
+        let end = begin + UInt64(seconds * 1e9)
+        var now = begin
+        while now < end {
+            let t0 = now
+            guard send(fd, &ping, 1, Int32(MSG_NOSIGNAL)) == 1, Net.readFull(fd, &pong, 1) else {
+                errors += 1
+                break
+            }
+            now = nowNanos()
+            histogram.record(now - t0)
+            completed += 1
+            let next = t0 + pingInterval
+            if now < next {
+                sleepSeconds(Double(next - now) / 1e9)
+                now = nowNanos()
+            }
+        }
+        let elapsed = Double(nowNanos() - begin) / 1e9
+        let bytes = download.received.load(ordering: .relaxed) - bytesBefore
+        if bulk && bytes == 0 { throw BenchError("fair: the bulk download stalled") }
+        return (
+            LatencyResult(histogram: histogram, completed: completed, errors: errors, seconds: elapsed),
+            bulk ? Double(bytes) * 8 / elapsed : 0
+        )
+    }
+
+    /// tcp-fair's download, shared with its reader thread.
+    private final class Download: Sendable {
+        let stop = Atomic<Bool>(false)
+        let received = Atomic<UInt64>(0)
+    }
+
+    /// How often tcp-fair's ping goes out (nanoseconds).
+    static let pingInterval: UInt64 = 1_000_000
 
     // MARK: held connections
 

@@ -17,6 +17,8 @@ struct RunOptions {
     var plan: FigurePlan
     var maxProcesses: Int
     var workDirectory: String
+    /// `--threads` for the built-in berth targets (nil: berth's default); tcp-fair always uses 1.
+    var berthThreads: Int? = nil
 }
 
 /// Values and notes, by scenario, figure and target.
@@ -147,7 +149,7 @@ final class Runner {
                 let mappings = (0..<4).map {
                     Mapping(proto: protos[$0], hostIP: s.listenIP, hostPort: hostPorts[$0], target: targets[$0])
                 }
-                running.append((t, Launcher.start(t, mappings, at: placement(s))))
+                running.append((t, Launcher.start(t, mappings, at: placement(s), berthThreads: options.berthThreads)))
             } catch {
                 let f = Forwarding(target: t, count: 4)
                 for i in 0..<4 { f.reasons[i] = "\(error)" }
@@ -155,6 +157,10 @@ final class Runner {
             }
         }
         for group in groups {
+            if group == .tcpFairness {
+                fairPhase(s)
+                continue
+            }
             let backend: Backend =
                 switch group {
                 case .tcpBulk: .sink
@@ -247,6 +253,55 @@ final class Runner {
         }
     }
 
+    // MARK: fairness
+
+    /// tcp-fair: every target started afresh with one mapping to the fair backend (berth with
+    /// `--threads 1`, so the ping and the download share one loop; peers with their defaults),
+    /// the ping alone, then beside a download through the same port.
+    private func fairPhase(_ s: Scenario) {
+        guard let backends else { return }
+        let k = s.kind
+        let rows = options.plan.figures(.tcpFairness)
+        for t in options.targets {
+            let f: Forwarding
+            do {
+                let port = try ports(1, s)[0]
+                let mapping = Mapping(proto: .tcp, hostIP: s.listenIP, hostPort: port, target: backends.fair)
+                f = Launcher.start(t, [mapping], at: placement(s), berthThreads: 1)
+            } catch {
+                for r in rows { results.note(k, r.id, t.name, "\(error)", unsupported: false) }
+                continue
+            }
+            defer { f.stop() }
+            guard let address = f.addresses[0] else {
+                for r in rows { results.note(k, r.id, t.name, f.reasons[0] ?? "not started", unsupported: f.unsupported[0]) }
+                continue
+            }
+            do {
+                var summary: [String] = []
+                for mode in ["alone", "bulk"] {
+                    let r = try Load.fairness(to: address, bulk: mode == "bulk", seconds: options.duration, ns: s.clientNS)
+                    guard r.latency.completed > 0 else { throw BenchError("no ping answered") }
+                    let h = r.latency.histogram
+                    results.add(k, "tcp-fair-\(mode)-p50", t.name, Double(h.valueAtPercentile(50)) / 1000)
+                    results.add(k, "tcp-fair-\(mode)-p99", t.name, Double(h.valueAtPercentile(99)) / 1000)
+                    results.add(k, "tcp-fair-\(mode)-max", t.name, Double(h.max) / 1000)
+                    results.countErrors(k, "tcp-fair-\(mode)-p50", t.name, r.latency.errors)
+                    if mode == "bulk" { results.add(k, "tcp-fair-bulk-gbps", t.name, r.bulkBitsPerSecond / 1e9) }
+                    summary.append(
+                        "\(mode) p50 \(fmt(Double(h.valueAtPercentile(50)) / 1000)) max \(fmt(Double(h.max) / 1000)) µs"
+                    )
+                    if mode == "bulk" { summary.append("download \(fmt(r.bulkBitsPerSecond / 1e9)) Gbit/s") }
+                }
+                log("  tcp-fair \(t.name): " + summary.joined(separator: ", "))
+            } catch {
+                let dead = f.children.first { $0.hasExited }.map { " (\(t.name) exited: \($0.stderrTail()))" } ?? ""
+                log("  tcp-fair \(t.name): \(error)\(dead)")
+                for r in rows { results.note(k, r.id, t.name, "\(error)\(dead)", unsupported: false) }
+            }
+        }
+    }
+
     // MARK: memory
 
     private func memoryPhase(_ s: Scenario, _ groups: [FigureGroup]) {
@@ -268,7 +323,8 @@ final class Runner {
                     let f = Launcher.start(
                         t,
                         [Mapping(proto: .tcp, hostIP: s.listenIP, hostPort: try ports(1, s)[0], target: backends.echo)],
-                        at: placement(s)
+                        at: placement(s),
+                        berthThreads: options.berthThreads
                     )
                     defer { f.stop() }
                     guard let address = f.addresses[0] else {
@@ -318,7 +374,7 @@ final class Runner {
                         let mappings = hostPorts.map {
                             Mapping(proto: .tcp, hostIP: s.listenIP, hostPort: $0, target: backends.echo)
                         }
-                        let f = Launcher.start(t, mappings, at: placement(s))
+                        let f = Launcher.start(t, mappings, at: placement(s), berthThreads: options.berthThreads)
                         defer { f.stop() }
                         if let bad = f.reasons.firstIndex(where: { $0 != nil }) {
                             for id in ids {

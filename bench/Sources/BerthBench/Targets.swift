@@ -111,7 +111,13 @@ struct Placement {
 }
 
 enum Launcher {
-    static func start(_ target: Target, _ mappings: [Mapping], at placement: Placement) -> Forwarding {
+    /// `berthThreads`: `--threads` for the built-in berth's userspace relay (nil: its default).
+    static func start(
+        _ target: Target,
+        _ mappings: [Mapping],
+        at placement: Placement,
+        berthThreads: Int? = nil
+    ) -> Forwarding {
         let f = Forwarding(target: target, count: mappings.count)
         let begin = nowNanos()
         for (i, m) in mappings.enumerated() {
@@ -135,12 +141,14 @@ enum Launcher {
                 }
                 for proto in [Proto.tcp, .udp] {
                     let group = todo.filter { mappings[$0].proto == proto }
-                    if !group.isEmpty { startBerth(path, mode: "kernel", mappings, group, f, placement) }
+                    if !group.isEmpty { startBerth(path, mode: "kernel", threads: nil, mappings, group, f, placement) }
                 }
             case .berth(let path):
                 for proto in [Proto.tcp, .udp] {
                     let group = todo.filter { mappings[$0].proto == proto }
-                    if !group.isEmpty { startBerth(path, mode: "userspace", mappings, group, f, placement) }
+                    if !group.isEmpty {
+                        startBerth(path, mode: "userspace", threads: berthThreads, mappings, group, f, placement)
+                    }
                 }
             case .dockerProxy(let path):
                 var waiting: [(Int, Child)] = []
@@ -264,6 +272,7 @@ enum Launcher {
     private static func startBerth(
         _ path: String,
         mode: String,
+        threads: Int?,
         _ mappings: [Mapping],
         _ group: [Int],
         _ f: Forwarding,
@@ -271,6 +280,7 @@ enum Launcher {
     ) {
         let targetIP = mappings[group[0]].target.ipText
         var argv = [path, "run", "--mode", mode]
+        if let threads { argv += ["--threads", "\(threads)"] }
         // A table of its own: the TCP and the UDP berth run side by side.
         if mode == "kernel" { argv += ["--nft-table", "bbench_\(getpid())_\(UInt16.random(in: 0...UInt16.max))"] }
         for i in group {
