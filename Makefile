@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev
 
-.PHONY: all deps build release test test-docker test-asan test-tsan fuzz demo bench bench-peers bench-smoke clean
+.PHONY: all deps lint build release test test-docker test-asan test-tsan fuzz demo bench bench-peers bench-smoke clean
 
 all: build
 
@@ -34,7 +34,11 @@ release: deps
 	$(SWIFT) build -c release --static-swift-stdlib $(BUILD_FLAGS)
 
 # Every test: unit, relay, netfilter and end-to-end (root-only ones skip with a reason elsewhere).
-test: deps
+# swift-format ships with the toolchain; .swift-format holds the rules.
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests Fuzz
+
+test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	$(MAKE) bench-smoke

@@ -54,12 +54,22 @@ enum Daemon {
         let logger = Logger(label: "berth")
         do {
             let publisher = try Publisher.start(
-                mappings, mode: run.mode, options: Run.options(run), logger: logger, notice: complain)
+                mappings,
+                mode: run.mode,
+                options: Run.options(run),
+                logger: logger,
+                notice: complain
+            )
             for port in publisher.ports { say(port.line) }
             let service = PortService(publisher: publisher, drain: .milliseconds(Int(arguments.drainTimeout * 1000)))
             let metrics = arguments.metricsAddress.map { SocketAddress(ip: $0.bytes, port: arguments.metricsPort) }
             let server = try ControlServer(
-                path: arguments.control, group: group, service: service, logger: logger, metrics: metrics)
+                path: arguments.control,
+                group: group,
+                service: service,
+                logger: logger,
+                metrics: metrics
+            )
             say("control \(arguments.control)")
             let handover = Handover(server)
             let thread = try LoopThread(name: "berth-control") {
@@ -95,9 +105,16 @@ enum PortClient {
                 say(PortCommand.usage, newline: false)
                 return 0
             case .add(let control, let specs, let target, let owner):
-                var body: [(String, JSONValue)] = [("target", .string(target)), ("publish", .array(specs.map { .string($0) }))]
+                var body: [(String, JSONValue)] = [
+                    ("target", .string(target)), ("publish", .array(specs.map { .string($0) })),
+                ]
                 if let owner { body.append(("owner", .string(owner))) }
-                let answer = try ControlClient.request("POST", "/v1/berth/ports", body: .object(body), socketPath: control)
+                let answer = try ControlClient.request(
+                    "POST",
+                    "/v1/berth/ports",
+                    body: .object(body),
+                    socketPath: control
+                )
                 guard answer.status == 201, let entry = answer.body else { return failed(answer) }
                 for line in lines(of: entry) { say(line) }
                 return 0
@@ -118,7 +135,11 @@ enum PortClient {
                 return 0
             case .remove(let control, let ids, let owner):
                 if let owner {
-                    let answer = try ControlClient.request("DELETE", "/v1/berth/ports?owner=" + percentEncoded(owner), socketPath: control)
+                    let answer = try ControlClient.request(
+                        "DELETE",
+                        "/v1/berth/ports?owner=" + percentEncoded(owner),
+                        socketPath: control
+                    )
                     return answer.status == 200 ? 0 : failed(answer)
                 }
                 for id in ids {

@@ -23,7 +23,11 @@ final class LogOutputs: Sendable {
     /// Opens what `settings` asks for, then routes swift-log there (once per process). The error
     /// is one line: `<origin>: open /var/log/berth.log: permission denied`, origin naming the option
     /// or variable that asked for it.
-    static func bootstrap(_ settings: LogSettings, fileOrigin: String, syslogOrigin: String) throws(StartError) -> LogOutputs {
+    static func bootstrap(
+        _ settings: LogSettings,
+        fileOrigin: String,
+        syslogOrigin: String
+    ) throws(StartError) -> LogOutputs {
         let level = Logger.Level(rawValue: settings.level) ?? .notice
         var file: LogFile?
         var syslog: SyslogSocket?

@@ -63,7 +63,13 @@ enum Run {
                 }
             }
             let publisher = try Publisher.start(
-                mappings, mode: arguments.mode, options: options, logger: logger, sockets: sockets, notice: complain)
+                mappings,
+                mode: arguments.mode,
+                options: options,
+                logger: logger,
+                sockets: sockets,
+                notice: complain
+            )
             for port in publisher.ports { say(port.line) }
             try publisher.run(onHangup: logSettings.wantsHangup ? { outputs.reopen(logger) } : nil)
             publisher.close()
@@ -95,7 +101,13 @@ enum Run {
     private static func takeListenFDs() throws(EnvironmentError) -> ListenFDs? {
         let values = ListenFDs.variables.map(ThisProcess.environment)
         for name in ListenFDs.variables { ThisProcess.unsetEnvironment(name) }
-        guard let passed = try ListenFDs.parse(listenPID: values[0], listenFDs: values[1], listenFDNames: values[2], pid: ThisProcess.id)
+        guard
+            let passed = try ListenFDs.parse(
+                listenPID: values[0],
+                listenFDs: values[1],
+                listenFDNames: values[2],
+                pid: ThisProcess.id
+            )
         else { return nil }
         for fd in passed.descriptors {
             do { try File.setCloseOnExec(fd) } catch { throw EnvironmentError("LISTEN_FDS: \(error)") }

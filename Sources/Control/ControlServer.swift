@@ -61,7 +61,13 @@ public final class ControlServer {
         if let metrics {
             let socket = try Self.listenTCP(metrics)
             let open = ControlListener(
-                socket: socket, policy: nil, service: service, logger: logger, timeout: clientTimeout, metricsOnly: true)
+                socket: socket,
+                policy: nil,
+                service: service,
+                logger: logger,
+                timeout: clientTimeout,
+                metricsOnly: true
+            )
             do { try open.start(on: loop) } catch { throw ControlError("--metrics \(metrics): \(error)") }
             metricsListener = open
         }
@@ -126,7 +132,11 @@ final class ControlListener: EventHandler {
     private var id = HandlerID.none
 
     init(
-        socket: consuming Descriptor, policy: PeerPolicy?, service: PortService, logger: Logger, timeout: Duration,
+        socket: consuming Descriptor,
+        policy: PeerPolicy?,
+        service: PortService,
+        logger: Logger,
+        timeout: Duration,
         metricsOnly: Bool = false
     ) {
         self.socket = socket

@@ -3,6 +3,7 @@
 // member name is refused rather than silently resolved.
 
 import CControlParsers
+import Mappings
 
 public indirect enum JSONValue: Sendable, Equatable {
     case object([(String, JSONValue)])
@@ -48,7 +49,7 @@ public indirect enum JSONValue: Sendable, Equatable {
             while let c = child {
                 let name = c.pointee.string.map { String(cString: $0) } ?? ""
                 if members.contains(where: { $0.0 == name }) {
-                    return .failure(JSONError("the field \"\(name)\" appears twice"))
+                    return .failure(JSONError("the field \(quoted(name)) appears twice"))
                 }
                 switch convert(c, depth: depth + 1) {
                 case .success(let v): members.append((name, v))
@@ -128,7 +129,7 @@ public indirect enum JSONValue: Sendable, Equatable {
         guard case .object(let members) = self else { return .failure(JSONError("the body must be a JSON object")) }
         var result: [String: JSONValue] = [:]
         for (name, value) in members {
-            guard allowed.contains(name) else { return .failure(JSONError("unknown field \"\(name)\"")) }
+            guard allowed.contains(name) else { return .failure(JSONError("unknown field \(quoted(name))")) }
             result[name] = value
         }
         return .success(result)

@@ -63,18 +63,20 @@ public final class PortService {
             default: break
             }
         }
-        return .error(404, "no such endpoint: \(method) \(request.path)")
+        return .error(404, "no such endpoint: \(plain(method)) \(plain(request.path))")
     }
 
     private func notAllowed(_ request: HTTPRequest) -> HTTPResponse {
-        .error(405, "\(request.method) is not allowed on \(request.path)")
+        .error(405, "\(plain(request.method)) is not allowed on \(plain(request.path))")
     }
 
     /// `GET /metrics`: Prometheus text, scraped through the loops.
     static func metrics(_ publisher: Publisher) -> HTTPResponse {
         HTTPResponse(
-            status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
-            body: Array(publisher.metrics().prometheusText().utf8))
+            status: 200,
+            contentType: "text/plain; version=0.0.4; charset=utf-8",
+            body: Array(publisher.metrics().prometheusText().utf8)
+        )
     }
 
     /// What a metrics-only listener (`--metrics ADDRESS:PORT`) answers: `GET /metrics`, nothing else.
@@ -135,7 +137,7 @@ public final class PortService {
         case "tcp4", "udp4": family = "4"
         case "tcp6", "udp6": family = "6"
         case "sctp", "sctp4", "sctp6": return .error(400, "sctp is not supported")
-        default: return .error(400, "unknown proto \"\(proto)\": tcp, tcp4, tcp6, udp, udp4 or udp6")
+        default: return .error(400, "unknown proto \(quoted(proto)): tcp, tcp4, tcp6, udp, udp4 or udp6")
         }
         var parentIP = ""
         if let value = fields["parentIP"] {
@@ -154,9 +156,9 @@ public final class PortService {
         var host = parentIP
         if host.isEmpty { host = family == "4" ? "0.0.0.0" : (family == "6" ? "::" : "") }
         if !host.isEmpty {
-            guard let ip = IPAddress(host) else { return .error(400, "parentIP \(parentIP) is not an IP address") }
+            guard let ip = IPAddress(host) else { return .error(400, "parentIP \(quoted(parentIP)) is not an IP address") }
             if (family == "4" && ip.isV6) || (family == "6" && !ip.isV6) {
-                return .error(400, "parentIP \(parentIP) is not an IPv\(family) address, as \(proto) asks")
+                return .error(400, "parentIP \(plain(parentIP)) is not an IPv\(family) address, as \(proto) asks")
             }
             if ip.isV6 { host = "[\(host)]" }
         }
@@ -249,7 +251,7 @@ public final class PortService {
 
     private func remove(_ idText: String, rootlessKit: Bool) -> HTTPResponse {
         guard let id = Int(idText), let entry = entries[id], !rootlessKit || entry.rootlessKitSpec != nil else {
-            return .error(rootlessKit ? 400 : 404, "no ports with id \(idText)")
+            return .error(rootlessKit ? 400 : 404, "no ports with id \(plain(idText))")
         }
         if let failure = unpublish(entry) { return failure }
         return rootlessKit

@@ -260,7 +260,9 @@ public final class DatagramBatch {
 
     /// Payload bytes of queued datagram `k` (its prefix not counted).
     @inline(__always)
-    public func queuedLength(_ k: Int) -> Int { outgoingIovecs[2 * k + Int(outgoing[k].msg_hdr.msg_iovlen) - 1].iov_len }
+    public func queuedLength(_ k: Int) -> Int {
+        outgoingIovecs[2 * k + Int(outgoing[k].msg_hdr.msg_iovlen) - 1].iov_len
+    }
 
     /// sendmmsg of the queued datagrams in `range`: to the socket's peer when `peer` is nil (a
     /// connected socket), else to `peer`, from `source` when given (IP_PKTINFO / IPV6_PKTINFO).

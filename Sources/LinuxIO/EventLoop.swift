@@ -238,7 +238,9 @@ public final class EventLoop {
         while let first = timers.first, first.deadline <= current {
             let entry = popTimer()
             let i = Int(entry.slot)
-            guard i < slots.count, slots[i].generation == entry.generation, let handler = slots[i].handler else { continue }
+            guard i < slots.count, slots[i].generation == entry.generation, let handler = slots[i].handler else {
+                continue
+            }
             handler.timer(tag: entry.tag, loop: self)
         }
     }
@@ -338,7 +340,9 @@ public final class EventLoop {
         swap(&readyList, &serving)
         for id in serving {
             let i = Int(id.slot)
-            guard i < slots.count, slots[i].generation == id.generation, let handler = slots[i].handler else { continue }
+            guard i < slots.count, slots[i].generation == id.generation, let handler = slots[i].handler else {
+                continue
+            }
             handler.resumed(loop: self)
         }
         serving.removeAll(keepingCapacity: true)

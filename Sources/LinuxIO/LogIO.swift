@@ -11,7 +11,8 @@ import SystemPackage
 public enum File {
     /// open(2) for appending, created with `permissions` (minus the umask) if it is missing,
     /// close-on-exec. The error names the path: `open /var/log/berth.log: permission denied`.
-    public static func openForAppending(_ path: String, permissions: mode_t = 0o640) throws(SyscallError) -> Descriptor {
+    public static func openForAppending(_ path: String, permissions: mode_t = 0o640) throws(SyscallError) -> Descriptor
+    {
         let flags = O_WRONLY | O_APPEND | O_CREAT | CBerthLinux_O_CLOEXEC
         do {
             return Descriptor(taking: try syscall("open") { Glibc.open(path, flags, permissions) })

@@ -14,7 +14,10 @@ public struct Pipe: ~Copyable {
         var fds: (Int32, Int32) = (-1, -1)
         _ = try withUnsafeMutableBytes(of: &fds) { (raw) throws(SyscallError) in
             try syscall("pipe2") {
-                CBerthLinux_pipe2(raw.baseAddress!.assumingMemoryBound(to: Int32.self), CBerthLinux_O_NONBLOCK | CBerthLinux_O_CLOEXEC)
+                CBerthLinux_pipe2(
+                    raw.baseAddress!.assumingMemoryBound(to: Int32.self),
+                    CBerthLinux_O_NONBLOCK | CBerthLinux_O_CLOEXEC
+                )
             }
         }
         read = Descriptor(taking: fds.0)
@@ -31,7 +34,12 @@ public enum Splice {
     /// Moves up to `length` bytes from `from` to `to` without copying to userspace; one side must be a pipe.
     /// `.done(0)` means end of file on `from`.
     @inline(__always)
-    public static func move(from: Int32, to: Int32, length: Int, more: Bool = false) throws(SyscallError) -> IOResult<Int> {
+    public static func move(
+        from: Int32,
+        to: Int32,
+        length: Int,
+        more: Bool = false
+    ) throws(SyscallError) -> IOResult<Int> {
         let flags = CBerthLinux_SPLICE_F_NONBLOCK | (more ? CBerthLinux_SPLICE_F_MORE : 0)
         return try syscallNonBlocking("splice") { CBerthLinux_splice(from, to, length, flags) }
     }
@@ -40,7 +48,11 @@ public enum Splice {
 extension Pipe {
     /// write(2) into a pipe's write end without blocking: bytes taken, or `.wouldBlock`.
     @inline(__always)
-    public static func write(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> IOResult<Int> {
+    public static func write(
+        _ fd: Int32,
+        from buffer: UnsafeRawPointer,
+        count: Int
+    ) throws(SyscallError) -> IOResult<Int> {
         try syscallNonBlocking("write") { Glibc.write(fd, buffer, count) }
     }
 

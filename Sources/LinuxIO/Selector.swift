@@ -24,7 +24,9 @@ public struct Readiness: Sendable {
     public let rawValue: UInt32
     @inline(__always) public init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    @inline(__always) public var readable: Bool { rawValue & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }
+    @inline(__always) public var readable: Bool {
+        rawValue & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0
+    }
     @inline(__always) public var writable: Bool { rawValue & (EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 }
     /// The peer shut down its write side (or the connection hung up).
     @inline(__always) public var readHangup: Bool { rawValue & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }

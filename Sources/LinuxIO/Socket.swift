@@ -82,7 +82,10 @@ public enum Socket {
     /// the bytes stay queued (MSG_PEEK).
     @inline(__always)
     public static func receive(
-        _ fd: Int32, into buffer: UnsafeMutableRawPointer, count: Int, peek: Bool = false
+        _ fd: Int32,
+        into buffer: UnsafeMutableRawPointer,
+        count: Int,
+        peek: Bool = false
     ) throws(SyscallError) -> IOResult<Int> {
         let flags = Int32(MSG_DONTWAIT) | (peek ? Int32(MSG_PEEK) : 0)
         return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, flags) }
@@ -90,7 +93,11 @@ public enum Socket {
 
     /// send(2) without blocking and without SIGPIPE: bytes the socket took, or `.wouldBlock`.
     @inline(__always)
-    public static func send(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> IOResult<Int> {
+    public static func send(
+        _ fd: Int32,
+        from buffer: UnsafeRawPointer,
+        count: Int
+    ) throws(SyscallError) -> IOResult<Int> {
         try syscallNonBlocking("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
     }
 

@@ -123,7 +123,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// Lets the kernel fill the address (accept, getsockname, recvfrom).
     /// Room for an IPv4 or IPv6 address only: the kernel cuts anything longer short.
-    public mutating func withMutableSockAddr<R>(_ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) throws -> R) rethrows -> R {
+    public mutating func withMutableSockAddr<R>(
+        _ body: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) throws -> R
+    ) rethrows -> R {
         length = socklen_t(MemoryLayout<sockaddr_in6>.size)
         return try withUnsafeMutablePointer(to: &storage) { p in
             try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in

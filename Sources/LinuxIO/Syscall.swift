@@ -71,7 +71,10 @@ public func syscall<T: BinaryInteger>(_ call: StaticString, _ body: () -> T) thr
 
 /// Like `syscall`, but EAGAIN/EWOULDBLOCK is an answer, not an error.
 @inline(__always)
-public func syscallNonBlocking<T: BinaryInteger>(_ call: StaticString, _ body: () -> T) throws(SyscallError) -> IOResult<T> {
+public func syscallNonBlocking<T: BinaryInteger>(
+    _ call: StaticString,
+    _ body: () -> T
+) throws(SyscallError) -> IOResult<T> {
     while true {
         let result = body()
         if result != -1 { return .done(result) }

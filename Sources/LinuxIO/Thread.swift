@@ -17,11 +17,16 @@ public final class LoopThread {
     public init(name: String, _ body: @escaping @Sendable () -> Void) throws(SyscallError) {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &thread,
+            nil,
+            { raw in
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                box.body()
+                return nil
+            },
+            box
+        )
         if rc != 0 {
             Unmanaged<Box>.fromOpaque(box).release()
             throw SyscallError("pthread_create", .init(rawValue: rc))

@@ -67,7 +67,11 @@ public enum LogLine {
 
     /// A log file's line: `2026-12-02T12:43:08.123456Z notice berth[4242]: mapping=80/tcp message\n`.
     public static func file(
-        _ level: Logger.Level, _ message: String, metadata: Logger.Metadata = [:], time: WallTime, pid: Int32
+        _ level: Logger.Level,
+        _ message: String,
+        metadata: Logger.Metadata = [:],
+        time: WallTime,
+        pid: Int32
     ) -> String {
         "\(timestamp(time)) \(level) berth[\(pid)]: \(text(message, metadata: metadata))\n"
     }
@@ -76,12 +80,18 @@ public enum LogLine {
     /// structured data (the metadata is in MSG) and without a trailing newline (one datagram is one
     /// message). A host name that is empty or not printable ASCII is `-`, the nil value.
     public static func syslog(
-        _ level: Logger.Level, _ message: String, metadata: Logger.Metadata = [:], time: WallTime,
-        hostname: String, pid: Int32
+        _ level: Logger.Level,
+        _ message: String,
+        metadata: Logger.Metadata = [:],
+        time: WallTime,
+        hostname: String,
+        pid: Int32
     ) -> String {
         let pri = facility * 8 + severity(level)
-        let printable = !hostname.isEmpty && hostname.utf8.count <= 255 && hostname.utf8.allSatisfy { $0 > 32 && $0 < 127 }
-        return "<\(pri)>1 \(timestamp(time)) \(printable ? hostname : "-") berth \(pid) - - \(text(message, metadata: metadata))"
+        let printable =
+            !hostname.isEmpty && hostname.utf8.count <= 255 && hostname.utf8.allSatisfy { $0 > 32 && $0 < 127 }
+        return
+            "<\(pri)>1 \(timestamp(time)) \(printable ? hostname : "-") berth \(pid) - - \(text(message, metadata: metadata))"
     }
 }
 
@@ -105,7 +115,9 @@ public final class LogFile: LogSink {
     private let clock: @Sendable () -> WallTime
 
     public init(
-        path: String, pid: Int32 = ThisProcess.id, clock: @escaping @Sendable () -> WallTime = WallTime.now
+        path: String,
+        pid: Int32 = ThisProcess.id,
+        clock: @escaping @Sendable () -> WallTime = WallTime.now
     ) throws(SyscallError) {
         self.path = path
         self.pid = pid
@@ -143,7 +155,9 @@ public final class SyslogSocket: LogSink {
     private let clock: @Sendable () -> WallTime
 
     public init(
-        path: String = SyslogSocket.defaultPath, hostname: String = ThisProcess.hostname, pid: Int32 = ThisProcess.id,
+        path: String = SyslogSocket.defaultPath,
+        hostname: String = ThisProcess.hostname,
+        pid: Int32 = ThisProcess.id,
         clock: @escaping @Sendable () -> WallTime = WallTime.now
     ) throws(SyscallError) {
         self.path = path
@@ -168,14 +182,16 @@ public final class SyslogSocket: LogSink {
             for attempt in 0..<2 {
                 let sent = withBytes(line) { bytes in
                     Result { () throws(SyscallError) -> IOResult<Int> in
-                        guard let base = bytes.baseAddress else { return .done(0) }  // never empty: it starts with <PRI>
+                        // Never empty: it starts with <PRI>.
+                        guard let base = bytes.baseAddress else { return .done(0) }
                         return try Socket.send(current.raw, from: base, count: bytes.count)
                     }
                 }
                 switch sent {
                 case .success: return
                 case .failure(let error):
-                    let gone = error.errno == .connectionRefused || error.errno == .socketNotConnected
+                    let gone =
+                        error.errno == .connectionRefused || error.errno == .socketNotConnected
                         || error.errno == .noSuchFileOrDirectory
                     guard attempt == 0, gone, let fresh = try? Socket.connectUnixDatagram(path) else { return }
                     current = fresh

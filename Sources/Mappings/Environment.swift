@@ -36,7 +36,10 @@ public struct LogSettings: Sendable, Equatable {
     /// Examples: `file:/var/log/berth.log`, `syslog,level=debug`, `stderr,file:/tmp/b.log`.
     /// Naming a file or syslog turns stderr off unless `stderr` is named too; `level=` alone keeps
     /// stderr. An empty value is the same as none. Anything else is an error naming the item.
-    public static func parse(berthLog value: String, defaultLevel: String = "notice") throws(EnvironmentError) -> LogSettings {
+    public static func parse(
+        berthLog value: String,
+        defaultLevel: String = "notice"
+    ) throws(EnvironmentError) -> LogSettings {
         var settings = LogSettings(stderr: false, level: defaultLevel)
         var named = false
         for item in value.split(separator: ",", omittingEmptySubsequences: false) {
@@ -65,7 +68,8 @@ public struct LogSettings: Sendable, Equatable {
                 break
             } else {
                 throw EnvironmentError(
-                    "BERTH_LOG: unknown item \(quoted(item)): must be stderr, syslog, file:PATH or level=LEVEL")
+                    "BERTH_LOG: unknown item \(quoted(item)): must be stderr, syslog, file:PATH or level=LEVEL"
+                )
             }
         }
         if !named { settings.stderr = true }
@@ -96,7 +100,10 @@ public struct ListenFDs: Sendable, Equatable {
     /// an error when they are meant for it and do not parse (a pid or count that is not a positive
     /// decimal number, a LISTEN_FDNAMES with more or fewer names than descriptors).
     public static func parse(
-        listenPID: String?, listenFDs: String?, listenFDNames: String?, pid: Int32
+        listenPID: String?,
+        listenFDs: String?,
+        listenFDNames: String?,
+        pid: Int32
     ) throws(EnvironmentError) -> ListenFDs? {
         guard let listenPID else { return nil }
         guard let owner = Int32(listenPID), owner > 0 else {

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// An IPv4 or IPv6 address, stored in network byte order.
@@ -30,7 +30,11 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
             var a = in6_addr()
             guard inet_pton(AF_INET6, text, &a) == 1 else { return nil }
             self = withUnsafeBytes(of: &a) { raw in
-                .v6(Bytes16((raw.load(fromByteOffset: 0, as: UInt64.self), raw.load(fromByteOffset: 8, as: UInt64.self))))
+                .v6(
+                    Bytes16(
+                        (raw.load(fromByteOffset: 0, as: UInt64.self), raw.load(fromByteOffset: 8, as: UInt64.self))
+                    )
+                )
             }
         } else {
             var a = in_addr()

@@ -53,7 +53,10 @@ public struct PortMapping: Sendable, Hashable, CustomStringConvertible {
     public var containerPort: UInt16
 
     public init(
-        proto: Proto, hostIP: IPAddress?, hostPort: HostPort, containerIP: IPAddress,
+        proto: Proto,
+        hostIP: IPAddress?,
+        hostPort: HostPort,
+        containerIP: IPAddress,
         containerPort: UInt16
     ) {
         self.proto = proto

@@ -131,10 +131,14 @@ extension RunArguments {
             case "--nft-table": parsed.nftTable = try value()
             case "--log-level": parsed.logLevel = try oneOf(logLevels, name, value())
             case "--proxy-protocol":
-                parsed.proxyProtocol = ProxyProtocol(rawValue: try oneOf(ProxyProtocol.allCases.map(\.rawValue), name, value()))
+                parsed.proxyProtocol = ProxyProtocol(
+                    rawValue: try oneOf(ProxyProtocol.allCases.map(\.rawValue), name, value())
+                )
             case "--proxy-protocol-udp": parsed.proxyProtocolUDP = try oneOf(["v2"], name, value()) == "v2"
             case "--log-file": parsed.logFile = try value()
-            case "--log-syslog": try noValue(); parsed.logSyslog = true
+            case "--log-syslog":
+                try noValue()
+                parsed.logSyslog = true
             default: throw RunArgumentError("unknown option \(quoted(name))")
             }
         }
@@ -193,7 +197,8 @@ extension RunArguments {
 
     static func oneOf(_ names: [String], _ name: Substring, _ text: String) throws(RunArgumentError) -> String {
         guard names.contains(text) else {
-            let choices = names.count == 1 ? names[0] : names.dropLast().joined(separator: ", ") + " or " + (names.last ?? "")
+            let choices =
+                names.count == 1 ? names[0] : names.dropLast().joined(separator: ", ") + " or " + (names.last ?? "")
             throw RunArgumentError("invalid value \(quoted(text)) for \(name): must be \(choices)")
         }
         return text

@@ -270,19 +270,34 @@ public final class NatTable {
     /// One message per map element of `rules` (with its target when adding) and per hairpin
     /// element of `hairpins`; an ACK only on the very last message, when `ackLast`.
     private func appendElements(
-        into batch: inout Batch, add: Bool, rules: [(key: ElementKey, rule: DNATRule)],
-        hairpins: [(key: ElementKey, rule: DNATRule)], ackLast: Bool
+        into batch: inout Batch,
+        add: Bool,
+        rules: [(key: ElementKey, rule: DNATRule)],
+        hairpins: [(key: ElementKey, rule: DNATRule)],
+        ackLast: Bool
     ) {
         let total = rules.count + hairpins.count
         for (index, (key, rule)) in rules.enumerated() {
             Self.appendElement(
-                into: &batch, add: add, table: name, key: key, data: add ? rule.elementData : nil,
-                text: rule.elementText, ack: ackLast && index == total - 1)
+                into: &batch,
+                add: add,
+                table: name,
+                key: key,
+                data: add ? rule.elementData : nil,
+                text: rule.elementText,
+                ack: ackLast && index == total - 1
+            )
         }
         for (index, (key, rule)) in hairpins.enumerated() {
             Self.appendElement(
-                into: &batch, add: add, table: name, key: key, data: nil,
-                text: rule.hairpinText, ack: ackLast && rules.count + index == total - 1)
+                into: &batch,
+                add: add,
+                table: name,
+                key: key,
+                data: nil,
+                text: rule.hairpinText,
+                ack: ackLast && rules.count + index == total - 1
+            )
         }
     }
 

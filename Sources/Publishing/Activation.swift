@@ -79,7 +79,9 @@ package struct ActivationPlan {
     package private(set) var entries: [Entry] = []
 
     package init(
-        mappings: [PortMapping], sockets: [PassedSocket], hostAddresses: (PortMapping) -> [IPAddress]
+        mappings: [PortMapping],
+        sockets: [PassedSocket],
+        hostAddresses: (PortMapping) -> [IPAddress]
     ) throws(PublishError) {
         var owner = [Int?](repeating: nil, count: sockets.count)  // mapping index per socket
         var entryOf = [Int?](repeating: nil, count: sockets.count)
@@ -92,18 +94,24 @@ package struct ActivationPlan {
                 guard let k = matches.first else {
                     throw PublishError(
                         "socket activation: \(mapping.containerSide): no socket was passed for \(Self.hostText(host, mapping))"
-                            + " (started with LISTEN_FDS, berth binds nothing itself)")
+                            + " (started with LISTEN_FDS, berth binds nothing itself)"
+                    )
                 }
                 if matches.count > 1 {
                     throw PublishError(
-                        "socket activation: \(mapping.containerSide): \(sockets[matches[0]]) and \(sockets[matches[1]]) both match \(Self.hostText(host, mapping))")
+                        "socket activation: \(mapping.containerSide): \(sockets[matches[0]]) and \(sockets[matches[1]]) both match \(Self.hostText(host, mapping))"
+                    )
                 }
                 if let other = owner[k], other != m {
-                    throw PublishError("socket activation: \(sockets[k]) matches both -p \(mappings[other]) and -p \(mapping)")
+                    throw PublishError(
+                        "socket activation: \(sockets[k]) matches both -p \(mappings[other]) and -p \(mapping)"
+                    )
                 }
                 owner[k] = m
                 let socket = sockets[k]
-                let address = socket.address.isV6 == host.isV6 ? socket.address : SocketAddress(ip: host.bytes, port: socket.address.port)
+                let address =
+                    socket.address.isV6 == host.isV6
+                    ? socket.address : SocketAddress(ip: host.bytes, port: socket.address.port)
                 let port = BoundPort(mapping: mapping, address: address, target: Publisher.target(of: mapping))
                 if let e = entryOf[k] {
                     entries[e].ports.append(port)

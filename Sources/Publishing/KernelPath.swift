@@ -10,7 +10,10 @@ extension Mode {
     /// have the fast path.
     public static func automatic() -> (Mode, notice: String?) {
         if Capability.hasNetAdmin() { return (.hybrid, nil) }
-        return (.userspace, "no CAP_NET_ADMIN, so no kernel fast path: forwarding in userspace only (--mode userspace hides this notice)")
+        return (
+            .userspace,
+            "no CAP_NET_ADMIN, so no kernel fast path: forwarding in userspace only (--mode userspace hides this notice)"
+        )
     }
 }
 
@@ -29,19 +32,25 @@ enum KernelPath {
 
     static func rule(for port: BoundPort) -> DNATRule {
         DNATRule(
-            proto: port.mapping.proto, hostIP: hostIP(port), hostPort: port.address.port,
-            containerIP: port.mapping.containerIP, containerPort: port.mapping.containerPort)
+            proto: port.mapping.proto,
+            hostIP: hostIP(port),
+            hostPort: port.address.port,
+            containerIP: port.mapping.containerIP,
+            containerPort: port.mapping.containerPort
+        )
     }
 
     /// Why the kernel path cannot serve a mapping, for `--mode kernel`.
     static func refusal(_ port: BoundPort) -> String {
         let host = hostIP(port)
         if host.isLoopback {
-            return "\(port.mapping.containerSide): \(port.address): the kernel path does not serve loopback addresses (use --mode hybrid)"
+            return
+                "\(port.mapping.containerSide): \(port.address): the kernel path does not serve loopback addresses (use --mode hybrid)"
         }
         if port.mapping.proto != .tcp && port.mapping.proto != .udp {
             return "\(port.mapping.containerSide): the kernel path serves tcp and udp only"
         }
-        return "\(port.mapping.containerSide): \(port.address) -> \(port.mapping.containerIP): DNAT cannot change the address family (use --mode hybrid)"
+        return
+            "\(port.mapping.containerSide): \(port.address) -> \(port.mapping.containerIP): DNAT cannot change the address family (use --mode hybrid)"
     }
 }

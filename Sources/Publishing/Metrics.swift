@@ -61,16 +61,24 @@ public struct PublisherMetrics: Sendable {
 
         let tcp = mappings.filter { $0.proto == .tcp }.map { ($0.labels, $0.counters) }
         let udp = mappings.filter { $0.proto == .udp }.map { ($0.labels, $0.counters) }
-        func family(_ rows: [(Labels, MappingCounters)], _ name: String, _ type: Exposition.Kind, _ help: String,
-            _ value: (MappingCounters) -> Double)
-        {
+        func family(
+            _ rows: [(Labels, MappingCounters)],
+            _ name: String,
+            _ type: Exposition.Kind,
+            _ help: String,
+            _ value: (MappingCounters) -> Double
+        ) {
             guard !rows.isEmpty else { return }
             out.header(name, type, help)
             for (labels, counters) in rows { out.sample(name, labels, value(counters)) }
         }
-        func directions(_ rows: [(Labels, MappingCounters)], _ name: String, _ help: String,
-            toBackend: (MappingCounters) -> UInt64, toClient: (MappingCounters) -> UInt64)
-        {
+        func directions(
+            _ rows: [(Labels, MappingCounters)],
+            _ name: String,
+            _ help: String,
+            toBackend: (MappingCounters) -> UInt64,
+            toClient: (MappingCounters) -> UInt64
+        ) {
             guard !rows.isEmpty else { return }
             out.header(name, .counter, help)
             for (labels, counters) in rows {
@@ -78,7 +86,9 @@ public struct PublisherMetrics: Sendable {
                 out.sample(name, labels + [("direction", "to_client")], Double(toClient(counters)))
             }
         }
-        family(tcp, "berth_tcp_connections_accepted_total", .counter, "TCP connections accepted.") { Double($0.accepted) }
+        family(tcp, "berth_tcp_connections_accepted_total", .counter, "TCP connections accepted.") {
+            Double($0.accepted)
+        }
         family(tcp, "berth_tcp_connections_active", .gauge, "TCP connections open.") { Double($0.active) }
         family(tcp, "berth_tcp_connections_closed_total", .counter, "TCP connections closed, for any reason.") {
             Double($0.closed)
@@ -89,40 +99,89 @@ public struct PublisherMetrics: Sendable {
         family(tcp, "berth_tcp_connections_reset_total", .counter, "TCP connections reset because one side reset.") {
             Double($0.resets)
         }
-        family(tcp, "berth_tcp_connect_timeouts_total", .counter, "TCP clients reset because the backend did not answer in time.") {
+        family(
+            tcp,
+            "berth_tcp_connect_timeouts_total",
+            .counter,
+            "TCP clients reset because the backend did not answer in time."
+        ) {
             Double($0.connectTimeouts)
         }
-        family(tcp, "berth_tcp_half_close_timeouts_total", .counter, "Half-closed TCP connections reset after the half-close timeout.") {
+        family(
+            tcp,
+            "berth_tcp_half_close_timeouts_total",
+            .counter,
+            "Half-closed TCP connections reset after the half-close timeout."
+        ) {
             Double($0.halfCloseTimeouts)
         }
-        family(tcp, "berth_tcp_drain_resets_total", .counter, "TCP connections of a removed port reset when its drain time was up.") {
+        family(
+            tcp,
+            "berth_tcp_drain_resets_total",
+            .counter,
+            "TCP connections of a removed port reset when its drain time was up."
+        ) {
             Double($0.drainResets)
         }
-        directions(tcp, "berth_tcp_bytes_total", "TCP bytes relayed.", toBackend: \.bytesToBackend, toClient: \.bytesToClient)
+        directions(
+            tcp,
+            "berth_tcp_bytes_total",
+            "TCP bytes relayed.",
+            toBackend: \.bytesToBackend,
+            toClient: \.bytesToClient
+        )
 
         family(udp, "berth_udp_flows_active", .gauge, "UDP flows open.") { Double($0.flowsActive) }
         family(udp, "berth_udp_flows_created_total", .counter, "UDP flows opened.") { Double($0.flowsCreated) }
-        family(udp, "berth_udp_flows_expired_total", .counter, "UDP flows closed after the idle timeout.") { Double($0.flowsExpired) }
+        family(udp, "berth_udp_flows_expired_total", .counter, "UDP flows closed after the idle timeout.") {
+            Double($0.flowsExpired)
+        }
         family(udp, "berth_udp_flows_evicted_total", .counter, "UDP flows closed to make room in a full flow table.") {
             Double($0.flowsEvicted)
         }
-        directions(udp, "berth_udp_datagrams_total", "UDP datagrams relayed.",
-            toBackend: \.datagramsToBackend, toClient: \.datagramsToClient)
-        directions(udp, "berth_udp_bytes_total", "UDP payload bytes relayed.", toBackend: \.bytesToBackend, toClient: \.bytesToClient)
-        family(udp, "berth_udp_datagrams_truncated_total", .counter, "UDP datagrams too large for the buffer, dropped.") {
+        directions(
+            udp,
+            "berth_udp_datagrams_total",
+            "UDP datagrams relayed.",
+            toBackend: \.datagramsToBackend,
+            toClient: \.datagramsToClient
+        )
+        directions(
+            udp,
+            "berth_udp_bytes_total",
+            "UDP payload bytes relayed.",
+            toBackend: \.bytesToBackend,
+            toClient: \.bytesToClient
+        )
+        family(udp, "berth_udp_datagrams_truncated_total", .counter, "UDP datagrams too large for the buffer, dropped.")
+        {
             Double($0.truncated)
         }
-        family(udp, "berth_udp_datagrams_dropped_total", .counter, "UDP datagrams dropped (full send buffer, no descriptor for a flow).") {
+        family(
+            udp,
+            "berth_udp_datagrams_dropped_total",
+            .counter,
+            "UDP datagrams dropped (full send buffer, no descriptor for a flow)."
+        ) {
             Double($0.dropped)
         }
-        family(udp, "berth_udp_backend_errors_total", .counter, "Errors the backend side reported (ICMP unreachable).") {
+        family(udp, "berth_udp_backend_errors_total", .counter, "Errors the backend side reported (ICMP unreachable).")
+        {
             Double($0.backendErrors)
         }
 
         if !kernel.isEmpty {
-            out.header("berth_kernel_dnat_packets_total", .counter, "Connections or flows DNATed by the kernel path (their first packets).")
+            out.header(
+                "berth_kernel_dnat_packets_total",
+                .counter,
+                "Connections or flows DNATed by the kernel path (their first packets)."
+            )
             for k in kernel { out.sample("berth_kernel_dnat_packets_total", k.labels, Double(k.packets)) }
-            out.header("berth_kernel_dnat_bytes_total", .counter, "Bytes of the first packets DNATed by the kernel path.")
+            out.header(
+                "berth_kernel_dnat_bytes_total",
+                .counter,
+                "Bytes of the first packets DNATed by the kernel path."
+            )
             for k in kernel { out.sample("berth_kernel_dnat_bytes_total", k.labels, Double(k.bytes)) }
         }
         return out.text
@@ -199,7 +258,10 @@ struct Exposition {
 
     /// Label values: backslash, double quote and line feed escaped.
     static func escapeLabel(_ value: String) -> String {
-        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") })
+        guard
+            value.utf8.contains(where: {
+                $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n")
+            })
         else { return value }
         var out = ""
         for c in value.unicodeScalars {

@@ -114,7 +114,10 @@ public final class Publisher {
 
     /// `bind`, also while the loops run: the new listeners join every loop at its next wake-up.
     /// `owner` (a container, a client of the control API) labels the ports' metrics.
-    public func add(_ mappings: [PortMapping], owner: String? = nil) throws(PublishError) -> (
+    public func add(
+        _ mappings: [PortMapping],
+        owner: String? = nil
+    ) throws(PublishError) -> (
         id: PublicationID, ports: [BoundPort]
     ) {
         try DescriptorBudget.check(mappings, options: options)
@@ -147,7 +150,9 @@ public final class Publisher {
                     do {
                         try Self.serve(bound, id: id, on: share, mode: mode)
                     } catch {
-                        logger.error("loop \(share.index): cannot serve \(bound.flatMap(\.ports).map(\.address)): \(error)")
+                        logger.error(
+                            "loop \(share.index): cannot serve \(bound.flatMap(\.ports).map(\.address)): \(error)"
+                        )
                     }
                 }
             }
@@ -227,7 +232,9 @@ public final class Publisher {
     public func adopt(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort] {
         if options.mode == .kernel {
             // Its loops serve no listener: clients of the passed sockets would wait in their backlog.
-            throw PublishError("socket activation: --mode kernel serves no socket it is passed (use hybrid or userspace)")
+            throw PublishError(
+                "socket activation: --mode kernel serves no socket it is passed (use hybrid or userspace)"
+            )
         }
         let plan = try ActivationPlan(mappings: mappings, sockets: sockets, hostAddresses: hostAddresses)
         let newPorts = plan.entries.flatMap(\.ports)
@@ -241,7 +248,9 @@ public final class Publisher {
             let socket = sockets[entry.socket]
             let listener: Listener
             do {
-                if socket.proto == .tcp, try !Socket.isListening(socket.fd) { try Socket.listen(socket.fd, backlog: 4096) }
+                if socket.proto == .tcp, try !Socket.isListening(socket.fd) {
+                    try Socket.listen(socket.fd, backlog: 4096)
+                }
                 listener = try Listener.adopt(socket.fd)
             } catch {
                 throw PublishError("\(socket): \(error)")
@@ -282,7 +291,12 @@ public final class Publisher {
                 do {
                     let listeners = try listen(mapping.proto, SocketAddress(ip: host.bytes, port: port))
                     port = listeners[0].address.port
-                    got.append(Binding(port: BoundPort(mapping: mapping, address: listeners[0].address, target: target), listeners: listeners))
+                    got.append(
+                        Binding(
+                            port: BoundPort(mapping: mapping, address: listeners[0].address, target: target),
+                            listeners: listeners
+                        )
+                    )
                 } catch {
                     // A host with IPv6 turned off still publishes on IPv4 for an all-address binding.
                     if mapping.hostIP == nil, host.isV6, error.errno == .addressFamilyNotSupported { continue }
@@ -397,9 +411,11 @@ public final class Publisher {
             let handover = Handover(loop)
             let logger = self.logger
             do {
-                threads.append(try LoopThread(name: "berth-loop-\(i)") {
-                    do { try handover.value.run() } catch { logger.critical("loop \(i): \(error)") }
-                })
+                threads.append(
+                    try LoopThread(name: "berth-loop-\(i)") {
+                        do { try handover.value.run() } catch { logger.critical("loop \(i): \(error)") }
+                    }
+                )
             } catch {
                 stop()
                 for thread in threads { thread.join() }
@@ -407,7 +423,10 @@ public final class Publisher {
             }
         }
         var failure: SyscallError?
-        do { try loops[0].run() } catch { failure = error; stop() }
+        do { try loops[0].run() } catch {
+            failure = error
+            stop()
+        }
         for thread in threads { thread.join() }
         if let failure { throw PublishError("event loop: \(failure)") }
     }
@@ -491,7 +510,9 @@ public final class Publisher {
             }
         }
         result.mappings.sort {
-            ($0.publication.raw, $0.host.port, $0.host.isV6 ? 1 : 0) < ($1.publication.raw, $1.host.port, $1.host.isV6 ? 1 : 0)
+            ($0.publication.raw, $0.host.port, $0.host.isV6 ? 1 : 0) < (
+                $1.publication.raw, $1.host.port, $1.host.isV6 ? 1 : 0
+            )
         }
         result.openDescriptors = try? Resources.openDescriptorCount()
         result.descriptorLimit = (try? Resources.openFileLimit())?.soft
@@ -503,7 +524,11 @@ public final class Publisher {
             }
             result.kernel = kernelCounters().map { rule, counters in
                 PublisherMetrics.KernelRule(
-                    rule: rule, owner: ownerOfRule[rule], packets: counters.packets, bytes: counters.bytes)
+                    rule: rule,
+                    owner: ownerOfRule[rule],
+                    packets: counters.packets,
+                    bytes: counters.bytes
+                )
             }
             .sorted { ($0.rule.hostPort, $0.rule.proto.rawValue) < ($1.rule.hostPort, $1.rule.proto.rawValue) }
         }
@@ -519,13 +544,23 @@ public final class Publisher {
                 case .tcp(let acceptor):
                     mappings.append(
                         PublisherMetrics.Mapping(
-                            publication: PublicationID(raw: id), proto: .tcp, host: acceptor.listener.address,
-                            target: acceptor.target, counters: acceptor.counters))
+                            publication: PublicationID(raw: id),
+                            proto: .tcp,
+                            host: acceptor.listener.address,
+                            target: acceptor.target,
+                            counters: acceptor.counters
+                        )
+                    )
                 case .udp(let relay):
                     mappings.append(
                         PublisherMetrics.Mapping(
-                            publication: PublicationID(raw: id), proto: .udp, host: relay.listener.address,
-                            target: relay.target, counters: relay.counters))
+                            publication: PublicationID(raw: id),
+                            proto: .udp,
+                            host: relay.listener.address,
+                            target: relay.target,
+                            counters: relay.counters
+                        )
+                    )
                 }
             }
         }

@@ -41,7 +41,10 @@ public final class Listener: Sendable {
     /// With `listen: false` the port is only reserved (the kernel path serves it): a client
     /// that reaches it anyway is refused rather than left waiting in a backlog.
     public static func tcp(
-        _ address: SocketAddress, backlog: Int32 = 4096, listen: Bool = true, sharing: PortSharing = .none
+        _ address: SocketAddress,
+        backlog: Int32 = 4096,
+        listen: Bool = true,
+        sharing: PortSharing = .none
     ) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
         try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
@@ -70,7 +73,9 @@ public final class Listener: Sendable {
     /// A wildcard socket (`0.0.0.0`, `::`) asks for IP_PKTINFO / IPV6_RECVPKTINFO, so that
     /// replies can leave from the address each client sent to.
     public static func udp(
-        _ address: SocketAddress, receiveBuffer: Int = udpReceiveBuffer, sharing: PortSharing = .none
+        _ address: SocketAddress,
+        receiveBuffer: Int = udpReceiveBuffer,
+        sharing: PortSharing = .none
     ) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_DGRAM.rawValue))
         if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }

@@ -127,9 +127,15 @@ public final class RelayContext {
     /// TCP connections waiting for their backend to answer, and half-closed ones, each against
     /// its timeout.
     private(set) lazy var connecting = TimeoutQueue(
-        loop: loop, timeout: config.connectTimeout, tag: TCPConnection.connectTimerTag)
+        loop: loop,
+        timeout: config.connectTimeout,
+        tag: TCPConnection.connectTimerTag
+    )
     private(set) lazy var halfClosed = TimeoutQueue(
-        loop: loop, timeout: config.halfCloseTimeout, tag: TCPConnection.halfCloseTimerTag)
+        loop: loop,
+        timeout: config.halfCloseTimeout,
+        tag: TCPConnection.halfCloseTimerTag
+    )
 
     public init(loop: EventLoop, config: RelayConfig = RelayConfig(), logger: Logger = Logger(label: "berth")) {
         self.loop = loop

@@ -97,8 +97,14 @@ public final class TCPAcceptor: EventHandler {
                 return nil
             }
         }
-        TCPConnection.start(client: client, backend: backend, target: target, context: context, mapping: mapping,
-            group: connections)
+        TCPConnection.start(
+            client: client,
+            backend: backend,
+            target: target,
+            context: context,
+            mapping: mapping,
+            group: connections
+        )
         if listener.warned.load(ordering: .relaxed),
             listener.warned.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
         {
@@ -161,7 +167,8 @@ public final class TCPAcceptor: EventHandler {
         guard last == 0 || (now > last && now - last > 1_000_000_000) else { return }
         listener.warned.store(true, ordering: .relaxed)
         context.logger.warning(
-            "\(listener.address): \(error); pausing accept for \(context.config.descriptorPause) (raise the open files limit, ulimit -n)")
+            "\(listener.address): \(error); pausing accept for \(context.config.descriptorPause) (raise the open files limit, ulimit -n)"
+        )
     }
 
     public func timer(tag: UInt8, loop: EventLoop) {

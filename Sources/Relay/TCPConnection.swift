@@ -122,7 +122,10 @@ final class TCPConnection: EventHandler {
     unowned(unsafe) var groupPrevious: TCPConnection?
 
     private init(
-        client: consuming Descriptor, backend: consuming Descriptor, context: RelayContext, mapping: MappingCounterBox,
+        client: consuming Descriptor,
+        backend: consuming Descriptor,
+        context: RelayContext,
+        mapping: MappingCounterBox,
         connected: Bool
     ) {
         self.context = context
@@ -138,8 +141,12 @@ final class TCPConnection: EventHandler {
     /// Connects `backend` (a fresh socket of the target's family) to `target` for an accepted
     /// client and relays once it answers; a backend that refuses at once resets the client.
     static func start(
-        client: consuming Descriptor, backend: consuming Descriptor, target: SocketAddress, context: RelayContext,
-        mapping: MappingCounterBox, group: ConnectionGroup? = nil
+        client: consuming Descriptor,
+        backend: consuming Descriptor,
+        target: SocketAddress,
+        context: RelayContext,
+        mapping: MappingCounterBox,
+        group: ConnectionGroup? = nil
     ) {
         // The client inherits TCP_NODELAY from its listener (Listener.tcp sets it there).
         Socket.setNoDelay(backend.raw)
@@ -154,7 +161,12 @@ final class TCPConnection: EventHandler {
             return
         }
         let connection = TCPConnection(
-            client: client, backend: backend, context: context, mapping: mapping, connected: connected)
+            client: client,
+            backend: backend,
+            context: context,
+            mapping: mapping,
+            connected: connected
+        )
         group?.track(connection)
         connection.register()
         if connected && connection.phase == .relaying && !connection.sendProxyHeader() { connection.close(reset: true) }
@@ -462,7 +474,9 @@ final class TCPConnection: EventHandler {
             if case .done(let took)? = try? Pipe.write(s.pipeWrite, from: buffer + sent, count: rest) { stashed = took }
             if stashed < rest {
                 // Cannot happen with a pipe this size; if it does, this connection alone is reset.
-                context.logger.error("fd \(s.fd): an empty pipe took \(stashed) of \(rest) bytes; resetting the connection")
+                context.logger.error(
+                    "fd \(s.fd): an empty pipe took \(stashed) of \(rest) bytes; resetting the connection"
+                )
                 s.failed = true
                 t.failed = true
                 s.readDone = true

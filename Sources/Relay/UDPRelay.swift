@@ -165,11 +165,16 @@ public final class UDPRelay: EventHandler {
             }
             if context.config.proxyProtocolUDP {
                 // The address the client sent to: from its pktinfo on a wildcard listener.
-                let local = destination.map { (high: $0.high, low: $0.low) } ?? (high: listenerKey.high, low: listenerKey.low)
+                let local =
+                    destination.map { (high: $0.high, low: $0.low) } ?? (high: listenerKey.high, low: listenerKey.low)
                 batch.queue(i) { room in
                     ProxyHeader.writeDatagram(
-                        source: key, destinationHigh: local.high, destinationLow: local.low,
-                        destinationPort: listener.address.port, into: room)
+                        source: key,
+                        destinationHigh: local.high,
+                        destinationLow: local.low,
+                        destinationPort: listener.address.port,
+                        into: room
+                    )
                 }
             } else {
                 batch.queue(i)

@@ -154,4 +154,12 @@ final class PortServiceTests: XCTestCase {
         XCTAssertEqual(s0, 201, b0)
         XCTAssertFalse(b0.contains(#""parentPort":0"#), b0)
     }
+
+    /// Found by ControlRequestFuzzer: a path with a form feed (percent-decoded) came back bare in
+    /// the 404 message, which then spanned two lines.
+    func testAPathWithALineBreakIsQuotedInTheMessage() {
+        let (status, body) = call("DELETE", "/vh/p\u{0C}rts")
+        XCTAssertEqual(status, 404)
+        XCTAssertEqual(body, #"{"message":"no such endpoint: DELETE \"/vh/p\\u{c}rts\""}"#)
+    }
 }

@@ -176,9 +176,16 @@ final class DaemonTests: XCTestCase {
             try s.send("GET /metrics HTTP/1.1\r\nHost: berth\r\n\r\n")
             return String(decoding: try s.receiveAll(), as: UTF8.self)
         }
-        let labels = "proto=\"tcp\",host_address=\"127.0.0.1\",host_port=\"\(published)\",target=\"127.0.0.1:\(server.address.port)\",owner=\"m1\""
+        let labels =
+            "proto=\"tcp\",host_address=\"127.0.0.1\",host_port=\"\(published)\",target=\"127.0.0.1:\(server.address.port)\",owner=\"m1\""
         var text = ""
-        XCTAssertTrue(eventually { text = (try? scrape()) ?? ""; return text.contains("berth_tcp_bytes_total{\(labels),direction=\"to_client\"} 12345") }, text)
+        XCTAssertTrue(
+            eventually {
+                text = (try? scrape()) ?? ""
+                return text.contains("berth_tcp_bytes_total{\(labels),direction=\"to_client\"} 12345")
+            },
+            text
+        )
         XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4"), text)
         XCTAssertTrue(text.contains("berth_tcp_bytes_total{\(labels),direction=\"to_backend\"} 12345"), text)
         XCTAssertTrue(text.contains("berth_tcp_connections_accepted_total{\(labels)} 1"), text)

@@ -16,7 +16,9 @@ final class KernelPathTests: XCTestCase {
             print("skipping kernel path test: \(reason)")
             throw XCTSkip(reason)
         }
-        guard access("/usr/sbin/nft", X_OK) == 0 else { throw XCTSkip("nft is not installed (make test installs nftables)") }
+        guard access("/usr/sbin/nft", X_OK) == 0 else {
+            throw XCTSkip("nft is not installed (make test installs nftables)")
+        }
         topology = try Topology()
     }
 
@@ -38,9 +40,16 @@ final class KernelPathTests: XCTestCase {
     }
 
     private func startBerth(_ arguments: [String], lines: Int, prefix: [String] = []) throws -> Subprocess {
-        let (program, argv) = Topology.exec(in: topology.host, prefix.first ?? berthBinary(), Array(prefix.dropFirst()) + (prefix.isEmpty ? [] : [berthBinary()]) + ["run", "--nft-table", table] + arguments)
+        let (program, argv) = Topology.exec(
+            in: topology.host,
+            prefix.first ?? berthBinary(),
+            Array(prefix.dropFirst()) + (prefix.isEmpty ? [] : [berthBinary()]) + ["run", "--nft-table", table]
+                + arguments
+        )
         let berth = try Subprocess(program, argv)
-        guard berth.waitForLines(lines).count >= lines else { throw TestFailure("berth printed \(berth.stdoutLines); stderr: \(berth.stderr)") }
+        guard berth.waitForLines(lines).count >= lines else {
+            throw TestFailure("berth printed \(berth.stdoutLines); stderr: \(berth.stderr)")
+        }
         return berth
     }
 
@@ -54,7 +63,11 @@ final class KernelPathTests: XCTestCase {
     }
 
     private func nft(_ arguments: String) throws -> String {
-        let (program, argv) = Topology.exec(in: topology.host, "/usr/sbin/nft", arguments.split(separator: " ").map(String.init))
+        let (program, argv) = Topology.exec(
+            in: topology.host,
+            "/usr/sbin/nft",
+            arguments.split(separator: " ").map(String.init)
+        )
         let result = try Subprocess.run(program, argv)
         return result.code == 0 ? result.stdout : "error: \(result.stderr)"
     }
@@ -62,7 +75,10 @@ final class KernelPathTests: XCTestCase {
     func testHybridServesTheNetworkInTheKernelAndLoopbackInUserspace() throws {
         let server = try peerReportingServer()
         defer { server.stop() }
-        let berth = try startBerth(["--mode", "hybrid", "-p", "8080:\(server.address.port)", Topology.containerIP], lines: 2)
+        let berth = try startBerth(
+            ["--mode", "hybrid", "-p", "8080:\(server.address.port)", Topology.containerIP],
+            lines: 2
+        )
 
         // From outside, through DNAT: the container sees the client's real address.
         XCTAssertEqual(try seenAs(from: topology.client, to: Topology.hostOutsideIP, port: 8080), Topology.clientIP)
@@ -92,7 +108,10 @@ final class KernelPathTests: XCTestCase {
     func testUDPThroughDNATKeepsTheClientAddress() throws {
         let server = try Topology.inside(topology.container) { try TestUDPEchoServer(host: Topology.containerIP) }
         defer { server.stop() }
-        let berth = try startBerth(["--mode", "hybrid", "-p", "5353:\(server.address.port)/udp", Topology.containerIP], lines: 2)
+        let berth = try startBerth(
+            ["--mode", "hybrid", "-p", "5353:\(server.address.port)/udp", Topology.containerIP],
+            lines: 2
+        )
         let reply = try Topology.inside(topology.client) {
             let client = try TestUDPSocket(host: "0.0.0.0")
             try client.send(Array("ping".utf8), to: SocketAddress(ip: Topology.hostOutsideIP, port: 5353)!)
@@ -101,7 +120,11 @@ final class KernelPathTests: XCTestCase {
         }
         XCTAssertEqual(reply.0, "ping")
         XCTAssertEqual(reply.1, "\(Topology.hostOutsideIP):5353", "the reply is un-NATed by conntrack")
-        XCTAssertEqual(server.senders.map(\.ipText), [Topology.clientIP], "the container sees the client's real address")
+        XCTAssertEqual(
+            server.senders.map(\.ipText),
+            [Topology.clientIP],
+            "the container sees the client's real address"
+        )
         // The host's loopback goes through the userspace relay.
         let viaRelay = try Topology.inside(topology.host) {
             let client = try TestUDPSocket(host: "127.0.0.1")
@@ -114,7 +137,11 @@ final class KernelPathTests: XCTestCase {
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
         // The UDP flow's conntrack entry went with the table: no flow keeps going to the old target.
-        let (program, argv) = Topology.exec(in: topology.host, "/usr/sbin/conntrack", ["-L", "-p", "udp", "--orig-port-dst", "5353"])
+        let (program, argv) = Topology.exec(
+            in: topology.host,
+            "/usr/sbin/conntrack",
+            ["-L", "-p", "udp", "--orig-port-dst", "5353"]
+        )
         let entries = try Subprocess.run(program, argv)
         XCTAssertFalse(entries.stdout.contains("src=\(Topology.clientIP)"), entries.stdout)
     }
@@ -122,18 +149,32 @@ final class KernelPathTests: XCTestCase {
     func testKernelModeServesWithoutTheRelayAndRefusesLoopback() throws {
         let server = try peerReportingServer()
         defer { server.stop() }
-        let berth = try startBerth(["--mode", "kernel", "-p", "8080:\(server.address.port)", Topology.containerIP], lines: 1)
-        XCTAssertEqual(berth.stdoutLines, ["\(server.address.port)/tcp -> 0.0.0.0:8080"], "kernel mode binds only the container's family")
+        let berth = try startBerth(
+            ["--mode", "kernel", "-p", "8080:\(server.address.port)", Topology.containerIP],
+            lines: 1
+        )
+        XCTAssertEqual(
+            berth.stdoutLines,
+            ["\(server.address.port)/tcp -> 0.0.0.0:8080"],
+            "kernel mode binds only the container's family"
+        )
         XCTAssertEqual(try seenAs(from: topology.client, to: Topology.hostOutsideIP, port: 8080), Topology.clientIP)
         // The port is only reserved on the host: loopback is refused, not relayed.
         XCTAssertThrowsError(try seenAs(from: topology.host, to: "127.0.0.1", port: 8080))
         berth.signal(SIGINT)
         XCTAssertEqual(berth.waitForExit(), 0)
 
-        let (program, argv) = Topology.exec(in: topology.host, berthBinary(), ["run", "--mode", "kernel", "-p", "127.0.0.1:8080:80", Topology.containerIP])
+        let (program, argv) = Topology.exec(
+            in: topology.host,
+            berthBinary(),
+            ["run", "--mode", "kernel", "-p", "127.0.0.1:8080:80", Topology.containerIP]
+        )
         let refused = try Subprocess.run(program, argv)
         XCTAssertEqual(refused.code, 1)
-        XCTAssertEqual(refused.stderr, "berth: 80/tcp: 127.0.0.1:8080: the kernel path does not serve loopback addresses (use --mode hybrid)\n")
+        XCTAssertEqual(
+            refused.stderr,
+            "berth: 80/tcp: 127.0.0.1:8080: the kernel path does not serve loopback addresses (use --mode hybrid)\n"
+        )
         XCTAssertTrue(try nft("list tables").isEmpty, "a failed start leaves no table")
     }
 
@@ -142,7 +183,10 @@ final class KernelPathTests: XCTestCase {
         XCTAssertTrue(try nft("list tables").contains(table))
         berth.signal(SIGKILL)
         XCTAssertEqual(berth.waitForExit(), 128 + SIGKILL)
-        XCTAssertTrue(eventually { (try? self.nft("list tables").isEmpty) == true }, "the owner flag removes the table with its socket")
+        XCTAssertTrue(
+            eventually { (try? self.nft("list tables").isEmpty) == true },
+            "the owner flag removes the table with its socket"
+        )
     }
 
     func testWithoutNetAdminItFallsBackWithANoticeAndKernelModeFails() throws {
@@ -150,23 +194,38 @@ final class KernelPathTests: XCTestCase {
         let server = try peerReportingServer()
         defer { server.stop() }
         let drop = ["/usr/bin/setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin"]
-        let berth = try startBerth(["-p", "127.0.0.1:8080:\(server.address.port)", Topology.containerIP], lines: 1, prefix: drop)
+        let berth = try startBerth(
+            ["-p", "127.0.0.1:8080:\(server.address.port)", Topology.containerIP],
+            lines: 1,
+            prefix: drop
+        )
         XCTAssertTrue(berth.stderr.hasPrefix("berth: notice: no CAP_NET_ADMIN, so no kernel fast path"), berth.stderr)
         XCTAssertEqual(try seenAs(from: topology.host, to: "127.0.0.1", port: 8080), Topology.bridgeIP)
         XCTAssertTrue(try nft("list tables").isEmpty)
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
 
-        let (program, argv) = Topology.exec(in: topology.host, drop[0], Array(drop.dropFirst()) + [berthBinary(), "run", "--mode", "kernel", "-p", "8080:80", Topology.containerIP])
+        let (program, argv) = Topology.exec(
+            in: topology.host,
+            drop[0],
+            Array(drop.dropFirst()) + [berthBinary(), "run", "--mode", "kernel", "-p", "8080:80", Topology.containerIP]
+        )
         let refused = try Subprocess.run(program, argv)
         XCTAssertEqual(refused.code, 1)
-        XCTAssertEqual(refused.stderr, "berth: --mode kernel needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)\n")
+        XCTAssertEqual(
+            refused.stderr,
+            "berth: --mode kernel needs CAP_NET_ADMIN to program nftables (run as root, or use --mode userspace)\n"
+        )
     }
 
     func testARejectedTableIsAReadableErrorAndLeavesNothing() throws {
         let first = try startBerth(["--mode", "hybrid", "-p", "8080:80", Topology.containerIP], lines: 2)
         // A second berth asking for the same table name: the kernel refuses the batch.
-        let (program, argv) = Topology.exec(in: topology.host, berthBinary(), ["run", "--mode", "hybrid", "--nft-table", table, "-p", "9090:80", Topology.containerIP])
+        let (program, argv) = Topology.exec(
+            in: topology.host,
+            berthBinary(),
+            ["run", "--mode", "hybrid", "--nft-table", table, "-p", "9090:80", Topology.containerIP]
+        )
         let second = try Subprocess.run(program, argv)
         XCTAssertEqual(second.code, 1)
         XCTAssertTrue(second.stderr.hasPrefix("berth: nftables: add table inet \(table): "), second.stderr)

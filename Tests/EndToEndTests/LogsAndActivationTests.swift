@@ -25,9 +25,13 @@ final class LogsAndActivationTests: XCTestCase {
         let dir = try temporaryDirectory()
         let path = dir + "/berth.log"
         let closed = freePort()
-        let berth = try Subprocess(berthBinary(), [
-            "run", "--mode", "userspace", "--log-level", "debug", "--log-file", path, "-p", "127.0.0.1::\(closed)", "127.0.0.1",
-        ])
+        let berth = try Subprocess(
+            berthBinary(),
+            [
+                "run", "--mode", "userspace", "--log-level", "debug", "--log-file", path, "-p", "127.0.0.1::\(closed)",
+                "127.0.0.1",
+            ]
+        )
         let printed = berth.waitForLines(1)
         XCTAssertEqual(printed.count, 1, "stderr: \(berth.stderr)")
         let p = port(of: printed[0])
@@ -40,7 +44,10 @@ final class LogsAndActivationTests: XCTestCase {
         // logrotate: rename, then SIGHUP.
         XCTAssertEqual(rename(path, path + ".1"), 0)
         berth.signal(SIGHUP)
-        XCTAssertTrue(eventually { lines(path).contains { $0.hasSuffix("info berth[\(berth.pid)]: SIGHUP: reopened \(path)") } }, "\(lines(path))")
+        XCTAssertTrue(
+            eventually { lines(path).contains { $0.hasSuffix("info berth[\(berth.pid)]: SIGHUP: reopened \(path)") } },
+            "\(lines(path))"
+        )
         try connectToNothing(p)
         XCTAssertTrue(eventually { lines(path).contains { $0.contains("connection refused") } }, "\(lines(path))")
 
@@ -60,11 +67,17 @@ final class LogsAndActivationTests: XCTestCase {
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
         XCTAssertEqual(berth.stderr, "", "the lines go to the file, not to stderr")
-        XCTAssertTrue(lines(path).last?.hasSuffix("debug berth[\(berth.pid)]: signal 15: stopping") == true, "\(lines(path))")
+        XCTAssertTrue(
+            lines(path).last?.hasSuffix("debug berth[\(berth.pid)]: signal 15: stopping") == true,
+            "\(lines(path))"
+        )
     }
 
     func testLogFileThatCannotBeOpenedIsOneLineAndExitOne() throws {
-        let result = try Subprocess.run(berthBinary(), ["run", "--log-file", "/nonexistent-berth/b.log", "-p", "80", "127.0.0.1"])
+        let result = try Subprocess.run(
+            berthBinary(),
+            ["run", "--log-file", "/nonexistent-berth/b.log", "-p", "80", "127.0.0.1"]
+        )
         XCTAssertEqual(result.code, 1)
         XCTAssertEqual(result.stdout, "")
         XCTAssertEqual(result.stderr, "berth: --log-file: open /nonexistent-berth/b.log: no such file or directory\n")
@@ -76,8 +89,12 @@ final class LogsAndActivationTests: XCTestCase {
         let closed = freePort()
         let berth = try Subprocess(
             berthBinary(),
-            ["run", "--mode", "userspace", "--log-level", "debug", "--log-syslog", "-p", "127.0.0.1::\(closed)", "127.0.0.1"],
-            environment: Subprocess.currentEnvironment() + ["BERTH_SYSLOG_SOCKET=\(syslog.path)"])
+            [
+                "run", "--mode", "userspace", "--log-level", "debug", "--log-syslog", "-p", "127.0.0.1::\(closed)",
+                "127.0.0.1",
+            ],
+            environment: Subprocess.currentEnvironment() + ["BERTH_SYSLOG_SOCKET=\(syslog.path)"]
+        )
         let printed = berth.waitForLines(1)
         XCTAssertEqual(printed.count, 1, "stderr: \(berth.stderr)")
         try connectToNothing(port(of: printed[0]))
@@ -107,23 +124,37 @@ final class LogsAndActivationTests: XCTestCase {
             "-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port", "\(host)", "-container-ip", "127.0.0.1",
             "-container-port", "\(closed)",
         ]
-        let environment = Subprocess.currentEnvironment() + [
-            "BERTH_LOG=file:\(path),syslog,level=debug", "BERTH_SYSLOG_SOCKET=\(syslog.path)",
-        ]
+        let environment =
+            Subprocess.currentEnvironment() + [
+                "BERTH_LOG=file:\(path),syslog,level=debug", "BERTH_SYSLOG_SOCKET=\(syslog.path)",
+            ]
         let launch = try ProxyLaunch(flags, environment: environment)
         XCTAssertEqual(launch.readinessText(), "0\n", "stderr: \(launch.process.stderr)")
         let mapping = "mapping=127.0.0.1:\(host):127.0.0.1:\(closed)/tcp"
         let ready = try syslog.receive()
-        XCTAssertTrue(ready.hasSuffix(" berth \(launch.process.pid) - - \(mapping) 127.0.0.1:\(host) -> 127.0.0.1:\(closed)"), ready)
+        XCTAssertTrue(
+            ready.hasSuffix(" berth \(launch.process.pid) - - \(mapping) 127.0.0.1:\(host) -> 127.0.0.1:\(closed)"),
+            ready
+        )
         try connectToNothing(host)
         let datagram = try syslog.receive()
         XCTAssertTrue(datagram.hasPrefix("<31>1 "), datagram)
         XCTAssertTrue(datagram.contains(" berth \(launch.process.pid) - - \(mapping) connect"), datagram)
-        XCTAssertTrue(eventually { lines(path).contains { $0.contains("berth[\(launch.process.pid)]: \(mapping) connect") } }, "\(lines(path))")
+        XCTAssertTrue(
+            eventually { lines(path).contains { $0.contains("berth[\(launch.process.pid)]: \(mapping) connect") } },
+            "\(lines(path))"
+        )
         // logrotate in this mode too.
         XCTAssertEqual(rename(path, path + ".1"), 0)
         launch.process.signal(SIGHUP)
-        XCTAssertTrue(eventually { lines(path).contains { $0.hasSuffix("info berth[\(launch.process.pid)]: \(mapping) SIGHUP: reopened \(path)") } }, "\(lines(path))")
+        XCTAssertTrue(
+            eventually {
+                lines(path).contains {
+                    $0.hasSuffix("info berth[\(launch.process.pid)]: \(mapping) SIGHUP: reopened \(path)")
+                }
+            },
+            "\(lines(path))"
+        )
         launch.process.signal(SIGINT)
         XCTAssertEqual(launch.process.waitForExit(), 0)
         XCTAssertEqual(launch.process.stderr, "")
@@ -141,7 +172,10 @@ final class LogsAndActivationTests: XCTestCase {
         let failure = "\(closed)/tcp: bind 127.0.0.1:\(host): address already in use"
         XCTAssertEqual(taken.readinessText(), "1\n\(failure)")
         XCTAssertEqual(taken.process.waitForExit(), 1)
-        XCTAssertTrue(lines(path).last?.hasSuffix("error berth[\(taken.process.pid)]: \(mapping) \(failure)") == true, "\(lines(path))")
+        XCTAssertTrue(
+            lines(path).last?.hasSuffix("error berth[\(taken.process.pid)]: \(mapping) \(failure)") == true,
+            "\(lines(path))"
+        )
         holder.stop()
     }
 
@@ -149,15 +183,25 @@ final class LogsAndActivationTests: XCTestCase {
 
     /// Runs berth as systemd would: the sockets as fd 3, 4, ..., LISTEN_FDS, and LISTEN_PID set to
     /// the pid that execs berth (a shell's `$$` is the pid `exec` keeps), or to `listenPID`.
-    private func activated(_ sockets: [Int32], names: String? = nil, listenPID: String? = nil, _ arguments: [String]) throws -> Subprocess {
+    private func activated(
+        _ sockets: [Int32],
+        names: String? = nil,
+        listenPID: String? = nil,
+        _ arguments: [String]
+    ) throws -> Subprocess {
         var extra: [Int32: Int32] = [:]
         for (i, fd) in sockets.enumerated() { extra[3 + Int32(i)] = fd }
-        var environment = Subprocess.currentEnvironment().filter { !$0.hasPrefix("LISTEN_") } + ["LISTEN_FDS=\(sockets.count)"]
+        var environment =
+            Subprocess.currentEnvironment().filter { !$0.hasPrefix("LISTEN_") } + ["LISTEN_FDS=\(sockets.count)"]
         if let names { environment.append("LISTEN_FDNAMES=\(names)") }
         let pid = listenPID ?? "$$"
         return try Subprocess(
-            "/bin/sh", ["-c", "export LISTEN_PID=\(pid); exec \"$0\" \"$@\"", berthBinary(), "run", "--mode", "userspace"] + arguments,
-            extraFDs: extra, environment: environment)
+            "/bin/sh",
+            ["-c", "export LISTEN_PID=\(pid); exec \"$0\" \"$@\"", berthBinary(), "run", "--mode", "userspace"]
+                + arguments,
+            extraFDs: extra,
+            environment: environment
+        )
     }
 
     func testSocketActivationServesThePassedSocketsAndBindsNothing() throws {
@@ -165,19 +209,34 @@ final class LogsAndActivationTests: XCTestCase {
         let udpServer = try TestUDPEchoServer()
         let tcp = try dockerdSocket("127.0.0.1")
         let udp = try dockerdSocket("127.0.0.1", udp: true)
-        defer { close(tcp.fd); close(udp.fd) }
-        let berth = try activated([tcp.fd, udp.fd], names: "web:dns", [
-            "--threads", "2", "-p", "127.0.0.1:\(udp.port):\(udpServer.address.port)/udp",
-            "-p", "127.0.0.1:\(tcp.port):\(server.address.port)", "127.0.0.1",
-        ])
+        defer {
+            close(tcp.fd)
+            close(udp.fd)
+        }
+        let berth = try activated(
+            [tcp.fd, udp.fd],
+            names: "web:dns",
+            [
+                "--threads", "2", "-p", "127.0.0.1:\(udp.port):\(udpServer.address.port)/udp",
+                "-p", "127.0.0.1:\(tcp.port):\(server.address.port)", "127.0.0.1",
+            ]
+        )
         let printed = berth.waitForLines(2)
-        XCTAssertEqual(printed, [
-            "\(udpServer.address.port)/udp -> 127.0.0.1:\(udp.port)", "\(server.address.port)/tcp -> 127.0.0.1:\(tcp.port)",
-        ], "stderr: \(berth.stderr)")
+        XCTAssertEqual(
+            printed,
+            [
+                "\(udpServer.address.port)/udp -> 127.0.0.1:\(udp.port)",
+                "\(server.address.port)/tcp -> 127.0.0.1:\(tcp.port)",
+            ],
+            "stderr: \(berth.stderr)"
+        )
         for i in 0..<10 {
             let client = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: tcp.port)!)
             try client.send("activated \(i)")
-            XCTAssertEqual(String(decoding: try client.receive(exactly: "activated \(i)".utf8.count), as: UTF8.self), "activated \(i)")
+            XCTAssertEqual(
+                String(decoding: try client.receive(exactly: "activated \(i)".utf8.count), as: UTF8.self),
+                "activated \(i)"
+            )
         }
         let client = try TestUDPSocket(host: "127.0.0.1")
         try client.send(Array("datagram".utf8), to: SocketAddress(ip: "127.0.0.1", port: udp.port)!)
@@ -191,7 +250,9 @@ final class LogsAndActivationTests: XCTestCase {
         for fd in 3..<5 {
             // fdinfo's flags are octal: O_CLOEXEC 02000000 (sd_listen_fds sets it), O_NONBLOCK 04000 (adopted).
             let flags = (readFile("/proc/\(berth.pid)/fdinfo/\(fd)") ?? "").split(separator: "\n")
-                .first { $0.hasPrefix("flags:") }.flatMap { Int($0.dropFirst(6).trimmingPrefix(while: { $0 == " " || $0 == "\t" }), radix: 8) }
+                .first { $0.hasPrefix("flags:") }.flatMap {
+                    Int($0.dropFirst(6).trimmingPrefix(while: { $0 == " " || $0 == "\t" }), radix: 8)
+                }
             XCTAssertEqual(flags.map { $0 & 0o2004000 }, 0o2004000, "fd \(fd): close-on-exec and non-blocking")
         }
         berth.signal(SIGTERM)
@@ -206,13 +267,21 @@ final class LogsAndActivationTests: XCTestCase {
         let socket = try dockerdSocket("::", dualStack: true)
         defer { close(socket.fd) }
         let berth = try activated([socket.fd], ["-p", "\(socket.port):\(server.address.port)", "127.0.0.1"])
-        XCTAssertEqual(berth.waitForLines(2), [
-            "\(server.address.port)/tcp -> 0.0.0.0:\(socket.port)", "\(server.address.port)/tcp -> [::]:\(socket.port)",
-        ], "stderr: \(berth.stderr)")
+        XCTAssertEqual(
+            berth.waitForLines(2),
+            [
+                "\(server.address.port)/tcp -> 0.0.0.0:\(socket.port)",
+                "\(server.address.port)/tcp -> [::]:\(socket.port)",
+            ],
+            "stderr: \(berth.stderr)"
+        )
         for host in ["127.0.0.1", "::1"] {
             let client = try TestSocket.connect(SocketAddress(ip: host, port: socket.port)!)
             try client.send("via \(host)")
-            XCTAssertEqual(String(decoding: try client.receive(exactly: "via \(host)".utf8.count), as: UTF8.self), "via \(host)")
+            XCTAssertEqual(
+                String(decoding: try client.receive(exactly: "via \(host)".utf8.count), as: UTF8.self),
+                "via \(host)"
+            )
         }
         XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == 1 }, "\(openSocketCount(pid: berth.pid)) sockets")
         berth.signal(SIGTERM)
@@ -224,12 +293,16 @@ final class LogsAndActivationTests: XCTestCase {
         let tcp = try dockerdSocket("127.0.0.1")
         defer { close(tcp.fd) }
         let other = tcp.port == 65535 ? tcp.port - 1 : tcp.port + 1
-        let berth = try activated([tcp.fd], ["-p", "127.0.0.1:\(tcp.port):80", "-p", "127.0.0.1:\(other):80", "127.0.0.1"])
+        let berth = try activated(
+            [tcp.fd],
+            ["-p", "127.0.0.1:\(tcp.port):80", "-p", "127.0.0.1:\(other):80", "127.0.0.1"]
+        )
         XCTAssertEqual(berth.waitForExit(), 1)
         XCTAssertEqual(berth.stdout, "")
         XCTAssertEqual(
             berth.stderr,
-            "berth: socket activation: 80/tcp: no socket was passed for 127.0.0.1:\(other) (started with LISTEN_FDS, berth binds nothing itself)\n")
+            "berth: socket activation: 80/tcp: no socket was passed for 127.0.0.1:\(other) (started with LISTEN_FDS, berth binds nothing itself)\n"
+        )
     }
 
     /// LISTEN_PID names another process (pid 1): the variables are not for berth, which binds the
@@ -244,7 +317,9 @@ final class LogsAndActivationTests: XCTestCase {
 
     /// `socket:[INODE]` of fd `fd` of `pid` (nil: this process).
     private func socketInode(_ pid: Int32?, _ fd: Int32) -> String? {
-        guard let link = readLink("/proc/\(pid.map { "\($0)" } ?? "self")/fd/\(fd)"), link.hasPrefix("socket:") else { return nil }
+        guard let link = readLink("/proc/\(pid.map { "\($0)" } ?? "self")/fd/\(fd)"), link.hasPrefix("socket:") else {
+            return nil
+        }
         return link
     }
 

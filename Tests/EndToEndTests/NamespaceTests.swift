@@ -42,13 +42,21 @@ final class NamespaceTests: XCTestCase {
     func testContainerPortPublishedOnEveryHostAddress() throws {
         let server = try Topology.inside(topology.container) { try TestServer.echo(host: Topology.containerIP) }
         defer { server.stop() }
-        let (berth, lines) = try startBerth(["-p", "8080:\(server.address.port)", "-p", "127.0.0.1:8081:\(server.address.port)", Topology.containerIP], lines: 3)
-        XCTAssertEqual(lines, [
-            "\(server.address.port)/tcp -> 0.0.0.0:8080", "\(server.address.port)/tcp -> [::]:8080", "\(server.address.port)/tcp -> 127.0.0.1:8081",
-        ])
+        let (berth, lines) = try startBerth(
+            ["-p", "8080:\(server.address.port)", "-p", "127.0.0.1:8081:\(server.address.port)", Topology.containerIP],
+            lines: 3
+        )
+        XCTAssertEqual(
+            lines,
+            [
+                "\(server.address.port)/tcp -> 0.0.0.0:8080", "\(server.address.port)/tcp -> [::]:8080",
+                "\(server.address.port)/tcp -> 127.0.0.1:8081",
+            ]
+        )
         let host = topology.host
         for (ns, address, port) in [
-            (host, "127.0.0.1", UInt16(8080)), (host, "::1", 8080), (host, Topology.bridgeIP, 8080), (host, "127.0.0.1", 8081),
+            (host, "127.0.0.1", UInt16(8080)), (host, "::1", 8080), (host, Topology.bridgeIP, 8080),
+            (host, "127.0.0.1", 8081),
             (topology.client, Topology.hostOutsideIP, 8080), (topology.client, Topology.hostOutsideIPv6, 8080),
         ] {
             XCTAssertEqual(try echo(from: ns, to: address, port: port), "from \(ns) to \(address)")
@@ -65,7 +73,10 @@ final class NamespaceTests: XCTestCase {
         let (berth, lines) = try startBerth(["-p", "\(server.address.port)", Topology.containerIPv6], lines: 2)
         let port = UInt16(lines[0].split(separator: ":").last!)!
         XCTAssertEqual(try echo(from: topology.host, to: "127.0.0.1", port: port), "from \(topology.host) to 127.0.0.1")
-        XCTAssertEqual(try echo(from: topology.client, to: Topology.hostOutsideIPv6, port: port), "from \(topology.client) to \(Topology.hostOutsideIPv6)")
+        XCTAssertEqual(
+            try echo(from: topology.client, to: Topology.hostOutsideIPv6, port: port),
+            "from \(topology.client) to \(Topology.hostOutsideIPv6)"
+        )
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
     }

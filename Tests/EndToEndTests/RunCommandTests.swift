@@ -10,7 +10,8 @@ final class RunCommandTests: XCTestCase {
     /// root namespace, whose nftables ruleset a test must never touch.
     private func start(_ arguments: [String], lines: Int, limits: [String] = []) throws -> (Subprocess, [String]) {
         let berth = berthBinary()
-        let process = limits.isEmpty
+        let process =
+            limits.isEmpty
             ? try Subprocess(berth, ["run", "--mode", "userspace"] + arguments)
             : try Subprocess("/usr/bin/prlimit", limits + ["--", berth, "run", "--mode", "userspace"] + arguments)
         let printed = process.waitForLines(lines)
@@ -25,14 +26,22 @@ final class RunCommandTests: XCTestCase {
     private func assertEcho(_ host: String, _ port: UInt16, file: StaticString = #filePath, line: UInt = #line) throws {
         let client = try TestSocket.connect(SocketAddress(ip: host, port: port)!)
         try client.send("ping \(host)")
-        XCTAssertEqual(String(decoding: try client.receive(exactly: 5 + host.utf8.count), as: UTF8.self), "ping \(host)", file: file, line: line)
+        XCTAssertEqual(
+            String(decoding: try client.receive(exactly: 5 + host.utf8.count), as: UTF8.self),
+            "ping \(host)",
+            file: file,
+            line: line
+        )
     }
 
     func testFixedPortOnAllAddressesPrintsBothFamiliesAndForwards() throws {
         let server = try TestServer.echo()
         let host = freePort()
         let (berth, lines) = try start(["-p", "\(host):\(server.address.port)", "127.0.0.1"], lines: 2)
-        XCTAssertEqual(lines, ["\(server.address.port)/tcp -> 0.0.0.0:\(host)", "\(server.address.port)/tcp -> [::]:\(host)"])
+        XCTAssertEqual(
+            lines,
+            ["\(server.address.port)/tcp -> 0.0.0.0:\(host)", "\(server.address.port)/tcp -> [::]:\(host)"]
+        )
         try assertEcho("127.0.0.1", host)
         try assertEcho("::1", host)
         berth.signal(SIGTERM)
@@ -59,7 +68,10 @@ final class RunCommandTests: XCTestCase {
         let server = try TestServer.echo()
         let c = server.address.port
         let fixed = freePort()
-        let (berth, lines) = try start(["-p", "127.0.0.1:\(fixed):\(c)", "-p", "127.0.0.1::\(c)", "127.0.0.1"], lines: 2)
+        let (berth, lines) = try start(
+            ["-p", "127.0.0.1:\(fixed):\(c)", "-p", "127.0.0.1::\(c)", "127.0.0.1"],
+            lines: 2
+        )
         XCTAssertEqual(lines[0], "\(c)/tcp -> 127.0.0.1:\(fixed)")
         XCTAssertTrue(lines[1].hasPrefix("\(c)/tcp -> 127.0.0.1:"))
         try assertEcho("127.0.0.1", fixed)
@@ -90,14 +102,26 @@ final class RunCommandTests: XCTestCase {
 
     func testPortRangesMapPairwise() throws {
         let c = freePortPair()
-        let a = try TestServer(port: c) { s in try? s.send("A"); s.close() }
-        let b = try TestServer(port: c + 1) { s in try? s.send("B"); s.close() }
+        let a = try TestServer(port: c) { s in
+            try? s.send("A")
+            s.close()
+        }
+        let b = try TestServer(port: c + 1) { s in
+            try? s.send("B")
+            s.close()
+        }
         let h = freePortPair()
         let spec = "127.0.0.1:\(h)-\(h + 1):\(a.address.port)-\(a.address.port + 1)"
         let (berth, lines) = try start(["-p", spec, "127.0.0.1"], lines: 2)
-        XCTAssertEqual(lines, ["\(a.address.port)/tcp -> 127.0.0.1:\(h)", "\(b.address.port)/tcp -> 127.0.0.1:\(h + 1)"])
+        XCTAssertEqual(
+            lines,
+            ["\(a.address.port)/tcp -> 127.0.0.1:\(h)", "\(b.address.port)/tcp -> 127.0.0.1:\(h + 1)"]
+        )
         XCTAssertEqual(try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: h)!).receiveAll(), Array("A".utf8))
-        XCTAssertEqual(try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: h + 1)!).receiveAll(), Array("B".utf8))
+        XCTAssertEqual(
+            try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: h + 1)!).receiveAll(),
+            Array("B".utf8)
+        )
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
     }
@@ -119,7 +143,10 @@ final class RunCommandTests: XCTestCase {
     func testUDPPortsOnBothFamiliesAndTheUDPOptions() throws {
         let server = try TestUDPEchoServer()
         let c = server.address.port
-        let (berth, lines) = try start(["--udp-timeout", "30", "--udp-max-flows", "64", "-p", "\(c)/udp", "127.0.0.1"], lines: 2)
+        let (berth, lines) = try start(
+            ["--udp-timeout", "30", "--udp-max-flows", "64", "-p", "\(c)/udp", "127.0.0.1"],
+            lines: 2
+        )
         XCTAssertTrue(lines[0].hasPrefix("\(c)/udp -> 0.0.0.0:"), lines[0])
         XCTAssertTrue(lines[1].hasPrefix("\(c)/udp -> [::]:"), lines[1])
         for host in ["127.0.0.1", "::1"] {
@@ -151,7 +178,13 @@ final class RunCommandTests: XCTestCase {
 
     func testSeveralLoopsShareTheListeners() throws {
         let server = try TestServer.echo()
-        let (berth, lines) = try start(["--threads", "3", "-p", "127.0.0.1::\(server.address.port)", "-p", "127.0.0.1::\(server.address.port)/udp", "127.0.0.1"], lines: 2)
+        let (berth, lines) = try start(
+            [
+                "--threads", "3", "-p", "127.0.0.1::\(server.address.port)", "-p",
+                "127.0.0.1::\(server.address.port)/udp", "127.0.0.1",
+            ],
+            lines: 2
+        )
         let address = SocketAddress(ip: "127.0.0.1", port: port(of: lines[0]))!
         var clients: [TestSocket] = []
         for i in 0..<300 {
@@ -160,11 +193,17 @@ final class RunCommandTests: XCTestCase {
             clients.append(c)
         }
         for (i, c) in clients.enumerated() {
-            XCTAssertEqual(String(decoding: try c.receive(exactly: "client \(i);".utf8.count), as: UTF8.self), "client \(i);")
+            XCTAssertEqual(
+                String(decoding: try c.receive(exactly: "client \(i);".utf8.count), as: UTF8.self),
+                "client \(i);"
+            )
         }
         clients.removeAll()
         // Each loop has its own listener per mapping: 3 loops, 2 mappings.
-        XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == 6 }, "\(openSocketCount(pid: berth.pid)) sockets: the six listeners only")
+        XCTAssertTrue(
+            eventually { openSocketCount(pid: berth.pid) == 6 },
+            "\(openSocketCount(pid: berth.pid)) sockets: the six listeners only"
+        )
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
         XCTAssertEqual(berth.stderr, "")
@@ -178,10 +217,15 @@ final class RunCommandTests: XCTestCase {
         let spec = "127.0.0.1:\(host):\(server.address.port)"
         let (first, _) = try start(["--threads", "2", "-p", spec, "-p", "\(spec)/udp", "127.0.0.1"], lines: 2)
         for proto in ["tcp", "udp"] {
-            let second = try Subprocess.run(berthBinary(), ["run", "--mode", "userspace", "--threads", "2", "-p", "\(spec)/\(proto)", "127.0.0.1"])
+            let second = try Subprocess.run(
+                berthBinary(),
+                ["run", "--mode", "userspace", "--threads", "2", "-p", "\(spec)/\(proto)", "127.0.0.1"]
+            )
             XCTAssertEqual(second.code, 1)
             XCTAssertEqual(
-                second.stderr, "berth: \(server.address.port)/\(proto): bind 127.0.0.1:\(host): address already in use\n")
+                second.stderr,
+                "berth: \(server.address.port)/\(proto): bind 127.0.0.1:\(host): address already in use\n"
+            )
         }
         try assertEcho("127.0.0.1", host)
         first.signal(SIGTERM)
@@ -190,8 +234,12 @@ final class RunCommandTests: XCTestCase {
 
     func testMalformedSpecIsOneLineAndExitTwo() throws {
         for (spec, message) in [
-            ("300.1.1.1:80:80", "berth: invalid port spec \"300.1.1.1:80:80\": host IP \"300.1.1.1\" is not an IPv4 or IPv6 address\n"),
-            ("8080:", nil), ("80/xyz", nil), ("90-80:90-80", nil), ("8000-8002:80-81", nil), ("70000:80", nil), ("0:0", nil),
+            (
+                "300.1.1.1:80:80",
+                "berth: invalid port spec \"300.1.1.1:80:80\": host IP \"300.1.1.1\" is not an IPv4 or IPv6 address\n"
+            ),
+            ("8080:", nil), ("80/xyz", nil), ("90-80:90-80", nil), ("8000-8002:80-81", nil), ("70000:80", nil),
+            ("0:0", nil),
         ] {
             let result = try Subprocess.run(berthBinary(), ["run", "-p", spec, "127.0.0.1"])
             XCTAssertEqual(result.code, 2, spec)
@@ -211,9 +259,13 @@ final class RunCommandTests: XCTestCase {
     func testPortInUseFailsWholeAndLeavesNothingListening() throws {
         let busy = try TestServer { _ in }
         let first = freePort()
-        let result = try Subprocess.run(berthBinary(), [
-            "run", "--mode", "userspace", "-p", "127.0.0.1:\(first):80", "-p", "127.0.0.1:\(busy.address.port):80", "127.0.0.1",
-        ])
+        let result = try Subprocess.run(
+            berthBinary(),
+            [
+                "run", "--mode", "userspace", "-p", "127.0.0.1:\(first):80", "-p", "127.0.0.1:\(busy.address.port):80",
+                "127.0.0.1",
+            ]
+        )
         XCTAssertEqual(result.code, 1)
         XCTAssertEqual(result.stdout, "", "no listener is reported when start-up fails")
         XCTAssertEqual(result.stderr, "berth: 80/tcp: bind 127.0.0.1:\(busy.address.port): address already in use\n")
@@ -225,11 +277,18 @@ final class RunCommandTests: XCTestCase {
         guard isRoot, access("/usr/bin/setpriv", X_OK) == 0 else {
             throw XCTSkip("needs root to drop to an unprivileged user with setpriv")
         }
-        let result = try Subprocess.run("/usr/bin/setpriv", [
-            "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", berthBinary(), "run", "--mode", "userspace", "-p", "127.0.0.1:81:80", "127.0.0.1",
-        ])
+        let result = try Subprocess.run(
+            "/usr/bin/setpriv",
+            [
+                "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", berthBinary(), "run", "--mode",
+                "userspace", "-p", "127.0.0.1:81:80", "127.0.0.1",
+            ]
+        )
         XCTAssertEqual(result.code, 1)
-        XCTAssertEqual(result.stderr, "berth: 80/tcp: bind 127.0.0.1:81: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)\n")
+        XCTAssertEqual(
+            result.stderr,
+            "berth: 80/tcp: bind 127.0.0.1:81: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)\n"
+        )
     }
 
     func testSigtermClosesEstablishedConnections() throws {
@@ -248,7 +307,10 @@ final class RunCommandTests: XCTestCase {
         for (arguments, message) in [
             (["run", "--bogus", "-p", "80", "127.0.0.1"], #"unknown option "--bogus""#),
             (["run", "-p", "80", "127.0.0.1", "--threads"], "missing value for --threads"),
-            (["run", "-p", "80", "--threads", "two", "127.0.0.1"], #"invalid value "two" for --threads: must be a whole number"#),
+            (
+                ["run", "-p", "80", "--threads", "two", "127.0.0.1"],
+                #"invalid value "two" for --threads: must be a whole number"#
+            ),
             (["run", "-p", "80", "--threads", "0", "127.0.0.1"], "--threads must be between 1 and 1024"),
             (["run", "-p", "80"], "missing the target IP, the container's address"),
             (["run", "127.0.0.1"], "nothing to publish: give at least one -p"),
@@ -284,7 +346,8 @@ final class RunCommandTests: XCTestCase {
             let result = try Subprocess.run(berthBinary(), args)
             XCTAssertEqual(result.code, 0)
             XCTAssertEqual(result.stderr, "")
-            for example in ["-p 80:80", "-p 80 ", "-p 127.0.0.1:80:80", "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]"] {
+            for example in ["-p 80:80", "-p 80 ", "-p 127.0.0.1:80:80", "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]"]
+            {
                 XCTAssertTrue(result.stdout.contains(example), "berth \(args) lacks \(example)")
             }
         }
@@ -302,18 +365,34 @@ final class RunCommandTests: XCTestCase {
         let server = try TestServer.echo()
         // 40 descriptors: a few for berth itself, then room for about 15 connections (2 sockets each).
         let (berth, lines) = try start(
-            ["--threads", "1", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1, limits: ["--nofile=40:40"])
+            ["--threads", "1", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"],
+            lines: 1,
+            limits: ["--nofile=40:40"]
+        )
         let p = port(of: lines[0])
         var held: [TestSocket] = []
         for _ in 0..<30 { held.append(try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: p)!)) }
         // Some are served, the rest wait in the backlog while berth pauses accepting.
-        XCTAssertTrue(eventually { berth.waitForLines(99, seconds: 0.05); return berth.stderr.contains("pausing accept") }, berth.stderr)
+        XCTAssertTrue(
+            eventually {
+                berth.waitForLines(99, seconds: 0.05)
+                return berth.stderr.contains("pausing accept")
+            },
+            berth.stderr
+        )
         XCTAssertNil(berth.waitForExit(seconds: 0.5), "berth must survive EMFILE")
         held.removeAll()
         // The clients that waited in the backlog are accepted and wound down; then every new client is served.
-        XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == 1 }, "berth holds \(openSocketCount(pid: berth.pid)) sockets")
+        XCTAssertTrue(
+            eventually { openSocketCount(pid: berth.pid) == 1 },
+            "berth holds \(openSocketCount(pid: berth.pid)) sockets"
+        )
         for _ in 0..<20 { try assertEcho("127.0.0.1", p) }
-        XCTAssertEqual(berth.stderr.components(separatedBy: "pausing accept").count - 1, 1, "logged once:\n\(berth.stderr)")
+        XCTAssertEqual(
+            berth.stderr.components(separatedBy: "pausing accept").count - 1,
+            1,
+            "logged once:\n\(berth.stderr)"
+        )
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
     }
@@ -327,10 +406,13 @@ final class RunCommandTests: XCTestCase {
             ("1", "berth: 76746 listening sockets need 76765 file descriptors, the limit is 64 (ulimit -n)\n"),
             ("2", "berth: 153492 listening sockets need 153514 file descriptors, the limit is 64 (ulimit -n)\n"),
         ] {
-            let result = try Subprocess.run("/usr/bin/prlimit", [
-                "--nofile=64:64", "--", berthBinary(), "run", "--mode", "userspace", "--threads", threads,
-                "-p", "9278-47650", "127.0.0.1",
-            ])
+            let result = try Subprocess.run(
+                "/usr/bin/prlimit",
+                [
+                    "--nofile=64:64", "--", berthBinary(), "run", "--mode", "userspace", "--threads", threads,
+                    "-p", "9278-47650", "127.0.0.1",
+                ]
+            )
             XCTAssertEqual(result.code, 1, result.stderr)
             XCTAssertEqual(result.stdout, "", "nothing is bound, so no listener is reported")
             XCTAssertEqual(result.stderr, message)
@@ -343,12 +425,20 @@ final class RunCommandTests: XCTestCase {
         guard access("/usr/bin/prlimit", X_OK) == 0 else { throw XCTSkip("prlimit (util-linux) is not installed") }
         let server = try TestServer.echo()
         let specs = (0..<20).flatMap { _ in ["-p", "127.0.0.1::\(server.address.port)"] }
-        let (berth, lines) = try start(["--threads", "1"] + specs + ["127.0.0.1"], lines: 20, limits: ["--nofile=24:4096"])
+        let (berth, lines) = try start(
+            ["--threads", "1"] + specs + ["127.0.0.1"],
+            lines: 20,
+            limits: ["--nofile=24:4096"]
+        )
         XCTAssertEqual(lines.count, 20)
         // "Max open files            4096                 4096                 files"
         let limits = readText("/proc/\(berth.pid)/limits")
         let openFiles = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
-        XCTAssertEqual(openFiles.split(separator: " ").dropFirst(3).prefix(2).map(String.init), ["4096", "4096"], limits)
+        XCTAssertEqual(
+            openFiles.split(separator: " ").dropFirst(3).prefix(2).map(String.init),
+            ["4096", "4096"],
+            limits
+        )
         try assertEcho("127.0.0.1", port(of: lines[19]))
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
@@ -357,13 +447,19 @@ final class RunCommandTests: XCTestCase {
 
     func testSocketCountOfTheProcessReturnsToBaseline() throws {
         let server = try TestServer.echo()
-        let (berth, lines) = try start(["--threads", "2", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], lines: 1)
+        let (berth, lines) = try start(
+            ["--threads", "2", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"],
+            lines: 1
+        )
         let p = port(of: lines[0])
         try assertEcho("127.0.0.1", p)
         let baseline = 2  // a listener per loop, nothing else
         XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == baseline })
         for _ in 0..<500 { try assertEcho("127.0.0.1", p) }
-        XCTAssertTrue(eventually { openSocketCount(pid: berth.pid) == baseline }, "\(openSocketCount(pid: berth.pid)) sockets, baseline \(baseline)")
+        XCTAssertTrue(
+            eventually { openSocketCount(pid: berth.pid) == baseline },
+            "\(openSocketCount(pid: berth.pid)) sockets, baseline \(baseline)"
+        )
         print("berth process sockets: baseline \(baseline), after 500 connections \(openSocketCount(pid: berth.pid))")
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)

@@ -80,7 +80,10 @@ final class LinuxIOTests: XCTestCase {
         let id = loop.attach(recorder)
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
-        defer { close(fds[0]); close(fds[1]) }
+        defer {
+            close(fds[0])
+            close(fds[1])
+        }
         try loop.add(fds[0], .read, for: id, tag: 4)
         loop.schedule(at: .now() + .milliseconds(20), for: id, tag: 1)
         _ = write(fds[1], "x", 1)
@@ -95,7 +98,10 @@ final class LinuxIOTests: XCTestCase {
         let second = Recorder()
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
-        defer { close(fds[0]); close(fds[1]) }
+        defer {
+            close(fds[0])
+            close(fds[1])
+        }
         let a = loop.attach(first)
         let b = loop.attach(second)
         try loop.add(fds[0], .read, for: a, tag: 7)

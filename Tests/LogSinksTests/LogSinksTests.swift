@@ -16,31 +16,63 @@ final class LogSinksTests: XCTestCase {
         XCTAssertEqual(LogLine.timestamp(Self.time), "2026-12-02T12:43:08.123456Z")
         XCTAssertEqual(LogLine.timestamp(WallTime(seconds: 0, nanoseconds: 0)), "1970-01-01T00:00:00.000000Z")
         // A leap day and the last second of a year.
-        XCTAssertEqual(LogLine.timestamp(WallTime(seconds: 951_782_400, nanoseconds: 5_000)), "2000-02-29T00:00:00.000005Z")
-        XCTAssertEqual(LogLine.timestamp(WallTime(seconds: 1_767_225_599, nanoseconds: 999_999_999)), "2025-12-31T23:59:59.999999Z")
+        XCTAssertEqual(
+            LogLine.timestamp(WallTime(seconds: 951_782_400, nanoseconds: 5_000)),
+            "2000-02-29T00:00:00.000005Z"
+        )
+        XCTAssertEqual(
+            LogLine.timestamp(WallTime(seconds: 1_767_225_599, nanoseconds: 999_999_999)),
+            "2025-12-31T23:59:59.999999Z"
+        )
     }
 
     func testSyslogLineIsRFC5424WithFacilityDaemonAndTheLevelsSeverity() {
         XCTAssertEqual(
-            LogLine.syslog(.warning, "127.0.0.1:8080: out of descriptors", metadata: ["mapping": "80/tcp"], time: Self.time, hostname: "web1", pid: 4242),
-            "<28>1 2026-12-02T12:43:08.123456Z web1 berth 4242 - - mapping=80/tcp 127.0.0.1:8080: out of descriptors")
+            LogLine.syslog(
+                .warning,
+                "127.0.0.1:8080: out of descriptors",
+                metadata: ["mapping": "80/tcp"],
+                time: Self.time,
+                hostname: "web1",
+                pid: 4242
+            ),
+            "<28>1 2026-12-02T12:43:08.123456Z web1 berth 4242 - - mapping=80/tcp 127.0.0.1:8080: out of descriptors"
+        )
         let expected: [(Logger.Level, Int)] = [
             (.trace, 31), (.debug, 31), (.info, 30), (.notice, 29), (.warning, 28), (.error, 27), (.critical, 26),
         ]
         for (level, pri) in expected {
             XCTAssertTrue(
-                LogLine.syslog(level, "x", time: Self.time, hostname: "h", pid: 1).hasPrefix("<\(pri)>1 "), "\(level)")
+                LogLine.syslog(level, "x", time: Self.time, hostname: "h", pid: 1).hasPrefix("<\(pri)>1 "),
+                "\(level)"
+            )
         }
         // A host name syslog cannot carry is the nil value.
-        XCTAssertEqual(LogLine.syslog(.info, "x", time: Self.time, hostname: "", pid: 7), "<30>1 2026-12-02T12:43:08.123456Z - berth 7 - - x")
-        XCTAssertEqual(LogLine.syslog(.info, "x", time: Self.time, hostname: "a b", pid: 7), "<30>1 2026-12-02T12:43:08.123456Z - berth 7 - - x")
+        XCTAssertEqual(
+            LogLine.syslog(.info, "x", time: Self.time, hostname: "", pid: 7),
+            "<30>1 2026-12-02T12:43:08.123456Z - berth 7 - - x"
+        )
+        XCTAssertEqual(
+            LogLine.syslog(.info, "x", time: Self.time, hostname: "a b", pid: 7),
+            "<30>1 2026-12-02T12:43:08.123456Z - berth 7 - - x"
+        )
     }
 
     func testFileLineIsOneLineWithSortedMetadata() {
         XCTAssertEqual(
-            LogLine.file(.notice, "accepting again", metadata: ["mapping": "80/tcp", "a": "1"], time: Self.time, pid: 99),
-            "2026-12-02T12:43:08.123456Z notice berth[99]: a=1 mapping=80/tcp accepting again\n")
-        XCTAssertEqual(LogLine.file(.error, "two\nlines\r", time: Self.time, pid: 1), "2026-12-02T12:43:08.123456Z error berth[1]: two\\nlines\\r\n")
+            LogLine.file(
+                .notice,
+                "accepting again",
+                metadata: ["mapping": "80/tcp", "a": "1"],
+                time: Self.time,
+                pid: 99
+            ),
+            "2026-12-02T12:43:08.123456Z notice berth[99]: a=1 mapping=80/tcp accepting again\n"
+        )
+        XCTAssertEqual(
+            LogLine.file(.error, "two\nlines\r", time: Self.time, pid: 1),
+            "2026-12-02T12:43:08.123456Z error berth[1]: two\\nlines\\r\n"
+        )
     }
 
     func testLogFileIsCreated0640AppendsAndReopensAfterARename() throws {
@@ -57,10 +89,13 @@ final class LogSinksTests: XCTestCase {
         logger.info("second, still to the renamed file")
         try file.reopen()
         logger.notice("third", metadata: ["mapping": "53/udp"])
-        XCTAssertEqual(try contents(path + ".1"), [
-            "2026-12-02T12:43:08.123456Z info berth[5]: first",
-            "2026-12-02T12:43:08.123456Z info berth[5]: second, still to the renamed file",
-        ])
+        XCTAssertEqual(
+            try contents(path + ".1"),
+            [
+                "2026-12-02T12:43:08.123456Z info berth[5]: first",
+                "2026-12-02T12:43:08.123456Z info berth[5]: second, still to the renamed file",
+            ]
+        )
         XCTAssertEqual(try contents(path), ["2026-12-02T12:43:08.123456Z notice berth[5]: mapping=53/udp third"])
     }
 

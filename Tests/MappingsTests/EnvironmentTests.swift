@@ -1,7 +1,9 @@
 import Mappings
 import Testing
 
-private func settings(_ value: String) throws(EnvironmentError) -> LogSettings { try LogSettings.parse(berthLog: value) }
+private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
+    try LogSettings.parse(berthLog: value)
+}
 
 @Suite struct BerthLogTests {
     @Test func destinationsAndLevel() throws {
@@ -12,8 +14,11 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
         #expect(try settings("level=info") == LogSettings(level: "info"))
         #expect(
             try settings("stderr,file:/tmp/b.log,syslog,level=error")
-                == LogSettings(stderr: true, file: "/tmp/b.log", syslog: true, level: "error"))
-        #expect(try settings("file:/a").wantsHangup && settings("syslog").wantsHangup && !settings("stderr").wantsHangup)
+                == LogSettings(stderr: true, file: "/tmp/b.log", syslog: true, level: "error")
+        )
+        #expect(
+            try settings("file:/a").wantsHangup && settings("syslog").wantsHangup && !settings("stderr").wantsHangup
+        )
     }
 
     @Test(arguments: [
@@ -22,7 +27,10 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
         ("file:", #"BERTH_LOG: "file:": the file must be an absolute path"#),
         ("file:berth.log", #"BERTH_LOG: "file:berth.log": the file must be an absolute path"#),
         ("file:/a,file:/b", "BERTH_LOG: one file:PATH at most"),
-        ("level=loud", #"BERTH_LOG: invalid level "loud": must be trace, debug, info, notice, warning, error or critical"#),
+        (
+            "level=loud",
+            #"BERTH_LOG: invalid level "loud": must be trace, debug, info, notice, warning, error or critical"#
+        ),
     ])
     func badValuesAreOneLine(value: String, message: String) {
         #expect(throws: EnvironmentError(message)) { try settings(value) }
@@ -31,8 +39,9 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
     @Test func runOptions() throws {
         guard case .run(let plain) = try RunArguments.parse(["-p", "80", "127.0.0.1"]) else { return }
         #expect(plain.logSettings == LogSettings())
-        guard case .run(let logged) = try RunArguments.parse(
-            ["--log-file", "/tmp/b.log", "--log-syslog", "--log-level=debug", "-p", "80", "127.0.0.1"])
+        guard
+            case .run(let logged) = try RunArguments.parse(
+                ["--log-file", "/tmp/b.log", "--log-syslog", "--log-level=debug", "-p", "80", "127.0.0.1"])
         else { return }
         #expect(logged.logSettings == LogSettings(stderr: false, file: "/tmp/b.log", syslog: true, level: "debug"))
         #expect(throws: RunArgumentError("--log-syslog takes no value")) {
@@ -48,8 +57,11 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
     @Test func forThisProcess() throws {
         #expect(
             try ListenFDs.parse(listenPID: "42", listenFDs: "2", listenFDNames: nil, pid: 42)
-                == ListenFDs(count: 2, names: ["unknown", "unknown"]))
-        let named = try #require(try ListenFDs.parse(listenPID: "42", listenFDs: "2", listenFDNames: "web:dns", pid: 42))
+                == ListenFDs(count: 2, names: ["unknown", "unknown"])
+        )
+        let named = try #require(
+            try ListenFDs.parse(listenPID: "42", listenFDs: "2", listenFDNames: "web:dns", pid: 42)
+        )
         #expect(named.names == ["web", "dns"])
         #expect(named.descriptors == 3..<5)
     }
@@ -63,13 +75,15 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
         #expect(try ListenFDs.parse(listenPID: "41", listenFDs: "x", listenFDNames: "a:b:c", pid: 42) == nil)
     }
 
-    @Test(arguments: [
-        ("x", "2", nil, #"LISTEN_PID "x" is not a process id"#),
-        ("0", "2", nil, #"LISTEN_PID "0" is not a process id"#),
-        ("42", "two", nil, #"LISTEN_FDS "two" is not a number of descriptors"#),
-        ("42", "-1", nil, #"LISTEN_FDS "-1" is not a number of descriptors"#),
-        ("42", "2", "web", "LISTEN_FDNAMES has 1 names for 2 descriptors"),
-    ] as [(String, String, String?, String)])
+    @Test(
+        arguments: [
+            ("x", "2", nil, #"LISTEN_PID "x" is not a process id"#),
+            ("0", "2", nil, #"LISTEN_PID "0" is not a process id"#),
+            ("42", "two", nil, #"LISTEN_FDS "two" is not a number of descriptors"#),
+            ("42", "-1", nil, #"LISTEN_FDS "-1" is not a number of descriptors"#),
+            ("42", "2", "web", "LISTEN_FDNAMES has 1 names for 2 descriptors"),
+        ] as [(String, String, String?, String)]
+    )
     func badValues(pid: String, fds: String, names: String?, message: String) {
         #expect(throws: EnvironmentError(message)) {
             try ListenFDs.parse(listenPID: pid, listenFDs: fds, listenFDNames: names, pid: 42)

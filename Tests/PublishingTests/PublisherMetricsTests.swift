@@ -4,10 +4,11 @@
 import Glibc
 import LinuxIO
 import Mappings
-@testable import Publishing
 import Relay
 import TestSupport
 import XCTest
+
+@testable import Publishing
 
 final class PublisherMetricsTests: XCTestCase {
     private func mappings(_ specs: [String]) throws -> [PortMapping] {
@@ -72,7 +73,9 @@ final class PublisherMetricsTests: XCTestCase {
                 m = publisher.metrics()
                 return m.mappings.contains { $0.publication == web.id && $0.counters.active == 1 }
                     && m.mappings.contains { $0.publication == api.id && $0.counters.active == 0 }
-            }, "\(m.mappings.map(\.counters.active))")
+            },
+            "\(m.mappings.map(\.counters.active))"
+        )
         XCTAssertEqual(m.loops, 2)
         XCTAssertEqual(m.loopsAnswered, 2)
         XCTAssertEqual(m.mappings.count, 3, "\(m.mappings.map(\.host))")
@@ -107,9 +110,12 @@ final class PublisherMetricsTests: XCTestCase {
 
         let text = m.prometheusText()
         let samples = try parse(text)
-        let webLabels = "proto=\"tcp\",host_address=\"127.0.0.1\",host_port=\"\(web.ports[0].address.port)\",target=\"127.0.0.1:\(echoA.address.port)\",owner=\"web \\\"1\\\"\""
-        let apiLabels = "proto=\"tcp\",host_address=\"127.0.0.1\",host_port=\"\(api.ports[0].address.port)\",target=\"127.0.0.1:\(echoB.address.port)\""
-        let dnsLabels = "proto=\"udp\",host_address=\"127.0.0.1\",host_port=\"\(dns.ports[0].address.port)\",target=\"127.0.0.1:\(udpEcho.address.port)\",owner=\"dns\""
+        let webLabels =
+            "proto=\"tcp\",host_address=\"127.0.0.1\",host_port=\"\(web.ports[0].address.port)\",target=\"127.0.0.1:\(echoA.address.port)\",owner=\"web \\\"1\\\"\""
+        let apiLabels =
+            "proto=\"tcp\",host_address=\"127.0.0.1\",host_port=\"\(api.ports[0].address.port)\",target=\"127.0.0.1:\(echoB.address.port)\""
+        let dnsLabels =
+            "proto=\"udp\",host_address=\"127.0.0.1\",host_port=\"\(dns.ports[0].address.port)\",target=\"127.0.0.1:\(udpEcho.address.port)\",owner=\"dns\""
         let lines = Set(text.split(separator: "\n").map(String.init))
         for expected in [
             "berth_loops 2",
@@ -131,10 +137,14 @@ final class PublisherMetricsTests: XCTestCase {
         }
         // The parsed samples agree (labels unescaped).
         let webBytes = samples.first {
-            $0.name == "berth_tcp_bytes_total" && $0.labels["owner"] == "web \"1\"" && $0.labels["direction"] == "to_client"
+            $0.name == "berth_tcp_bytes_total" && $0.labels["owner"] == "web \"1\""
+                && $0.labels["direction"] == "to_client"
         }
         XCTAssertEqual(webBytes?.value, 12_345)
-        XCTAssertFalse(samples.contains { $0.name.hasPrefix("berth_udp") && $0.labels["proto"] == "tcp" }, "UDP metrics on a TCP port")
+        XCTAssertFalse(
+            samples.contains { $0.name.hasPrefix("berth_udp") && $0.labels["proto"] == "tcp" },
+            "UDP metrics on a TCP port"
+        )
 
         // Removed: gone from the next scrape, even with a connection still draining.
         try publisher.remove(web.id, drain: .seconds(5))
@@ -166,7 +176,9 @@ final class PublisherMetricsTests: XCTestCase {
         out.sample("berth_x_total", [("owner", "o\"k\\\n")], 3)
         out.sample("berth_x_total", [], 18_446_744_073_709)
         XCTAssertEqual(
-            out.text, "# HELP berth_x_total X.\n# TYPE berth_x_total counter\nberth_x_total{owner=\"o\\\"k\\\\\\n\"} 3\nberth_x_total 18446744073709\n")
+            out.text,
+            "# HELP berth_x_total X.\n# TYPE berth_x_total counter\nberth_x_total{owner=\"o\\\"k\\\\\\n\"} 3\nberth_x_total 18446744073709\n"
+        )
         XCTAssertEqual(try parse(out.text).first?.labels["owner"], "o\"k\\\n")
     }
 
@@ -201,12 +213,16 @@ final class PublisherMetricsTests: XCTestCase {
                 guard parts.count == 2, isName(parts[0]), ["counter", "gauge"].contains(parts[1]),
                     typed.updateValue(String(parts[1]), forKey: String(parts[0])) == nil
                 else { throw TestFailure("bad TYPE: \(line)") }
-                if parts[1] == "counter" && !parts[0].hasSuffix("_total") { throw TestFailure("counter without _total: \(line)") }
+                if parts[1] == "counter" && !parts[0].hasSuffix("_total") {
+                    throw TestFailure("counter without _total: \(line)")
+                }
                 continue
             }
             var rest = line[...]
             let name = rest.prefix { $0 != "{" && $0 != " " }
-            guard isName(name), name.hasPrefix("berth_"), typed[String(name)] != nil else { throw TestFailure("bad sample name: \(line)") }
+            guard isName(name), name.hasPrefix("berth_"), typed[String(name)] != nil else {
+                throw TestFailure("bad sample name: \(line)")
+            }
             rest = rest.dropFirst(name.count)
             var labels: [String: String] = [:]
             if rest.first == "{" {
@@ -232,12 +248,20 @@ final class PublisherMetricsTests: XCTestCase {
                             value.append(c)
                         }
                     }
-                    guard labels.updateValue(value, forKey: String(key)) == nil else { throw TestFailure("label twice: \(line)") }
-                    if rest.first == "," { rest = rest.dropFirst() } else if rest.first != "}" { throw TestFailure("bad labels: \(line)") }
+                    guard labels.updateValue(value, forKey: String(key)) == nil else {
+                        throw TestFailure("label twice: \(line)")
+                    }
+                    if rest.first == "," {
+                        rest = rest.dropFirst()
+                    } else if rest.first != "}" {
+                        throw TestFailure("bad labels: \(line)")
+                    }
                 }
                 rest = rest.dropFirst()
             }
-            guard rest.first == " ", let value = Double(rest.dropFirst()) else { throw TestFailure("bad value: \(line)") }
+            guard rest.first == " ", let value = Double(rest.dropFirst()) else {
+                throw TestFailure("bad value: \(line)")
+            }
             samples.append(Sample(name: String(name), labels: labels, value: value))
         }
         return samples

@@ -48,7 +48,8 @@ final class PublisherTests: XCTestCase {
         var publisher: Publisher? = self.publisher(threads: 2)
         let ports = try XCTUnwrap(publisher).bind(
             try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address)
-                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address))
+                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address)
+        )
         XCTAssertEqual(ports.count, 2)
         let stop = try running(try XCTUnwrap(publisher))
         // A connection and a UDP flow still open when it stops.
@@ -67,7 +68,10 @@ final class PublisherTests: XCTestCase {
         publisher?.close()
         publisher = nil
         // The echo servers' sides of the connection may still be closing.
-        XCTAssertTrue(eventually { openDescriptorCount() <= before + 1 }, "\(before) before, \(openDescriptorCount()) after")
+        XCTAssertTrue(
+            eventually { openDescriptorCount() <= before + 1 },
+            "\(before) before, \(openDescriptorCount()) after"
+        )
     }
 
     /// Each loop has its own listener; clients spread over them, and every one is served.
@@ -77,7 +81,8 @@ final class PublisherTests: XCTestCase {
         let publisher = self.publisher(threads: 3)
         let ports = try publisher.bind(
             try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address)
-                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address))
+                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address)
+        )
         let stop = try running(publisher)
         defer { stop() }
         for i in 0..<60 {
@@ -94,7 +99,9 @@ final class PublisherTests: XCTestCase {
     func testAPortHeldByAnotherPublisherIsInUse() throws {
         let tcp = try TestServer.echo()
         let first = publisher(threads: 2)
-        let ports = try first.bind(try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address))
+        let ports = try first.bind(
+            try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address)
+        )
         for (port, proto) in zip(ports, ["tcp", "udp"]) {
             let second = publisher(threads: 2)
             let spec = "127.0.0.1:\(port.address.port):\(tcp.address.port)/\(proto)"
@@ -131,13 +138,17 @@ final class PublisherTests: XCTestCase {
         XCTAssertTrue(eventually { (try? TestSocket.connect(address, timeoutSeconds: 1)) == nil }, "still accepting")
         do { try ping(open, "still open while it drains") } catch { XCTFail("draining connection: \(error)") }
         XCTAssertEqual(open.receiveOutcome().errno, ECONNRESET, "reset when the drain time is up")
-        XCTAssertThrowsError(try publisher.remove(added.id)) { XCTAssertEqual("\($0)", "no ports published as \(added.id)") }
+        XCTAssertThrowsError(try publisher.remove(added.id)) {
+            XCTAssertEqual("\($0)", "no ports published as \(added.id)")
+        }
 
         usleep(100_000)
         // Sockets: each loop's pool may keep a pipe more once a connection of its own used one.
         let before = openSocketCount()
         for i in 0..<200 {
-            let more = try publisher.add(try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address))
+            let more = try publisher.add(
+                try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address)
+            )
             if i % 50 == 0 {
                 let c = try TestSocket.connect(more.ports[0].address)
                 try ping(c, "port \(i)")
@@ -145,7 +156,10 @@ final class PublisherTests: XCTestCase {
             try publisher.remove(more.id, drain: .zero)
             do { try ping(bystander, "still here \(i)") } catch { return XCTFail("bystander at \(i): \(error)") }
         }
-        XCTAssertTrue(eventually { openSocketCount() <= before }, "\(before) sockets before 200 adds and removes, \(openSocketCount()) after")
+        XCTAssertTrue(
+            eventually { openSocketCount() <= before },
+            "\(before) sockets before 200 adds and removes, \(openSocketCount()) after"
+        )
         XCTAssertEqual(publisher.ports.map(\.address), steady.ports.map(\.address))
     }
 }

@@ -19,7 +19,10 @@ final class RelayHarness {
 
     /// A UDP relay listening on `host:port` (port 0: the kernel picks).
     convenience init(
-        udpTarget target: SocketAddress, host: String = "127.0.0.1", port: UInt16 = 0, config: RelayConfig = RelayConfig()
+        udpTarget target: SocketAddress,
+        host: String = "127.0.0.1",
+        port: UInt16 = 0,
+        config: RelayConfig = RelayConfig()
     ) throws {
         try self.init(listener: Listener.udp(SocketAddress(ip: host, port: port)!), target: target, config: config)
     }

@@ -95,7 +95,9 @@ final class TCPRelayTests: XCTestCase {
         XCTAssertEqual(got.value, expected.value, "bytes lost or reordered")
         let counters = relay.stop()
         XCTAssertGreaterThan(counters.copyCalls, 0, "the copy path was exercised")
-        print("small writes: \(counters.copyCalls) copies, \(counters.copyStashes) partly sent, \(counters.spliceCalls) splices")
+        print(
+            "small writes: \(counters.copyCalls) copies, \(counters.copyStashes) partly sent, \(counters.spliceCalls) splices"
+        )
     }
 
     func testClientHalfClosesFirstAndStillGetsTheResponse() throws {
@@ -247,9 +249,11 @@ final class TCPRelayTests: XCTestCase {
             let context = RelayContext(loop: try EventLoop(), config: config)
             try TCPAcceptor(listener: listener, target: server.address, context: context, shared: true).start()
             let handover = Handover(context.loop)
-            threads.append(try LoopThread(name: "relay-loop-\(i)") {
-                do { try handover.value.run() } catch { fatalError("loop: \(error)") }
-            })
+            threads.append(
+                try LoopThread(name: "relay-loop-\(i)") {
+                    do { try handover.value.run() } catch { fatalError("loop: \(error)") }
+                }
+            )
             contexts.append(context)
         }
         // One client at a time, so both loops wait idle for each: without taking turns the same
@@ -303,14 +307,19 @@ final class TCPRelayTests: XCTestCase {
             _ = try c.receiveAll()
             c.close()
         }
-        XCTAssertTrue(eventually { openSocketCount() <= socketsBefore }, "sockets: \(socketsBefore) before, \(openSocketCount()) after")
+        XCTAssertTrue(
+            eventually { openSocketCount() <= socketsBefore },
+            "sockets: \(socketsBefore) before, \(openSocketCount()) after"
+        )
         let counters = relay.stop()
         XCTAssertEqual(counters.accepted, 2003)
         XCTAssertEqual(counters.active, 0)
         // Each of them waited for its backend and sat half-closed for a moment: a timer each that
         // stayed in the heap after the connection closed would pile up under churn.
         XCTAssertLessThanOrEqual(relay.pendingTimers, 2, "timers left behind by closed connections")
-        print("socket count: \(socketsBefore) before 2,000 connections, \(openSocketCount()) after; relay closed \(counters.closed)")
+        print(
+            "socket count: \(socketsBefore) before 2,000 connections, \(openSocketCount()) after; relay closed \(counters.closed)"
+        )
     }
 
     func testBothSidesHaveNoDelay() throws {
@@ -327,11 +336,17 @@ final class TCPRelayTests: XCTestCase {
         // The relay's sockets: find them through the process's descriptors.
         var found = 0
         for fd in Int32(3)..<Int32(1024) {
-            guard fcntl(fd, F_GETFD) >= 0, let peer = try? Socket.peerAddress(fd), let local = try? Socket.localAddress(fd) else { continue }
+            guard fcntl(fd, F_GETFD) >= 0, let peer = try? Socket.peerAddress(fd),
+                let local = try? Socket.localAddress(fd)
+            else { continue }
             let isRelayClientSide = local.port == relay.address.port
             let isRelayBackendSide = peer.port == server.address.port && local.port != relay.address.port
             if isRelayClientSide || isRelayBackendSide {
-                if (try? Socket.getOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY)) == 1 { found += 1 } else { backendNoDelay.withLock { $0 = fd } }
+                if (try? Socket.getOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY)) == 1 {
+                    found += 1
+                } else {
+                    backendNoDelay.withLock { $0 = fd }
+                }
             }
         }
         XCTAssertGreaterThanOrEqual(found, 2, "relay sockets without TCP_NODELAY: fd \(backendNoDelay.withLock { $0 })")

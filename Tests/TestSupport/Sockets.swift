@@ -58,7 +58,9 @@ public final class TestSocket: @unchecked Sendable {
     public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw TestFailure("send: \(errnoText())")
@@ -152,7 +154,8 @@ public final class TestServer: @unchecked Sendable {
 
     public var acceptedCount: Int { state.accepted.load(ordering: .relaxed) }
 
-    public init(host: String = "127.0.0.1", port: UInt16 = 0, handler: @escaping @Sendable (TestSocket) -> Void) throws {
+    public init(host: String = "127.0.0.1", port: UInt16 = 0, handler: @escaping @Sendable (TestSocket) -> Void) throws
+    {
         let bindAddress = SocketAddress(ip: host, port: port)!
         let fd = Glibc.socket(bindAddress.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var one: Int32 = 1
@@ -169,7 +172,11 @@ public final class TestServer: @unchecked Sendable {
         thread = try LoopThread(name: "test-server") { Self.acceptLoop(fd, state, handler) }
     }
 
-    private static func acceptLoop(_ listenFD: Int32, _ state: State, _ handler: @escaping @Sendable (TestSocket) -> Void) {
+    private static func acceptLoop(
+        _ listenFD: Int32,
+        _ state: State,
+        _ handler: @escaping @Sendable (TestSocket) -> Void
+    ) {
         while true {
             let fd = CBerthLinux_accept4(listenFD, nil, nil, CBerthLinux_SOCK_CLOEXEC)
             if fd < 0 {
@@ -259,7 +266,9 @@ public func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
     var x = seed | 1
     var out = [UInt8](repeating: 0, count: count)
     for i in 0..<count {
-        x ^= x << 13; x ^= x >> 7; x ^= x << 17
+        x ^= x << 13
+        x ^= x >> 7
+        x ^= x << 17
         out[i] = UInt8(truncatingIfNeeded: x)
     }
     return out

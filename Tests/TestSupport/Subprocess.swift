@@ -17,10 +17,16 @@ public final class Subprocess: @unchecked Sendable {
 
     /// `path`: a file, or a bare name looked up in PATH (`nft`).
     /// `extraFDs`: child fd number → parent fd to dup there (e.g. [3: pipeWriteEnd]).
-    public init(_ path: String, _ arguments: [String], extraFDs: [Int32: Int32] = [:], environment: [String]? = nil) throws {
+    public init(
+        _ path: String,
+        _ arguments: [String],
+        extraFDs: [Int32: Int32] = [:],
+        environment: [String]? = nil
+    ) throws {
         var out: [Int32] = [0, 0]
         var err: [Int32] = [0, 0]
-        guard CBerthLinux_pipe2(&out, CBerthLinux_O_CLOEXEC) == 0, CBerthLinux_pipe2(&err, CBerthLinux_O_CLOEXEC) == 0 else { throw TestFailure("pipe: \(errnoText())") }
+        guard CBerthLinux_pipe2(&out, CBerthLinux_O_CLOEXEC) == 0, CBerthLinux_pipe2(&err, CBerthLinux_O_CLOEXEC) == 0
+        else { throw TestFailure("pipe: \(errnoText())") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -48,7 +54,8 @@ public final class Subprocess: @unchecked Sendable {
         close(out[1])
         close(err[1])
         guard rc == 0 else {
-            close(out[0]); close(err[0])
+            close(out[0])
+            close(err[0])
             throw TestFailure("spawn \(path): \(errnoText(rc))")
         }
         pid = child
@@ -78,7 +85,10 @@ public final class Subprocess: @unchecked Sendable {
 
     /// Reads what is available on stdout and stderr, waiting up to `milliseconds`.
     private func pump(milliseconds: Int32) {
-        var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
+        var fds = [
+            pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0),
+        ]
         guard poll(&fds, 2, milliseconds) > 0 else { return }
         var chunk = [UInt8](repeating: 0, count: 65536)
         for (i, f) in fds.enumerated() where f.revents != 0 {
@@ -100,7 +110,10 @@ public final class Subprocess: @unchecked Sendable {
         let deadline = Instant.now() + .milliseconds(Int(seconds * 1000))
         while Instant.now() < deadline {
             if stdoutBuffer.filter({ $0 == 10 }).count >= count { break }
-            if exitStatus != nil || hasExited() { pump(milliseconds: 50); break }
+            if exitStatus != nil || hasExited() {
+                pump(milliseconds: 50)
+                break
+            }
             pump(milliseconds: 50)
         }
         return stdoutLines
@@ -132,7 +145,11 @@ public final class Subprocess: @unchecked Sendable {
     }
 
     /// Runs to completion: (exit code, stdout, stderr).
-    public static func run(_ path: String, _ arguments: [String], seconds: Double = 30) throws -> (code: Int32?, stdout: String, stderr: String) {
+    public static func run(
+        _ path: String,
+        _ arguments: [String],
+        seconds: Double = 30
+    ) throws -> (code: Int32?, stdout: String, stderr: String) {
         let p = try Subprocess(path, arguments)
         let code = p.waitForExit(seconds: seconds)
         return (code, p.stdout, p.stderr)

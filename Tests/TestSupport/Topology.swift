@@ -82,7 +82,9 @@ public final class Topology: @unchecked Sendable {
     }
 
     public static func ip(_ arguments: String, quiet: Bool = false) throws {
-        let path = access("/usr/sbin/ip", X_OK) == 0 ? "/usr/sbin/ip" : (access("/sbin/ip", X_OK) == 0 ? "/sbin/ip" : "/usr/bin/ip")
+        let path =
+            access("/usr/sbin/ip", X_OK) == 0
+            ? "/usr/sbin/ip" : (access("/sbin/ip", X_OK) == 0 ? "/sbin/ip" : "/usr/bin/ip")
         let result = try Subprocess.run(path, arguments.split(separator: " ").map(String.init))
         if result.code != 0 && !quiet { throw TestFailure("ip \(arguments): \(result.stderr)") }
     }
