@@ -156,7 +156,9 @@ public final class PortService {
         var host = parentIP
         if host.isEmpty { host = family == "4" ? "0.0.0.0" : (family == "6" ? "::" : "") }
         if !host.isEmpty {
-            guard let ip = IPAddress(host) else { return .error(400, "parentIP \(quoted(parentIP)) is not an IP address") }
+            guard let ip = IPAddress(host) else {
+                return .error(400, "parentIP \(quoted(parentIP)) is not an IP address")
+            }
             if (family == "4" && ip.isV6) || (family == "6" && !ip.isV6) {
                 return .error(400, "parentIP \(plain(parentIP)) is not an IPv\(family) address, as \(proto) asks")
             }

@@ -194,4 +194,35 @@ final class DaemonTests: XCTestCase {
         try other.send("GET /v1/berth/ports HTTP/1.1\r\n\r\n")
         XCTAssertTrue(String(decoding: try other.receiveAll(), as: UTF8.self).hasPrefix("HTTP/1.1 404"))
     }
+
+    /// A control client that connects and sends nothing, and one that sends half a request, hold
+    /// no one up: forwarding goes on, other clients are answered, and the stuck ones get 408 when
+    /// their time is up (the daemon's own thread and loop, bounded buffers).
+    func testAStuckControlClientStallsNothing() throws {
+        let server = try TestServer.echo()
+        let daemon = try startDaemon(["-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], ports: 1)
+        defer {
+            daemon.signal(SIGTERM)
+            XCTAssertEqual(daemon.waitForExit(), 0)
+        }
+        let published = try XCTUnwrap(UInt16(daemon.stdoutLines[0].split(separator: ":").last ?? ""))
+        let silent = try UnixSocket.connect(path: socketPath)
+        let half = try UnixSocket.connect(path: socketPath)
+        let partial = Array("POST /v1/berth/ports HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"tar".utf8)
+        _ = partial.withUnsafeBytes { Glibc.send(half.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        for i in 0..<20 {
+            try echo(published, "while two clients are stuck \(i)")
+            XCTAssertEqual(try ControlClient.request("GET", "/v1/info", socketPath: socketPath).status, 200)
+        }
+        // Their answer, after the daemon's 10 s: a timeout, then the close.
+        var tv = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(half.raw, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { recv(half.raw, $0.baseAddress, $0.count, 0) }
+        XCTAssertGreaterThan(n, 0)
+        XCTAssertTrue(
+            String(decoding: buffer.prefix(max(0, n)), as: UTF8.self).hasPrefix("HTTP/1.1 408 Request Timeout")
+        )
+        _ = silent
+    }
 }
