@@ -25,15 +25,6 @@ enum Daemon {
             return 2
         }
         let run = arguments.run
-        let logSettings = run.logSettings
-        EventLoop.blockSignals([SIGINT, SIGTERM] + (logSettings.wantsHangup ? [SIGHUP] : []))
-        let outputs: LogOutputs
-        do {
-            outputs = try LogOutputs.bootstrap(logSettings, fileOrigin: "--log-file", syslogOrigin: "--log-syslog")
-        } catch {
-            complain(error.description)
-            return 1
-        }
         var group: gid_t?
         if let name = arguments.controlGroup {
             guard let gid = FileSystem.groupID(name) else {
@@ -42,15 +33,9 @@ enum Daemon {
             }
             group = gid
         }
-        var mappings: [PortMapping] = []
-        for text in run.specs {
-            do {
-                mappings += try PortSpec(parsing: text).mappings(to: run.target)
-            } catch {
-                complain("\(error)")
-                return 2
-            }
-        }
+        var exitCode: Int32 = 0
+        guard let prepared = Run.prepare(run, exitCode: &exitCode) else { return exitCode }
+        let (mappings, logSettings, outputs) = (prepared.mappings, prepared.logSettings, prepared.outputs)
         let logger = Logger(label: "berth")
         do {
             let publisher = try Publisher.start(

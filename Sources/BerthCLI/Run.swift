@@ -32,27 +32,9 @@ enum Run {
             complain(error.description)
             return 2
         }
-        // Blocked before any port is reported, so a SIGTERM right after the report is not lost
-        // (the loop's signalfd picks it up once it runs).
-        // SIGHUP too when there is a log file to reopen: until the loop watches it, it waits.
-        let logSettings = arguments.logSettings
-        EventLoop.blockSignals([SIGINT, SIGTERM] + (logSettings.wantsHangup ? [SIGHUP] : []))
-        let outputs: LogOutputs
-        do {
-            outputs = try LogOutputs.bootstrap(logSettings, fileOrigin: "--log-file", syslogOrigin: "--log-syslog")
-        } catch {
-            complain(error.description)
-            return 1
-        }
-        var mappings: [PortMapping] = []
-        for text in arguments.specs {
-            do {
-                mappings += try PortSpec(parsing: text).mappings(to: arguments.target)
-            } catch {
-                complain("\(error)")
-                return 2
-            }
-        }
+        var exitCode: Int32 = 0
+        guard let prepared = prepare(arguments, exitCode: &exitCode) else { return exitCode }
+        let (mappings, logSettings, outputs) = (prepared.mappings, prepared.logSettings, prepared.outputs)
         let options = Self.options(arguments)
         let logger = Logger(label: "berth")
         do {
@@ -78,6 +60,40 @@ enum Run {
             return 1
         }
         return 0
+    }
+
+    /// What `berth run` and `berth daemon` start with once their command line is read.
+    struct Prepared {
+        let mappings: [PortMapping]
+        let logSettings: LogSettings
+        let outputs: LogOutputs
+    }
+
+    /// Blocks the stop signals (and SIGHUP, when a log file is there to reopen) before any port is
+    /// reported, so a SIGTERM right after the report is not lost (the loop's signalfd picks it up
+    /// once it runs); starts logging; expands the `-p` specs. nil after saying why, with the exit code.
+    static func prepare(_ arguments: RunArguments, exitCode: inout Int32) -> Prepared? {
+        let logSettings = arguments.logSettings
+        EventLoop.blockSignals([SIGINT, SIGTERM] + (logSettings.wantsHangup ? [SIGHUP] : []))
+        let outputs: LogOutputs
+        do {
+            outputs = try LogOutputs.bootstrap(logSettings, fileOrigin: "--log-file", syslogOrigin: "--log-syslog")
+        } catch {
+            complain(error.description)
+            exitCode = 1
+            return nil
+        }
+        var mappings: [PortMapping] = []
+        for text in arguments.specs {
+            do {
+                mappings += try PortSpec(parsing: text).mappings(to: arguments.target)
+            } catch {
+                complain("\(error)")
+                exitCode = 2
+                return nil
+            }
+        }
+        return Prepared(mappings: mappings, logSettings: logSettings, outputs: outputs)
     }
 
     /// The publishing options `berth run`'s command line asks for (the daemon's too).
