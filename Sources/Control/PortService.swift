@@ -204,7 +204,9 @@ public final class PortService {
     /// every spec bound (and its DNAT elements installed) in one change, or nothing.
     private func add(_ body: [UInt8]) -> HTTPResponse {
         let fields: [String: JSONValue]
-        switch JSONValue.parse(body).flatMap({ $0.fields(allowed: ["target", "publish", "owner"]) }) {
+        switch JSONValue.parse(body).flatMap({
+            $0.fields(allowed: ["target", "publish", "owner", "proxyProtocol", "proxyProtocolUDP"])
+        }) {
         case .success(let f): fields = f
         case .failure(let e): return .error(400, e.description)
         }
@@ -228,7 +230,19 @@ public final class PortService {
             }
             owner = text
         }
-        switch publish(specs, to: target, owner: owner, rootlessKit: false) {
+        var proxy: ProxyProtocol?
+        if let value = fields["proxyProtocol"] {
+            guard case .string(let text) = value, let version = ProxyProtocol(rawValue: text) else {
+                return .error(400, "proxyProtocol must be \"v1\" or \"v2\"")
+            }
+            proxy = version
+        }
+        var proxyUDP = false
+        if let value = fields["proxyProtocolUDP"] {
+            guard case .string("v2") = value else { return .error(400, "proxyProtocolUDP must be \"v2\"") }
+            proxyUDP = true
+        }
+        switch publish(specs, to: target, owner: owner, rootlessKit: false, proxy: proxy, proxyUDP: proxyUDP) {
         case .failure(let response): return response
         case .success(let entry):
             entries[entry.id] = entry
@@ -267,7 +281,9 @@ public final class PortService {
         _ specs: [String],
         to target: IPAddress,
         owner: String?,
-        rootlessKit: Bool
+        rootlessKit: Bool,
+        proxy: ProxyProtocol? = nil,
+        proxyUDP: Bool = false
     ) -> Result<Entry, HTTPResponse> {
         var mappings: [PortMapping] = []
         for spec in specs {
@@ -279,7 +295,7 @@ public final class PortService {
         }
         let added: (id: PublicationID, ports: [BoundPort])
         do {
-            added = try publisher.add(mappings, owner: owner)
+            added = try publisher.add(mappings, owner: owner, proxyProtocol: proxy, proxyProtocolUDP: proxyUDP)
         } catch {
             return .failure(.error(Self.status(of: error), error.description))
         }

@@ -61,6 +61,8 @@ public final class Publisher {
     fileprivate struct Binding: Sendable {
         let ports: [BoundPort]
         let listeners: [Listener]
+        /// The relay's options for this port, its name in log lines among them.
+        var options = MappingOptions()
         var shared: Bool { listeners.count == 1 }
         init(port: BoundPort, listeners: [Listener]) { self.init(ports: [port], listeners: listeners) }
         init(ports: [BoundPort], listeners: [Listener]) {
@@ -114,12 +116,19 @@ public final class Publisher {
 
     /// `bind`, also while the loops run: the new listeners join every loop at its next wake-up.
     /// `owner` (a container, a client of the control API) labels the ports' metrics.
+    /// `proxyProtocol` and `proxyProtocolUDP` ask these ports for PROXY protocol headers on top of
+    /// what the options ask of every port; the relay alone sends them, so only in userspace mode.
     public func add(
         _ mappings: [PortMapping],
-        owner: String? = nil
+        owner: String? = nil,
+        proxyProtocol: ProxyProtocol? = nil,
+        proxyProtocolUDP: Bool = false
     ) throws(PublishError) -> (
         id: PublicationID, ports: [BoundPort]
     ) {
+        if (proxyProtocol != nil || proxyProtocolUDP) && options.mode != .userspace {
+            throw PublishError("PROXY protocol headers need --mode userspace: the kernel path sends none")
+        }
         try DescriptorBudget.check(mappings, options: options)
         var bound: [Binding] = []
         for mapping in mappings {
@@ -127,6 +136,10 @@ public final class Publisher {
                 throw PublishError("\(mapping.proto) is not supported: \(mapping)")
             }
             bound += try bindOne(mapping)
+        }
+        for i in bound.indices {
+            bound[i].options.proxyProtocol = proxyProtocol
+            bound[i].options.proxyProtocolUDP = proxyProtocolUDP
         }
         let newPorts = bound.flatMap(\.ports)
         let id = nextID
@@ -138,7 +151,18 @@ public final class Publisher {
         return (PublicationID(raw: id), newPorts)
     }
 
-    private func publish(_ bound: [Binding], id: Int, owner: String? = nil) {
+    private func publish(_ asked: [Binding], id: Int, owner: String? = nil) {
+        // Every port also gets what the options ask of all, and its name for the log lines.
+        var completed = asked
+        for i in completed.indices {
+            let extra = completed[i].options
+            completed[i].options = MappingOptions(
+                proxyProtocol: extra.proxyProtocol ?? options.relay.proxyProtocol,
+                proxyProtocolUDP: extra.proxyProtocolUDP || options.relay.proxyProtocolUDP,
+                name: completed[i].ports.first.map(Self.logName)
+            )
+        }
+        let bound = completed
         let mode = options.mode
         let logger = self.logger
         live.withLock { state in
@@ -431,6 +455,15 @@ public final class Publisher {
         if let failure { throw PublishError("event loop: \(failure)") }
     }
 
+    /// How log lines name a port: its mapping as `-p` would spell it, with the host address and port
+    /// it got (`127.0.0.1:49153:172.17.0.2:80/tcp`), as the docker-proxy mode names its one.
+    static func logName(_ port: BoundPort) -> String {
+        var mapping = port.mapping
+        if let ip = IPAddress(bytes: port.address.ipBytes) { mapping.hostIP = ip }
+        mapping.hostPort = .fixed(port.address.port)
+        return mapping.description
+    }
+
     /// Starts serving `bound` on one loop, on that loop's thread (or before it runs). Each loop
     /// serves its own listener of a port; a shared one (adopted) is TCP for every loop, UDP for
     /// one, picked round-robin.
@@ -442,7 +475,13 @@ public final class Publisher {
             let target = binding.ports[0].target
             if listener.isTCP {
                 let shared = binding.shared && share.loopCount > 1
-                let acceptor = TCPAcceptor(listener: listener, target: target, context: share.context, shared: shared)
+                let acceptor = TCPAcceptor(
+                    listener: listener,
+                    target: target,
+                    context: share.context,
+                    shared: shared,
+                    options: binding.options
+                )
                 try acceptor.start()
                 share.served[id, default: []].append(.tcp(acceptor))
             } else {
@@ -450,7 +489,12 @@ public final class Publisher {
                     defer { sharedUDP += 1 }
                     guard sharedUDP % share.loopCount == share.index else { continue }
                 }
-                let relay = UDPRelay(listener: listener, target: target, context: share.context)
+                let relay = UDPRelay(
+                    listener: listener,
+                    target: target,
+                    context: share.context,
+                    options: binding.options
+                )
                 try relay.start()
                 share.served[id, default: []].append(.udp(relay))
             }

@@ -1,3 +1,6 @@
+import Logging
+import Mappings
+
 /// Counters of one served mapping on one loop: one `TCPAcceptor` (and the connections it let
 /// in) or one `UDPRelay`. Plain integers, written only on the loop's thread, no atomics; a
 /// scrape copies them on that thread (`Publisher.metrics()`) and sums them over the loops.
@@ -68,10 +71,18 @@ public struct MappingCounters: Sendable, Equatable {
 /// A connection that outlives its acceptor (stopped, draining) keeps the box alive.
 public final class MappingCounterBox {
     let pointer: UnsafeMutablePointer<MappingCounters>
+    /// The mapping's own settings and logger (its lines carry `mapping=...`), for the acceptor or
+    /// relay and every connection it let in: one reference a connection holds anyway.
+    let options: MappingOptions
+    let logger: Logger
 
-    init() {
+    init(options: MappingOptions, logger: Logger) {
         pointer = .allocate(capacity: 1)
         pointer.initialize(to: MappingCounters())
+        self.options = options
+        var logger = logger
+        if let name = options.name { logger[metadataKey: "mapping"] = "\(name)" }
+        self.logger = logger
     }
 
     deinit {
@@ -81,4 +92,20 @@ public final class MappingCounterBox {
 
     /// A copy; on the loop's thread only.
     public var value: MappingCounters { pointer.pointee }
+}
+
+/// What one mapping asks of the relay beyond the loop's settings.
+public struct MappingOptions: Sendable, Equatable {
+    /// A PROXY protocol header to each backend connection, before any client byte.
+    public var proxyProtocol: ProxyProtocol?
+    /// A v2 header in front of each datagram to the backend.
+    public var proxyProtocolUDP = false
+    /// How log lines name the mapping (`mapping=...`); nil: they do not.
+    public var name: String?
+
+    public init(proxyProtocol: ProxyProtocol? = nil, proxyProtocolUDP: Bool = false, name: String? = nil) {
+        self.proxyProtocol = proxyProtocol
+        self.proxyProtocolUDP = proxyProtocolUDP
+        self.name = name
+    }
 }

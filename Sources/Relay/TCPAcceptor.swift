@@ -28,11 +28,22 @@ public final class TCPAcceptor: EventHandler {
     private let connections: ConnectionGroup
     private var accepting = true
     /// This mapping's counters on this loop, shared with its connections.
-    let mapping = MappingCounterBox()
+    let mapping: MappingCounterBox
     /// A copy of them; on the loop's thread.
     public var counters: MappingCounters { mapping.value }
 
-    public init(listener: Listener, target: SocketAddress, context: RelayContext, shared: Bool = false) {
+    /// `options` nil: the loop's PROXY protocol setting, no mapping name in the log lines.
+    public init(
+        listener: Listener,
+        target: SocketAddress,
+        context: RelayContext,
+        shared: Bool = false,
+        options: MappingOptions? = nil
+    ) {
+        mapping = MappingCounterBox(
+            options: options ?? MappingOptions(proxyProtocol: context.config.proxyProtocol),
+            logger: context.logger
+        )
         self.listener = listener
         self.target = target
         self.context = context
@@ -108,7 +119,7 @@ public final class TCPAcceptor: EventHandler {
         if listener.warned.load(ordering: .relaxed),
             listener.warned.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
         {
-            context.logger.notice("\(listener.address): accepting again")
+            mapping.logger.notice("\(listener.address): accepting again")
         }
         return nil
     }
@@ -151,7 +162,7 @@ public final class TCPAcceptor: EventHandler {
         do {
             try context.loop.add(listener.fd, interest, for: id, tag: 0)
         } catch {
-            context.logger.error("\(listener.address): cannot watch the listener again: \(error)")
+            mapping.logger.error("\(listener.address): cannot watch the listener again: \(error)")
         }
     }
 
@@ -166,7 +177,7 @@ public final class TCPAcceptor: EventHandler {
         let last = listener.lastExhausted.exchange(now, ordering: .relaxed)
         guard last == 0 || (now > last && now - last > 1_000_000_000) else { return }
         listener.warned.store(true, ordering: .relaxed)
-        context.logger.warning(
+        mapping.logger.warning(
             "\(listener.address): \(error); pausing accept for \(context.config.descriptorPause) (raise the open files limit, ulimit -n)"
         )
     }
@@ -185,7 +196,7 @@ public final class TCPAcceptor: EventHandler {
         do {
             try loop.add(listener.fd, interest, for: id, tag: 0)
         } catch {
-            context.logger.error("\(listener.address): cannot watch the listener again: \(error)")
+            mapping.logger.error("\(listener.address): cannot watch the listener again: \(error)")
             return
         }
         // Level-triggered: if clients wait, the next wait reports it at once.

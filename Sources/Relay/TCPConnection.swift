@@ -157,7 +157,7 @@ final class TCPConnection: EventHandler {
             Socket.setResetOnClose(client.raw)
             context.counters.refused &+= 1
             mapping.pointer.pointee.refused &+= 1
-            context.logger.debug("connect \(target): \(error)")
+            mapping.logger.debug("connect \(target): \(error)")
             return
         }
         let connection = TCPConnection(
@@ -181,7 +181,7 @@ final class TCPConnection: EventHandler {
             try loop.add(a.fd, Self.interest, for: id, tag: 0)
             try loop.add(b.fd, Self.interest, for: id, tag: 1)
         } catch {
-            context.logger.warning("\(error)")
+            mapping.logger.warning("\(error)")
             close(reset: true)
             return
         }
@@ -199,7 +199,7 @@ final class TCPConnection: EventHandler {
             if readiness.error || readiness.hangup, let error = Socket.pendingError(b.fd) {
                 context.counters.refused &+= 1
                 mapping.pointer.pointee.refused &+= 1
-                context.logger.debug("connect: \(SyscallError.text(error))")
+                mapping.logger.debug("connect: \(SyscallError.text(error))")
                 b.failed = true
                 Socket.setResetOnClose(a.fd)
                 close(reset: false)
@@ -225,7 +225,7 @@ final class TCPConnection: EventHandler {
         case (Self.connectTimerTag, .connecting):
             context.counters.connectTimeouts &+= 1
             mapping.pointer.pointee.connectTimeouts &+= 1
-            context.logger.debug("connect: timed out after \(context.config.connectTimeout)")
+            mapping.logger.debug("connect: timed out after \(context.config.connectTimeout)")
             close(reset: true)
         case (Self.halfCloseTimerTag, .relaying):
             if loop.now < lastActivity + context.config.halfCloseTimeout {
@@ -254,9 +254,9 @@ final class TCPConnection: EventHandler {
     /// any byte of the client's and whether or not the client has sent any (server-first
     /// protocols). False when it could not go out whole: then the connection is reset.
     private func sendProxyHeader() -> Bool {
-        guard let version = context.config.proxyProtocol else { return true }
+        guard let version = mapping.options.proxyProtocol else { return true }
         guard let client = try? Socket.peerAddress(a.fd), let local = try? Socket.localAddress(a.fd) else {
-            context.logger.debug("PROXY header: the client's addresses are gone")
+            mapping.logger.debug("PROXY header: the client's addresses are gone")
             return false
         }
         let buffer = context.scratch
@@ -264,7 +264,7 @@ final class TCPConnection: EventHandler {
         guard let base = buffer.baseAddress, case .done(let sent)? = try? Socket.send(b.fd, from: base, count: length),
             sent == length
         else {
-            context.logger.warning("PROXY header to the backend did not go out whole; resetting the connection")
+            mapping.logger.warning("PROXY header to the backend did not go out whole; resetting the connection")
             return false
         }
         return true
@@ -400,7 +400,7 @@ final class TCPConnection: EventHandler {
     /// failed write it is read to its end (what it sent before the error, then the error or
     /// EOF), so that its last bytes are not lost.
     private func fail(_ side: inout Side, _ error: SyscallError, reading: Bool) {
-        if !side.failed { context.logger.trace("fd \(side.fd): \(error)") }
+        if !side.failed { mapping.logger.trace("fd \(side.fd): \(error)") }
         side.failed = true
         side.writable = false
         if reading { side.readDone = true } else if !side.readDone { side.readable = true }
@@ -474,7 +474,7 @@ final class TCPConnection: EventHandler {
             if case .done(let took)? = try? Pipe.write(s.pipeWrite, from: buffer + sent, count: rest) { stashed = took }
             if stashed < rest {
                 // Cannot happen with a pipe this size; if it does, this connection alone is reset.
-                context.logger.error(
+                mapping.logger.error(
                     "fd \(s.fd): an empty pipe took \(stashed) of \(rest) bytes; resetting the connection"
                 )
                 s.failed = true

@@ -63,12 +63,17 @@ public final class UDPRelay: EventHandler {
     /// Out of descriptors since the last flow opened: log only the first failure.
     private var exhausted = false
     /// This mapping's counters on this loop.
-    let mapping = MappingCounterBox()
+    let mapping: MappingCounterBox
     /// A copy of them; on the loop's thread.
     public var counters: MappingCounters { mapping.value }
 
-    public init(listener: Listener, target: SocketAddress, context: RelayContext) {
+    /// `options` nil: the loop's PROXY protocol setting, no mapping name in the log lines.
+    public init(listener: Listener, target: SocketAddress, context: RelayContext, options: MappingOptions? = nil) {
         precondition(!listener.isTCP, "UDPRelay needs a UDP listener")
+        mapping = MappingCounterBox(
+            options: options ?? MappingOptions(proxyProtocolUDP: context.config.proxyProtocolUDP),
+            logger: context.logger
+        )
         self.listener = listener
         self.target = target
         self.context = context
@@ -120,7 +125,7 @@ public final class UDPRelay: EventHandler {
                 // Not expected on an unconnected socket (ENOMEM); level-triggered, so we come back.
                 context.counters.udpDropped &+= 1
                 mapping.pointer.pointee.dropped &+= 1
-                context.logger.debug("\(listener.address): \(error)")
+                mapping.logger.debug("\(listener.address): \(error)")
                 return
             }
             forwardToBackends(batch, count: count, now: loop.now)
@@ -163,7 +168,7 @@ public final class UDPRelay: EventHandler {
                 runSlot = slot
                 runStart = batch.queued
             }
-            if context.config.proxyProtocolUDP {
+            if mapping.options.proxyProtocolUDP {
                 // The address the client sent to: from its pktinfo on a wildcard listener.
                 let local =
                     destination.map { (high: $0.high, low: $0.low) } ?? (high: listenerKey.high, low: listenerKey.low)
@@ -210,7 +215,7 @@ public final class UDPRelay: EventHandler {
                 }
                 context.counters.udpDropped &+= 1
                 mapping.pointer.pointee.dropped &+= 1
-                context.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
+                mapping.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
                 return
             }
             flows.touch(slot, now: context.loop.now)
@@ -323,7 +328,7 @@ public final class UDPRelay: EventHandler {
         } catch {
             if !exhausted {
                 exhausted = true
-                context.logger.warning("\(listener.address): no socket for a new UDP flow: \(error)")
+                mapping.logger.warning("\(listener.address): no socket for a new UDP flow: \(error)")
             }
             return nil
         }
@@ -333,12 +338,12 @@ public final class UDPRelay: EventHandler {
         } catch {
             context.counters.udpBackendErrors &+= 1
             mapping.pointer.pointee.backendErrors &+= 1
-            context.logger.debug("connect \(target): \(error)")
+            mapping.logger.debug("connect \(target): \(error)")
             return nil
         }
         if exhausted {
             exhausted = false
-            context.logger.notice("\(listener.address): opening UDP flows again")
+            mapping.logger.notice("\(listener.address): opening UDP flows again")
         }
         let slot = flows.insert(key, now: now).slot
         let fd = socket.raw
@@ -348,7 +353,7 @@ public final class UDPRelay: EventHandler {
         do {
             try context.loop.add(fd, .read, for: id, tag: 0)
         } catch {
-            context.logger.error("\(listener.address): cannot watch a UDP flow socket: \(error)")
+            mapping.logger.error("\(listener.address): cannot watch a UDP flow socket: \(error)")
             context.loop.detach(id)
             backends.take(slot)?.close()
             flows.remove(slot)

@@ -4,6 +4,7 @@
 import Control
 import Glibc
 import LinuxIO
+import Synchronization
 import TestSupport
 import XCTest
 
@@ -225,4 +226,52 @@ final class DaemonTests: XCTestCase {
         )
         _ = silent
     }
+
+    /// One add asks for PROXY protocol headers: its backend learns the client; the daemon's other
+    /// ports send none.
+    func testAnAddCanAskForProxyProtocolHeaders() throws {
+        let heard = TestLines()
+        let server = try TestServer { socket in
+            var line: [UInt8] = []
+            while !line.suffix(2).elementsEqual([13, 10]), let byte = try? socket.receive(max: 1), !byte.isEmpty {
+                line += byte
+            }
+            heard.append(String(decoding: line, as: UTF8.self))
+            try? socket.send("ok")
+            socket.close()
+        }
+        let daemon = try startDaemon()
+        defer {
+            daemon.signal(SIGTERM)
+            XCTAssertEqual(daemon.waitForExit(), 0)
+        }
+        let body = JSONValue.object([
+            ("target", .string("127.0.0.1")), ("publish", .array([.string("127.0.0.1::\(server.address.port)")])),
+            ("proxyProtocol", .string("v1")),
+        ])
+        let added = try ControlClient.request("POST", "/v1/berth/ports", body: body, socketPath: socketPath)
+        XCTAssertEqual(added.status, 201)
+        guard case .object(let entry)? = added.body,
+            case .array(let ports)? = entry.first(where: { $0.0 == "ports" })?.1,
+            case .object(let first)? = ports.first,
+            case .number(let port)? = first.first(where: { $0.0 == "hostPort" })?.1
+        else { return XCTFail("\(String(describing: added.body))") }
+        let client = try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: UInt16(port))!)
+        let me = try Socket.localAddress(client.fd)
+        XCTAssertEqual(try client.receiveAll(), Array("ok".utf8))
+        XCTAssertEqual(heard.lines, ["PROXY TCP4 127.0.0.1 127.0.0.1 \(me.port) \(Int(port))\r\n"])
+        let bad = JSONValue.object([
+            ("target", .string("127.0.0.1")), ("publish", .array([.string("80")])), ("proxyProtocol", .string("v3")),
+        ])
+        let refused = try ControlClient.request("POST", "/v1/berth/ports", body: bad, socketPath: socketPath)
+        XCTAssertEqual(refused.status, 400)
+        XCTAssertEqual(refused.body, .object([("message", .string(#"proxyProtocol must be "v1" or "v2""#))]))
+    }
+}
+
+/// Lines a test server heard, from its threads.
+final class TestLines: Sendable {
+    private let stored = Mutex<[String]>([])
+    func append(_ line: String) { stored.withLock { $0.append(line) } }
+    var lines: [String] { stored.withLock { $0 } }
 }

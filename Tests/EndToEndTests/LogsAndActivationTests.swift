@@ -54,6 +54,9 @@ final class LogsAndActivationTests: XCTestCase {
         let old = lines(path + ".1")
         let new = lines(path)
         XCTAssertEqual(old.filter { $0.contains("connection refused") }.count, 1, "\(old)")
+        // The relay's lines name their mapping, with the host port it got.
+        let mapping = "mapping=127.0.0.1:\(p):127.0.0.1:\(closed)/tcp"
+        XCTAssertTrue(old.contains { $0.contains("\(mapping) connect") && $0.contains("connection refused") }, "\(old)")
         XCTAssertEqual(new.filter { $0.contains("connection refused") }.count, 1, "\(new)")
         for line in old + new {
             // 2026-12-02T12:43:08.123456Z debug berth[4242]: connect 127.0.0.1:40000: connection refused
@@ -99,14 +102,14 @@ final class LogsAndActivationTests: XCTestCase {
         XCTAssertEqual(printed.count, 1, "stderr: \(berth.stderr)")
         try connectToNothing(port(of: printed[0]))
         let line = try syslog.receive()
-        // <31>1 2026-12-02T12:43:08.123456Z host berth 4242 - - connect 127.0.0.1:40000: connection refused
+        // <31>1 2026-12-02T12:43:08.123456Z host berth 4242 - - mapping=... connect: connection refused
         let fields = line.split(separator: " ", maxSplits: 7).map(String.init)
         XCTAssertEqual(fields.count, 8, line)
         XCTAssertEqual(fields[0], "<31>1", "facility daemon (3), severity debug (7): \(line)")
         XCTAssertEqual(fields[1].count, 27, line)
         XCTAssertEqual(fields[2], hostname(), line)
         XCTAssertEqual(Array(fields[3...6]), ["berth", "\(berth.pid)", "-", "-"], line)
-        XCTAssertTrue(fields[7].hasPrefix("connect") && fields[7].hasSuffix("connection refused"), line)
+        XCTAssertTrue(fields[7].hasPrefix("mapping=127.0.0.1:") && fields[7].hasSuffix("connection refused"), line)
         berth.signal(SIGTERM)
         XCTAssertEqual(berth.waitForExit(), 0)
         XCTAssertEqual(berth.stderr, "")
