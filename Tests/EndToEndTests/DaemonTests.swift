@@ -267,6 +267,35 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(refused.status, 400)
         XCTAssertEqual(refused.body, .object([("message", .string(#"proxyProtocol must be "v1" or "v2""#))]))
     }
+
+    /// What rootlesskit's client (rootlessctl, Docker's rootless port driver) sends, against the
+    /// daemon itself: info, add, list, bytes through the port, remove.
+    func testRootlessKitsClientSequenceAgainstTheDaemon() throws {
+        let server = try TestServer.echo()
+        let daemon = try startDaemon()
+        defer {
+            daemon.signal(SIGTERM)
+            XCTAssertEqual(daemon.waitForExit(), 0)
+        }
+        XCTAssertEqual(try ControlClient.request("GET", "/v1/info", socketPath: socketPath).status, 200)
+        let parent = freePort()
+        let spec = JSONValue.object([
+            ("proto", .string("tcp")), ("parentIP", .string("127.0.0.1")), ("parentPort", .number(Double(parent))),
+            ("childIP", .string("127.0.0.1")), ("childPort", .number(Double(server.address.port))),
+        ])
+        let added = try ControlClient.request("POST", "/v1/ports", body: spec, socketPath: socketPath)
+        XCTAssertEqual(added.status, 201)
+        XCTAssertEqual(added.body, .object([("id", .number(1)), ("spec", spec)]))
+        XCTAssertEqual(
+            try ControlClient.request("GET", "/v1/ports", socketPath: socketPath).body,
+            .array([added.body ?? .null])
+        )
+        try echo(parent, "through rootlesskit's API")
+        let removed = try ControlClient.request("DELETE", "/v1/ports/1", socketPath: socketPath)
+        XCTAssertEqual(removed.status, 200)
+        XCTAssertNil(removed.body)
+        XCTAssertEqual(try ControlClient.request("GET", "/v1/ports", socketPath: socketPath).body, .array([]))
+    }
 }
 
 /// Lines a test server heard, from its threads.
