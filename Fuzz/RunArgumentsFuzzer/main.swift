@@ -22,6 +22,10 @@ func commandLine(_ arguments: RunArguments) -> [String] {
     if let threads = arguments.threads { args += ["--threads", "\(threads)"] }
     if let mode = arguments.mode { args += ["--mode", mode.rawValue] }
     if let nftTable = arguments.nftTable { args += ["--nft-table", nftTable] }
+    if let logFile = arguments.logFile { args += ["--log-file", logFile] }
+    if arguments.logSyslog { args.append("--log-syslog") }
+    if let version = arguments.proxyProtocol { args += ["--proxy-protocol", version.rawValue] }
+    if arguments.proxyProtocolUDP { args += ["--proxy-protocol-udp", "v2"] }
     return args + ["--", arguments.target.description]
 }
 
