@@ -113,9 +113,12 @@ public struct DescriptorSlots: ~Copyable {
     @inline(__always)
     public subscript(slot: Int) -> Int32 { storage[slot] }
 
-    public func put(_ descriptor: consuming Descriptor, at slot: Int) {
-        precondition(storage[slot] < 0, "slot \(slot) holds a descriptor already")
+    /// Takes ownership of `descriptor` in `slot`. False if the slot holds one already (a table
+    /// that lost track of its slots): then `descriptor` is closed and the slot keeps its own.
+    public func put(_ descriptor: consuming Descriptor, at slot: Int) -> Bool {
+        guard storage[slot] < 0 else { return false }
         storage[slot] = descriptor.release()
+        return true
     }
 
     public func take(_ slot: Int) -> Descriptor? {

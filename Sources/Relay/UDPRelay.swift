@@ -347,7 +347,12 @@ public final class UDPRelay: EventHandler {
         }
         let slot = flows.insert(key, now: now).slot
         let fd = socket.raw
-        backends.put(socket, at: slot)
+        guard backends.put(socket, at: slot) else {
+            // The table gave out a slot whose socket is still open: drop this datagram, keep berth.
+            mapping.logger.error("\(listener.address): UDP flow slot \(slot) is still in use; datagram dropped")
+            flows.remove(slot)
+            return nil
+        }
         let id = context.loop.attach(handler(for: slot))
         flowIDs[slot] = id
         do {

@@ -160,8 +160,13 @@ final class LoopOwnershipTests: XCTestCase {
         let before = openDescriptorCount()
         do {
             let slots = DescriptorSlots(capacity: 8)
-            slots.put(Descriptor(taking: dup(0)), at: 3)
-            slots.put(Descriptor(taking: dup(0)), at: 5)
+            XCTAssertTrue(slots.put(Descriptor(taking: dup(0)), at: 3))
+            XCTAssertTrue(slots.put(Descriptor(taking: dup(0)), at: 5))
+            let held = slots[5]
+            // An occupied slot keeps its own; the one handed in is closed, not leaked, and no trap.
+            XCTAssertFalse(slots.put(Descriptor(taking: dup(0)), at: 5))
+            XCTAssertEqual(slots[5], held)
+            XCTAssertEqual(openDescriptorCount(), before + 2)
             XCTAssertGreaterThanOrEqual(slots[3], 0)
             XCTAssertEqual(slots[4], -1)
             if let d = slots.take(3) { d.close() } else { XCTFail("slot 3 was empty") }
