@@ -32,12 +32,7 @@ public struct DaemonArguments: Sendable, Equatable {
         while index < args.count {
             let arg = args[index]
             index += 1
-            var name = arg
-            var inline: String?
-            if arg.hasPrefix("--"), let equals = arg.firstIndex(of: "=") {
-                name = String(arg[..<equals])
-                inline = String(arg[arg.index(after: equals)...])
-            }
+            let (name, inline) = optionParts(arg)
             guard ["--control", "--control-group", "--drain-timeout", "--metrics"].contains(name) else {
                 rest.append(arg)
                 if arg == "--" {
@@ -142,6 +137,15 @@ public struct DaemonArguments: Sendable, Equatable {
         """
 }
 
+/// An option and the value joined to it, as `berth run` spells them: `--name=value`, `-pSPEC`, `-p=SPEC`.
+private func optionParts(_ arg: String) -> (name: String, inline: String?) {
+    if arg.hasPrefix("--"), let equals = arg.firstIndex(of: "=") {
+        return (String(arg[..<equals]), String(arg[arg.index(after: equals)...]))
+    }
+    if arg.hasPrefix("-p"), arg != "-p" { return ("-p", String(arg.dropFirst(arg.hasPrefix("-p=") ? 3 : 2))) }
+    return (arg, nil)
+}
+
 /// `berth port add|ls|rm`: the daemon's client.
 public enum PortCommand: Sendable, Equatable {
     /// `berth port add [--owner NAME] -p SPEC ... TARGET`
@@ -164,15 +168,7 @@ public enum PortCommand: Sendable, Equatable {
         while index < args.count {
             let arg = args[index]
             index += 1
-            var name = arg
-            var inline: String?
-            if arg.hasPrefix("--"), let equals = arg.firstIndex(of: "=") {
-                name = String(arg[..<equals])
-                inline = String(arg[arg.index(after: equals)...])
-            } else if arg.hasPrefix("-p"), arg != "-p" {
-                name = "-p"
-                inline = String(arg.dropFirst(arg.hasPrefix("-p=") ? 3 : 2))
-            }
+            let (name, inline) = optionParts(arg)
             func value() throws(RunArgumentError) -> String {
                 if let inline { return inline }
                 guard index < args.count else { throw RunArgumentError("missing value for \(name)") }

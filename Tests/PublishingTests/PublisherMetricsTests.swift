@@ -11,19 +11,6 @@ import XCTest
 @testable import Publishing
 
 final class PublisherMetricsTests: XCTestCase {
-    private func mappings(_ specs: [String]) throws -> [PortMapping] {
-        let ip = try XCTUnwrap(IPAddress("127.0.0.1"))
-        return try specs.flatMap { try PortSpec(parsing: $0).mappings(to: ip) }
-    }
-
-    private func running(_ publisher: Publisher) throws -> () -> Void {
-        let handover = Handover(publisher)
-        let thread = try LoopThread(name: "publisher") { try? handover.value.run(signals: []) }
-        return {
-            publisher.stop()
-            thread.join()
-        }
-    }
 
     /// Two TCP mappings and a UDP one on a publisher with 2 loops: 12,345 bytes through one TCP
     /// port (over several connections, so both loops may serve it), 777 through the other,
@@ -36,10 +23,10 @@ final class PublisherMetricsTests: XCTestCase {
         var options = PublishOptions()
         options.threads = 2
         let publisher = Publisher(options: options)
-        let web = try publisher.add(try mappings(["127.0.0.1::\(echoA.address.port)"]), owner: "web \"1\"")
-        let api = try publisher.add(try mappings(["127.0.0.1::\(echoB.address.port)"]))
-        let dns = try publisher.add(try mappings(["127.0.0.1::\(udpEcho.address.port)/udp"]), owner: "dns")
-        let stop = try running(publisher)
+        let web = try publisher.add(try loopbackMappings(["127.0.0.1::\(echoA.address.port)"]), owner: "web \"1\"")
+        let api = try publisher.add(try loopbackMappings(["127.0.0.1::\(echoB.address.port)"]))
+        let dns = try publisher.add(try loopbackMappings(["127.0.0.1::\(udpEcho.address.port)/udp"]), owner: "dns")
+        let stop = try runInBackground(publisher)
         defer { stop() }
 
         // 12,345 bytes over 5 connections to web, the last one left open.
@@ -159,7 +146,7 @@ final class PublisherMetricsTests: XCTestCase {
     /// Not running: no loops, no mappings, and the scrape does not wait.
     func testAScrapeBeforeRunIsEmpty() throws {
         let publisher = Publisher()
-        _ = try publisher.add(try mappings(["127.0.0.1::80"]))
+        _ = try publisher.add(try loopbackMappings(["127.0.0.1::80"]))
         let m = publisher.metrics(timeout: .seconds(30))
         XCTAssertEqual(m.loops, 0)
         XCTAssertTrue(m.mappings.isEmpty)

@@ -8,11 +8,6 @@ import TestSupport
 import XCTest
 
 final class PublisherTests: XCTestCase {
-    /// Docker `-p` specs towards 127.0.0.1, where the test backends listen.
-    private func mappings(_ specs: [String], to target: SocketAddress) throws -> [PortMapping] {
-        let ip = try XCTUnwrap(IPAddress("127.0.0.1"))
-        return try specs.flatMap { try PortSpec(parsing: $0).mappings(to: ip) }
-    }
 
     private func publisher(threads: Int) -> Publisher {
         var options = PublishOptions()
@@ -28,16 +23,6 @@ final class PublisherTests: XCTestCase {
         if type == SOCK_STREAM { try Socket.listen(socket.raw, backlog: 1) }
     }
 
-    /// Runs `publisher` on a thread; the returned closure stops it and waits.
-    private func running(_ publisher: Publisher) throws -> () -> Void {
-        let handover = Handover(publisher)
-        let thread = try LoopThread(name: "publisher") { try? handover.value.run(signals: []) }
-        return {
-            publisher.stop()
-            thread.join()
-        }
-    }
-
     /// After `run` returns and the publisher is gone, every listener, connection, flow, pipe,
     /// epoll and eventfd is closed: the ports bind again and the descriptor count is back where
     /// it was (before the fix: 32 -> 40, and the port stayed bound).
@@ -47,11 +32,11 @@ final class PublisherTests: XCTestCase {
         let before = openDescriptorCount()
         var publisher: Publisher? = self.publisher(threads: 2)
         let ports = try XCTUnwrap(publisher).bind(
-            try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address)
-                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address)
+            try loopbackMappings(["127.0.0.1::\(tcp.address.port)"])
+                + loopbackMappings(["127.0.0.1::\(udp.address.port)/udp"])
         )
         XCTAssertEqual(ports.count, 2)
-        let stop = try running(try XCTUnwrap(publisher))
+        let stop = try runInBackground(try XCTUnwrap(publisher))
         // A connection and a UDP flow still open when it stops.
         let client = try TestSocket.connect(ports[0].address)
         try client.send("open")
@@ -80,10 +65,10 @@ final class PublisherTests: XCTestCase {
         let udp = try TestUDPEchoServer()
         let publisher = self.publisher(threads: 3)
         let ports = try publisher.bind(
-            try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address)
-                + mappings(["127.0.0.1::\(udp.address.port)/udp"], to: udp.address)
+            try loopbackMappings(["127.0.0.1::\(tcp.address.port)"])
+                + loopbackMappings(["127.0.0.1::\(udp.address.port)/udp"])
         )
-        let stop = try running(publisher)
+        let stop = try runInBackground(publisher)
         defer { stop() }
         for i in 0..<60 {
             let c = try TestSocket.connect(ports[0].address)
@@ -100,12 +85,12 @@ final class PublisherTests: XCTestCase {
         let tcp = try TestServer.echo()
         let first = publisher(threads: 2)
         let ports = try first.bind(
-            try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address)
+            try loopbackMappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"])
         )
         for (port, proto) in zip(ports, ["tcp", "udp"]) {
             let second = publisher(threads: 2)
             let spec = "127.0.0.1:\(port.address.port):\(tcp.address.port)/\(proto)"
-            XCTAssertThrowsError(try second.bind(try mappings([spec], to: tcp.address))) { error in
+            XCTAssertThrowsError(try second.bind(try loopbackMappings([spec]))) { error in
                 XCTAssertEqual("\(error)", "\(tcp.address.port)/\(proto): bind \(port.address): address already in use")
             }
         }
@@ -119,8 +104,8 @@ final class PublisherTests: XCTestCase {
     func testPortsAddedAndRemovedWhileRunning() throws {
         let tcp = try TestServer.echo()
         let publisher = self.publisher(threads: 2)
-        let steady = try publisher.add(try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address))
-        let stop = try running(publisher)
+        let steady = try publisher.add(try loopbackMappings(["127.0.0.1::\(tcp.address.port)"]))
+        let stop = try runInBackground(publisher)
         defer { stop() }
         let bystander = try TestSocket.connect(steady.ports[0].address)
         func ping(_ socket: TestSocket, _ text: String) throws {
@@ -129,7 +114,7 @@ final class PublisherTests: XCTestCase {
         }
         try ping(bystander, "before")
 
-        let added = try publisher.add(try mappings(["127.0.0.1::\(tcp.address.port)"], to: tcp.address))
+        let added = try publisher.add(try loopbackMappings(["127.0.0.1::\(tcp.address.port)"]))
         let address = added.ports[0].address
         let open = try TestSocket.connect(address)
         try ping(open, "through an added port")
@@ -147,7 +132,7 @@ final class PublisherTests: XCTestCase {
         let before = openSocketCount()
         for i in 0..<200 {
             let more = try publisher.add(
-                try mappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"], to: tcp.address)
+                try loopbackMappings(["127.0.0.1::\(tcp.address.port)", "127.0.0.1::\(tcp.address.port)/udp"])
             )
             if i % 50 == 0 {
                 let c = try TestSocket.connect(more.ports[0].address)
