@@ -66,3 +66,47 @@ int CBerthLinux_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned i
     }
     return rc;
 }
+
+#include <link.h>
+struct CBerthLinux_found { uintptr_t start; size_t length; };
+
+// dl_iterate_phdr reports the main program first: look at it and stop.
+static int CBerthLinux_main_object(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    struct CBerthLinux_found *found = data;
+    const ElfW(Dyn) *dyn = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC) dyn = (const void *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    }
+    if (dyn == NULL) return 1;
+    uintptr_t rela = 0;
+    size_t length = 0;
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        if (dyn->d_tag == DT_RELA) rela = dyn->d_un.d_ptr;
+        if (dyn->d_tag == DT_RELASZ) length = dyn->d_un.d_val;
+        if (dyn->d_tag == DT_TEXTREL) return 1;
+        if (dyn->d_tag == DT_FLAGS && (dyn->d_un.d_val & DF_TEXTREL)) return 1;
+    }
+    if (rela == 0 || length == 0) return 1;
+    // ld.so rewrites d_ptr to the loaded address where the dynamic section is writable; elsewhere
+    // it stays an offset from the load address.
+    if (rela < info->dlpi_addr) rela += info->dlpi_addr;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *p = &info->dlpi_phdr[i];
+        uintptr_t begin = info->dlpi_addr + p->p_vaddr;
+        if (p->p_type == PT_LOAD && !(p->p_flags & PF_W) && rela >= begin && rela + length <= begin + p->p_filesz) {
+            found->start = rela;
+            found->length = length;
+        }
+    }
+    return 1;
+}
+
+int CBerthLinux_main_relocations(uintptr_t *start, size_t *length) {
+    struct CBerthLinux_found found = {0, 0};
+    dl_iterate_phdr(CBerthLinux_main_object, &found);
+    if (found.length == 0) return -1;
+    *start = found.start;
+    *length = found.length;
+    return 0;
+}

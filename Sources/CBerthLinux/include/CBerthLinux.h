@@ -37,6 +37,11 @@ int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
 // struct ucred (SO_PEERCRED) is GNU-only: the peer of a unix socket, field by field.
 int CBerthLinux_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 
+// Where the main program's relocation table (DT_RELA, DT_RELASZ) lies in memory, if it lies in a
+// read-only segment and there are no text relocations; 0 on success, -1 when there is none to
+// report. dl_iterate_phdr's headers (<link.h>) are not in Glibc's Swift module.
+int CBerthLinux_main_relocations(uintptr_t *start, size_t *length);
+
 extern const unsigned int CBerthLinux_SPLICE_F_NONBLOCK;
 extern const unsigned int CBerthLinux_SPLICE_F_MORE;
 extern const int CBerthLinux_F_SETPIPE_SZ;
