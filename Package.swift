@@ -5,6 +5,7 @@ let package = Package(
     name: "berth",
     products: [
         .executable(name: "berth", targets: ["BerthCLI"]),
+        .executable(name: "berth-cni", targets: ["BerthCNI"]),
         .library(name: "Publishing", targets: ["Publishing"]),
         .library(name: "Relay", targets: ["Relay"]),
         .library(name: "LinuxIO", targets: ["LinuxIO"]),
@@ -63,6 +64,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The CNI plugin: runtimeConfig.portMappings through a berth daemon, or a shared nftables table.
+        .target(name: "CNI", dependencies: ["Control", "Netfilter", "Mappings", "LinuxIO"]),
+        .executableTarget(name: "BerthCNI", dependencies: ["CNI", "Control", "LinuxIO"]),
         .systemLibrary(name: "CControlParsers", providers: [.apt(["libhttp-parser-dev", "libcjson-dev"])]),
         // Shims only the tests need (setns, posix_spawn's closefrom), kept out of the product's CBerthLinux.
         .target(name: "CTestSupport", path: "Tests/CTestSupport", cSettings: [.define("_GNU_SOURCE")]),
@@ -86,6 +90,7 @@ let package = Package(
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings", "LinuxIO", "TestSupport"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "Control", "Mappings", "Netfilter", "LinuxIO", "TestSupport"]),
         .testTarget(name: "LogSinksTests", dependencies: ["LogSinks", "LinuxIO", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport", "Control"]),
     ],

@@ -104,7 +104,7 @@ enum PortClient {
                 for line in lines(of: entry) { say(line) }
                 return 0
             case .list(let control, let owner, let json):
-                let query = owner.map { "?owner=" + percentEncoded($0) } ?? ""
+                let query = owner.map { "?owner=" + ControlClient.percentEncoded($0) } ?? ""
                 let answer = try ControlClient.request("GET", "/v1/berth/ports" + query, socketPath: control)
                 guard answer.status == 200, case .array(let entries)? = answer.body else { return failed(answer) }
                 if json {
@@ -122,7 +122,7 @@ enum PortClient {
                 if let owner {
                     let answer = try ControlClient.request(
                         "DELETE",
-                        "/v1/berth/ports?owner=" + percentEncoded(owner),
+                        "/v1/berth/ports?owner=" + ControlClient.percentEncoded(owner),
                         socketPath: control
                     )
                     return answer.status == 200 ? 0 : failed(answer)
@@ -157,19 +157,5 @@ enum PortClient {
             complain("the daemon answered \(answer.status)")
         }
         return 1
-    }
-
-    private static func percentEncoded(_ text: String) -> String {
-        var out = ""
-        for byte in text.utf8 {
-            let c = Character(Unicode.Scalar(byte))
-            if c.isLetter && byte < 128 || c.isNumber && byte < 128 || "-._~".contains(c) {
-                out.append(c)
-            } else {
-                let hex = String(byte, radix: 16, uppercase: true)
-                out += "%" + (hex.count == 1 ? "0" + hex : hex)
-            }
-        }
-        return out
     }
 }

@@ -12,6 +12,11 @@ public enum ControlClient {
         }
     }
 
+    /// Whether a daemon accepts connections on `socketPath` (nothing is sent).
+    public static func answers(_ socketPath: String) -> Bool {
+        (try? connect(socketPath)) != nil
+    }
+
     /// Sends `method path` with `body` to the daemon at `socketPath`; returns its status and body.
     public static func request(
         _ method: String,
@@ -57,5 +62,20 @@ public enum ControlClient {
                 throw ControlError("the daemon's answer does not parse")
             }
         }
+    }
+
+    /// `text` for a query value: every byte but letters, digits and `-._~` as `%XX`.
+    public static func percentEncoded(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            let c = Character(Unicode.Scalar(byte))
+            if c.isLetter && byte < 128 || c.isNumber && byte < 128 || "-._~".contains(c) {
+                out.append(c)
+            } else {
+                let hex = String(byte, radix: 16, uppercase: true)
+                out += "%" + (hex.count == 1 ? "0" + hex : hex)
+            }
+        }
+        return out
     }
 }

@@ -27,6 +27,32 @@ public enum File {
         try syscall("write") { Glibc.write(fd, bytes.baseAddress, bytes.count) }
     }
 
+    /// Writes all of `text`, retrying short writes; gives up quietly on an error (a closed stdout).
+    public static func writeAll(_ fd: Int32, _ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            var done = 0
+            while done < bytes.count {
+                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+                if n < 0 && Glibc.errno == EINTR { continue }
+                if n <= 0 { return }
+                done += n
+            }
+        }
+    }
+
+    /// Reads until end of file (a plugin's stdin), at most `limit` bytes.
+    public static func readAll(_ fd: Int32, limit: Int = 16 << 20) throws(SyscallError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while bytes.count < limit {
+            let n = try syscall("read") { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return bytes
+    }
+
     /// fcntl(F_SETFD, FD_CLOEXEC): what sd_listen_fds does to every descriptor it hands over.
     /// A descriptor that is not open is an error here (EBADF), not a trap: the number came from
     /// the environment (LISTEN_FDS), not from berth.

@@ -103,6 +103,24 @@ public enum Socket {
 
     /// SO_REUSEPORT: sockets of one process on one port, each with its own queue; the kernel
     /// spreads connections (and UDP clients) over them by a hash of their addresses.
+    /// Whether some socket holds `address` so that binding it would fail with EADDRINUSE: a
+    /// listener (TCP; SO_REUSEADDR, so connections in TIME_WAIT do not count) or a bound UDP
+    /// socket. `::` is probed as IPv6 only. Other bind errors (an address not on this host) throw.
+    public static func portInUse(_ address: SocketAddress, udp: Bool) throws(SyscallError) -> Bool {
+        let fd = try make(
+            family: address.isV6 ? AF_INET6 : AF_INET,
+            type: Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue)
+        )
+        if !udp { try setOption(fd.raw, SOL_SOCKET, SO_REUSEADDR, 1) }
+        if address.isV6 { try setOption(fd.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+        do {
+            try bind(fd.raw, address)
+            return false
+        } catch  where error.errno == .addressInUse {
+            return true
+        }
+    }
+
     public static func setReusePort(_ fd: Int32) throws(SyscallError) {
         try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
     }

@@ -364,3 +364,37 @@ enum Expr {
 
     static func masquerade() -> OpaquePointer { make("masq") { _ in } }
 }
+
+extension DNATRule {
+    /// The rule a map element stands for, read back from its key and data; nil for the hairpin
+    /// sets and for anything that does not parse.
+    init?(map: BerthMap, key: [UInt8], data: [UInt8]?) {
+        guard map.isMap, let data else { return nil }
+        let addressLength = map == .dnat4 ? 4 : map == .dnat6 ? 16 : 0
+        let targetLength = map == .dnat4 || map == .wild4 ? 4 : 16
+        guard key.count == addressLength + 8, data.count == targetLength + 4 else { return nil }
+        let proto: Proto
+        switch key[addressLength] {
+        case 6: proto = .tcp
+        case 17: proto = .udp
+        default: return nil
+        }
+        func port(_ bytes: ArraySlice<UInt8>) -> UInt16 {
+            UInt16(bytes[bytes.startIndex]) << 8 | UInt16(bytes[bytes.startIndex + 1])
+        }
+        guard let container = IPAddress(bytes: Array(data[0..<targetLength])) else { return nil }
+        var host: IPAddress?
+        if addressLength > 0 {
+            guard let address = IPAddress(bytes: Array(key[0..<addressLength])) else { return nil }
+            host = address
+        }
+        self.init(
+            proto: proto,
+            hostIP: host,
+            family: targetLength == 4 ? .v4 : .v6,
+            hostPort: port(key[(addressLength + 4)...]),
+            containerIP: container,
+            containerPort: port(data[targetLength...])
+        )
+    }
+}

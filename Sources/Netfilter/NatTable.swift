@@ -35,7 +35,7 @@ public final class NatTable {
         socket = try NetlinkSocket("nftables")
         socket.ensureReceiveBuffer(1 << 20)
         var batch = Batch(firstSequence: socket.nextSequence)
-        Self.buildLayout(into: &batch, table: name)
+        Self.buildLayout(into: &batch, table: name, owner: true)
         batch.end()
         try socket.commit(batch, "create table inet \(name)")
         live = true
@@ -190,7 +190,8 @@ public final class NatTable {
 
     // MARK: - Messages
 
-    private static func buildLayout(into batch: inout Batch, table name: String) {
+    /// The table, its chains, maps and rules; `owner` ties the table to the socket that sends this.
+    static func buildLayout(into batch: inout Batch, table name: String, owner: Bool) {
         batch.append(
             .object("add table inet \(name)"),
             type: NFT_MSG_NEWTABLE.rawValue,
@@ -200,7 +201,7 @@ public final class NatTable {
             let table = nftnl_table_alloc()!
             defer { nftnl_table_free(table) }
             _ = nftnl_table_set_str(table, UInt16(NFTNL_TABLE_NAME.rawValue), name)
-            nftnl_table_set_u32(table, UInt16(NFTNL_TABLE_FLAGS.rawValue), cnetfilter_table_flag_owner())
+            nftnl_table_set_u32(table, UInt16(NFTNL_TABLE_FLAGS.rawValue), owner ? cnetfilter_table_flag_owner() : 0)
             nftnl_table_nlmsg_build_payload(header, table)
         }
         for chain in BerthChain.allCases {
@@ -301,23 +302,27 @@ public final class NatTable {
         }
     }
 
-    private static func appendElement(
+    /// One element message. `exclusive` makes adding an element that exists an error (EEXIST);
+    /// `comment` is stored with the element as nft's `comment "..."` (at most 127 bytes).
+    static func appendElement(
         into batch: inout Batch,
         add: Bool,
         table: String,
         key: ElementKey,
         data: [UInt8]?,
         text: String,
-        ack: Bool
+        ack: Bool,
+        exclusive: Bool = true,
+        comment: String? = nil
     ) {
         batch.append(
             .element(add: add, key: text, kind: key.map.kind, table: table, set: key.map.description),
             type: add ? NFT_MSG_NEWSETELEM.rawValue : NFT_MSG_DELSETELEM.rawValue,
-            flags: add ? NLM_F_CREATE | NLM_F_EXCL : 0,
+            flags: add ? NLM_F_CREATE | (exclusive ? NLM_F_EXCL : 0) : 0,
             ack: ack,
             maxBytes: 512
         ) { header in
-            elementPayload(header, table: table, set: key.map.description, key: key.key, data: data)
+            elementPayload(header, table: table, set: key.map.description, key: key.key, data: data, comment: comment)
         }
     }
 
@@ -326,7 +331,8 @@ public final class NatTable {
         table: String,
         set name: String,
         key: [UInt8],
-        data: [UInt8]?
+        data: [UInt8]?,
+        comment: String? = nil
     ) {
         let set = nftnl_set_alloc()!
         defer { nftnl_set_free(set) }
@@ -341,18 +347,43 @@ public final class NatTable {
                 nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count))
             }
         }
+        if let comment {
+            let userData = ElementComment.encode(comment)
+            _ = userData.withUnsafeBytes {
+                nftnl_set_elem_set(element, UInt16(NFTNL_SET_ELEM_USERDATA), $0.baseAddress, UInt32($0.count))
+            }
+        }
         nftnl_set_elem_add(set, element)
         nftnl_set_elems_nlmsg_build_payload(header, set)
     }
 
     // MARK: - Dumps
 
-    /// Lists the elements of one map (NFT_MSG_GETSETELEM, NLM_F_DUMP) and hands each key and
-    /// counter to `body`.
+    /// Lists the elements of one map and hands each key and counter to `body`.
     private func dumpElements(of map: BerthMap, _ body: ([UInt8], UInt64, UInt64) -> Void) throws(NetfilterError) {
-        let what = "nftables: list map inet \(name) \(map)"
-        let sequence = socket.nextSequence
-        socket.advanceSequence(past: sequence &+ 1)
+        try socket.dumpElements(table: name, map: map) { body($0.key, $0.packets, $0.bytes) }
+    }
+}
+
+/// One element as the kernel lists it.
+struct DumpedElement {
+    var key: [UInt8]
+    var data: [UInt8]?
+    var packets: UInt64 = 0
+    var bytes: UInt64 = 0
+    var comment: String?
+}
+
+extension NetlinkSocket {
+    /// Lists the elements of one map or set (NFT_MSG_GETSETELEM, NLM_F_DUMP) of table `name`.
+    mutating func dumpElements(
+        table name: String,
+        map: BerthMap,
+        _ body: (DumpedElement) -> Void
+    ) throws(NetfilterError) {
+        let what = "nftables: list \(map.kind) inet \(name) \(map)"
+        let sequence = nextSequence
+        advanceSequence(past: sequence &+ 1)
         let request = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 8)
         defer { request.deallocate() }
         let header = nftnl_nlmsg_build_hdr(
@@ -367,7 +398,7 @@ public final class NatTable {
         _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_TABLE.rawValue), name)
         _ = nftnl_set_set_str(set, UInt16(NFTNL_SET_NAME.rawValue), map.description)
         nftnl_set_elems_nlmsg_build_payload(header, set)
-        try socket.send(UnsafeRawBufferPointer(start: request.baseAddress, count: Int(header.pointee.nlmsg_len)), what)
+        try send(UnsafeRawBufferPointer(start: request.baseAddress, count: Int(header.pointee.nlmsg_len)), what)
 
         let parsed = nftnl_set_alloc()!
         defer { nftnl_set_free(parsed) }
@@ -375,7 +406,7 @@ public final class NatTable {
         defer { buffer.deallocate() }
         var done = false
         while !done {
-            let got = try socket.receive(into: buffer, timeoutMs: 5_000, what)
+            let got = try receive(into: buffer, timeoutMs: 5_000, what)
             if got == 0 { throw NetfilterError(what, reason: "no reply from the kernel within 5 s") }
             for message in NetlinkMessages(UnsafeRawBufferPointer(rebasing: buffer[..<got]))
             where message.sequence == sequence {
@@ -399,17 +430,47 @@ public final class NatTable {
             guard let keyPointer = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_KEY), &length) else {
                 continue
             }
-            let key = Array(UnsafeRawBufferPointer(start: keyPointer, count: Int(length)))
-            var packets: UInt64 = 0
-            var bytes: UInt64 = 0
+            var dumped = DumpedElement(key: Array(UnsafeRawBufferPointer(start: keyPointer, count: Int(length))))
+            if let dataPointer = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_DATA), &length) {
+                dumped.data = Array(UnsafeRawBufferPointer(start: dataPointer, count: Int(length)))
+            }
             if let raw = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_EXPR), &length) {
                 let expr = OpaquePointer(raw)
                 if let kind = nftnl_expr_get_str(expr, UInt16(NFTNL_EXPR_NAME)), String(cString: kind) == "counter" {
-                    packets = nftnl_expr_get_u64(expr, UInt16(NFTNL_EXPR_CTR_PACKETS))
-                    bytes = nftnl_expr_get_u64(expr, UInt16(NFTNL_EXPR_CTR_BYTES))
+                    dumped.packets = nftnl_expr_get_u64(expr, UInt16(NFTNL_EXPR_CTR_PACKETS))
+                    dumped.bytes = nftnl_expr_get_u64(expr, UInt16(NFTNL_EXPR_CTR_BYTES))
                 }
             }
-            body(key, packets, bytes)
+            if let raw = nftnl_set_elem_get(element, UInt16(NFTNL_SET_ELEM_USERDATA), &length) {
+                dumped.comment = ElementComment.decode(UnsafeRawBufferPointer(start: raw, count: Int(length)))
+            }
+            body(dumped)
         }
+    }
+}
+
+/// nft's element comments: user data holding one TLV, type NFTNL_UDATA_SET_ELEM_COMMENT (0),
+/// a length byte, and the text with its trailing NUL, as `nft add element ... comment "x"` writes.
+enum ElementComment {
+    static let maxBytes = 127
+
+    static func encode(_ text: String) -> [UInt8] {
+        let bytes = Array(text.utf8.prefix(maxBytes)) + [0]
+        return [0, UInt8(bytes.count)] + bytes
+    }
+
+    static func decode(_ data: UnsafeRawBufferPointer) -> String? {
+        var offset = 0
+        while offset + 2 <= data.count {
+            let type = data[offset]
+            let length = Int(data[offset + 1])
+            guard offset + 2 + length <= data.count else { return nil }
+            if type == 0 {
+                let text = data[(offset + 2)..<(offset + 2 + length)].prefix { $0 != 0 }
+                return String(decoding: text, as: UTF8.self)
+            }
+            offset += 2 + length
+        }
+        return nil
     }
 }

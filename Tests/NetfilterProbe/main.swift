@@ -176,6 +176,9 @@ case "owner":
     let gone = eventually(seconds: 1) { !tables().contains(name) }
     print("table-after-kill: \(!gone)")
 
+case "shared":
+    sharedScenario()
+
 case "dnat":
     dnatScenario()
 
@@ -186,7 +189,7 @@ case "client":
     client(arguments[1], address(arguments[2], arguments[3]), Int(arguments[4])!)
 
 default:
-    print("usage: NetfilterProbe layout | bulk N | reject | owner | dnat")
+    print("usage: NetfilterProbe layout | bulk N | reject | owner | shared | dnat")
     exit(2)
 }
 exit(0)

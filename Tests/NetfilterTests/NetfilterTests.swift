@@ -90,6 +90,22 @@ final class NetfilterTests: XCTestCase {
 
     // MARK: - Tests
 
+    func testSharedTableOutlivesItsSocketAndRemovesExactlyOneOwnersElements() throws {
+        let result = try probe("shared")
+        XCTAssertEqual(result["rules-before-create"], "0", result.output)
+        XCTAssertEqual(result["owner-flag"], "false", "a shared table must not carry the owner flag:\n\(result.output)")
+        XCTAssertEqual(result["comment-a"], "true", result.output)
+        XCTAssertEqual(result["round-trip"], "true", result.output)
+        XCTAssertEqual(result["clash-errno"], "true", result.output)
+        XCTAssertTrue(result["clash"]?.contains("tcp . 8080") == true, result.output)
+        XCTAssertEqual(result["after-clash"], "3 false", "a refused batch must leave nothing:\n\(result.output)")
+        XCTAssertEqual(result["removed"], "2", result.output)
+        XCTAssertEqual(result["left"], "cni/net/b/eth0", result.output)
+        XCTAssertEqual(result["hairpins-left"], "0 1", result.output)
+        XCTAssertEqual(result["removed-again"], "0", result.output)
+        XCTAssertEqual(result["table-after-delete"], "false", result.output)
+    }
+
     func testTableLayoutReadBackByNft() throws {
         let result = try probe("layout")
         let text = result.section("text")

@@ -1,0 +1,40 @@
+// The CNI spec's error result: a code (its well-known ones and berth's own from 100), a short
+// message and details, printed as JSON on stdout with a non-zero exit.
+
+import Control
+
+public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: Int
+    public var msg: String
+    public var details: String
+
+    public init(_ code: Int, _ msg: String, details: String = "") {
+        self.code = code
+        self.msg = msg
+        self.details = details
+    }
+
+    // The spec's codes (SPEC.md, "Error").
+    public static let incompatibleVersion = 1
+    public static let invalidEnvironment = 4
+    public static let ioFailure = 5
+    public static let decodeFailure = 6
+    public static let invalidConfig = 7
+    public static let notAvailable = 50
+    // berth's own.
+    /// A host port another attachment or a host process holds.
+    public static let hostPortTaken = 100
+    /// A mapping only a berth daemon can serve (loopback, or across address families).
+    public static let needsDaemon = 101
+    /// CHECK: a mapping ADD made is not there any more.
+    public static let mappingMissing = 102
+
+    public var description: String { details.isEmpty ? msg : "\(msg): \(details)" }
+
+    public func json(cniVersion: String) -> JSONValue {
+        .object([
+            ("cniVersion", .string(cniVersion)), ("code", .number(Double(code))), ("msg", .string(msg)),
+            ("details", .string(details)),
+        ])
+    }
+}

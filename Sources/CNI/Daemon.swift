@@ -1,0 +1,136 @@
+// The berth daemon as the plugin drives it: berth's own port API over the control socket.
+
+import Control
+import Mappings
+
+struct Daemon {
+    let path: String
+
+    /// One port the daemon serves, as its list reports it.
+    struct Port {
+        var owner: String?
+        var proto: Proto
+        var hostIP: IPAddress?
+        var hostPort: UInt16
+        var containerPort: UInt16
+        var target: IPAddress
+    }
+
+    var answers: Bool { ControlClient.answers(path) }
+
+    /// Publishes the mappings as one owner: those on an IPv6 host address towards the container's
+    /// IPv6 address where it has one, the rest towards its IPv4 address (the daemon relays across
+    /// families where DNAT cannot). All of them, or none: a failed second request undoes the first.
+    func add(_ entries: [PortMapEntry], addresses: (v4: IPAddress?, v6: IPAddress?), owner: String) throws(CNIError) {
+        var groups: [(target: IPAddress, specs: [String])] = []
+        for entry in entries {
+            let preferred = entry.hostIP?.isV6 == true ? addresses.v6 ?? addresses.v4 : addresses.v4 ?? addresses.v6
+            guard let target = preferred else { continue }
+            if let index = groups.firstIndex(where: { $0.target == target }) {
+                groups[index].specs.append(entry.spec)
+            } else {
+                groups.append((target, [entry.spec]))
+            }
+        }
+        for group in groups {
+            let body = JSONValue.object([
+                ("target", .string(group.target.description)), ("publish", .array(group.specs.map { .string($0) })),
+                ("owner", .string(owner)),
+            ])
+            let answer = try request("POST", "/v1/berth/ports", body: body)
+            if answer.status == 201 { continue }
+            try? remove(owner: owner)
+            let code: Int
+            switch answer.status {
+            case 409: code = CNIError.hostPortTaken
+            case 400, 403: code = CNIError.invalidConfig
+            default: code = CNIError.ioFailure
+            }
+            throw CNIError(
+                code,
+                code == CNIError.hostPortTaken ? "a host port is taken" : "the berth daemon refused the ports",
+                details: "\(Self.message(answer.body) ?? "status \(answer.status)") (daemon on \(path))"
+            )
+        }
+    }
+
+    func remove(owner: String) throws(CNIError) {
+        let answer = try request("DELETE", "/v1/berth/ports?owner=" + ControlClient.percentEncoded(owner))
+        guard answer.status == 200 else {
+            throw CNIError(
+                CNIError.ioFailure,
+                "the berth daemon did not remove the ports of \(owner)",
+                details: Self.message(answer.body) ?? "status \(answer.status)"
+            )
+        }
+    }
+
+    /// The ports of `owner`, or of everyone.
+    func ports(owner: String?) throws(CNIError) -> [Port] {
+        let query = owner.map { "?owner=" + ControlClient.percentEncoded($0) } ?? ""
+        let answer = try request("GET", "/v1/berth/ports" + query)
+        guard answer.status == 200, case .array(let entries)? = answer.body else {
+            throw CNIError(
+                CNIError.ioFailure,
+                "the berth daemon's port list does not read",
+                details: "status \(answer.status)"
+            )
+        }
+        var result: [Port] = []
+        for case .object(let entry) in entries {
+            var owner: String?
+            if case .string(let text)? = entry.first(where: { $0.0 == "owner" })?.1 { owner = text }
+            guard case .string(let targetText)? = entry.first(where: { $0.0 == "target" })?.1,
+                let target = IPAddress(targetText),
+                case .array(let ports)? = entry.first(where: { $0.0 == "ports" })?.1
+            else { continue }
+            for case .object(let port) in ports {
+                guard case .string(let protoText)? = port.first(where: { $0.0 == "proto" })?.1,
+                    let proto = Proto(rawValue: protoText),
+                    case .number(let hostPort)? = port.first(where: { $0.0 == "hostPort" })?.1,
+                    case .number(let containerPort)? = port.first(where: { $0.0 == "containerPort" })?.1
+                else { continue }
+                var host: IPAddress?
+                if case .string(let text)? = port.first(where: { $0.0 == "hostIP" })?.1 {
+                    host = IPAddress(text)?.unmapped
+                }
+                result.append(
+                    Port(
+                        owner: owner,
+                        proto: proto,
+                        hostIP: host,
+                        hostPort: UInt16(clamping: Int(hostPort)),
+                        containerPort: UInt16(clamping: Int(containerPort)),
+                        target: target.unmapped
+                    )
+                )
+            }
+        }
+        return result
+    }
+
+    private func request(
+        _ method: String,
+        _ path: String,
+        body: JSONValue? = nil
+    ) throws(CNIError) -> (
+        status: Int, body: JSONValue?
+    ) {
+        do {
+            return try ControlClient.request(method, path, body: body, socketPath: self.path)
+        } catch {
+            throw CNIError(
+                CNIError.ioFailure,
+                "the berth daemon on \(self.path) did not answer",
+                details: error.description
+            )
+        }
+    }
+
+    private static func message(_ body: JSONValue?) -> String? {
+        guard case .object(let members)? = body,
+            case .string(let text)? = members.first(where: { $0.0 == "message" })?.1
+        else { return nil }
+        return text
+    }
+}

@@ -1,0 +1,396 @@
+// The plugin's operations (SPEC.md section 2) and the choice made at every call: a berth daemon
+// that answers on its control socket serves the ports (owner `cni/<network>/<container>/<ifname>`);
+// without one the plugin puts DNAT elements, tagged the same way, into a shared nftables table.
+//
+// Host ports are reserved: the daemon binds a listener for each, and the table's elements are
+// unique by host side, with every check-then-change made under one file lock
+// (/run/berth/<table>.lock), so concurrent plugin calls for different containers cannot both take
+// a port. The state is the daemon's and the kernel's, never a file of ours.
+
+import Control
+import LinuxIO
+import Mappings
+import Netfilter
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a successful call prints: the result on stdout (nil for none) and notices for stderr.
+public struct PluginOutput: Sendable, Equatable {
+    public var stdout: String?
+    public var notices: [String] = []
+}
+
+public enum Plugin {
+    /// Runs one call. `stdin` is the configuration as the runtime sent it.
+    public static func run(_ environment: CNIEnvironment, stdin: [UInt8]) -> Result<PluginOutput, CNIError> {
+        do throws(CNIError) {
+            if environment.command == .version { return .success(version(stdin)) }
+            let config = try PluginConfig.parse(stdin)
+            var call = Call(environment: environment, config: config)
+            switch environment.command {
+            case .add: try call.add()
+            case .del: try call.delete()
+            case .check: try call.check()
+            case .gc: try call.collectGarbage()
+            case .status: try call.status()
+            case .version: break
+            }
+            return .success(call.output)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private static func version(_ stdin: [UInt8]) -> PluginOutput {
+        var asked = "1.1.0"
+        if case .success(.object(let members)) = JSONValue.parse(stdin),
+            case .string(let v)? = members.first(where: { $0.0 == "cniVersion" })?.1
+        {
+            asked = v
+        }
+        let versions = JSONValue.array(PluginConfig.supportedVersions.map { .string($0) })
+        return PluginOutput(
+            stdout: JSONValue.object([("cniVersion", .string(asked)), ("supportedVersions", versions)]).serialized()
+        )
+    }
+}
+
+/// One call's work.
+struct Call {
+    let environment: CNIEnvironment
+    let config: PluginConfig
+    var output = PluginOutput()
+
+    init(environment: CNIEnvironment, config: PluginConfig) {
+        self.environment = environment
+        self.config = config
+    }
+
+    /// Whose ports these are: one attachment of one network.
+    var owner: String { "\(ownerPrefix)\(environment.containerID)/\(environment.ifname)" }
+    var ownerPrefix: String { "cni/\(config.name)/" }
+    var daemon: Daemon { Daemon(path: config.control) }
+
+    // MARK: ADD
+
+    mutating func add() throws(CNIError) {
+        guard config.prevResult != nil else {
+            throw CNIError(
+                CNIError.invalidConfig,
+                "berth-cni is a chained plugin: it needs a prevResult (put it after bridge, ptp or another interface plugin)"
+            )
+        }
+        defer { output.stdout = passThrough() }
+        guard !config.portMappings.isEmpty else { return }
+        try checkOwnerLength()
+        let addresses = config.containerAddresses(ifname: environment.ifname)
+        guard addresses.v4 != nil || addresses.v6 != nil else {
+            throw CNIError(
+                CNIError.invalidConfig,
+                "prevResult has no IP address for interface \(environment.ifname) in the container"
+            )
+        }
+        try underLock { call throws(CNIError) in try call.addLocked(addresses) }
+    }
+
+    private mutating func addLocked(_ addresses: (v4: IPAddress?, v6: IPAddress?)) throws(CNIError) {
+        // Elements of an earlier ADD of this attachment (the runtime retrying) give way.
+        let taken = try tableRules(ignoringPermission: daemon.answers).filter { $0.tag != owner }
+        for entry in config.portMappings {
+            if let holder = taken.first(where: { Self.clash(entry, $0.rule) }) {
+                throw CNIError(
+                    CNIError.hostPortTaken,
+                    "host port \(entry.hostSide) is taken",
+                    details:
+                        "table inet \(config.table) maps it to \(holder.rule.containerIP.bracketed):\(holder.rule.containerPort) for \(holder.tag ?? "someone else")"
+                )
+            }
+        }
+        if daemon.answers {
+            try daemon.add(config.portMappings, addresses: addresses, owner: owner)
+            return
+        }
+        let rules = try kernelRules(addresses)
+        try probeHostPorts(addresses)
+        try withTable { table throws(NetfilterError) in
+            try table.create()
+            try table.remove { $0 == owner }
+            try table.add(rules, tag: owner)
+        }
+        noticeLoopback()
+    }
+
+    /// The DNAT rules for the mappings, or why one needs a daemon.
+    private func kernelRules(_ addresses: (v4: IPAddress?, v6: IPAddress?)) throws(CNIError) -> [DNATRule] {
+        var rules: [DNATRule] = []
+        for entry in config.portMappings {
+            if let host = entry.hostIP, host.isLoopback {
+                throw CNIError(
+                    CNIError.needsDaemon,
+                    "\(entry.hostSide) is on the host's loopback, which nftables DNAT does not serve",
+                    details:
+                        "no berth daemon answers on \(config.control); run `berth daemon` to serve loopback in userspace"
+                )
+            }
+            let targets: [IPAddress]
+            if let host = entry.hostIP {
+                guard let target = host.isV6 ? addresses.v6 : addresses.v4 else {
+                    throw CNIError(
+                        CNIError.needsDaemon,
+                        "\(entry.hostSide): the container has no IPv\(host.isV6 ? 6 : 4) address, and DNAT cannot change the address family",
+                        details:
+                            "no berth daemon answers on \(config.control); a daemon relays across families in userspace"
+                    )
+                }
+                targets = [target]
+            } else {
+                targets = [addresses.v4, addresses.v6].compactMap { $0 }
+            }
+            for target in targets {
+                rules.append(
+                    DNATRule(
+                        proto: entry.proto,
+                        hostIP: entry.hostIP,
+                        hostPort: entry.hostPort,
+                        containerIP: target,
+                        containerPort: entry.containerPort
+                    )
+                )
+            }
+        }
+        return rules
+    }
+
+    /// A host process listening on a port would lose its traffic to DNAT: refuse as bind would.
+    private func probeHostPorts(_ addresses: (v4: IPAddress?, v6: IPAddress?)) throws(CNIError) {
+        for entry in config.portMappings {
+            let hosts = entry.hostIP.map { [$0] } ?? [IPAddress.anyV4, IPAddress.anyV6]
+            for host in hosts {
+                let address = SocketAddress(ip: host.bytes, port: entry.hostPort)
+                let inUse: Bool
+                do {
+                    inUse = try Socket.portInUse(address, udp: entry.proto == .udp)
+                } catch {
+                    throw CNIError(CNIError.invalidConfig, "\(entry.hostSide): \(error)")
+                }
+                if inUse {
+                    throw CNIError(
+                        CNIError.hostPortTaken,
+                        "host port \(entry.hostSide) is taken",
+                        details: "a process on the host is bound to \(address)"
+                    )
+                }
+            }
+        }
+    }
+
+    private mutating func noticeLoopback() {
+        let wildcards = config.portMappings.filter { $0.hostIP == nil }.map(\.hostSide)
+        guard !wildcards.isEmpty else { return }
+        output.notices.append(
+            "notice: no berth daemon answers on \(config.control): \(wildcards.joined(separator: ", ")) served by nftables DNAT only; connections to the host's loopback are not forwarded"
+        )
+    }
+
+    /// Two host sides that would catch the same packets, or could not both be bound.
+    static func clash(_ entry: PortMapEntry, _ rule: DNATRule) -> Bool {
+        guard entry.proto == rule.proto, entry.hostPort == rule.hostPort else { return false }
+        switch (entry.hostIP, rule.hostIP) {
+        case (nil, _): return true
+        case (let host?, nil): return host.isV6 == (rule.family == .v6)
+        case (let host?, let other?): return host == other
+        }
+    }
+
+    // MARK: DEL
+
+    mutating func delete() throws(CNIError) {
+        try checkOwnerLength()
+        if daemon.answers { try daemon.remove(owner: owner) }
+        try underLock { call throws(CNIError) in try call.deleteLocked() }
+    }
+
+    private mutating func deleteLocked() throws(CNIError) {
+        var removed: [TaggedRule] = []
+        do {
+            let table = try SharedNatTable(name: config.table)
+            removed = try table.remove { $0 == owner }
+        } catch  where error.errno == EPERM && daemon.answers {
+            // Without CAP_NET_ADMIN this call could not have added elements either.
+        } catch {
+            throw CNIError(
+                CNIError.ioFailure,
+                "cannot remove the port mappings of \(owner)",
+                details: error.description
+            )
+        }
+        forgetUDPFlows(removed)
+    }
+
+    /// UDP flows in conntrack keep going to a removed target until they expire: end them.
+    private mutating func forgetUDPFlows(_ removed: [TaggedRule]) {
+        for tagged in removed where tagged.rule.proto == .udp {
+            do {
+                _ = try Conntrack.deleteUDPFlows(to: tagged.rule.containerIP, port: tagged.rule.containerPort)
+            } catch {
+                output.notices.append("notice: \(error)")
+            }
+        }
+    }
+
+    // MARK: CHECK
+
+    mutating func check() throws(CNIError) {
+        guard config.prevResult != nil else {
+            throw CNIError(CNIError.invalidConfig, "CHECK needs the prevResult of the ADD")
+        }
+        guard !config.portMappings.isEmpty else { return }
+        let addresses = config.containerAddresses(ifname: environment.ifname)
+        let targets = Set([addresses.v4, addresses.v6].compactMap { $0 })
+        let served = daemon.answers ? try daemon.ports(owner: owner) : []
+        let rules = try tableRules(ignoringPermission: daemon.answers).filter { $0.tag == owner }.map(\.rule)
+        var kernelOnly: [String] = []
+        for entry in config.portMappings {
+            let inDaemon = served.contains { port in
+                port.proto == entry.proto && port.hostPort == entry.hostPort
+                    && port.containerPort == entry.containerPort
+                    && targets.contains(port.target) && (entry.hostIP == nil || entry.hostIP == port.hostIP)
+            }
+            let inTable = rules.contains { rule in
+                rule.proto == entry.proto && rule.hostPort == entry.hostPort
+                    && rule.containerPort == entry.containerPort
+                    && targets.contains(rule.containerIP) && rule.hostIP == entry.hostIP
+            }
+            if !inDaemon && !inTable {
+                throw CNIError(
+                    CNIError.mappingMissing,
+                    "port mapping \(entry) of \(owner) is missing",
+                    details: daemon.answers
+                        ? "neither the berth daemon on \(config.control) nor table inet \(config.table) serves it"
+                        : "table inet \(config.table) has no element for it, and no berth daemon answers on \(config.control)"
+                )
+            }
+            if !inDaemon && entry.hostIP == nil { kernelOnly.append(entry.hostSide) }
+        }
+        if !kernelOnly.isEmpty {
+            output.notices.append(
+                "notice: \(kernelOnly.joined(separator: ", ")) served by nftables DNAT only; connections to the host's loopback are not forwarded"
+            )
+        }
+    }
+
+    // MARK: GC
+
+    mutating func collectGarbage() throws(CNIError) {
+        guard let valid = config.validAttachments else {
+            throw CNIError(CNIError.invalidConfig, "GC needs cni.dev/valid-attachments")
+        }
+        let prefix = ownerPrefix
+        func stale(_ tag: String) -> Bool {
+            tag.hasPrefix(prefix) && !valid.contains(String(tag.dropFirst(prefix.count)))
+        }
+        var failures: [String] = []
+        if daemon.answers {
+            do {
+                for owner in Set(try daemon.ports(owner: nil).compactMap(\.owner)) where stale(owner) {
+                    try daemon.remove(owner: owner)
+                }
+            } catch {
+                failures.append(error.description)
+            }
+        }
+        do throws(CNIError) {
+            try underLock { call throws(CNIError) in
+                do throws(NetfilterError) {
+                    let table = try SharedNatTable(name: call.config.table)
+                    call.forgetUDPFlows(try table.remove(where: stale))
+                } catch  where error.errno == EPERM && call.daemon.answers {
+                } catch {
+                    throw CNIError(CNIError.ioFailure, "cannot remove stale elements", details: error.description)
+                }
+            }
+        } catch {
+            failures.append(error.description)
+        }
+        if !failures.isEmpty {
+            throw CNIError(CNIError.ioFailure, "GC left stale port mappings", details: failures.joined(separator: "; "))
+        }
+    }
+
+    // MARK: STATUS
+
+    func status() throws(CNIError) {
+        if daemon.answers { return }
+        guard Capability.hasNetAdmin() else {
+            throw CNIError(
+                CNIError.notAvailable,
+                "berth-cni cannot publish ports here",
+                details:
+                    "no berth daemon answers on \(config.control), and without CAP_NET_ADMIN it cannot program nftables"
+            )
+        }
+        do {
+            _ = try SharedNatTable(name: config.table).rules()
+        } catch {
+            throw CNIError(CNIError.notAvailable, "berth-cni cannot program nftables here", details: error.description)
+        }
+    }
+
+    // MARK: helpers
+
+    /// prevResult, in the configuration's version (the plugin changes nothing in it).
+    private func passThrough() -> String {
+        guard case .object(let members)? = config.prevResult else { return "{}" }
+        var out = members.filter { $0.0 != "cniVersion" }
+        out.insert(("cniVersion", .string(config.cniVersion)), at: 0)
+        return JSONValue.object(out).serialized()
+    }
+
+    private func checkOwnerLength() throws(CNIError) {
+        if owner.utf8.count > 127 {
+            throw CNIError(
+                CNIError.invalidConfig,
+                "network name, container id and interface name are too long together",
+                details: "\(quoted(owner)) is \(owner.utf8.count) bytes; an nftables element comment holds 127"
+            )
+        }
+    }
+
+    /// Runs `body` holding the lock that makes a check and the change after it one step.
+    private mutating func underLock(_ body: (inout Call) throws(CNIError) -> Void) throws(CNIError) {
+        let directory = "/run/berth"
+        let lock: Descriptor
+        do {
+            try FileSystem.makeDirectory(directory, mode: 0o755)
+            lock = try FileSystem.lock("\(directory)/\(config.table).lock")
+        } catch {
+            throw CNIError(CNIError.ioFailure, "cannot take berth-cni's lock", details: error.description)
+        }
+        try body(&self)
+        lock.close()
+    }
+
+    private func withTable(_ body: (SharedNatTable) throws(NetfilterError) -> Void) throws(CNIError) {
+        do {
+            try body(try SharedNatTable(name: config.table))
+        } catch  where error.errno == EEXIST {
+            throw CNIError(CNIError.hostPortTaken, "a host port is taken", details: error.description)
+        } catch {
+            throw CNIError(CNIError.ioFailure, "cannot program nftables", details: error.description)
+        }
+    }
+
+    /// The shared table's rules; none where there is no table. Without CAP_NET_ADMIN, and with
+    /// `ignoringPermission`, none either: a call without it cannot have added any.
+    private func tableRules(ignoringPermission: Bool) throws(CNIError) -> [TaggedRule] {
+        do {
+            return try SharedNatTable(name: config.table).rules()
+        } catch  where error.errno == EPERM && ignoringPermission {
+            return []
+        } catch {
+            throw CNIError(CNIError.ioFailure, "cannot read table inet \(config.table)", details: error.description)
+        }
+    }
+}

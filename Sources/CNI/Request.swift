@@ -1,0 +1,289 @@
+// What one plugin call is given: the CNI_* environment and the plugin configuration on stdin.
+
+import Control
+import Mappings
+
+public enum CNICommand: String, Sendable {
+    case add = "ADD"
+    case del = "DEL"
+    case check = "CHECK"
+    case status = "STATUS"
+    case gc = "GC"
+    case version = "VERSION"
+}
+
+/// The CNI_* parameters (SPEC.md section 2), checked for the command at hand.
+public struct CNIEnvironment: Sendable, Equatable {
+    public var command: CNICommand
+    public var containerID: String
+    public var netns: String
+    public var ifname: String
+
+    public init(command: CNICommand, containerID: String = "", netns: String = "", ifname: String = "") {
+        self.command = command
+        self.containerID = containerID
+        self.netns = netns
+        self.ifname = ifname
+    }
+
+    /// Reads the parameters through `lookup` (the process environment in the plugin).
+    public static func read(_ lookup: (String) -> String?) throws(CNIError) -> CNIEnvironment {
+        guard let text = lookup("CNI_COMMAND"), !text.isEmpty else {
+            throw CNIError(
+                CNIError.invalidEnvironment,
+                "CNI_COMMAND is not set",
+                details: "berth-cni is a CNI plugin: a container runtime runs it"
+            )
+        }
+        guard let command = CNICommand(rawValue: text) else {
+            throw CNIError(
+                CNIError.invalidEnvironment,
+                "CNI_COMMAND \(quoted(text)) is not one of ADD, DEL, CHECK, STATUS, GC, VERSION"
+            )
+        }
+        var environment = CNIEnvironment(command: command)
+        guard [.add, .del, .check].contains(command) else { return environment }
+        let id = lookup("CNI_CONTAINERID") ?? ""
+        guard Self.isValidIdentifier(id) else {
+            throw CNIError(
+                CNIError.invalidEnvironment,
+                "CNI_CONTAINERID \(quoted(id)) is not a container id",
+                details: "it must start with a letter or digit, followed by letters, digits, '_', '.' or '-'"
+            )
+        }
+        environment.containerID = id
+        environment.ifname = lookup("CNI_IFNAME") ?? ""
+        guard !environment.ifname.isEmpty else { throw CNIError(CNIError.invalidEnvironment, "CNI_IFNAME is not set") }
+        environment.netns = lookup("CNI_NETNS") ?? ""
+        if command != .del && environment.netns.isEmpty {
+            throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS is not set")
+        }
+        return environment
+    }
+
+    /// The spec's rule for container ids and network names.
+    static func isValidIdentifier(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, first.isASCIIAlphanumeric else { return false }
+        return text.unicodeScalars.allSatisfy { $0.isASCIIAlphanumeric || $0 == "_" || $0 == "." || $0 == "-" }
+    }
+}
+
+extension Unicode.Scalar {
+    fileprivate var isASCIIAlphanumeric: Bool {
+        ("a"..."z").contains(self) || ("A"..."Z").contains(self) || ("0"..."9").contains(self)
+    }
+}
+
+/// One entry of `runtimeConfig.portMappings` (CONVENTIONS.md): hostIP nil for all addresses.
+public struct PortMapEntry: Sendable, Hashable, CustomStringConvertible {
+    public var hostPort: UInt16
+    public var containerPort: UInt16
+    public var proto: Proto
+    public var hostIP: IPAddress?
+
+    public init(hostPort: UInt16, containerPort: UInt16, proto: Proto, hostIP: IPAddress? = nil) {
+        self.hostPort = hostPort
+        self.containerPort = containerPort
+        self.proto = proto
+        self.hostIP = hostIP
+    }
+
+    /// `8080/tcp`, `127.0.0.1:8080/tcp`, `[::1]:8080/tcp`: the host side a user publishes.
+    public var hostSide: String { "\(hostIP.map { "\($0.bracketed):" } ?? "")\(hostPort)/\(proto)" }
+
+    public var description: String { "\(hostSide) -> \(containerPort)" }
+
+    /// The Docker `-p` spec of this mapping, for the daemon.
+    var spec: String {
+        PortSpec(
+            hostIP: hostIP,
+            hostPorts: PortRange(single: hostPort),
+            containerPorts: PortRange(single: containerPort),
+            proto: proto
+        ).description
+    }
+}
+
+/// The plugin configuration (the plugin's object of the network list, as the runtime derives it).
+public struct PluginConfig: Sendable {
+    public static let supportedVersions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+    public static let defaultControl = "/run/berth/berth.sock"
+    public static let defaultTable = "berth_cni"
+
+    public var cniVersion: String
+    public var name: String
+    public var portMappings: [PortMapEntry] = []
+    public var prevResult: JSONValue?
+    /// The berth daemon's control socket; when nobody answers there, the plugin programs nftables.
+    public var control: String = defaultControl
+    /// The shared nftables table (inet family) for calls without a daemon.
+    public var table: String = defaultTable
+    /// GC's `cni.dev/valid-attachments`: `containerID/ifname` each.
+    public var validAttachments: Set<String>?
+
+    public init(cniVersion: String, name: String) {
+        self.cniVersion = cniVersion
+        self.name = name
+    }
+
+    /// Parses the configuration. `cniVersion` is checked first, so a caller of a version berth does
+    /// not speak gets code 1 whatever else is wrong.
+    public static func parse(_ bytes: [UInt8]) throws(CNIError) -> PluginConfig {
+        let value: JSONValue
+        switch JSONValue.parse(bytes) {
+        case .success(let v): value = v
+        case .failure(let e):
+            throw CNIError(
+                CNIError.decodeFailure,
+                "the network configuration on stdin is not JSON",
+                details: e.description
+            )
+        }
+        guard case .object(let members) = value else {
+            throw CNIError(CNIError.decodeFailure, "the network configuration on stdin is not a JSON object")
+        }
+        let fields = Dictionary(members, uniquingKeysWith: { _, last in last })
+        guard case .string(let version)? = fields["cniVersion"] else {
+            throw CNIError(CNIError.invalidConfig, "cniVersion is missing from the network configuration")
+        }
+        guard supportedVersions.contains(version) else {
+            throw CNIError(
+                CNIError.incompatibleVersion,
+                "CNI version \(quoted(version)) is not supported",
+                details: "berth-cni speaks \(supportedVersions.joined(separator: ", "))"
+            )
+        }
+        var name = ""
+        if case .string(let text)? = fields["name"] { name = text }
+        guard CNIEnvironment.isValidIdentifier(name) else {
+            throw CNIError(CNIError.invalidConfig, "the network name \(quoted(name)) is not valid")
+        }
+        var config = PluginConfig(cniVersion: version, name: name)
+        if let value = fields["control"] {
+            guard case .string(let path) = value, path.hasPrefix("/") else {
+                throw CNIError(CNIError.invalidConfig, "control must be the absolute path of a berth daemon's socket")
+            }
+            config.control = path
+        }
+        if let value = fields["table"] {
+            guard case .string(let table) = value, !table.isEmpty, table.utf8.count < 64,
+                table.unicodeScalars.allSatisfy({ $0.isASCIIAlphanumeric || $0 == "_" })
+            else {
+                throw CNIError(CNIError.invalidConfig, "table must be an nftables table name (letters, digits, '_')")
+            }
+            config.table = table
+        }
+        if let previous = fields["prevResult"], previous != .null {
+            guard case .object = previous else {
+                throw CNIError(CNIError.invalidConfig, "prevResult must be an object")
+            }
+            config.prevResult = previous
+        }
+        if case .object(let runtime)? = fields["runtimeConfig"] {
+            for (key, value) in runtime where key == "portMappings" {
+                config.portMappings = try portMappings(value)
+            }
+        }
+        if let value = fields["cni.dev/valid-attachments"] {
+            config.validAttachments = try attachments(value)
+        }
+        return config
+    }
+
+    private static func portMappings(_ value: JSONValue) throws(CNIError) -> [PortMapEntry] {
+        guard case .array(let items) = value else {
+            throw CNIError(CNIError.invalidConfig, "runtimeConfig.portMappings must be a list")
+        }
+        var entries: [PortMapEntry] = []
+        for item in items {
+            guard case .object(let members) = item else {
+                throw CNIError(CNIError.invalidConfig, "each port mapping must be an object")
+            }
+            let fields = Dictionary(members, uniquingKeysWith: { _, last in last })
+            func port(_ key: String) throws(CNIError) -> UInt16 {
+                guard case .number(let n)? = fields[key], n == n.rounded(), n >= 1, n <= 65535 else {
+                    throw CNIError(
+                        CNIError.invalidConfig,
+                        "\(key) must be a port number from 1 to 65535 in \(item.serialized())"
+                    )
+                }
+                return UInt16(n)
+            }
+            var proto = Proto.tcp
+            if case .string(let text)? = fields["protocol"] {
+                switch text.lowercased() {
+                case "tcp", "": proto = .tcp
+                case "udp": proto = .udp
+                default:
+                    throw CNIError(
+                        CNIError.invalidConfig,
+                        "protocol \(quoted(text)) is not published by berth",
+                        details: "tcp and udp are"
+                    )
+                }
+            }
+            var host: IPAddress?
+            if case .string(let text)? = fields["hostIP"], !text.isEmpty {
+                guard let ip = IPAddress(text) else {
+                    throw CNIError(CNIError.invalidConfig, "hostIP \(quoted(text)) is not an IP address")
+                }
+                host = ip.unmapped
+            }
+            entries.append(
+                PortMapEntry(
+                    hostPort: try port("hostPort"),
+                    containerPort: try port("containerPort"),
+                    proto: proto,
+                    hostIP: host
+                )
+            )
+        }
+        return entries
+    }
+
+    private static func attachments(_ value: JSONValue) throws(CNIError) -> Set<String> {
+        guard case .array(let items) = value else {
+            throw CNIError(CNIError.invalidConfig, "cni.dev/valid-attachments must be a list")
+        }
+        var result: Set<String> = []
+        for item in items {
+            guard case .object(let members) = item,
+                case .string(let id)? = members.first(where: { $0.0 == "containerID" })?.1,
+                case .string(let ifname)? = members.first(where: { $0.0 == "ifname" })?.1
+            else {
+                throw CNIError(CNIError.invalidConfig, "each valid attachment needs containerID and ifname")
+            }
+            result.insert("\(id)/\(ifname)")
+        }
+        return result
+    }
+
+    /// The container's addresses on `ifname`, read from prevResult as portmap reads them: IPs
+    /// whose interface index names `ifname` inside a sandbox, or IPs with no interface index.
+    public func containerAddresses(ifname: String) -> (v4: IPAddress?, v6: IPAddress?) {
+        guard case .object(let result)? = prevResult else { return (nil, nil) }
+        var interfaces: [JSONValue] = []
+        if case .array(let list)? = result.first(where: { $0.0 == "interfaces" })?.1 { interfaces = list }
+        guard case .array(let ips)? = result.first(where: { $0.0 == "ips" })?.1 else { return (nil, nil) }
+        var v4: IPAddress?
+        var v6: IPAddress?
+        for ip in ips {
+            guard case .object(let fields) = ip,
+                case .string(let cidr)? = fields.first(where: { $0.0 == "address" })?.1,
+                let address = IPAddress(String(cidr.split(separator: "/").first ?? ""))
+            else { continue }
+            if case .number(let n)? = fields.first(where: { $0.0 == "interface" })?.1 {
+                let index = Int(n)
+                guard index >= 0, index < interfaces.count, case .object(let interface) = interfaces[index] else {
+                    continue
+                }
+                guard case .string(ifname)? = interface.first(where: { $0.0 == "name" })?.1 else { continue }
+                guard case .string(let sandbox)? = interface.first(where: { $0.0 == "sandbox" })?.1, !sandbox.isEmpty
+                else { continue }
+            }
+            let plain = address.unmapped
+            if plain.isV6 { v6 = v6 ?? plain } else { v4 = v4 ?? plain }
+        }
+        return (v4, v6)
+    }
+}
