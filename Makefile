@@ -73,7 +73,7 @@ test-tsan: deps
 # What they learn stays in .build-fuzz/corpus, a crash's input in .build-fuzz/artifacts (and the run fails).
 # BERTH_FUZZ=1 is what makes Package.swift declare the fuzzers (see there).
 FUZZ_SECONDS ?= 60
-FUZZERS = PortSpecFuzzer RunArgumentsFuzzer ProxyFlagsFuzzer ControlRequestFuzzer
+FUZZERS = PortSpecFuzzer RunArgumentsFuzzer ProxyFlagsFuzzer ControlRequestFuzzer CNIConfigFuzzer
 FUZZ_BUILD = BERTH_FUZZ=1 $(SWIFT) build --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address $(BUILD_FLAGS)
 fuzz:
 	for f in $(FUZZERS); do $(FUZZ_BUILD) --product $$f || exit 1; done

@@ -119,5 +119,10 @@ if Context.environment["BERTH_FUZZ"] == "1" {
             dependencies: ["FuzzSupport", "Control", "Publishing"],
             path: "Fuzz/ControlRequestFuzzer"
         ),
+        .executableTarget(
+            name: "CNIConfigFuzzer",
+            dependencies: ["FuzzSupport", "CNI", "Control", "Mappings"],
+            path: "Fuzz/CNIConfigFuzzer"
+        ),
     ]
 }

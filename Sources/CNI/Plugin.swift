@@ -96,8 +96,9 @@ struct Call {
     }
 
     private mutating func addLocked(_ addresses: (v4: IPAddress?, v6: IPAddress?)) throws(CNIError) {
+        let viaDaemon = daemon.answers
         // Elements of an earlier ADD of this attachment (the runtime retrying) give way.
-        let taken = try tableRules(ignoringPermission: daemon.answers).filter { $0.tag != owner }
+        let taken = try tableRules(ignoringPermission: viaDaemon).filter { $0.tag != owner }
         for entry in config.portMappings {
             if let holder = taken.first(where: { Self.clash(entry, $0.rule) }) {
                 throw CNIError(
@@ -108,7 +109,7 @@ struct Call {
                 )
             }
         }
-        if daemon.answers {
+        if viaDaemon {
             try daemon.add(config.portMappings, addresses: addresses, owner: owner)
             return
         }
@@ -249,8 +250,9 @@ struct Call {
         guard !config.portMappings.isEmpty else { return }
         let addresses = config.containerAddresses(ifname: environment.ifname)
         let targets = Set([addresses.v4, addresses.v6].compactMap { $0 })
-        let served = daemon.answers ? try daemon.ports(owner: owner) : []
-        let rules = try tableRules(ignoringPermission: daemon.answers).filter { $0.tag == owner }.map(\.rule)
+        let viaDaemon = daemon.answers
+        let served = viaDaemon ? try daemon.ports(owner: owner) : []
+        let rules = try tableRules(ignoringPermission: viaDaemon).filter { $0.tag == owner }.map(\.rule)
         var kernelOnly: [String] = []
         for entry in config.portMappings {
             let inDaemon = served.contains { port in
@@ -267,7 +269,7 @@ struct Call {
                 throw CNIError(
                     CNIError.mappingMissing,
                     "port mapping \(entry) of \(owner) is missing",
-                    details: daemon.answers
+                    details: viaDaemon
                         ? "neither the berth daemon on \(config.control) nor table inet \(config.table) serves it"
                         : "table inet \(config.table) has no element for it, and no berth daemon answers on \(config.control)"
                 )

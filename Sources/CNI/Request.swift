@@ -94,7 +94,7 @@ public struct PortMapEntry: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(hostSide) -> \(containerPort)" }
 
     /// The Docker `-p` spec of this mapping, for the daemon.
-    var spec: String {
+    package var spec: String {
         PortSpec(
             hostIP: hostIP,
             hostPorts: PortRange(single: hostPort),

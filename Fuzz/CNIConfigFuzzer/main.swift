@@ -1,0 +1,52 @@
+// berth-cni's input: fuzz bytes as the plugin configuration on stdin. Beyond no crash: a refusal
+// is a CNI error with a known code and a one-line msg and details; a configuration that parses
+// gives port mappings whose `-p` spec (what the daemon is sent) parses back to the same mapping;
+// VERSION always answers; and ADD without mappings prints prevResult back as JSON. Nothing here
+// reaches a daemon or nftables.
+
+import CNI
+import Control
+import FuzzSupport
+import Glibc
+import Mappings
+
+func checkError(_ error: CNIError, _ what: String) {
+    if ![1, 4, 5, 6, 7, 50, 100, 101, 102].contains(error.code) { fatalError("\(what): code \(error.code)") }
+    expectOneLine(error.msg, what)
+    if !error.details.isEmpty { expectOneLine(error.details, what) }
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let input = Array(bytes(data, size))
+    guard case .success(let version) = Plugin.run(CNIEnvironment(command: .version), stdin: input),
+        let text = version.stdout, case .success = JSONValue.parse(Array(text.utf8))
+    else { fatalError("VERSION did not answer JSON") }
+    let config: PluginConfig
+    do throws(CNIError) {
+        config = try PluginConfig.parse(input)
+    } catch {
+        checkError(error, "parse")
+        return 0
+    }
+    for entry in config.portMappings {
+        guard let spec = try? PortSpec(parsing: entry.spec), spec.proto == entry.proto, spec.hostIP == entry.hostIP,
+            spec.hostPorts == PortRange(single: entry.hostPort),
+            spec.containerPorts == PortRange(single: entry.containerPort)
+        else { fatalError("\(entry): spec \(entry.spec) does not parse back") }
+    }
+    _ = config.containerAddresses(ifname: "eth0")
+    if config.portMappings.isEmpty {
+        let add = CNIEnvironment(command: .add, containerID: "ctr", netns: "/x", ifname: "eth0")
+        switch Plugin.run(add, stdin: input) {
+        case .success(let output):
+            guard let out = output.stdout, case .success = JSONValue.parse(Array(out.utf8)) else {
+                fatalError("ADD printed no JSON")
+            }
+        case .failure(let error): checkError(error, "ADD")
+        }
+    }
+    return 0
+}
+
+exit(runFuzzer(testOneInput))
