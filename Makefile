@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev
 
-.PHONY: all deps lint build release test test-docker test-asan test-tsan fuzz demo bench bench-peers bench-smoke clean
+.PHONY: all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-smoke clean
 
 all: build
 
@@ -42,14 +42,21 @@ test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	$(MAKE) bench-smoke
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-docker; \
-	else echo "make: test-docker skipped: it needs root (a network namespace with its own dockerd and containerd)"; fi
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-docker && $(MAKE) test-cni; \
+	else echo "make: test-docker and test-cni skipped: they need root (network namespaces: one with its own dockerd and containerd, others for CNI plugin chains)"; fi
 
 # berth as dockerd's userland-proxy-path: Debian's dockerd 20.10 and containerd (docker.io,
 # installed if missing, services kept from starting), private to a network namespace and a
 # temporary directory, publishing ports of a local busybox image. Root only.
 test-docker: build
 	bash .ci/docker-test.sh $(CURDIR)/.build/debug/berth
+
+# berth-cni in real CNI chains (bridge + host-local + berth-cni, with a berth daemon and without),
+# run by .ci/cni-runtime.py as SPEC.md says a runtime does, next to Debian's portmap as the
+# reference (containernetworking-plugins and iptables installed if missing). Every plugin runs in
+# network namespaces of the script's own. Root only.
+test-cni: build
+	bash .ci/cni-test.sh $(CURDIR)/.build/debug/berth-cni $(CURDIR)/.build/debug/berth
 
 # The whole suite under AddressSanitizer, in a build of its own; berth, run by the end-to-end tests,
 # is the ASan build too. LeakSanitizer is off (ASAN_OPTIONS=detect_leaks=1 turns it on): the test
