@@ -46,11 +46,14 @@ struct Daemon {
             case 400, 403: code = CNIError.invalidConfig
             default: code = CNIError.ioFailure
             }
-            throw CNIError(
-                code,
-                code == CNIError.hostPortTaken ? "a host port is taken" : "the berth daemon refused the ports",
-                details: "\(Self.message(answer.body) ?? "status \(answer.status)") (daemon on \(path))"
-            )
+            let reason = Self.message(answer.body) ?? "status \(answer.status)"
+            var msg = "the berth daemon refused the ports"
+            if code == CNIError.hostPortTaken {
+                // The daemon names the address it could not bind: `80/tcp: bind 0.0.0.0:8080: ...`.
+                let taken = entries.first { reason.contains(":\($0.hostPort): ") }
+                msg = taken.map { "host port \($0.hostSide) is taken" } ?? "a host port is taken"
+            }
+            throw CNIError(code, msg, details: "\(reason) (daemon on \(path))")
         }
     }
 
