@@ -170,13 +170,7 @@ public final class NatTable {
     public func delete() throws(NetfilterError) {
         try checkAlive("delete table")
         var batch = Batch(firstSequence: socket.nextSequence)
-        batch.append(.object("delete table inet \(name)"), type: NFT_MSG_DELTABLE.rawValue, flags: 0, ack: true) {
-            header in
-            let table = nftnl_table_alloc()!
-            defer { nftnl_table_free(table) }
-            _ = nftnl_table_set_str(table, UInt16(NFTNL_TABLE_NAME.rawValue), name)
-            nftnl_table_nlmsg_build_payload(header, table)
-        }
+        Self.appendDeleteTable(into: &batch, table: name)
         batch.end()
         try socket.commit(batch, "delete table inet \(name)")
         live = false
@@ -189,6 +183,16 @@ public final class NatTable {
     }
 
     // MARK: - Messages
+
+    static func appendDeleteTable(into batch: inout Batch, table name: String) {
+        batch.append(.object("delete table inet \(name)"), type: NFT_MSG_DELTABLE.rawValue, flags: 0, ack: true) {
+            header in
+            let table = nftnl_table_alloc()!
+            defer { nftnl_table_free(table) }
+            _ = nftnl_table_set_str(table, UInt16(NFTNL_TABLE_NAME.rawValue), name)
+            nftnl_table_nlmsg_build_payload(header, table)
+        }
+    }
 
     /// The table, its chains, maps and rules; `owner` ties the table to the socket that sends this.
     static func buildLayout(into batch: inout Batch, table name: String, owner: Bool) {

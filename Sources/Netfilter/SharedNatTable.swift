@@ -129,13 +129,7 @@ public final class SharedNatTable {
     /// Deletes the whole table (for tests and for a user who wants it gone); no table is no error.
     public func delete() throws(NetfilterError) {
         var batch = Batch(firstSequence: socket.nextSequence)
-        batch.append(.object("delete table inet \(name)"), type: NFT_MSG_DELTABLE.rawValue, flags: 0, ack: true) {
-            header in
-            let table = nftnl_table_alloc()!
-            defer { nftnl_table_free(table) }
-            _ = nftnl_table_set_str(table, UInt16(NFTNL_TABLE_NAME.rawValue), name)
-            nftnl_table_nlmsg_build_payload(header, table)
-        }
+        NatTable.appendDeleteTable(into: &batch, table: name)
         batch.end()
         do {
             try socket.commit(batch, "delete table inet \(name)")
