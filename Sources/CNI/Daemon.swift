@@ -18,19 +18,30 @@ struct Daemon {
 
     var answers: Bool { ControlClient.answers(path) }
 
-    /// Publishes the mappings as one owner: those on an IPv6 host address towards the container's
-    /// IPv6 address where it has one, the rest towards its IPv4 address (the daemon relays across
-    /// families where DNAT cannot). All of them, or none: a failed second request undoes the first.
+    /// Publishes the mappings as one owner, each host address family towards the container's
+    /// address of that family where it has one (DNAT can serve those), else towards the other (the
+    /// daemon relays across families in userspace); all addresses of a dual-stack container become
+    /// `0.0.0.0` and `::`. All of them, or none: a failed second request undoes the first.
     func add(_ entries: [PortMapEntry], addresses: (v4: IPAddress?, v6: IPAddress?), owner: String) throws(CNIError) {
         var groups: [(target: IPAddress, specs: [String])] = []
-        for entry in entries {
-            let preferred = entry.hostIP?.isV6 == true ? addresses.v6 ?? addresses.v4 : addresses.v4 ?? addresses.v6
-            guard let target = preferred else { continue }
+        func append(_ entry: PortMapEntry, to target: IPAddress) {
             if let index = groups.firstIndex(where: { $0.target == target }) {
                 groups[index].specs.append(entry.spec)
             } else {
                 groups.append((target, [entry.spec]))
             }
+        }
+        for entry in entries {
+            if entry.hostIP == nil, let v4 = addresses.v4, let v6 = addresses.v6 {
+                var each = entry
+                each.hostIP = .anyV4
+                append(each, to: v4)
+                each.hostIP = .anyV6
+                append(each, to: v6)
+                continue
+            }
+            let preferred = entry.hostIP?.isV6 == true ? addresses.v6 ?? addresses.v4 : addresses.v4 ?? addresses.v6
+            if let target = preferred { append(entry, to: target) }
         }
         for group in groups {
             let body = JSONValue.object([

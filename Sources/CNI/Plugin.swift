@@ -97,8 +97,13 @@ struct Call {
 
     private mutating func addLocked(_ addresses: (v4: IPAddress?, v6: IPAddress?)) throws(CNIError) {
         let viaDaemon = daemon.answers
-        // Elements of an earlier ADD of this attachment (the runtime retrying) give way.
-        let taken = try tableRules(ignoringPermission: viaDaemon).filter { $0.tag != owner }
+        // What an earlier ADD of this attachment left (a runtime retrying) gives way, wherever it is.
+        let rules = try tableRules(ignoringPermission: viaDaemon)
+        if rules.contains(where: { $0.tag == owner }) {
+            try withTable { table throws(NetfilterError) in try table.remove { $0 == owner } }
+        }
+        if viaDaemon { try daemon.remove(owner: owner) }
+        let taken = rules.filter { $0.tag != owner }
         for entry in config.portMappings {
             if let holder = taken.first(where: { Self.clash(entry, $0.rule) }) {
                 throw CNIError(
@@ -113,12 +118,11 @@ struct Call {
             try daemon.add(config.portMappings, addresses: addresses, owner: owner)
             return
         }
-        let rules = try kernelRules(addresses)
+        let kernel = try kernelRules(addresses)
         try probeHostPorts(addresses)
         try withTable { table throws(NetfilterError) in
             try table.create()
-            try table.remove { $0 == owner }
-            try table.add(rules, tag: owner)
+            try table.add(kernel, tag: owner)
         }
         noticeLoopback()
     }
