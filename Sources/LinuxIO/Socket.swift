@@ -101,8 +101,6 @@ public enum Socket {
         try syscallNonBlocking("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
     }
 
-    /// SO_REUSEPORT: sockets of one process on one port, each with its own queue; the kernel
-    /// spreads connections (and UDP clients) over them by a hash of their addresses.
     /// Whether some socket holds `address` so that binding it would fail with EADDRINUSE: a
     /// listener (TCP; SO_REUSEADDR, so connections in TIME_WAIT do not count) or a bound UDP
     /// socket. `::` is probed as IPv6 only. Other bind errors (an address not on this host) throw.
@@ -121,6 +119,8 @@ public enum Socket {
         }
     }
 
+    /// SO_REUSEPORT: sockets of one process on one port, each with its own queue; the kernel
+    /// spreads connections (and UDP clients) over them by a hash of their addresses.
     public static func setReusePort(_ fd: Int32) throws(SyscallError) {
         try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
     }
