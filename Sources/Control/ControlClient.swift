@@ -4,9 +4,18 @@ import Glibc
 import LinuxIO
 
 public enum ControlClient {
-    private static func connect(_ socketPath: String) throws(ControlError) -> Descriptor {
+    /// How long a request may take, connect to answer: a daemon that hangs must not hang its
+    /// clients (a CNI runtime waits on berth-cni).
+    public static let timeoutSeconds = 30
+
+    private static func connect(
+        _ socketPath: String,
+        timeoutSeconds: Int = timeoutSeconds
+    ) throws(ControlError)
+        -> Descriptor
+    {
         do {
-            return try UnixSocket.connect(path: socketPath)
+            return try UnixSocket.connect(path: socketPath, timeoutSeconds: timeoutSeconds)
         } catch {
             throw ControlError("no berth daemon answers on \(socketPath) (\(SyscallError.text(error.errno)))")
         }
@@ -22,9 +31,10 @@ public enum ControlClient {
         _ method: String,
         _ path: String,
         body: JSONValue? = nil,
-        socketPath: String
+        socketPath: String,
+        timeoutSeconds: Int = timeoutSeconds
     ) throws(ControlError) -> (status: Int, body: JSONValue?) {
-        let socket = try connect(socketPath)
+        let socket = try connect(socketPath, timeoutSeconds: timeoutSeconds)
         let payload = Array((body?.serialized() ?? "").utf8)
         var head = "\(method) \(path) HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n"
         if body != nil { head += "Content-Type: application/json\r\n" }
@@ -32,24 +42,31 @@ public enum ControlClient {
         let bytes = Array(head.utf8) + payload
         var sent = 0
         while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { raw in
-                Glibc.send(socket.raw, raw.baseAddress.map { $0 + sent }, raw.count - sent, Int32(MSG_NOSIGNAL))
+            let result = bytes.withUnsafeBytes { raw in
+                Result { () throws(SyscallError) in
+                    try Socket.sendBlocking(socket.raw, from: raw.baseAddress! + sent, count: raw.count - sent)
+                }
             }
-            if n < 0 {
-                if errno == EINTR { continue }
-                // The daemon may answer and close before it reads all (a refusal): read its answer.
-                if errno == EPIPE || errno == ECONNRESET { break }
-                throw ControlError("sending to \(socketPath): \(SyscallError.text(.init(rawValue: errno)))")
+            switch result {
+            case .success(let n): sent += n
+            // The daemon may answer and close before it reads all (a refusal): read its answer.
+            case .failure(let error) where error.errno == .brokenPipe || error.errno == .connectionReset:
+                sent = bytes.count
+            case .failure(let error): throw failure("sending to", socketPath, error, timeoutSeconds)
             }
-            sent += n
         }
         let reader = HTTPReader(requests: false)
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {
-            let n = buffer.withUnsafeMutableBytes { raw in recv(socket.raw, raw.baseAddress, raw.count, 0) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ControlError("reading from \(socketPath): \(SyscallError.text(.init(rawValue: errno)))")
+            let received = buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(SyscallError) in
+                    try Socket.receiveBlocking(socket.raw, into: raw.baseAddress!, count: raw.count)
+                }
+            }
+            let n: Int
+            switch received {
+            case .success(let count): n = count
+            case .failure(let error): throw failure("reading from", socketPath, error, timeoutSeconds)
             }
             switch buffer.withUnsafeBytes({ reader.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) {
             case .needMore:
@@ -62,6 +79,20 @@ public enum ControlClient {
                 throw ControlError("the daemon's answer does not parse")
             }
         }
+    }
+
+    private static func failure(
+        _ doing: String,
+        _ socketPath: String,
+        _ error: SyscallError,
+        _ timeoutSeconds: Int
+    )
+        -> ControlError
+    {
+        if error.errno == .resourceTemporarilyUnavailable {
+            return ControlError("the berth daemon on \(socketPath) did not answer within \(timeoutSeconds) s")
+        }
+        return ControlError("\(doing) \(socketPath): \(SyscallError.text(error.errno))")
     }
 
     /// `text` for a query value: every byte but letters, digits and `-._~` as `%XX`.

@@ -101,6 +101,32 @@ public enum Socket {
         try syscallNonBlocking("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
     }
 
+    /// SO_RCVTIMEO and SO_SNDTIMEO: a blocking socket's calls give up after `seconds` with EAGAIN
+    /// (for a unix socket, connect too).
+    public static func setTimeouts(_ fd: Int32, seconds: Int) throws(SyscallError) {
+        var limit = timeval(tv_sec: seconds, tv_usec: 0)
+        let size = socklen_t(MemoryLayout<timeval>.size)
+        _ = try syscall("setsockopt") { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, size) }
+        _ = try syscall("setsockopt") { setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, size) }
+    }
+
+    /// send(2) on a blocking socket, without SIGPIPE: the bytes it took. EAGAIN is its timeout.
+    public static func sendBlocking(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> Int
+    {
+        try syscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// recv(2) on a blocking socket: the bytes read, 0 at the peer's FIN. EAGAIN is its timeout.
+    public static func receiveBlocking(
+        _ fd: Int32,
+        into buffer: UnsafeMutableRawPointer,
+        count: Int
+    ) throws(SyscallError)
+        -> Int
+    {
+        try syscall("recv") { Glibc.recv(fd, buffer, count, 0) }
+    }
+
     /// Whether some socket holds `address` so that binding it would fail with EADDRINUSE: a
     /// listener (TCP; SO_REUSEADDR, so connections in TIME_WAIT do not count) or a bound UDP
     /// socket. `::` is probed as IPv6 only. Other bind errors (an address not on this host) throw.

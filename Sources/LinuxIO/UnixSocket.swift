@@ -44,13 +44,15 @@ public enum UnixSocket {
         return socket
     }
 
-    /// Connects to `path`, blocking (a client's call), close-on-exec.
-    public static func connect(path: String) throws(SyscallError) -> Descriptor {
+    /// Connects to `path`, blocking (a client's call), close-on-exec. With `timeoutSeconds` the
+    /// connect and every later send and recv give up after that long (EAGAIN).
+    public static func connect(path: String, timeoutSeconds: Int? = nil) throws(SyscallError) -> Descriptor {
         let socket = Descriptor(
             taking: try syscall("socket") {
                 Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CBerthLinux_SOCK_CLOEXEC, 0)
             }
         )
+        if let timeoutSeconds { try Socket.setTimeouts(socket.raw, seconds: timeoutSeconds) }
         while true {
             let rc = try withAddress(path) { Glibc.connect(socket.raw, $0, $1) }
             if rc == 0 { return socket }
