@@ -158,10 +158,12 @@ while True:
     c, _ = t.accept()
     threading.Thread(target=conn, args=(c,), daemon=True).start()
 EOF
-# probe.py tcp|udp HOST PORT: prints who answered (a container's name), or refused, timeout, reset...
+# probe.py tcp|udp HOST PORT [SOURCE_PORT]: prints who answered (a container's name), or refused,
+# timeout, reset...
 cat > "$WORK/probe.py" << 'EOF'
 import socket, sys
 proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+source = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 family = socket.AF_INET6 if ":" in host else socket.AF_INET
 try:
     if proto == "tcp":
@@ -178,6 +180,8 @@ try:
     else:
         s = socket.socket(family, socket.SOCK_DGRAM)
         s.settimeout(0.7)
+        if source:
+            s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", source))
         s.connect((host, port))  # only replies from the address the datagrams went to
         for i in range(3):
             msg = b"probe-%d" % i
@@ -243,9 +247,9 @@ topology() { # tag: namespaces $P-tag-{host,client,ctrA,ctrB}, the client's veth
 		[ "$(probe "$P-$1-$ns" tcp 127.0.0.1 80)" = "$ns" ] || fail_early "the server in $P-$1-$ns does not answer: $(cat "$WORK/server-$1-$ns.log")"
 	done
 }
-probe() { in_ns "$1" "$PYTHON" "$WORK/probe.py" "$2" "$3" "$4" 2>&1; }
-answers() { # ns proto host port want: the probe says want
-	local got; got=$(probe "$1" "$2" "$3" "$4")
+probe() { in_ns "$1" "$PYTHON" "$WORK/probe.py" "$2" "$3" "$4" ${5:+"$5"} 2>&1; }
+answers() { # ns proto host port want [source port]: the probe says want
+	local got; got=$(probe "$1" "$2" "$3" "$4" "${6:-}")
 	[ "$got" = "$5" ] || { echo "$2 $3:$4 from $1: got '$got', want '$5'"; return 1; }
 }
 silent() { # ns proto host port: no container answers (refused, timeout, reset)
@@ -563,10 +567,16 @@ failed_with_error "alone: CHECK ctrA fails (error JSON) after its elements were 
 cni "$B_HOST" DEL berth.conflist "$B_A" "$CID_A"
 ok "alone: DEL ctrA of the flushed elements succeeds"
 
+# A UDP client that sent to 5353 while nothing was published there has a conntrack entry to the
+# host, NAT decided (the table's nat chains exist now): nat sees only a flow's first packet, so
+# unless ADD deletes that entry the client keeps reaching the host for as long as it sends.
+probe "$B_CLIENT" udp 198.19.0.1 5353 40053 > /dev/null
 # GC: ctrA is not among the valid attachments, ctrB is
 cni "$B_HOST" ADD berth.conflist "$B_A" "$CID_A" --port-mappings "$MAP_A"
 ok "alone: ADD ctrA again succeeds"
 check "alone: ctrA answers on 198.19.0.1:8080 again" answers "$B_CLIENT" tcp 198.19.0.1 8080 ctrA
+check "alone: a UDP client that sent to 5353 before the ADD reaches ctrA from the same port" \
+	answers "$B_CLIENT" udp 198.19.0.1 5353 ctrA 40053
 cni "$B_HOST" ADD berth.conflist "$B_B" "$CID_B" --port-mappings "$MAP_B"
 ok "alone: ADD ctrB (8081) succeeds"
 check "alone: client -> 198.19.0.1:8081 answers ctrB" answers "$B_CLIENT" tcp 198.19.0.1 8081 ctrB

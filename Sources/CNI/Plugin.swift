@@ -124,6 +124,14 @@ struct Call {
             try table.create()
             try table.add(kernel, tag: owner)
         }
+        // Flows that reached the host before the element existed would keep doing so.
+        for rule in kernel where rule.proto == .udp {
+            do {
+                _ = try Conntrack.deleteUnNATedUDPFlows(toPort: rule.hostPort, v6: rule.family == .v6)
+            } catch {
+                output.notices.append("notice: \(error)")
+            }
+        }
         noticeLoopback()
     }
 

@@ -20,15 +20,36 @@ public enum Conntrack {
     /// expire while this runs are not counted and are not an error.
     public static func deleteUDPFlows(to containerIP: IPAddress, port: UInt16) throws(NetfilterError) -> Int {
         let target = containerIP.unmapped
-        let what = "conntrack: delete udp flows to \(target.bracketed):\(port)"
-        var socket = try NetlinkSocket("conntrack")
-        socket.ensureReceiveBuffer(1 << 20)
-        let family = UInt8(target.isV6 ? AF_INET6 : AF_INET)
-        let entries = try dump(&socket, family: family, what) { entry in
+        return try deleteEntries(
+            family: UInt8(target.isV6 ? AF_INET6 : AF_INET),
+            "conntrack: delete udp flows to \(target.bracketed):\(port)"
+        ) { entry in
             entry.proto == 17
                 && ((entry.replySource == target.bytes && entry.replySourcePort == port)
                     || (entry.originalDestination == target.bytes && entry.originalDestinationPort == port))
         }
+    }
+
+    /// Deletes the conntrack entries of UDP flows to local port `port` that are not NATed: flows
+    /// that began before a DNAT element for the port existed. nat sees only a flow's first packet,
+    /// so without this a client that keeps sending (a DNS resolver, a game) would keep reaching the
+    /// host, not the container, for as long as it sends. portmap does the same on ADD.
+    public static func deleteUnNATedUDPFlows(toPort port: UInt16, v6: Bool) throws(NetfilterError) -> Int {
+        try deleteEntries(family: UInt8(v6 ? AF_INET6 : AF_INET), "conntrack: delete udp flows to port \(port)") {
+            entry in
+            entry.proto == 17 && entry.originalDestinationPort == port && entry.replySourcePort == port
+                && entry.replySource == entry.originalDestination
+        }
+    }
+
+    private static func deleteEntries(
+        family: UInt8,
+        _ what: String,
+        where matches: (Entry) -> Bool
+    ) throws(NetfilterError) -> Int {
+        var socket = try NetlinkSocket("conntrack")
+        socket.ensureReceiveBuffer(1 << 20)
+        let entries = try dump(&socket, family: family, what, where: matches)
         var deleted = 0
         var start = 0
         while start < entries.count {
