@@ -139,6 +139,25 @@ final class CNITests: XCTestCase {
         XCTAssertTrue(error?.msg.contains("chained plugin") == true, "\(String(describing: error))")
     }
 
+    func testAnOwnerTooLongForACommentIsRefusedAtAddAndNothingToDelete() {
+        let long = CNIEnvironment(
+            command: .add,
+            containerID: String(repeating: "a", count: 120),
+            netns: "/x",
+            ifname: "eth0"
+        )
+        let mappings = #","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80}]}"#
+        guard case .failure(let error) = Plugin.run(long, stdin: config(mappings)) else { return XCTFail("ADD passed") }
+        XCTAssertEqual(error.code, 7)
+        XCTAssertEqual(error.msg, "network name, container id and interface name are too long together")
+        var delete = long
+        delete.command = .del
+        guard case .success(let output) = Plugin.run(delete, stdin: config(mappings)) else {
+            return XCTFail("DEL failed")
+        }
+        XCTAssertNil(output.stdout)
+    }
+
     func testGCWithoutTheValidListRemovesNothing() {
         XCTAssertEqual(
             failure(run(.gc, config(version: "1.1.0", prev: false)))?.msg,
