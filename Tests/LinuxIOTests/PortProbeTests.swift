@@ -12,9 +12,8 @@ final class PortProbeTests: XCTestCase {
             XCTAssertTrue(try Socket.portInUse(address, udp: udp), "udp: \(udp)")
             // All addresses of the family clash with one of them, as bind says.
             XCTAssertTrue(try Socket.portInUse(SocketAddress(ip: "0.0.0.0", port: address.port)!, udp: udp))
-            // The other protocol, and IPv6 only, are free.
-            XCTAssertFalse(try Socket.portInUse(address, udp: !udp), "udp: \(udp)")
-            XCTAssertFalse(try Socket.portInUse(SocketAddress(ip: "::", port: address.port)!, udp: udp))
+            // Not asserted: that the other protocol or `::` is free on this number. Another test's TCP
+            // connection may hold it as its ephemeral port all along (the ranges are shared).
             holder.close()
             XCTAssertFalse(try Socket.portInUse(address, udp: udp), "udp: \(udp), after close")
         }
