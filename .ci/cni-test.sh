@@ -58,22 +58,8 @@ check() { # label command...: PASS when the command succeeds
 [ -f "$RUNTIME" ] || fail_early "no $RUNTIME"
 
 # --- Packages: the reference plugins (bridge, host-local, portmap), iptables for portmap ------------
-missing=""
-for p in containernetworking-plugins iptables nftables iproute2 python3; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	echo "cni-test: installing$missing"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq || fail_early "apt-get update failed"
-	made_policy=
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
-	fi
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove $missing > /dev/null
-	rc=$?
-	[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-	[ $rc = 0 ] || fail_early "apt-get install$missing failed"
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+apt_install_missing containernetworking-plugins iptables nftables iproute2 python3 || fail_early "the packages it needs could not be installed"
 for b in "$PLUGIN_DIR/bridge" "$PLUGIN_DIR/host-local" "$PLUGIN_DIR/portmap" "$PYTHON"; do
 	[ -x "$b" ] || fail_early "missing $b"
 done

@@ -36,24 +36,8 @@ check() { # label command...: PASS when the command succeeds
 [ -x "$BERTH" ] || fail_early "no berth binary at $BERTH (run make build)"
 
 # --- Packages: docker.io (dockerd, containerd, runc) and busybox-static for the image --------------
-missing=""
-for p in docker.io busybox-static; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	echo "docker-test: installing$missing"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq || fail_early "apt-get update failed"
-	# Keep the packages' services (docker, containerd) from starting on the host, and never remove
-	# a package to make room (docker-ce's containerd.io conflicts with containerd): --no-remove.
-	made_policy=
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
-	fi
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-remove $missing > /dev/null
-	rc=$?
-	[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-	[ $rc = 0 ] || fail_early "apt-get install$missing failed"
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+apt_install_missing docker.io busybox-static || fail_early "the packages it needs could not be installed"
 for b in "$DOCKERD" "$CONTAINERD" "$DOCKER" "$PYTHON" /bin/busybox; do
 	[ -x "$b" ] || fail_early "missing $b"
 done
