@@ -257,31 +257,24 @@ struct Exposition {
     }
 
     /// Label values: backslash, double quote and line feed escaped.
-    static func escapeLabel(_ value: String) -> String {
+    static func escapeLabel(_ value: String) -> String { escaped(value, quotes: true) }
+
+    /// HELP text: backslash and line feed escaped.
+    static func escapeHelp(_ value: String) -> String { escaped(value, quotes: false) }
+
+    /// The exposition format's escapes: backslash and line feed, and double quotes in label values.
+    private static func escaped(_ value: String, quotes: Bool) -> String {
         guard
             value.utf8.contains(where: {
-                $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n")
+                $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\n") || (quotes && $0 == UInt8(ascii: "\""))
             })
         else { return value }
         var out = ""
         for c in value.unicodeScalars {
             switch c {
             case "\\": out += "\\\\"
-            case "\"": out += "\\\""
             case "\n": out += "\\n"
-            default: out.unicodeScalars.append(c)
-            }
-        }
-        return out
-    }
-
-    /// HELP text: backslash and line feed escaped.
-    static func escapeHelp(_ value: String) -> String {
-        var out = ""
-        for c in value.unicodeScalars {
-            switch c {
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
+            case "\"" where quotes: out += "\\\""
             default: out.unicodeScalars.append(c)
             }
         }
