@@ -12,6 +12,13 @@ signal(SIGPIPE, SIG_IGN)
 func printOut(_ text: String) { File.writeAll(1, text + "\n") }
 func printErr(_ text: String) { File.writeAll(2, "berth-cni: \(text)\n") }
 
+/// The spec's error JSON on stdout, one line on stderr, exit 1.
+func fail(_ error: CNIError, cniVersion: String = "1.1.0") -> Never {
+    printOut(error.json(cniVersion: cniVersion).serialized())
+    printErr(error.description)
+    exit(1)
+}
+
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.contains("--help") || arguments.contains("-h") || arguments.contains("--version") {
     printOut(
@@ -28,21 +35,16 @@ if arguments.contains("--help") || arguments.contains("-h") || arguments.contain
 }
 
 let environment: CNIEnvironment
-var stdinBytes: [UInt8] = []
+let stdinBytes: [UInt8]
 do throws(CNIError) {
     environment = try CNIEnvironment.read { ThisProcess.environment($0) }
 } catch {
-    printOut(error.json(cniVersion: "1.1.0").serialized())
-    printErr(error.description)
-    exit(1)
+    fail(error)
 }
 do {
     stdinBytes = try File.readAll(0)
 } catch {
-    let failure = CNIError(CNIError.ioFailure, "cannot read the configuration on stdin", details: "\(error)")
-    printOut(failure.json(cniVersion: "1.1.0").serialized())
-    printErr(failure.description)
-    exit(1)
+    fail(CNIError(CNIError.ioFailure, "cannot read the configuration on stdin", details: "\(error)"))
 }
 
 switch Plugin.run(environment, stdin: stdinBytes) {
@@ -51,13 +53,5 @@ case .success(let output):
     if let text = output.stdout { printOut(text) }
     exit(0)
 case .failure(let error):
-    var version = "1.1.0"
-    if case .success(.object(let members)) = JSONValue.parse(stdinBytes),
-        case .string(let v)? = members.first(where: { $0.0 == "cniVersion" })?.1
-    {
-        version = v
-    }
-    printOut(error.json(cniVersion: version).serialized())
-    printErr(error.description)
-    exit(1)
+    fail(error, cniVersion: PluginConfig.askedVersion(stdinBytes))
 }

@@ -91,21 +91,21 @@ struct Daemon {
             )
         }
         var result: [Port] = []
-        for case .object(let entry) in entries {
+        for entry in entries {
             var owner: String?
-            if case .string(let text)? = entry.first(where: { $0.0 == "owner" })?.1 { owner = text }
-            guard case .string(let targetText)? = entry.first(where: { $0.0 == "target" })?.1,
+            if case .string(let text)? = entry[member: "owner"] { owner = text }
+            guard case .string(let targetText)? = entry[member: "target"],
                 let target = IPAddress(targetText),
-                case .array(let ports)? = entry.first(where: { $0.0 == "ports" })?.1
+                case .array(let ports)? = entry[member: "ports"]
             else { continue }
-            for case .object(let port) in ports {
-                guard case .string(let protoText)? = port.first(where: { $0.0 == "proto" })?.1,
+            for port in ports {
+                guard case .string(let protoText)? = port[member: "proto"],
                     let proto = Proto(rawValue: protoText),
-                    case .number(let hostPort)? = port.first(where: { $0.0 == "hostPort" })?.1,
-                    case .number(let containerPort)? = port.first(where: { $0.0 == "containerPort" })?.1
+                    case .number(let hostPort)? = port[member: "hostPort"],
+                    case .number(let containerPort)? = port[member: "containerPort"]
                 else { continue }
                 var host: IPAddress?
-                if case .string(let text)? = port.first(where: { $0.0 == "hostIP" })?.1 {
+                if case .string(let text)? = port[member: "hostIP"] {
                     host = IPAddress(text)?.unmapped
                 }
                 result.append(
@@ -142,9 +142,7 @@ struct Daemon {
     }
 
     private static func message(_ body: JSONValue?) -> String? {
-        guard case .object(let members)? = body,
-            case .string(let text)? = members.first(where: { $0.0 == "message" })?.1
-        else { return nil }
+        guard case .string(let text)? = body?[member: "message"] else { return nil }
         return text
     }
 }

@@ -44,12 +44,7 @@ public enum Plugin {
     }
 
     private static func version(_ stdin: [UInt8]) -> PluginOutput {
-        var asked = "1.1.0"
-        if case .success(.object(let members)) = JSONValue.parse(stdin),
-            case .string(let v)? = members.first(where: { $0.0 == "cniVersion" })?.1
-        {
-            asked = v
-        }
+        let asked = PluginConfig.askedVersion(stdin)
         let versions = JSONValue.array(PluginConfig.supportedVersions.map { .string($0) })
         return PluginOutput(
             stdout: JSONValue.object([("cniVersion", .string(asked)), ("supportedVersions", versions)]).serialized()
@@ -97,10 +92,11 @@ struct Call {
 
     private mutating func addLocked(_ addresses: (v4: IPAddress?, v6: IPAddress?)) throws(CNIError) {
         let viaDaemon = daemon.answers
+        let table = try openTable()
         // What an earlier ADD of this attachment left (a runtime retrying) gives way, wherever it is.
-        let rules = try tableRules(ignoringPermission: viaDaemon)
+        let rules = try read(table, ignoringPermission: viaDaemon)
         if rules.contains(where: { $0.tag == owner }) {
-            try withTable { table throws(NetfilterError) in try table.remove { $0 == owner } }
+            try change { () throws(NetfilterError) in try table.remove { $0 == owner } }
         }
         if viaDaemon { try daemon.remove(owner: owner) }
         let taken = rules.filter { $0.tag != owner }
@@ -120,7 +116,7 @@ struct Call {
         }
         let kernel = try kernelRules(addresses)
         try probeHostPorts(addresses)
-        try withTable { table throws(NetfilterError) in
+        try change { () throws(NetfilterError) in
             try table.create()
             try table.add(kernel, tag: owner)
         }
@@ -132,7 +128,9 @@ struct Call {
                 output.notices.append("notice: \(error)")
             }
         }
-        noticeLoopback()
+        if let notice = Self.loopbackNotice(config.portMappings) {
+            output.notices.append("notice: no berth daemon answers on \(config.control): " + notice)
+        }
     }
 
     /// The DNAT rules for the mappings, or why one needs a daemon.
@@ -199,12 +197,12 @@ struct Call {
         }
     }
 
-    private mutating func noticeLoopback() {
-        let wildcards = config.portMappings.filter { $0.hostIP == nil }.map(\.hostSide)
-        guard !wildcards.isEmpty else { return }
-        output.notices.append(
-            "notice: no berth daemon answers on \(config.control): \(wildcards.joined(separator: ", ")) served by nftables DNAT only; connections to the host's loopback are not forwarded"
-        )
+    /// What ADD and CHECK say of mappings on all addresses that only nftables serves; nil for none.
+    private static func loopbackNotice(_ served: [PortMapEntry]) -> String? {
+        let wildcards = served.filter { $0.hostIP == nil }.map(\.hostSide)
+        guard !wildcards.isEmpty else { return nil }
+        return
+            "\(wildcards.joined(separator: ", ")) served by nftables DNAT only; connections to the host's loopback are not forwarded"
     }
 
     /// Two host sides that would catch the same packets, or could not both be bound.
@@ -222,25 +220,29 @@ struct Call {
     mutating func delete() throws(CNIError) {
         // An owner too long for a comment was refused at ADD: nothing of it exists.
         guard owner.utf8.count <= 127 else { return }
-        if daemon.answers { try daemon.remove(owner: owner) }
-        try underLock { call throws(CNIError) in try call.deleteLocked() }
+        let viaDaemon = daemon.answers
+        if viaDaemon { try daemon.remove(owner: owner) }
+        let owner = self.owner
+        try removeFromTable("the port mappings of \(owner)", ignoringPermission: viaDaemon) { $0 == owner }
     }
 
-    private mutating func deleteLocked() throws(CNIError) {
-        var removed: [TaggedRule] = []
-        do {
-            let table = try SharedNatTable(name: config.table)
-            removed = try table.remove { $0 == owner }
-        } catch  where error.errno == EPERM && daemon.answers {
-            // Without CAP_NET_ADMIN this call could not have added elements either.
-        } catch {
-            throw CNIError(
-                CNIError.ioFailure,
-                "cannot remove the port mappings of \(owner)",
-                details: error.description
-            )
+    /// Removes, under the lock, the table's elements whose tag `matches` accepts, and ends their
+    /// UDP flows. With `ignoringPermission`, no CAP_NET_ADMIN means nothing to remove: a call
+    /// without it cannot have added any.
+    private mutating func removeFromTable(
+        _ what: String,
+        ignoringPermission: Bool,
+        where matches: (String) -> Bool
+    ) throws(CNIError) {
+        let table = try openTable()
+        try underLock { call throws(CNIError) in
+            do throws(NetfilterError) {
+                call.forgetUDPFlows(try table.remove(where: matches))
+            } catch  where error.errno == EPERM && ignoringPermission {
+            } catch {
+                throw CNIError(CNIError.ioFailure, "cannot remove \(what)", details: error.description)
+            }
         }
-        forgetUDPFlows(removed)
     }
 
     /// UDP flows in conntrack keep going to a removed target until they expire: end them.
@@ -265,8 +267,8 @@ struct Call {
         let targets = Set([addresses.v4, addresses.v6].compactMap { $0 })
         let viaDaemon = daemon.answers
         let served = viaDaemon ? try daemon.ports(owner: owner) : []
-        let rules = try tableRules(ignoringPermission: viaDaemon).filter { $0.tag == owner }.map(\.rule)
-        var kernelOnly: [String] = []
+        let rules = try read(try openTable(), ignoringPermission: viaDaemon).filter { $0.tag == owner }.map(\.rule)
+        var kernelOnly: [PortMapEntry] = []
         for entry in config.portMappings {
             let inDaemon = served.contains { port in
                 port.proto == entry.proto && port.hostPort == entry.hostPort
@@ -287,13 +289,9 @@ struct Call {
                         : "table inet \(config.table) has no element for it, and no berth daemon answers on \(config.control)"
                 )
             }
-            if !inDaemon && entry.hostIP == nil { kernelOnly.append(entry.hostSide) }
+            if !inDaemon { kernelOnly.append(entry) }
         }
-        if !kernelOnly.isEmpty {
-            output.notices.append(
-                "notice: \(kernelOnly.joined(separator: ", ")) served by nftables DNAT only; connections to the host's loopback are not forwarded"
-            )
-        }
+        if let notice = Self.loopbackNotice(kernelOnly) { output.notices.append("notice: " + notice) }
     }
 
     // MARK: GC
@@ -307,7 +305,8 @@ struct Call {
             tag.hasPrefix(prefix) && !valid.contains(String(tag.dropFirst(prefix.count)))
         }
         var failures: [String] = []
-        if daemon.answers {
+        let viaDaemon = daemon.answers
+        if viaDaemon {
             do {
                 for owner in Set(try daemon.ports(owner: nil).compactMap(\.owner)) where stale(owner) {
                     try daemon.remove(owner: owner)
@@ -317,15 +316,7 @@ struct Call {
             }
         }
         do throws(CNIError) {
-            try underLock { call throws(CNIError) in
-                do throws(NetfilterError) {
-                    let table = try SharedNatTable(name: call.config.table)
-                    call.forgetUDPFlows(try table.remove(where: stale))
-                } catch  where error.errno == EPERM && call.daemon.answers {
-                } catch {
-                    throw CNIError(CNIError.ioFailure, "cannot remove stale elements", details: error.description)
-                }
-            }
+            try removeFromTable("stale elements", ignoringPermission: viaDaemon, where: stale)
         } catch {
             failures.append(error.description)
         }
@@ -387,9 +378,19 @@ struct Call {
         lock.close()
     }
 
-    private func withTable(_ body: (SharedNatTable) throws(NetfilterError) -> Void) throws(CNIError) {
+    /// The shared table's netlink socket, one for the whole call.
+    private func openTable() throws(CNIError) -> SharedNatTable {
         do {
-            try body(try SharedNatTable(name: config.table))
+            return try SharedNatTable(name: config.table)
+        } catch {
+            throw CNIError(CNIError.ioFailure, "cannot program nftables", details: error.description)
+        }
+    }
+
+    /// A change to the table: a key the kernel holds already is a host port taken.
+    private func change(_ body: () throws(NetfilterError) -> Void) throws(CNIError) {
+        do {
+            try body()
         } catch  where error.errno == EEXIST {
             throw CNIError(CNIError.hostPortTaken, "a host port is taken", details: error.description)
         } catch {
@@ -397,11 +398,11 @@ struct Call {
         }
     }
 
-    /// The shared table's rules; none where there is no table. Without CAP_NET_ADMIN, and with
+    /// The table's rules; none where there is no table. Without CAP_NET_ADMIN, and with
     /// `ignoringPermission`, none either: a call without it cannot have added any.
-    private func tableRules(ignoringPermission: Bool) throws(CNIError) -> [TaggedRule] {
+    private func read(_ table: SharedNatTable, ignoringPermission: Bool) throws(CNIError) -> [TaggedRule] {
         do {
-            return try SharedNatTable(name: config.table).rules()
+            return try table.rules()
         } catch  where error.errno == EPERM && ignoringPermission {
             return []
         } catch {

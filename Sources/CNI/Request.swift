@@ -121,6 +121,15 @@ public struct PluginConfig: Sendable {
     /// GC's `cni.dev/valid-attachments`: `containerID/ifname` each.
     public var validAttachments: Set<String>?
 
+    /// The `cniVersion` a call's stdin asks for, "1.1.0" where it says none: what VERSION answers
+    /// with, and the version an error is written in.
+    public static func askedVersion(_ stdin: [UInt8]) -> String {
+        guard case .success(let value) = JSONValue.parse(stdin),
+            case .string(let version)? = value[member: "cniVersion"]
+        else { return "1.1.0" }
+        return version
+    }
+
     public init(cniVersion: String, name: String) {
         self.cniVersion = cniVersion
         self.name = name
@@ -139,11 +148,10 @@ public struct PluginConfig: Sendable {
                 details: e.description
             )
         }
-        guard case .object(let members) = value else {
+        guard case .object = value else {
             throw CNIError(CNIError.decodeFailure, "the network configuration on stdin is not a JSON object")
         }
-        let fields = Dictionary(members, uniquingKeysWith: { _, last in last })
-        guard case .string(let version)? = fields["cniVersion"] else {
+        guard case .string(let version)? = value[member: "cniVersion"] else {
             throw CNIError(CNIError.invalidConfig, "cniVersion is missing from the network configuration")
         }
         guard supportedVersions.contains(version) else {
@@ -154,38 +162,36 @@ public struct PluginConfig: Sendable {
             )
         }
         var name = ""
-        if case .string(let text)? = fields["name"] { name = text }
+        if case .string(let text)? = value[member: "name"] { name = text }
         guard CNIEnvironment.isValidIdentifier(name) else {
             throw CNIError(CNIError.invalidConfig, "the network name \(quoted(name)) is not valid")
         }
         var config = PluginConfig(cniVersion: version, name: name)
-        if let value = fields["control"] {
-            guard case .string(let path) = value, path.hasPrefix("/") else {
+        if let control = value[member: "control"] {
+            guard case .string(let path) = control, path.hasPrefix("/") else {
                 throw CNIError(CNIError.invalidConfig, "control must be the absolute path of a berth daemon's socket")
             }
             config.control = path
         }
-        if let value = fields["table"] {
-            guard case .string(let table) = value, !table.isEmpty, table.utf8.count < 64,
+        if let named = value[member: "table"] {
+            guard case .string(let table) = named, !table.isEmpty, table.utf8.count < 64,
                 table.unicodeScalars.allSatisfy({ $0.isASCIIAlphanumeric || $0 == "_" })
             else {
                 throw CNIError(CNIError.invalidConfig, "table must be an nftables table name (letters, digits, '_')")
             }
             config.table = table
         }
-        if let previous = fields["prevResult"], previous != .null {
+        if let previous = value[member: "prevResult"], previous != .null {
             guard case .object = previous else {
                 throw CNIError(CNIError.invalidConfig, "prevResult must be an object")
             }
             config.prevResult = previous
         }
-        if case .object(let runtime)? = fields["runtimeConfig"] {
-            for (key, value) in runtime where key == "portMappings" {
-                config.portMappings = try portMappings(value)
-            }
+        if let mappings = value[member: "runtimeConfig"]?[member: "portMappings"] {
+            config.portMappings = try portMappings(mappings)
         }
-        if let value = fields["cni.dev/valid-attachments"] {
-            config.validAttachments = try attachments(value)
+        if let valid = value[member: "cni.dev/valid-attachments"] {
+            config.validAttachments = try attachments(valid)
         }
         return config
     }
@@ -196,12 +202,11 @@ public struct PluginConfig: Sendable {
         }
         var entries: [PortMapEntry] = []
         for item in items {
-            guard case .object(let members) = item else {
+            guard case .object = item else {
                 throw CNIError(CNIError.invalidConfig, "each port mapping must be an object")
             }
-            let fields = Dictionary(members, uniquingKeysWith: { _, last in last })
             func port(_ key: String) throws(CNIError) -> UInt16 {
-                guard case .number(let n)? = fields[key], n == n.rounded(), n >= 1, n <= 65535 else {
+                guard case .number(let n)? = item[member: key], n == n.rounded(), n >= 1, n <= 65535 else {
                     throw CNIError(
                         CNIError.invalidConfig,
                         "\(key) must be a port number from 1 to 65535 in \(item.serialized())"
@@ -210,7 +215,7 @@ public struct PluginConfig: Sendable {
                 return UInt16(n)
             }
             var proto = Proto.tcp
-            if case .string(let text)? = fields["protocol"] {
+            if case .string(let text)? = item[member: "protocol"] {
                 switch text.lowercased() {
                 case "tcp", "": proto = .tcp
                 case "udp": proto = .udp
@@ -223,7 +228,7 @@ public struct PluginConfig: Sendable {
                 }
             }
             var host: IPAddress?
-            if case .string(let text)? = fields["hostIP"], !text.isEmpty {
+            if case .string(let text)? = item[member: "hostIP"], !text.isEmpty {
                 guard let ip = IPAddress(text) else {
                     throw CNIError(CNIError.invalidConfig, "hostIP \(quoted(text)) is not an IP address")
                 }
@@ -247,9 +252,8 @@ public struct PluginConfig: Sendable {
         }
         var result: Set<String> = []
         for item in items {
-            guard case .object(let members) = item,
-                case .string(let id)? = members.first(where: { $0.0 == "containerID" })?.1,
-                case .string(let ifname)? = members.first(where: { $0.0 == "ifname" })?.1
+            guard case .string(let id)? = item[member: "containerID"],
+                case .string(let ifname)? = item[member: "ifname"]
             else {
                 throw CNIError(CNIError.invalidConfig, "each valid attachment needs containerID and ifname")
             }
@@ -261,25 +265,21 @@ public struct PluginConfig: Sendable {
     /// The container's addresses on `ifname`, read from prevResult as portmap reads them: IPs
     /// whose interface index names `ifname` inside a sandbox, or IPs with no interface index.
     public func containerAddresses(ifname: String) -> (v4: IPAddress?, v6: IPAddress?) {
-        guard case .object(let result)? = prevResult else { return (nil, nil) }
         var interfaces: [JSONValue] = []
-        if case .array(let list)? = result.first(where: { $0.0 == "interfaces" })?.1 { interfaces = list }
-        guard case .array(let ips)? = result.first(where: { $0.0 == "ips" })?.1 else { return (nil, nil) }
+        if case .array(let list)? = prevResult?[member: "interfaces"] { interfaces = list }
+        guard case .array(let ips)? = prevResult?[member: "ips"] else { return (nil, nil) }
         var v4: IPAddress?
         var v6: IPAddress?
         for ip in ips {
-            guard case .object(let fields) = ip,
-                case .string(let cidr)? = fields.first(where: { $0.0 == "address" })?.1,
+            guard case .string(let cidr)? = ip[member: "address"],
                 let address = IPAddress(String(cidr.split(separator: "/").first ?? ""))
             else { continue }
-            if case .number(let n)? = fields.first(where: { $0.0 == "interface" })?.1 {
+            if case .number(let n)? = ip[member: "interface"] {
                 let index = Int(n)
-                guard index >= 0, index < interfaces.count, case .object(let interface) = interfaces[index] else {
-                    continue
-                }
-                guard case .string(ifname)? = interface.first(where: { $0.0 == "name" })?.1 else { continue }
-                guard case .string(let sandbox)? = interface.first(where: { $0.0 == "sandbox" })?.1, !sandbox.isEmpty
-                else { continue }
+                guard index >= 0, index < interfaces.count else { continue }
+                let interface = interfaces[index]
+                guard case .string(ifname)? = interface[member: "name"] else { continue }
+                guard case .string(let sandbox)? = interface[member: "sandbox"], !sandbox.isEmpty else { continue }
             }
             let plain = address.unmapped
             if plain.isV6 { v6 = v6 ?? plain } else { v4 = v4 ?? plain }

@@ -124,6 +124,12 @@ public indirect enum JSONValue: Sendable, Equatable {
 
     // MARK: reading fields
 
+    /// The member `name` of an object (parse refuses a name twice); nil for anything else.
+    public subscript(member name: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.first { $0.0 == name }?.1
+    }
+
     /// The members of an object that has only the `allowed` fields; the error names the first other one.
     public func fields(allowed: [String]) -> Result<[String: JSONValue], JSONError> {
         guard case .object(let members) = self else { return .failure(JSONError("the body must be a JSON object")) }
