@@ -1,16 +1,9 @@
 import Glibc
 import SystemPackage
 
-/// What the process holds of the kernel's resources, for metrics: the open files limit and
-/// the descriptors open now.
+/// What the process holds of the kernel's resources, for metrics: the descriptors open now (the
+/// limit on them is `Limits.openFiles()`).
 public enum Resources {
-    /// RLIMIT_NOFILE: soft (what applies) and hard (how far the soft one may be raised).
-    public static func openFileLimit() throws(SyscallError) -> (soft: UInt64, hard: UInt64) {
-        var limit = rlimit()
-        _ = try syscall("getrlimit") { getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) }
-        return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
-    }
-
     /// Descriptors open in this process now: the entries of /proc/self/fd, less the one that
     /// reads them.
     public static func openDescriptorCount() throws(SyscallError) -> Int {

@@ -559,7 +559,7 @@ public final class Publisher {
             )
         }
         result.openDescriptors = try? Resources.openDescriptorCount()
-        result.descriptorLimit = (try? Resources.openFileLimit())?.soft
+        result.descriptorLimit = (try? Limits.openFiles())?.soft
         if natTable != nil {
             var ownerOfRule: [DNATRule: String] = [:]
             for (id, rules) in rulesByID {
