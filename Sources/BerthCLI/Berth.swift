@@ -1,4 +1,5 @@
 import Glibc
+import LinuxIO
 import Mappings
 
 /// berth's own command line: `run`, help and version. docker-proxy's flags never get here (main.swift).
@@ -94,11 +95,9 @@ func complain(_ message: String) {
 
 /// stdout may be a pipe read by a script: every reported line goes out at once.
 func say(_ line: String, newline: Bool = true) {
-    var text = newline ? line + "\n" : line
-    text.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+    File.writeAll(1, newline ? line + "\n" : line)
 }
 
 func writeStderr(_ text: String) {
-    var text = text
-    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    File.writeAll(2, text)
 }
