@@ -57,7 +57,7 @@ struct StatusPipe: ~Copyable {
     /// Takes fd 3 when it is an inherited pipe (close-on-exec from now on); nil when run by hand.
     init?(_ inherited: InheritedDescriptors) {
         guard inherited.hasStatusPipe else { return nil }
-        _ = fcntl(InheritedDescriptors.statusFD, F_SETFD, FD_CLOEXEC)
+        try? File.setCloseOnExec(InheritedDescriptors.statusFD)
         descriptor = Descriptor(taking: InheritedDescriptors.statusFD)
     }
 
