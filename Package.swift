@@ -42,6 +42,7 @@ let package = Package(
             dependencies: [
                 "Relay", "Netfilter", "Mappings", "LinuxIO",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         // Log lines to a file (reopened on SIGHUP) or to syslog, for the docker-proxy mode whose stderr is /dev/null.

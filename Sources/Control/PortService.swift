@@ -328,8 +328,8 @@ public final class PortService {
     /// permission matter, nftables refusing berth's change the server's problem.
     static func status(of error: PublishError) -> Int {
         if error.isKernelPathFailure { return 500 }
-        if error.description.contains("address already in use") { return 409 }
-        if error.description.contains("permission denied") { return 403 }
+        if error.bindErrno == .addressInUse { return 409 }
+        if error.bindErrno == .permissionDenied { return 403 }
         return 400
     }
 

@@ -9,15 +9,19 @@ import Mappings
 import Netfilter
 import Relay
 import Synchronization
+import SystemPackage
 
 /// Something went wrong while publishing; the text is the one line a user sees.
 public struct PublishError: Error, CustomStringConvertible, Sendable {
     public let description: String
     /// The kernel refused berth's nftables table: the userspace relay alone could still serve.
     public let isKernelPathFailure: Bool
-    public init(_ description: String, isKernelPathFailure: Bool = false) {
+    /// Why binding a host port failed (EADDRINUSE, EACCES), for callers that answer by kind.
+    public let bindErrno: Errno?
+    public init(_ description: String, isKernelPathFailure: Bool = false, bindErrno: Errno? = nil) {
         self.description = description
         self.isKernelPathFailure = isKernelPathFailure
+        self.bindErrno = bindErrno
     }
 }
 
@@ -365,7 +369,7 @@ public final class Publisher {
         if error.errno == .permissionDenied {
             text += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
         }
-        return PublishError(text)
+        return PublishError(text, bindErrno: error.errno)
     }
 
     // MARK: running

@@ -1,11 +1,12 @@
 // The control API's answers, request by request, against a real Publisher on loopback.
 
-import Control
 import Glibc
 import LinuxIO
 import Publishing
 import TestSupport
 import XCTest
+
+@testable import Control
 
 final class PortServiceTests: XCTestCase {
     private var publisher: Publisher!
@@ -161,5 +162,19 @@ final class PortServiceTests: XCTestCase {
         let (status, body) = call("DELETE", "/vh/p\u{0C}rts")
         XCTAssertEqual(status, 404)
         XCTAssertEqual(body, #"{"message":"no such endpoint: DELETE \"/vh/p\\u{c}rts\""}"#)
+    }
+
+    /// The status of a failed add comes from why the bind failed, not from the words of the message.
+    func testAFailedAddsStatusFollowsItsErrno() {
+        XCTAssertEqual(
+            PortService.status(of: PublishError("80/tcp: bind 0.0.0.0:80: in use", bindErrno: .addressInUse)),
+            409
+        )
+        XCTAssertEqual(
+            PortService.status(of: PublishError("80/tcp: bind 0.0.0.0:80: denied", bindErrno: .permissionDenied)),
+            403
+        )
+        XCTAssertEqual(PortService.status(of: PublishError("a message saying address already in use")), 400)
+        XCTAssertEqual(PortService.status(of: PublishError("nftables: add", isKernelPathFailure: true)), 500)
     }
 }
