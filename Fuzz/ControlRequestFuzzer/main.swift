@@ -7,13 +7,16 @@
 import Control
 import FuzzSupport
 import Glibc
+import Mappings
 import Publishing
 
 nonisolated(unsafe) let service: PortService = {
     var options = PublishOptions()
     options.mode = .userspace
     options.threads = 1
-    return PortService(publisher: Publisher(options: options), drain: .zero)
+    var policy = PortService.Policy()
+    policy.targets = TargetPolicy(allowed: [AddressRange("127.0.0.0/8")!])
+    return PortService(publisher: Publisher(options: options), drain: .zero, policy: policy)
 }()
 
 func check(_ response: HTTPResponse, _ what: @autoclosure () -> String) {

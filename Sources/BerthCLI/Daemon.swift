@@ -46,24 +46,20 @@ enum Daemon {
                 notice: complain
             )
             for port in publisher.ports { say(port.line) }
-            let service = PortService(publisher: publisher, drain: .milliseconds(Int(arguments.drainTimeout * 1000)))
-            let metrics = arguments.metricsAddress.map { SocketAddress(ip: $0.bytes, port: arguments.metricsPort) }
+            let service = PortService(
+                publisher: publisher,
+                drain: .milliseconds(Int(arguments.drainTimeout * 1000)),
+                policy: PortService.Policy(arguments)
+            )
             let server = try ControlServer(
                 path: arguments.control,
-                group: group,
                 service: service,
                 logger: logger,
-                metrics: metrics
+                options: ControlServer.Options(arguments, group: group)
             )
             say("control \(arguments.control)")
-            let handover = Handover(server)
-            let thread = try LoopThread(name: "berth-control") {
-                do { try handover.value.run() } catch { logger.critical("\(error)") }
-            }
-            defer {
-                server.stop()
-                thread.join()
-            }
+            try server.start()
+            defer { server.stop() }
             try publisher.run(onHangup: logSettings.wantsHangup ? { outputs.reopen(logger) } : nil)
             publisher.close()
         } catch {

@@ -1,15 +1,32 @@
-// The daemon's control socket: a unix stream socket served by an event loop of its own, on its
-// own thread, so that a slow or stuck client never touches forwarding. Each client sends one
-// request and gets one answer; its buffers are bounded (HTTPReader's limits) and it has
-// `clientTimeout` for the whole exchange.
+// The daemon's control socket: a unix stream socket served by an event loop of its own, on a
+// thread the server owns (`start`, `stop`), so that a slow or stuck client never touches
+// forwarding. Each client sends one request and gets one answer; its buffers are bounded
+// (HTTPReader's limits) and it has `clientTimeout` for the whole exchange.
 //
-// Who may talk to it: the socket file is mode 0660 (group `--control-group` if given), and
+// Who may talk to it: the socket file is made mode 0660 (group `--control-group` if given), and
 // each peer is checked again with SO_PEERCRED: root, berth's own user, or a member of the
-// control group. Anyone else gets 403.
+// control group. Anyone else gets 403. Whoever passes may make the daemon listen on host ports
+// and connect to any target its policy allows: access to the socket is access to what the
+// daemon's capabilities reach.
+//
+// What a careless or hostile client cannot do:
+// - Stall the API with a scrape: `GET /metrics` is rendered on a thread of its own, at most once
+//   per `metricsInterval`, and concurrent scrapers share that one rendering (and its bytes).
+// - Hold every descriptor: each listener serves at most `maxClients` connections at once; the
+//   rest wait in its backlog, and the listener is watched again when one ends.
+// - Spin the thread at EMFILE: the listener is level-triggered, so an accept that fails for want
+//   of descriptors stops watching it for `descriptorPause` (one log line an episode, with a count
+//   at its end). One descriptor is kept in reserve for the control socket: at EMFILE it is given
+//   up to accept one client, so an operator can still list and remove ports while the relay's
+//   clients hold all the others.
+// - Make the daemon delete or chown what is not its own: only a socket file that nobody answers
+//   on is replaced, modes are set at bind time and groups without following links, and a
+//   directory that others may write is refused (see `prepare`).
 
 import Glibc
 import LinuxIO
 import Logging
+import Mappings
 
 public struct ControlError: Error, Sendable, CustomStringConvertible {
     public let description: String
@@ -17,58 +34,101 @@ public struct ControlError: Error, Sendable, CustomStringConvertible {
 }
 
 public final class ControlServer {
+    public struct Options: Sendable {
+        /// Members may use the control socket too (besides root and the daemon's own user).
+        public var group: gid_t?
+        /// Also a TCP listener here that answers `GET /metrics` to anyone who can reach it
+        /// (choose its address accordingly: 127.0.0.1, or a management network).
+        public var metrics: SocketAddress?
+        /// For one client's whole exchange.
+        public var clientTimeout: Duration = .seconds(10)
+        /// Connections each listener serves at once.
+        public var maxClients = 64
+        /// `/metrics` is rendered at most this often; scrapers in between share a rendering.
+        public var metricsInterval: Duration = .seconds(1)
+        /// How long a listener stops accepting after EMFILE or ENFILE.
+        public var descriptorPause: Duration = .milliseconds(250)
+        public init() {}
+    }
+
     public let path: String
     private let loop: EventLoop
     private let listener: ControlListener
-
     private var metricsListener: ControlListener?
+    private let metrics: MetricsCache
+    private let renderer: MetricsRenderer
+    private var thread: LoopThread?
+    private let logger: Logger
 
-    /// Makes the socket at `path` (its directory too, 0755, if missing). A socket file left by
-    /// a daemon that is gone is replaced; one that answers is another daemon's: an error.
-    /// With `metrics`, also a TCP listener there that answers `GET /metrics` to anyone who can
-    /// reach it (choose its address accordingly: 127.0.0.1, or a management network).
-    public init(
+    /// Makes the socket at `path` (see `prepare`) and the listeners; serves from `start()`.
+    /// `render` makes `/metrics`'s body; it runs on the metrics thread (PortService's by default).
+    public convenience init(
         path: String,
-        group: gid_t?,
         service: PortService,
         logger: Logger,
-        metrics: SocketAddress? = nil,
-        clientTimeout: Duration = .seconds(10)
+        options: Options = Options()
+    ) throws(ControlError) {
+        let handover = Handover(service)
+        try self.init(path: path, service: service, logger: logger, options: options) {
+            handover.value.metricsText()
+        }
+    }
+
+    public init(
+        path: String,
+        service: PortService,
+        logger: Logger,
+        options: Options,
+        render: @escaping @Sendable () -> [UInt8]
     ) throws(ControlError) {
         self.path = path
-        if let slash = path.lastIndex(of: "/"), slash != path.startIndex {
-            do { try FileSystem.makeDirectory(String(path[..<slash]), mode: 0o755) } catch {
-                throw ControlError("\(error)")
-            }
-        }
-        if FileSystem.exists(path) {
-            if (try? UnixSocket.connect(path: path)) != nil {
-                throw ControlError("another berth daemon answers on \(path)")
-            }
-            do { try FileSystem.remove(path) } catch { throw ControlError("\(error)") }
-        }
-        let socket = try Self.listen(path, group: group)
+        self.logger = logger
+        let socket = try Self.prepare(path, group: options.group)
         do { loop = try EventLoop() } catch { throw ControlError("control socket \(path): \(error)") }
-        let policy = PeerPolicy(uid: geteuid(), group: group)
+        metrics = MetricsCache(interval: options.metricsInterval)
+        do {
+            renderer = try MetricsRenderer(render: render, loop: loop, cache: metrics)
+        } catch {
+            throw ControlError("control socket \(path): \(error)")
+        }
+        let shared = ControlListener.Shared(
+            service: service,
+            metrics: metrics,
+            renderer: renderer,
+            logger: logger,
+            timeout: options.clientTimeout,
+            maxClients: options.maxClients,
+            descriptorPause: options.descriptorPause
+        )
         listener = ControlListener(
             socket: socket,
-            policy: policy,
-            service: service,
-            logger: logger,
-            timeout: clientTimeout
+            name: "control socket \(path)",
+            policy: PeerPolicy(uid: geteuid(), group: options.group),
+            shared: shared,
+            keepsReserve: true
         )
-        do { try listener.start(on: loop) } catch { throw ControlError("control socket \(path): \(error)") }
-        if let metrics {
-            let socket = try Self.listenTCP(metrics)
+        do { try listener.start(on: loop) } catch {
+            renderer.stop()
+            throw ControlError("control socket \(path): \(error)")
+        }
+        if let address = options.metrics {
+            let socket: Descriptor
+            do { socket = try Self.listenTCP(address) } catch {
+                renderer.stop()
+                throw error
+            }
             let open = ControlListener(
                 socket: socket,
+                name: "--metrics \(address)",
                 policy: nil,
-                service: service,
-                logger: logger,
-                timeout: clientTimeout,
+                shared: shared,
+                keepsReserve: false,
                 metricsOnly: true
             )
-            do { try open.start(on: loop) } catch { throw ControlError("--metrics \(metrics): \(error)") }
+            do { try open.start(on: loop) } catch {
+                renderer.stop()
+                throw ControlError("--metrics \(address): \(error)")
+            }
             metricsListener = open
         }
     }
@@ -85,28 +145,80 @@ public final class ControlServer {
         }
     }
 
-    private static func listen(_ path: String, group: gid_t?) throws(ControlError) -> Descriptor {
+    /// The socket file at `path`, bound and listening. Its directory is made if missing (mode
+    /// 0755, or 0750 and owned by `group`, whatever the umask); an existing one that others may
+    /// write is refused (anyone could swap the socket for a link). Something already at `path`:
+    /// a socket that nobody answers on within 1 s is a dead daemon's and is replaced; one that
+    /// answers, one whose queue stays full, and anything but a socket are refused, untouched.
+    static func prepare(_ path: String, group: gid_t?) throws(ControlError) -> Descriptor {
+        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         do {
-            let socket = try UnixSocket.listen(path: path)
-            try FileSystem.setMode(path, 0o660)
-            if let group { try FileSystem.setGroup(path, group) }
+            let made = try FileSystem.makeDirectory(directory, exactMode: group == nil ? 0o755 : 0o750, group: group)
+            if !made, try FileSystem.directoryInfo(directory).othersMayWrite {
+                throw ControlError(
+                    "control socket \(path): its directory \(directory) may be written by anyone: choose a directory of its own, such as /run/berth"
+                )
+            }
+            switch try FileSystem.kind(path) {
+            case nil:
+                break
+            case .socket?:
+                switch try UnixSocket.probe(path: path, timeoutSeconds: 1) {
+                case .stale: try FileSystem.remove(path)
+                case .answers: throw ControlError("another berth daemon answers on \(path)")
+                case .silent:
+                    throw ControlError("something listens on \(path) and does not answer: left as it is")
+                }
+            case let kind?:
+                let what = kind == .link ? "a symbolic link" : (kind == .directory ? "a directory" : "a file")
+                throw ControlError(
+                    "\(path) is \(what), not a socket: left as it is; remove it or choose another --control"
+                )
+            }
+            let socket = try UnixSocket.listen(path: path, mode: 0o660)
+            if let group { try FileSystem.setGroupOfLink(path, group) }
             return socket
+        } catch let error as ControlError {
+            throw error
         } catch {
             throw ControlError("control socket \(path): \(error)")
         }
     }
 
-    /// Serves until `stop()`, on the calling thread; removes the socket file when it returns.
-    public func run() throws(ControlError) {
-        defer { try? FileSystem.remove(path) }
-        do { try loop.run() } catch { throw ControlError("control loop: \(error)") }
+    /// Serves on a thread of the server's own until `stop()`.
+    public func start() throws(ControlError) {
+        guard thread == nil else { return }
+        let handover = Handover(self)
+        do {
+            thread = try LoopThread(name: "berth-control") {
+                do { try handover.value.loop.run() } catch { handover.value.logger.critical("control loop: \(error)") }
+            }
+        } catch {
+            throw ControlError("control socket \(path): \(error)")
+        }
     }
 
-    /// From any thread.
-    public func stop() { loop.waker.stop() }
+    /// Stops serving, waits for both threads, and removes the socket file. From the thread that
+    /// called `start`; more calls do nothing.
+    public func stop() {
+        loop.waker.stop()
+        thread?.join()
+        thread = nil
+        renderer.stop()
+        try? FileSystem.remove(path)
+    }
 
-    /// A stop-only handle for other threads.
-    public var waker: LoopWaker { loop.waker }
+    deinit { stop() }
+}
+
+extension ControlServer.Options {
+    /// What `berth daemon`'s command line asks; `group` is `--control-group`'s id.
+    public init(_ arguments: DaemonArguments, group: gid_t?) {
+        self.init()
+        self.group = group
+        metrics = arguments.metricsAddress.map { SocketAddress(ip: $0.bytes, port: arguments.metricsPort) }
+        maxClients = arguments.maxControlClients
+    }
 }
 
 /// Who may use the control socket.
@@ -122,50 +234,160 @@ struct PeerPolicy {
 }
 
 final class ControlListener: EventHandler {
+    /// What the listeners of one server share.
+    struct Shared {
+        let service: PortService
+        let metrics: MetricsCache
+        let renderer: MetricsRenderer
+        let logger: Logger
+        let timeout: Duration
+        let maxClients: Int
+        let descriptorPause: Duration
+    }
+
     private let socket: Descriptor
+    private let name: String
     /// nil: no peer check (the metrics listener, TCP).
     private let policy: PeerPolicy?
-    private let service: PortService
-    private let logger: Logger
-    private let timeout: Duration
+    let shared: Shared
     private let metricsOnly: Bool
     private var id = HandlerID.none
+    private weak var loop: EventLoop?
+    /// Connections open now.
+    private var clients = 0
+    /// Not watching the listener: full, or out of descriptors until the timer.
+    private var fullPause = false
+    private var descriptorPause = false
+    /// EMFILE pauses in this episode; 0 when descriptors are not short.
+    private var shortPauses = 0
+    /// Given up at EMFILE to accept one client; made again when that client is gone.
+    private var reserve: Descriptor?
+    private let keepsReserve: Bool
 
     init(
         socket: consuming Descriptor,
+        name: String,
         policy: PeerPolicy?,
-        service: PortService,
-        logger: Logger,
-        timeout: Duration,
+        shared: Shared,
+        keepsReserve: Bool,
         metricsOnly: Bool = false
     ) {
         self.socket = socket
+        self.name = name
         self.policy = policy
-        self.service = service
-        self.logger = logger
-        self.timeout = timeout
+        self.shared = shared
         self.metricsOnly = metricsOnly
+        self.keepsReserve = keepsReserve
     }
 
     func start(on loop: EventLoop) throws(SyscallError) {
+        self.loop = loop
+        if keepsReserve { reserve = try Self.makeReserve() }
         id = loop.attach(self)
         try loop.add(socket.raw, .read, for: id, tag: 0)
     }
 
+    /// Any descriptor will do; an unbound datagram socket costs nothing.
+    private static func makeReserve() throws(SyscallError) -> Descriptor {
+        try Socket.make(family: AF_UNIX, type: Int32(SOCK_DGRAM.rawValue))
+    }
+
+    private func refillReserve() {
+        if keepsReserve && reserve == nil { reserve = try? Self.makeReserve() }
+    }
+
+    private var watching: Bool { !fullPause && !descriptorPause }
+
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
         for _ in 0..<16 {
+            guard watching else { return }
             let client: Descriptor
             do {
-                guard let fd = try Socket.accept(socket.raw) else { return }
+                guard let fd = try Socket.accept(socket.raw) else {
+                    endShortage()
+                    return
+                }
                 client = Descriptor(taking: fd)
             } catch {
-                logger.warning("control socket: \(error)")
-                return
+                switch error.errno {
+                case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
+                    guard let client = acceptFromReserve() else {
+                        pauseForDescriptors(error, loop: loop)
+                        return
+                    }
+                    serve(client, onReserve: true, loop: loop)
+                    pauseForDescriptors(error, loop: loop)
+                    return
+                default:
+                    // The client gave up while queued (ECONNABORTED) and the like: it alone.
+                    shared.logger.warning("\(name): \(error)")
+                    continue
+                }
             }
-            var allowed = true
-            if let policy { allowed = (try? UnixSocket.peerCredentials(client.raw)).map(policy.allows) ?? false }
-            let connection = ControlConnection(client, service: service, logger: logger, metricsOnly: metricsOnly)
-            connection.start(on: loop, timeout: timeout, refuse: !allowed)
+            endShortage()
+            serve(client, onReserve: false, loop: loop)
+        }
+    }
+
+    /// At EMFILE: one client, through the reserve descriptor, if it is still here.
+    private func acceptFromReserve() -> Descriptor? {
+        guard reserve != nil else { return nil }
+        reserve = nil
+        guard let fd = try? Socket.accept(socket.raw) else { return nil }
+        return Descriptor(taking: fd)
+    }
+
+    private func serve(_ client: consuming Descriptor, onReserve: Bool, loop: EventLoop) {
+        var allowed = true
+        if let policy { allowed = (try? UnixSocket.peerCredentials(client.raw)).map(policy.allows) ?? false }
+        clients += 1
+        let connection = ControlConnection(client, listener: self, metricsOnly: metricsOnly)
+        connection.start(on: loop, refuse: !allowed)
+        if clients >= shared.maxClients && watching {
+            fullPause = true
+            loop.remove(socket.raw)
+        }
+    }
+
+    /// A connection of this listener has closed.
+    func closed() {
+        clients -= 1
+        refillReserve()
+        guard fullPause, clients < shared.maxClients else { return }
+        fullPause = false
+        if !descriptorPause { rewatch() }
+    }
+
+    private func pauseForDescriptors(_ error: SyscallError, loop: EventLoop) {
+        if shortPauses == 0 {
+            shared.logger.warning(
+                "\(name): accept: \(SyscallError.text(error.errno)); pausing accept for \(shared.descriptorPause) at a time until descriptors are back (raise the open files limit, ulimit -n)"
+            )
+        }
+        shortPauses += 1
+        if watching { loop.remove(socket.raw) }
+        descriptorPause = true
+        loop.schedule(at: loop.now + shared.descriptorPause, for: id, tag: 0)
+    }
+
+    private func endShortage() {
+        guard shortPauses > 0 else { return }
+        shared.logger.notice("\(name): accepting again after \(shortPauses) pauses for descriptors")
+        shortPauses = 0
+    }
+
+    func timer(tag: UInt8, loop: EventLoop) {
+        guard descriptorPause else { return }
+        descriptorPause = false
+        refillReserve()
+        if !fullPause { rewatch() }
+    }
+
+    /// Level-triggered: clients that waited are reported at the next wait.
+    private func rewatch() {
+        guard let loop else { return }
+        do { try loop.add(socket.raw, .read, for: id, tag: 0) } catch {
+            shared.logger.error("\(name): cannot watch the listener again: \(error)")
         }
     }
 }
@@ -174,27 +396,33 @@ final class ControlListener: EventHandler {
 final class ControlConnection: EventHandler {
     private var socket: Descriptor?
     private let fd: Int32
-    private let service: PortService
-    private let logger: Logger
-    private let reader = HTTPReader()
+    private let listener: ControlListener
+    private let reader: HTTPReader
     private let metricsOnly: Bool
-    private var output: [UInt8] = []
+    /// The status line and headers, then the body: a `/metrics` body is shared by every scraper
+    /// it is sent to, never copied per client.
+    private var head: [UInt8] = []
+    private var body: [UInt8] = []
     private var sent = 0
+    private enum State { case reading, waitingForMetrics, writing }
+    private var state = State.reading
+    private var watchingWrite = false
     private var id = HandlerID.none
     private weak var loop: EventLoop?
 
-    init(_ socket: consuming Descriptor, service: PortService, logger: Logger, metricsOnly: Bool) {
+    init(_ socket: consuming Descriptor, listener: ControlListener, metricsOnly: Bool) {
         self.metricsOnly = metricsOnly
+        self.listener = listener
+        // A scrape has no body to send.
+        reader = HTTPReader(maximumBody: metricsOnly ? 0 : HTTPReader.maximumBody)
         fd = socket.raw
         self.socket = consume socket
-        self.service = service
-        self.logger = logger
     }
 
-    func start(on loop: EventLoop, timeout: Duration, refuse: Bool) {
+    func start(on loop: EventLoop, refuse: Bool) {
         self.loop = loop
         id = loop.attach(self)
-        loop.schedule(at: loop.now + timeout, for: id, tag: 0)
+        loop.schedule(at: loop.now + listener.shared.timeout, for: id, tag: 0)
         if refuse {
             answer(.error(403, "permission denied: the control socket takes root, berth's own user or --control-group"))
             return
@@ -203,9 +431,10 @@ final class ControlConnection: EventHandler {
     }
 
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
-        if !output.isEmpty {
-            flush()
-            return
+        switch state {
+        case .writing: return flush()
+        case .waitingForMetrics: return
+        case .reading: break
         }
         var buffer = [UInt8](repeating: 0, count: 16 << 10)
         while true {
@@ -227,7 +456,7 @@ final class ControlConnection: EventHandler {
                 if got == 0 { return close() }
                 continue
             case .request(let request):
-                answer(metricsOnly ? service.handleMetricsOnly(request) : service.handle(request))
+                route(request, loop: loop)
                 return
             case .bad(let status, let message):
                 answer(.error(status, message))
@@ -238,29 +467,66 @@ final class ControlConnection: EventHandler {
         }
     }
 
+    private func route(_ request: HTTPRequest, loop: EventLoop) {
+        if request.path == "/metrics" {
+            guard request.method == "GET" else {
+                return answer(.error(405, "\(plain(request.method)) is not allowed on /metrics"))
+            }
+            // Nothing more to read; the answer comes when a rendering is ready.
+            state = .waitingForMetrics
+            loop.remove(fd)
+            let shared = listener.shared
+            if shared.metrics.request(now: loop.now, deliver: { [weak self] body in self?.answerMetrics(body) }) {
+                shared.renderer.render()
+            }
+            return
+        }
+        if metricsOnly { return answer(.error(404, "only /metrics is served here")) }
+        answer(listener.shared.service.handle(request))
+    }
+
+    private func answerMetrics(_ text: [UInt8]) {
+        answer(
+            HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: []),
+            body: text
+        )
+    }
+
     func timer(tag: UInt8, loop: EventLoop) {
-        if output.isEmpty { answer(.error(408, "no whole request within the time allowed")) } else { close() }
+        if state == .reading { answer(.error(408, "no whole request within the time allowed")) } else { close() }
     }
 
     func teardown(loop: EventLoop) { close() }
 
-    private func answer(_ response: HTTPResponse) {
-        output = response.serialized
+    /// `response`'s head, with `body` (shared) or the response's own.
+    private func answer(_ response: HTTPResponse, body shared: [UInt8]? = nil) {
+        guard socket != nil, state != .writing else { return }
+        state = .writing
+        let bodyBytes = shared ?? response.body
+        head = response.head(contentLength: bodyBytes.count)
+        body = bodyBytes
         sent = 0
         loop?.remove(fd)
         flush()
     }
 
     private func flush() {
-        while sent < output.count {
-            let result = output.withUnsafeBytes { raw -> IOResult<Int>? in
+        guard socket != nil else { return }
+        let total = head.count + body.count
+        while sent < total {
+            let inHead = sent < head.count
+            let result = (inHead ? head : body).withUnsafeBytes { raw -> IOResult<Int>? in
                 guard let base = raw.baseAddress else { return nil }
-                return try? Socket.send(fd, from: base + sent, count: raw.count - sent)
+                let offset = inHead ? sent : sent - head.count
+                return try? Socket.send(fd, from: base + offset, count: raw.count - offset)
             }
             switch result {
             case .done(let n)?: sent += n
             case .wouldBlock?:
-                if let loop { try? loop.add(fd, .write, for: id, tag: 0) }
+                if let loop, !watchingWrite {
+                    watchingWrite = true
+                    do { try loop.add(fd, .write, for: id, tag: 0) } catch { return close() }
+                }
                 return
             case nil:
                 return close()
@@ -273,5 +539,7 @@ final class ControlConnection: EventHandler {
         guard socket != nil else { return }
         loop?.detach(id)
         socket = nil
+        body = []
+        listener.closed()
     }
 }

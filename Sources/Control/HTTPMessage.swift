@@ -44,11 +44,14 @@ public struct HTTPResponse: Sendable, Equatable {
     }
 
     /// The bytes on the wire.
-    public var serialized: [UInt8] {
-        let head =
-            "HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Type: \(contentType)\r\n"
-            + "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-        return Array(head.utf8) + body
+    public var serialized: [UInt8] { head(contentLength: body.count) + body }
+
+    /// The status line and headers, for a body of `contentLength` bytes sent after them.
+    public func head(contentLength: Int) -> [UInt8] {
+        Array(
+            ("HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Type: \(contentType)\r\n"
+                + "Content-Length: \(contentLength)\r\nConnection: close\r\n\r\n").utf8
+        )
     }
 
     static func reason(_ status: Int) -> String {
@@ -81,6 +84,7 @@ public final class HTTPReader {
 
     public static let maximumBody = 1 << 20
 
+    private let maximumBody: Int
     private var parser = http_parser()
     private var settings = http_parser_settings()
     private let isRequest: Bool
@@ -89,8 +93,10 @@ public final class HTTPReader {
     fileprivate var complete = false
     fileprivate var tooLarge = false
 
-    public init(requests: Bool = true) {
+    /// `maximumBody`: bytes of body taken at most (0: a request must have none).
+    public init(requests: Bool = true, maximumBody: Int = HTTPReader.maximumBody) {
         isRequest = requests
+        self.maximumBody = maximumBody
         http_parser_init(&parser, requests ? HTTP_REQUEST : HTTP_RESPONSE)
         http_parser_settings_init(&settings)
         settings.on_url = { parser, at, length in
@@ -101,7 +107,7 @@ public final class HTTPReader {
         }
         settings.on_body = { parser, at, length in
             guard let parser, let at, let reader = HTTPReader.from(parser) else { return 1 }
-            if reader.body.count + length > HTTPReader.maximumBody {
+            if reader.body.count + length > reader.maximumBody {
                 reader.tooLarge = true
                 return 1
             }
@@ -133,7 +139,12 @@ public final class HTTPReader {
         parser.data = nil
         if complete { return finished() }
         if bytes.isEmpty { return .bad(status: 400, message: "the request ended early") }
-        if tooLarge { return .bad(status: 413, message: "request body over \(Self.maximumBody) bytes") }
+        if tooLarge {
+            return .bad(
+                status: 413,
+                message: maximumBody == 0 ? "this request takes no body" : "request body over \(maximumBody) bytes"
+            )
+        }
         let errno = http_errno(rawValue: parser.http_errno)
         if errno != HPE_OK || consumed != bytes.count {
             let name = String(cString: http_errno_description(errno))

@@ -3,6 +3,7 @@
 // member name is refused rather than silently resolved.
 
 import CControlParsers
+import Glibc
 import Mappings
 
 public indirect enum JSONValue: Sendable, Equatable {
@@ -25,33 +26,123 @@ public indirect enum JSONValue: Sendable, Equatable {
         }
     }
 
-    /// Parses a whole document; the error is one line a user can act on.
-    public static func parse(_ bytes: [UInt8]) -> Result<JSONValue, JSONError> {
+    /// What a document may hold. cJSON itself parses in linear time; these bound what is built
+    /// from it, so a body of 1 MiB cannot make the control thread busy for seconds.
+    public struct Limits: Sendable {
+        public var depth = 32
+        public var members = 4096
+        public var elements = 1 << 16
+        /// Bytes of one string (a member name included).
+        public var stringBytes = 1 << 16
+        /// Control characters (U+0000 to U+001F, U+007F) in strings: refused in control API
+        /// requests, where every string is a name, an address or a spec.
+        public var controlCharacters = true
+
+        /// A control API request: every field is small and printable.
+        public static let request = Limits(
+            depth: 8,
+            members: 64,
+            elements: 4096,
+            stringBytes: 4096,
+            controlCharacters: false
+        )
+        /// Any other document (CNI's stdin, the daemon's answers): generous, but bounded.
+        public static let document = Limits()
+    }
+
+    /// Parses a whole document; the error is one line a user can act on. Refused besides what is
+    /// not JSON: anything but whitespace after the document, a NUL in a string (`\u0000`: C
+    /// strings cannot hold it, and `web\u0000x` would alias `web`), invalid UTF-8 (never
+    /// repaired), and what is over `limits`.
+    public static func parse(_ bytes: [UInt8], limits: Limits = .document) -> Result<JSONValue, JSONError> {
         guard !bytes.isEmpty else { return .failure(JSONError("the body is empty: expected a JSON object")) }
+        if let problem = scan(bytes) { return .failure(problem) }
+        var endOffset = 0
         let parsed: UnsafeMutablePointer<cJSON>? = bytes.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { chars in
+                guard let base = chars.baseAddress else { return nil }
                 var end: UnsafePointer<CChar>? = nil
-                return cJSON_ParseWithLengthOpts(chars.baseAddress, chars.count, &end, 0)
+                let root = cJSON_ParseWithLengthOpts(base, chars.count, &end, 0)
+                if let end { endOffset = UnsafePointer(base).distance(to: end) }
+                return root
             }
         }
         guard let root = parsed else { return .failure(JSONError("the body is not valid JSON")) }
         defer { cJSON_Delete(root) }
-        return convert(root, depth: 0)
+        if bytes[min(endOffset, bytes.count)...].contains(where: { !isWhitespace($0) }) {
+            return .failure(JSONError("the body has more after its JSON document"))
+        }
+        return convert(root, depth: 0, limits: limits)
     }
 
-    private static func convert(_ item: UnsafeMutablePointer<cJSON>, depth: Int) -> Result<JSONValue, JSONError> {
-        if depth > 32 { return .failure(JSONError("the body nests too deeply")) }
+    private static func isWhitespace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+
+    /// What cJSON would pass silently: a raw NUL or other control byte outside whitespace, and
+    /// `\u0000`. One pass; an escape's backslash and the character after it are taken together,
+    /// so `\\u0000` (a backslash, then text) is not mistaken for one.
+    private static func scan(_ bytes: [UInt8]) -> JSONError? {
+        var i = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            if b < 0x20 && !isWhitespace(b) { return JSONError("the body holds a control character (byte \(b))") }
+            if b == UInt8(ascii: "\\"), i + 1 < bytes.count {
+                if bytes[i + 1] == UInt8(ascii: "u"), i + 5 < bytes.count,
+                    bytes[(i + 2)...(i + 5)].allSatisfy({ $0 == UInt8(ascii: "0") })
+                {
+                    return JSONError("a string holds a NUL character (\\u0000)")
+                }
+                i += 2
+                continue
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// A cJSON string as Swift text: valid UTF-8, within the limits, or the reason why not.
+    private static func text(
+        _ pointer: UnsafeMutablePointer<CChar>?,
+        limits: Limits
+    ) -> Result<String, JSONError> {
+        guard let pointer else { return .success("") }
+        let count = strlen(pointer)
+        if count > limits.stringBytes {
+            return .failure(JSONError("a string is over \(limits.stringBytes) bytes"))
+        }
+        guard let text = String(validatingCString: pointer) else {
+            return .failure(JSONError("a string is not valid UTF-8"))
+        }
+        if !limits.controlCharacters, text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            return .failure(JSONError("\(quoted(text)) holds a control character"))
+        }
+        return .success(text)
+    }
+
+    private static func convert(
+        _ item: UnsafeMutablePointer<cJSON>,
+        depth: Int,
+        limits: Limits
+    ) -> Result<JSONValue, JSONError> {
+        if depth > limits.depth { return .failure(JSONError("the body nests too deeply")) }
         let type = item.pointee.type & 0xFF
         switch Int32(type) {
         case cJSON_Object:
             var members: [(String, JSONValue)] = []
+            var names = Set<String>()
             var child = item.pointee.child
             while let c = child {
-                let name = c.pointee.string.map { String(cString: $0) } ?? ""
-                if members.contains(where: { $0.0 == name }) {
+                if members.count == limits.members {
+                    return .failure(JSONError("an object has more than \(limits.members) members"))
+                }
+                let name: String
+                switch text(c.pointee.string, limits: limits) {
+                case .success(let n): name = n
+                case .failure(let e): return .failure(e)
+                }
+                guard names.insert(name).inserted else {
                     return .failure(JSONError("the field \(quoted(name)) appears twice"))
                 }
-                switch convert(c, depth: depth + 1) {
+                switch convert(c, depth: depth + 1, limits: limits) {
                 case .success(let v): members.append((name, v))
                 case .failure(let e): return .failure(e)
                 }
@@ -62,7 +153,10 @@ public indirect enum JSONValue: Sendable, Equatable {
             var elements: [JSONValue] = []
             var child = item.pointee.child
             while let c = child {
-                switch convert(c, depth: depth + 1) {
+                if elements.count == limits.elements {
+                    return .failure(JSONError("a list has more than \(limits.elements) elements"))
+                }
+                switch convert(c, depth: depth + 1, limits: limits) {
                 case .success(let v): elements.append(v)
                 case .failure(let e): return .failure(e)
                 }
@@ -70,7 +164,7 @@ public indirect enum JSONValue: Sendable, Equatable {
             }
             return .success(.array(elements))
         case cJSON_String:
-            return .success(.string(item.pointee.valuestring.map { String(cString: $0) } ?? ""))
+            return text(item.pointee.valuestring, limits: limits).map { .string($0) }
         case cJSON_Number:
             return .success(.number(item.pointee.valuedouble))
         case cJSON_True:

@@ -17,26 +17,38 @@ public final class PortService {
         let ports: [BoundPort]
         /// Set for ports added through rootlesskit's API: its spec, as it lists them.
         let rootlessKitSpec: [(String, JSONValue)]?
+        /// How many mappings (host ports) it holds, for `maxPorts`.
+        let mappings: Int
+    }
+
+    /// What the API may do, beside what Publisher checks (descriptors, binds).
+    public struct Policy: Sendable {
+        /// Targets refused unless allowed (loopback, unspecified, multicast).
+        public var targets = TargetPolicy()
+        /// Where a rootlesskit add without `childIP` goes; nil: such an add is refused.
+        public var defaultTarget: IPAddress?
+        /// Mappings published at once, over every entry.
+        public var maxPorts = DaemonArguments.defaultMaxPorts
+        public init() {}
     }
 
     private let publisher: Publisher
     private let drain: Duration
+    private let policy: Policy
     private var entries: [Int: Entry] = [:]
     private var nextID = 1
+    private var mappingCount = 0
 
-    public init(publisher: Publisher, drain: Duration) {
+    public init(publisher: Publisher, drain: Duration, policy: Policy = Policy()) {
         self.publisher = publisher
         self.drain = drain
+        self.policy = policy
     }
 
     /// The answer to one request.
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         let parts = request.path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         let method = request.method
-        if parts == ["metrics"] {
-            guard method == "GET" else { return notAllowed(request) }
-            return Self.metrics(publisher)
-        }
         if parts.count >= 2, parts[0] == "v1", parts[1] == "info", parts.count == 2 {
             return method == "GET" ? info() : notAllowed(request)
         }
@@ -70,20 +82,11 @@ public final class PortService {
         .error(405, "\(plain(request.method)) is not allowed on \(plain(request.path))")
     }
 
-    /// `GET /metrics`: Prometheus text, scraped through the loops.
-    static func metrics(_ publisher: Publisher) -> HTTPResponse {
-        HTTPResponse(
-            status: 200,
-            contentType: "text/plain; version=0.0.4; charset=utf-8",
-            body: Array(publisher.metrics().prometheusText().utf8)
-        )
-    }
-
-    /// What a metrics-only listener (`--metrics ADDRESS:PORT`) answers: `GET /metrics`, nothing else.
-    public func handleMetricsOnly(_ request: HTTPRequest) -> HTTPResponse {
-        guard request.path == "/metrics" else { return .error(404, "only /metrics is served here") }
-        guard request.method == "GET" else { return notAllowed(request) }
-        return Self.metrics(publisher)
+    /// `GET /metrics`'s body: Prometheus text, scraped through the loops. ControlServer calls it
+    /// on its metrics thread (Publisher.metrics may be called beside the control thread's adds
+    /// and removes); it reads nothing of this service's own state.
+    public func metricsText() -> [UInt8] {
+        Array(publisher.metrics().prometheusText().utf8)
     }
 
     /// Removes every entry (the fuzzer's clean slate between inputs).
@@ -122,7 +125,7 @@ public final class PortService {
     /// builtin driver takes it; `parentIP` empty means all addresses, `parentPort` 0 a free one.
     private func rootlessKitAdd(_ body: [UInt8]) -> HTTPResponse {
         let fields: [String: JSONValue]
-        switch JSONValue.parse(body).flatMap({
+        switch JSONValue.parse(body, limits: .request).flatMap({
             $0.fields(allowed: ["proto", "parentIP", "parentPort", "childIP", "childPort"])
         }) {
         case .success(let f): fields = f
@@ -150,7 +153,26 @@ public final class PortService {
         guard let childPort = Self.port(fields["childPort"], allowZero: false) else {
             return .error(400, "childPort must be a whole number from 1 to 65535")
         }
-        guard case .string(let childText)? = fields["childIP"], let child = IPAddress(childText) else {
+        let child: IPAddress
+        var childText = ""
+        switch fields["childIP"] {
+        case .string(let text)? where !text.isEmpty:
+            guard let ip = IPAddress(text) else {
+                return .error(400, "childIP must be the container's IPv4 or IPv6 address")
+            }
+            child = ip
+            childText = text
+        case nil, .string?, .null?:
+            // rootlesskit's usual form (`rootlessctl add-ports 127.0.0.1:8080:80/tcp`): its child
+            // is a network namespace; berth's must be named.
+            guard let fallback = policy.defaultTarget else {
+                return .error(
+                    400,
+                    "childIP is required: berth forwards to an address, so give one, or start the daemon with --default-target ADDRESS"
+                )
+            }
+            child = fallback
+        default:
             return .error(400, "childIP must be the container's IPv4 or IPv6 address")
         }
         var host = parentIP
@@ -183,7 +205,8 @@ public final class PortService {
                 specs: entry.specs,
                 publication: entry.publication,
                 ports: entry.ports,
-                rootlessKitSpec: status
+                rootlessKitSpec: status,
+                mappings: entry.mappings
             )
             return HTTPResponse(
                 status: 201,
@@ -204,7 +227,7 @@ public final class PortService {
     /// every spec bound (and its DNAT elements installed) in one change, or nothing.
     private func add(_ body: [UInt8]) -> HTTPResponse {
         let fields: [String: JSONValue]
-        switch JSONValue.parse(body).flatMap({
+        switch JSONValue.parse(body, limits: .request).flatMap({
             $0.fields(allowed: ["target", "publish", "owner", "proxyProtocol", "proxyProtocolUDP"])
         }) {
         case .success(let f): fields = f
@@ -285,12 +308,21 @@ public final class PortService {
         proxy: ProxyProtocol? = nil,
         proxyUDP: Bool = false
     ) -> Result<Entry, HTTPResponse> {
+        if let refusal = policy.targets.refusal(target) { return .failure(.error(400, refusal)) }
         var mappings: [PortMapping] = []
         for spec in specs {
             do {
                 mappings += try PortSpec(parsing: spec).mappings(to: target)
             } catch {
                 return .failure(.error(400, "\(error)"))
+            }
+            if mappingCount + mappings.count > policy.maxPorts {
+                return .failure(
+                    .error(
+                        400,
+                        "this add would publish more than \(policy.maxPorts) ports at once (\(mappingCount) are published): see berth daemon --max-ports"
+                    )
+                )
             }
         }
         let added: (id: PublicationID, ports: [BoundPort])
@@ -301,6 +333,7 @@ public final class PortService {
         }
         let id = nextID
         nextID += 1
+        mappingCount += mappings.count
         return .success(
             Entry(
                 id: id,
@@ -309,7 +342,8 @@ public final class PortService {
                 specs: specs,
                 publication: added.id,
                 ports: added.ports,
-                rootlessKitSpec: nil
+                rootlessKitSpec: nil,
+                mappings: mappings.count
             )
         )
     }
@@ -321,6 +355,7 @@ public final class PortService {
             return .error(500, error.description)
         }
         entries[entry.id] = nil
+        mappingCount -= entry.mappings
         return nil
     }
 
@@ -354,6 +389,20 @@ public final class PortService {
         )
         members.append(("lines", .array(entry.ports.map { .string($0.line) })))
         return .object(members)
+    }
+}
+
+extension PortService.Policy {
+    /// What `berth daemon`'s command line asks. `--default-target` is allowed as a target too:
+    /// its operator named it.
+    public init(_ arguments: DaemonArguments) {
+        self.init()
+        targets = arguments.targets
+        if let target = arguments.defaultTarget, let range = AddressRange(target.description) {
+            targets.allowed.append(range)
+        }
+        defaultTarget = arguments.defaultTarget
+        maxPorts = arguments.maxPorts
     }
 }
 

@@ -17,6 +17,11 @@ public final class Semaphore: @unchecked Sendable {
 
     public func signal() { sem_post(sem) }
 
+    /// Waits for one `signal`, however long that takes.
+    public func wait() {
+        while sem_wait(sem) != 0 && Glibc.errno == EINTR {}
+    }
+
     /// Waits for one `signal` until `deadline` (CLOCK_REALTIME, as sem_timedwait wants it); false
     /// when the deadline passed first.
     public func wait(until deadline: timespec) -> Bool {

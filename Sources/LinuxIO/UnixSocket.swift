@@ -35,13 +35,46 @@ public enum UnixSocket {
         }
     }
 
-    /// Binds and listens on `path` (which must not exist), non-blocking and close-on-exec.
-    public static func listen(path: String, backlog: Int32 = 128) throws(SyscallError) -> Descriptor {
+    /// Binds and listens on `path` (which must not exist), non-blocking and close-on-exec. The
+    /// socket file is made with `mode` (the umask is set around bind(2)): no chmod by path, which
+    /// would follow a link put there meanwhile.
+    public static func listen(
+        path: String,
+        mode: mode_t = 0o660,
+        backlog: Int32 = 128
+    ) throws(SyscallError) -> Descriptor {
         let socket = try Socket.make(family: AF_UNIX, type: Int32(SOCK_STREAM.rawValue))
+        let old = umask(~mode & 0o777)
         let rc = try withAddress(path) { Glibc.bind(socket.raw, $0, $1) }
-        if rc != 0 { throw SyscallError("bind", .init(rawValue: errno), subject: path) }
+        let bindErrno = errno
+        umask(old)
+        if rc != 0 { throw SyscallError("bind", .init(rawValue: bindErrno), subject: path) }
         try Socket.listen(socket.raw, backlog: backlog)
         return socket
+    }
+
+    /// What a connect to `path` finds.
+    public enum Probe: Sendable, Equatable {
+        /// Something accepted the connection (or queued it).
+        case answers
+        /// Something listens, but its queue stayed full for the whole timeout.
+        case silent
+        /// Nothing listens (ECONNREFUSED): a socket file left by a process that is gone.
+        case stale
+    }
+
+    /// Connects to `path` and hangs up, waiting at most `timeoutSeconds`.
+    public static func probe(path: String, timeoutSeconds: Int = 1) throws(SyscallError) -> Probe {
+        do {
+            _ = try connect(path: path, timeoutSeconds: timeoutSeconds)
+            return .answers
+        } catch {
+            switch error.errno {
+            case .connectionRefused: return .stale
+            case .resourceTemporarilyUnavailable, .timedOut: return .silent
+            default: throw error
+            }
+        }
     }
 
     /// Connects to `path`, blocking (a client's call), close-on-exec. With `timeoutSeconds` the
@@ -72,6 +105,78 @@ public enum UnixSocket {
 
 /// Files and directories the control socket lives among.
 public enum FileSystem {
+    /// What is at a path, the path itself (a link is a link, not what it points to).
+    public enum Kind: Sendable, Equatable {
+        case socket
+        case directory
+        case link
+        case other
+    }
+
+    /// lstat(2): nil when nothing is there.
+    public static func kind(_ path: String) throws(SyscallError) -> Kind? {
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            if errno == ENOENT { return nil }
+            throw SyscallError("lstat", .init(rawValue: errno), subject: path)
+        }
+        switch info.st_mode & S_IFMT {
+        case S_IFSOCK: return .socket
+        case S_IFDIR: return .directory
+        case S_IFLNK: return .link
+        default: return .other
+        }
+    }
+
+    /// Owner and mode of a directory, following links (`/var/run` is one).
+    public struct DirectoryInfo: Sendable, Equatable {
+        public let uid: uid_t
+        public let mode: mode_t
+        /// Others (not its owner or group) may create and remove entries in it.
+        public var othersMayWrite: Bool { mode & S_IWOTH != 0 }
+    }
+
+    public static func directoryInfo(_ path: String) throws(SyscallError) -> DirectoryInfo {
+        var info = stat()
+        if stat(path, &info) != 0 { throw SyscallError("stat", .init(rawValue: errno), subject: path) }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw SyscallError("stat", .notDirectory, subject: path) }
+        return DirectoryInfo(uid: info.st_uid, mode: info.st_mode & 0o7777)
+    }
+
+    /// Makes directory `path` with exactly `mode` (and `group`, if given), whatever the umask:
+    /// set through a descriptor opened without following links. False if it was there already
+    /// (and then it is left as it is).
+    @discardableResult
+    public static func makeDirectory(
+        _ path: String,
+        exactMode mode: mode_t,
+        group: gid_t?
+    ) throws(SyscallError)
+        -> Bool
+    {
+        if mkdir(path, 0o700) != 0 {
+            if errno == EEXIST { return false }
+            throw SyscallError("mkdir", .init(rawValue: errno), subject: path)
+        }
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0 { throw SyscallError("open", .init(rawValue: errno), subject: path) }
+        let directory = Descriptor(taking: fd)
+        do {
+            if let group { _ = try syscall("fchown") { fchown(directory.raw, uid_t.max, group) } }
+            _ = try syscall("fchmod") { fchmod(directory.raw, mode) }
+        } catch {
+            throw error.about(path)
+        }
+        return true
+    }
+
+    /// chown(2) of the group of `path` itself, never of what a link there points to.
+    public static func setGroupOfLink(_ path: String, _ gid: gid_t) throws(SyscallError) {
+        do { _ = try syscall("chown") { fchownat(AT_FDCWD, path, uid_t.max, gid, AT_SYMLINK_NOFOLLOW) } } catch {
+            throw error.about(path)
+        }
+    }
+
     public static func makeDirectory(_ path: String, mode: mode_t) throws(SyscallError) {
         if mkdir(path, mode) != 0 && errno != EEXIST {
             throw SyscallError("mkdir", .init(rawValue: errno), subject: path)

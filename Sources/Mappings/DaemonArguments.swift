@@ -15,6 +15,17 @@ public struct DaemonArguments: Sendable, Equatable {
     /// `--metrics ADDRESS:PORT`: a TCP listener for `GET /metrics`.
     public var metricsAddress: IPAddress?
     public var metricsPort: UInt16 = 0
+    /// `--allow-target CIDR ...`: targets the API may publish towards besides containers'.
+    public var targets = TargetPolicy()
+    /// `--default-target ADDRESS`: where a rootlesskit add without `childIP` goes.
+    public var defaultTarget: IPAddress?
+    /// `--max-ports N`: host ports published at once, over every add.
+    public var maxPorts = DaemonArguments.defaultMaxPorts
+    /// `--max-control-clients N`: connections each control listener serves at once.
+    public var maxControlClients = DaemonArguments.defaultMaxControlClients
+
+    public static let defaultMaxPorts = 16384
+    public static let defaultMaxControlClients = 64
 
     public enum Command: Sendable, Equatable {
         case daemon(DaemonArguments)
@@ -27,13 +38,22 @@ public struct DaemonArguments: Sendable, Equatable {
         var group: String?
         var drain: Double = 10
         var metrics: (IPAddress, UInt16)?
+        var allowed: [AddressRange] = []
+        var defaultTarget: IPAddress?
+        var maxPorts = defaultMaxPorts
+        var maxClients = defaultMaxControlClients
         var rest: [String] = []
         var index = 0
         while index < args.count {
             let arg = args[index]
             index += 1
             let (name, inline) = optionParts(arg)
-            guard ["--control", "--control-group", "--drain-timeout", "--metrics"].contains(name) else {
+            guard
+                [
+                    "--control", "--control-group", "--drain-timeout", "--metrics", "--allow-target",
+                    "--default-target", "--max-ports", "--max-control-clients",
+                ].contains(name)
+            else {
                 rest.append(arg)
                 if arg == "--" {
                     rest += args[index...]
@@ -58,6 +78,22 @@ public struct DaemonArguments: Sendable, Equatable {
             case "--control-group":
                 guard !value.isEmpty else { throw RunArgumentError("--control-group must name a group") }
                 group = value
+            case "--allow-target":
+                guard let range = AddressRange(value) else {
+                    throw RunArgumentError(
+                        "--allow-target \(quoted(value)) must be an address or CIDR range, such as 127.0.0.0/8 or ::1/128"
+                    )
+                }
+                allowed.append(range)
+            case "--default-target":
+                guard let ip = IPAddress(value) else {
+                    throw RunArgumentError("--default-target \(quoted(value)) is not an IPv4 or IPv6 address")
+                }
+                defaultTarget = ip
+            case "--max-ports":
+                maxPorts = try count(name, value, upTo: 1 << 20)
+            case "--max-control-clients":
+                maxClients = try count(name, value, upTo: 1 << 16)
             default:
                 drain = try RunArguments.seconds("--drain-timeout", value)
                 if drain < 0 || drain > RunArguments.maximumSeconds {
@@ -83,8 +119,20 @@ public struct DaemonArguments: Sendable, Equatable {
             var daemon = DaemonArguments(run: run, control: control, controlGroup: group, drainTimeout: drain)
             daemon.metricsAddress = metrics?.0
             daemon.metricsPort = metrics?.1 ?? 0
+            daemon.targets = TargetPolicy(allowed: allowed)
+            daemon.defaultTarget = defaultTarget
+            daemon.maxPorts = maxPorts
+            daemon.maxControlClients = maxClients
             return .daemon(daemon)
         }
+    }
+
+    /// A whole number from 1 to `limit`.
+    private static func count(_ name: String, _ text: String, upTo limit: Int) throws(RunArgumentError) -> Int {
+        guard let n = Int(text), n >= 1, n <= limit, text.allSatisfy(\.isASCII) else {
+            throw RunArgumentError("\(name) must be a whole number from 1 to \(limit)")
+        }
+        return n
     }
 
     /// `127.0.0.1:9100` or `[::1]:9100`.
@@ -119,6 +167,19 @@ public struct DaemonArguments: Sendable, Equatable {
           --metrics <address:port>
                                   Also serve GET /metrics (Prometheus text) on this
                                   TCP address, to anyone who reaches it.
+          --allow-target <cidr>   Let the API publish towards these addresses too
+                                  (repeatable). Loopback, unspecified, multicast and
+                                  broadcast targets are refused without it: a port
+                                  towards 127.0.0.1 exposes the host's own
+                                  loopback-only services.
+          --default-target <address>
+                                  Where a rootlesskit add without childIP goes.
+                                  Without it such an add is refused.
+          --max-ports <n>         Host ports published at once, over every add.
+                                  (default: 16384)
+          --max-control-clients <n>
+                                  Connections served at once, on the control socket
+                                  and on --metrics each; others wait. (default: 64)
           -p, --publish <spec>    Ports to publish from the start, towards <target-ip>.
           Every other option of `berth run` (--threads, --mode, timeouts ...) works
           the same; see `berth help run`.
@@ -133,6 +194,9 @@ public struct DaemonArguments: Sendable, Equatable {
           GET    /v1/info, GET|POST /v1/ports, DELETE /v1/ports/ID
                                               rootlesskit's port API
           GET    /metrics                     Prometheus text, per mapping
+
+        Whoever may use the control socket may make the daemon listen on host ports
+        and connect to any target it allows: give access accordingly.
 
         """
 }

@@ -1,6 +1,7 @@
 // How many descriptors a set of mappings needs, checked against RLIMIT_NOFILE before anything is
 // bound: `-p 9278-47650` (76,746 listeners) used to bind the first 20,000, six seconds' work, and then
-// fail on EMFILE. Now it is refused at once, in one line, and nothing is bound.
+// fail on EMFILE. Now it is refused at once, in one line, and nothing is bound. What is open already
+// counts too, so a daemon's adds, one after another, cannot creep up to EMFILE either.
 
 import LinuxIO
 import Mappings
@@ -30,11 +31,15 @@ public struct DescriptorBudget: Sendable, Equatable {
         descriptors = listeners + Self.reserve + Self.reservePerLoop * loops
     }
 
-    /// The refusal when the budget is over `limit` (the soft RLIMIT_NOFILE); nil when it fits.
-    public func refusal(limit: UInt64) -> PublishError? {
-        guard UInt64(descriptors) > limit else { return nil }
+    /// The refusal when the budget, beside the `open` descriptors berth holds already (listeners
+    /// of earlier adds, connections), is over `limit` (the soft RLIMIT_NOFILE); nil when it fits.
+    public func refusal(limit: UInt64, open: Int = 0) -> PublishError? {
+        guard UInt64(descriptors) + UInt64(max(0, open)) > limit else { return nil }
         let noun = listeners == 1 ? "listening socket needs" : "listening sockets need"
-        return PublishError("\(listeners) \(noun) \(descriptors) file descriptors, the limit is \(limit) (ulimit -n)")
+        let beside = open > 0 ? " beside the \(open) open" : ""
+        return PublishError(
+            "\(listeners) \(noun) \(descriptors) file descriptors\(beside), the limit is \(limit) (ulimit -n)"
+        )
     }
 
     /// Raises the soft limit on open files to the hard limit, then refuses mappings that need more
@@ -46,6 +51,10 @@ public struct DescriptorBudget: Sendable, Equatable {
         } catch {
             throw PublishError("\(error)")
         }
-        if let refusal = DescriptorBudget(mappings, options: options).refusal(limit: limit.soft) { throw refusal }
+        // What is open counts: a daemon's earlier adds and its connections hold descriptors too.
+        let open = (try? Resources.openDescriptorCount()) ?? 0
+        if let refusal = DescriptorBudget(mappings, options: options).refusal(limit: limit.soft, open: open) {
+            throw refusal
+        }
     }
 }

@@ -87,6 +87,8 @@ public final class Publisher {
 
     public let options: PublishOptions
     private let live = Mutex<Live>(Live())
+    /// Held by the control calls and by a scrape's kernel counters; see `serialized`.
+    private let controlLock = Mutex(())
     private var nextID = 0
     private var rulesByID: [Int: [DNATRule]] = [:]
     private let logger: Logger
@@ -130,6 +132,24 @@ public final class Publisher {
     ) throws(PublishError) -> (
         id: PublicationID, ports: [BoundPort]
     ) {
+        try serialized { () throws(PublishError) in
+            try addSerialized(mappings, owner: owner, proxyProtocol: proxyProtocol, proxyProtocolUDP: proxyProtocolUDP)
+        }
+    }
+
+    /// Runs one of the control calls. They come from one control thread at a time, but a
+    /// scrape (`metrics`) may come from another: this keeps the kernel path's state and its
+    /// netlink socket to one caller at a time.
+    private func serialized<R: Sendable>(_ body: () throws(PublishError) -> R) throws(PublishError) -> R {
+        try controlLock.withLock { _ throws(PublishError) -> R in try body() }
+    }
+
+    private func addSerialized(
+        _ mappings: [PortMapping],
+        owner: String?,
+        proxyProtocol: ProxyProtocol?,
+        proxyProtocolUDP: Bool
+    ) throws(PublishError) -> (id: PublicationID, ports: [BoundPort]) {
         if (proxyProtocol != nil || proxyProtocolUDP) && options.mode != .userspace {
             throw PublishError("PROXY protocol headers need --mode userspace: the kernel path sends none")
         }
@@ -192,6 +212,10 @@ public final class Publisher {
     /// flows; open TCP connections get `drain` to finish, then are reset. UDP flows close.
     @discardableResult
     public func remove(_ id: PublicationID, drain: Duration = .seconds(10)) throws(PublishError) -> [BoundPort] {
+        try serialized { () throws(PublishError) in try removeSerialized(id, drain: drain) }
+    }
+
+    private func removeSerialized(_ id: PublicationID, drain: Duration) throws(PublishError) -> [BoundPort] {
         let removed: [Binding]? = live.withLock { state in
             guard let bound = state.publications.removeValue(forKey: id.raw) else { return nil }
             state.owners[id.raw] = nil
@@ -238,6 +262,10 @@ public final class Publisher {
 
     /// Adopts a listener bound by someone else (dockerd's `-use-listen-fd`).
     public func adopt(_ fd: Int32, mapping: PortMapping) throws(PublishError) -> BoundPort {
+        try serialized { () throws(PublishError) in try adoptSerialized(fd, mapping: mapping) }
+    }
+
+    private func adoptSerialized(_ fd: Int32, mapping: PortMapping) throws(PublishError) -> BoundPort {
         let listener: Listener
         do {
             listener = try Listener.adopt(fd)
@@ -258,6 +286,11 @@ public final class Publisher {
     /// table leaves the sockets to a fallback publisher.
     @discardableResult
     public func adopt(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort] {
+        try serialized { () throws(PublishError) in try adoptSerialized(mappings, sockets: sockets) }
+    }
+
+    private func adoptSerialized(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort]
+    {
         if options.mode == .kernel {
             // Its loops serve no listener: clients of the passed sockets would wait in their backlog.
             throw PublishError(
@@ -513,7 +546,7 @@ public final class Publisher {
 
     /// Per-rule counters of the kernel path: new connections/flows DNATed, and their first packets' bytes.
     public func kernelCounters() -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
-        (try? natTable?.counters()) ?? [:]
+        controlLock.withLock { _ in (try? natTable?.counters()) ?? [:] }
     }
 
     // MARK: metrics
@@ -564,23 +597,27 @@ public final class Publisher {
         }
         result.openDescriptors = try? Resources.openDescriptorCount()
         result.descriptorLimit = (try? Limits.openFiles())?.soft
-        if natTable != nil {
-            var ownerOfRule: [DNATRule: String] = [:]
-            for (id, rules) in rulesByID {
-                guard let owner = owners[id] else { continue }
-                for rule in rules { ownerOfRule[rule] = owner }
-            }
-            result.kernel = kernelCounters().map { rule, counters in
-                PublisherMetrics.KernelRule(
-                    rule: rule,
-                    owner: ownerOfRule[rule],
-                    packets: counters.packets,
-                    bytes: counters.bytes
-                )
-            }
-            .sorted { ($0.rule.hostPort, $0.rule.proto.rawValue) < ($1.rule.hostPort, $1.rule.proto.rawValue) }
-        }
+        result.kernel = controlLock.withLock { _ in kernelMetrics(owners: owners) }
         return result
+    }
+
+    /// The DNAT map elements' counters, with their owners; under `controlLock`.
+    private func kernelMetrics(owners: [Int: String]) -> [PublisherMetrics.KernelRule] {
+        guard let table = natTable else { return [] }
+        var ownerOfRule: [DNATRule: String] = [:]
+        for (id, rules) in rulesByID {
+            guard let owner = owners[id] else { continue }
+            for rule in rules { ownerOfRule[rule] = owner }
+        }
+        return ((try? table.counters()) ?? [:]).map { rule, counters in
+            PublisherMetrics.KernelRule(
+                rule: rule,
+                owner: ownerOfRule[rule],
+                packets: counters.packets,
+                bytes: counters.bytes
+            )
+        }
+        .sorted { ($0.rule.hostPort, $0.rule.proto.rawValue) < ($1.rule.hostPort, $1.rule.proto.rawValue) }
     }
 
     /// One loop's counters, copied on its thread.
@@ -619,6 +656,10 @@ public final class Publisher {
     /// flows they created (or those flows would keep going to the container for minutes), and
     /// closes every listener. The loops must have stopped.
     public func close() {
+        controlLock.withLock { _ in closeSerialized() }
+    }
+
+    private func closeSerialized() {
         if let table = natTable {
             do { try table.delete() } catch { logger.error("\(error)") }
             natTable = nil

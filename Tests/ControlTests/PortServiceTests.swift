@@ -2,6 +2,7 @@
 
 import Glibc
 import LinuxIO
+import Mappings
 import Publishing
 import TestSupport
 import XCTest
@@ -17,7 +18,10 @@ final class PortServiceTests: XCTestCase {
         options.mode = .userspace
         options.threads = 2
         publisher = Publisher(options: options)
-        service = PortService(publisher: publisher, drain: .zero)
+        // These tests' backends listen on loopback: allowed, as `--allow-target` would.
+        var policy = PortService.Policy()
+        policy.targets = TargetPolicy(allowed: [AddressRange("127.0.0.0/8")!, AddressRange("::1")!])
+        service = PortService(publisher: publisher, drain: .zero, policy: policy)
     }
 
     override func tearDown() {
@@ -106,7 +110,12 @@ final class PortServiceTests: XCTestCase {
                 "sctp is not supported"
             ),
             (
+                // rootlesskit's usual form has no childIP: without --default-target, the 400 says how.
                 "POST", "/v1/ports", #"{"proto":"tcp","childPort":80}"#, 400,
+                "childIP is required: berth forwards to an address, so give one, or start the daemon with --default-target ADDRESS"
+            ),
+            (
+                "POST", "/v1/ports", #"{"proto":"tcp","childIP":"nope","childPort":80}"#, 400,
                 "childIP must be the container's IPv4 or IPv6 address"
             ),
             (

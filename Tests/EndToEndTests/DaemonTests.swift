@@ -25,7 +25,12 @@ final class DaemonTests: XCTestCase {
     private func startDaemon(_ extra: [String] = [], ports: Int = 0) throws -> Subprocess {
         let daemon = try Subprocess(
             berthBinary(),
-            ["daemon", "--mode", "userspace", "--threads", "2", "--control", socketPath] + extra
+            // The tests' backends listen on loopback, which the API refuses without this.
+            [
+                "daemon", "--mode", "userspace", "--threads", "2", "--control", socketPath, "--allow-target",
+                "127.0.0.0/8",
+            ]
+                + extra
         )
         let lines = daemon.waitForLines(ports + 1)
         guard lines.last == "control \(socketPath)" else {
@@ -153,6 +158,37 @@ final class DaemonTests: XCTestCase {
         XCTAssertEqual(try ControlClient.request("GET", "/v1/info", socketPath: socketPath).status, 200)
         daemon.signal(SIGTERM)
         XCTAssertEqual(daemon.waitForExit(), 0)
+    }
+
+    /// With every descriptor held by a published port's clients (RLIMIT_NOFILE 64), one control
+    /// request spun the control thread at 100% CPU, writing ~80,000 warnings a second, and timed
+    /// out: the level-triggered listener woke again at once after each EMFILE. Now the request is
+    /// answered through the reserve descriptor and the episode is one line.
+    func testOutOfDescriptorsTheControlSocketAnswersAndDoesNotSpin() throws {
+        let server = try TestServer.echo()
+        let daemon = try Subprocess(
+            "/bin/sh",
+            [
+                "-c", #"ulimit -n 64 && exec "$0" "$@""#, berthBinary(), "daemon", "--mode", "userspace", "--threads",
+                "1",
+                "--control", socketPath, "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1",
+            ]
+        )
+        let lines = daemon.waitForLines(2)
+        guard lines.last == "control \(socketPath)" else { return XCTFail("daemon printed \(lines), \(daemon.stderr)") }
+        let published = try XCTUnwrap(UInt16(lines[0].split(separator: ":").last ?? ""))
+        var clients: [TestSocket] = []
+        for _ in 0..<30 { clients.append(try TestSocket.connect(SocketAddress(ip: "127.0.0.1", port: published)!)) }
+        XCTAssertTrue(eventually { openDescriptorCount(pid: daemon.pid) >= 64 }, "the daemon's descriptors ran out")
+        let answer = try ControlClient.request("GET", "/v1/berth/ports", socketPath: socketPath, timeoutSeconds: 10)
+        XCTAssertEqual(answer.status, 200)
+        let again = try ControlClient.request("GET", "/v1/info", socketPath: socketPath, timeoutSeconds: 10)
+        XCTAssertEqual(again.status, 200)
+        clients.removeAll()
+        daemon.signal(SIGTERM)
+        XCTAssertEqual(daemon.waitForExit(), 0)
+        let warnings = daemon.stderr.split(separator: "\n").filter { $0.contains("control socket") }
+        XCTAssertLessThanOrEqual(warnings.count, 4, warnings.prefix(8).joined(separator: "\n"))
     }
 
     /// `GET /metrics` on the --metrics TCP listener counts the bytes sent, exactly, per mapping.

@@ -65,3 +65,17 @@ private func options(threads: Int, mode: Mode = .userspace) -> PublishOptions {
         #expect(budget.descriptors == DescriptorBudget.reserve + 2 * DescriptorBudget.reservePerLoop)
     }
 }
+
+/// Issue 20: a daemon's adds, one after another, each within the limit alone, crept up to EMFILE:
+/// the budget counted only the new mappings.
+@Suite struct DescriptorBudgetOpenTests {
+    @Test func whatIsOpenCountsTowardsTheLimit() throws {
+        let budget = DescriptorBudget(try mappings("127.0.0.1:8000-8099:8000-8099"), options: options(threads: 1))
+        #expect(budget.refusal(limit: 1024, open: 0) == nil)
+        #expect(
+            budget.refusal(limit: 1024, open: 1000)?.description
+                == "100 listening sockets need 119 file descriptors beside the 1000 open, the limit is 1024 (ulimit -n)"
+        )
+        #expect(budget.refusal(limit: 1119, open: 1000) == nil)
+    }
+}

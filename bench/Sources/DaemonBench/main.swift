@@ -72,7 +72,10 @@ let options = Options(Array(CommandLine.arguments.dropFirst()))
 let directory = String(cString: mkdtemp(strdup("/tmp/berth-daemon-bench-XXXXXX")))
 let socket = directory + "/berth.sock"
 var pid: pid_t = 0
-let argv = [options.berth, "daemon", "--mode", "userspace", "--threads", "\(options.threads)", "--control", socket]
+let argv = [
+    options.berth, "daemon", "--mode", "userspace", "--threads", "\(options.threads)", "--control", socket,
+    "--allow-target", "127.0.0.0/8",
+]
 let cArgs = argv.map { strdup($0) } + [nil]
 guard posix_spawn(&pid, options.berth, nil, nil, cArgs, environ) == 0 else {
     fail("cannot start \(options.berth)")
