@@ -332,6 +332,60 @@ final class DaemonTests: XCTestCase {
         XCTAssertNil(removed.body)
         XCTAssertEqual(try ControlClient.request("GET", "/v1/ports", socketPath: socketPath).body, .array([]))
     }
+
+    /// rootlesskit's own client, Debian's rootlessctl (make test installs rootlesskit): `info`,
+    /// `add-ports` in its usual form (no child address: it goes to --default-target) and with
+    /// one, `list-ports`, a duplicate add's error and `remove-ports`. Without --default-target,
+    /// the usual form is refused with a line that says how to set it.
+    func testRootlessctlAgainstTheDaemon() throws {
+        let rootlessctl = "/usr/bin/rootlessctl"
+        guard access(rootlessctl, X_OK) == 0 else {
+            throw XCTSkip("rootlessctl is not installed (make test installs Debian's rootlesskit)")
+        }
+        let ctl = { (args: [String]) throws -> (code: Int32?, stdout: String, stderr: String) in
+            try Subprocess.run(rootlessctl, ["--socket", self.socketPath] + args)
+        }
+        let server = try TestServer.echo()
+        do {
+            let daemon = try startDaemon()
+            let refused = try ctl(["add-ports", "127.0.0.1:\(freePort()):\(server.address.port)/tcp"])
+            XCTAssertEqual(refused.code, 1)
+            XCTAssertTrue(refused.stderr.contains("--default-target ADDRESS"), refused.stderr)
+            daemon.signal(SIGTERM)
+            XCTAssertEqual(daemon.waitForExit(), 0)
+        }
+        let daemon = try startDaemon(["--default-target", "127.0.0.1"])
+        defer {
+            daemon.signal(SIGTERM)
+            XCTAssertEqual(daemon.waitForExit(), 0)
+        }
+        let info = try ctl(["info"])
+        XCTAssertEqual(info.code, 0, info.stderr)
+        XCTAssertTrue(info.stdout.contains("Port Driver: berth"), info.stdout)
+        let (usual, named) = (freePort(), freePort())
+        let first = try ctl(["add-ports", "127.0.0.1:\(usual):\(server.address.port)/tcp"])
+        XCTAssertEqual(first.code, 0, first.stderr)
+        XCTAssertEqual(first.stdout, "1\n")
+        let second = try ctl(["add-ports", "127.0.0.1:\(named):127.0.0.2:\(server.address.port)/tcp"])
+        XCTAssertEqual(second.code, 0, second.stderr)
+        XCTAssertEqual(second.stdout, "2\n")
+        try echo(usual, "rootlessctl's usual form")
+        let list = try ctl(["list-ports"])
+        XCTAssertEqual(list.code, 0, list.stderr)
+        let rows = list.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        XCTAssertEqual(rows.count, 3, list.stdout)
+        XCTAssertEqual(rows.dropFirst().first, ["1", "tcp", "127.0.0.1", "\(usual)", "\(server.address.port)"])
+        XCTAssertEqual(rows.last, ["2", "tcp", "127.0.0.1", "\(named)", "127.0.0.2", "\(server.address.port)"])
+        let duplicate = try ctl(["add-ports", "127.0.0.1:\(usual):\(server.address.port)/tcp"])
+        XCTAssertEqual(duplicate.code, 1)
+        XCTAssertTrue(
+            duplicate.stderr.contains("\(server.address.port)/tcp: bind 127.0.0.1:\(usual): address already in use"),
+            duplicate.stderr
+        )
+        let removed = try ctl(["remove-ports", "1", "2"])
+        XCTAssertEqual(removed.code, 0, removed.stderr)
+        XCTAssertEqual(try ctl(["list-ports"]).stdout.split(separator: "\n").count, 1)
+    }
 }
 
 /// Lines a test server heard, from its threads.
