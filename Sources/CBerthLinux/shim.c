@@ -40,6 +40,7 @@ const int CBerthLinux_SOCK_NONBLOCK = SOCK_NONBLOCK;
 const int CBerthLinux_SOCK_CLOEXEC = SOCK_CLOEXEC;
 const int CBerthLinux_O_NONBLOCK = O_NONBLOCK;
 const int CBerthLinux_O_CLOEXEC = O_CLOEXEC;
+const int CBerthLinux_MSG_CMSG_CLOEXEC = MSG_CMSG_CLOEXEC;
 const int CBerthLinux_IP_PKTINFO = IP_PKTINFO;
 const int CBerthLinux_IPV6_RECVPKTINFO = IPV6_RECVPKTINFO;
 const int CBerthLinux_IPV6_PKTINFO = IPV6_PKTINFO;

@@ -339,9 +339,13 @@ final class ControlListener: EventHandler {
 
     private func serve(_ client: consuming Descriptor, onReserve: Bool, loop: EventLoop) {
         var allowed = true
-        if let policy { allowed = (try? UnixSocket.peerCredentials(client.raw)).map(policy.allows) ?? false }
+        var peer: UnixSocket.Credentials?
+        if let policy {
+            peer = try? UnixSocket.peerCredentials(client.raw)
+            allowed = peer.map(policy.allows) ?? false
+        }
         clients += 1
-        let connection = ControlConnection(client, listener: self, metricsOnly: metricsOnly)
+        let connection = ControlConnection(client, listener: self, metricsOnly: metricsOnly, peer: peer)
         connection.start(on: loop, refuse: !allowed)
         if clients >= shared.maxClients && watching {
             fullPause = true
@@ -349,7 +353,8 @@ final class ControlListener: EventHandler {
         }
     }
 
-    /// A connection of this listener has closed.
+    /// A connection of this listener has closed, or holds a shim's port from now on (it no
+    /// longer counts towards `maxClients`: a shim's connection lasts as long as its port).
     func closed() {
         clients -= 1
         refillReserve()
@@ -404,15 +409,26 @@ final class ControlConnection: EventHandler {
     private var head: [UInt8] = []
     private var body: [UInt8] = []
     private var sent = 0
-    private enum State { case reading, waitingForMetrics, writing }
+    private enum State {
+        case reading, waitingForMetrics, writing
+        /// A docker-proxy shim's: its port is served while this connection lasts.
+        case holding(entry: Int)
+    }
     private var state = State.reading
     private var watchingWrite = false
     private var id = HandlerID.none
     private weak var loop: EventLoop?
+    /// Who is on the other end (unix socket only).
+    private let peer: UnixSocket.Credentials?
+    /// A descriptor the peer passed with its request (SCM_RIGHTS): a shim's socket.
+    private var passed: Descriptor?
+    /// Counted in the listener's clients.
+    private var counted = true
 
-    init(_ socket: consuming Descriptor, listener: ControlListener, metricsOnly: Bool) {
+    init(_ socket: consuming Descriptor, listener: ControlListener, metricsOnly: Bool, peer: UnixSocket.Credentials?) {
         self.metricsOnly = metricsOnly
         self.listener = listener
+        self.peer = peer
         // A scrape has no body to send.
         reader = HTTPReader(maximumBody: metricsOnly ? 0 : HTTPReader.maximumBody)
         fd = socket.raw
@@ -434,6 +450,7 @@ final class ControlConnection: EventHandler {
         switch state {
         case .writing: return flush()
         case .waitingForMetrics: return
+        case .holding(let entry): return holdingReady(entry)
         case .reading: break
         }
         var buffer = [UInt8](repeating: 0, count: 16 << 10)
@@ -442,7 +459,12 @@ final class ControlConnection: EventHandler {
             do {
                 switch try buffer.withUnsafeMutableBytes({ (raw) throws(SyscallError) -> IOResult<Int> in
                     guard let base = raw.baseAddress else { return .done(0) }
-                    return try Socket.receive(fd, into: base, count: raw.count)
+                    guard peer != nil else { return try Socket.receive(fd, into: base, count: raw.count) }
+                    // One passed descriptor per connection; a second one is closed with `received`.
+                    return try UnixSocket.receive(fd, into: base, count: raw.count) {
+                        (received: consuming Descriptor) in
+                        if passed == nil { passed = .some(received) }
+                    }
                 }) {
                 case .done(let n): got = n
                 case .wouldBlock: return
@@ -482,7 +504,39 @@ final class ControlConnection: EventHandler {
             return
         }
         if metricsOnly { return answer(.error(404, "only /metrics is served here")) }
+        if request.path == "/v1/berth/shims" && request.method == "POST" { return adoptShim(request, loop: loop) }
         answer(listener.shared.service.handle(request))
+    }
+
+    /// A docker-proxy shim hands over its socket: the answer is written, then the connection
+    /// stays, and the port with it, until the shim closes it (it stopped, was killed, or gave up).
+    private func adoptShim(_ request: HTTPRequest, loop: EventLoop) {
+        let (response, entry) = listener.shared.service.adoptShim(request, socket: passed.take(), pid: peer?.pid ?? 0)
+        guard let entry else { return answer(response) }
+        state = .holding(entry: entry)
+        if counted {
+            counted = false
+            listener.closed()
+        }
+        head = response.serialized
+        body = []
+        sent = 0
+        // Small: it fits the socket's buffer; a shim that does not read it is closed.
+        let written = head.withUnsafeBytes { raw -> IOResult<Int>? in
+            guard let base = raw.baseAddress else { return nil }
+            return try? Socket.send(fd, from: base, count: raw.count)
+        }
+        guard case .done(head.count)? = written else { return close() }
+        // Still watched for reading: the end of file is the shim's goodbye.
+    }
+
+    private func holdingReady(_ entry: Int) {
+        var byte: UInt8 = 0
+        let result = try? Socket.receive(fd, into: &byte, count: 1)
+        if case .wouldBlock? = result { return }
+        // End of file, an error, or bytes a shim never sends: the port goes.
+        listener.shared.service.shimGone(entry)
+        close()
     }
 
     private func answerMetrics(_ text: [UInt8]) {
@@ -493,14 +547,19 @@ final class ControlConnection: EventHandler {
     }
 
     func timer(tag: UInt8, loop: EventLoop) {
-        if state == .reading { answer(.error(408, "no whole request within the time allowed")) } else { close() }
+        switch state {
+        case .reading: answer(.error(408, "no whole request within the time allowed"))
+        case .holding: break
+        case .waitingForMetrics, .writing: close()
+        }
     }
 
     func teardown(loop: EventLoop) { close() }
 
     /// `response`'s head, with `body` (shared) or the response's own.
     private func answer(_ response: HTTPResponse, body shared: [UInt8]? = nil) {
-        guard socket != nil, state != .writing else { return }
+        guard socket != nil else { return }
+        if case .writing = state { return }
         state = .writing
         let bodyBytes = shared ?? response.body
         head = response.head(contentLength: bodyBytes.count)
@@ -540,6 +599,7 @@ final class ControlConnection: EventHandler {
         loop?.detach(id)
         socket = nil
         body = []
-        listener.closed()
+        passed = nil
+        if counted { listener.closed() }
     }
 }

@@ -19,6 +19,9 @@ public final class PortService {
         let rootlessKitSpec: [(String, JSONValue)]?
         /// How many mappings (host ports) it holds, for `maxPorts`.
         let mappings: Int
+        /// The docker-proxy shim whose socket this is (its pid): removed when the shim's
+        /// connection ends, never through the API.
+        var heldBy: Int32? = nil
     }
 
     /// What the API may do, beside what Publisher checks (descriptors, binds).
@@ -74,6 +77,10 @@ public final class PortService {
             case (_, 3), (_, 4): return notAllowed(request)
             default: break
             }
+        }
+        if parts == ["v1", "berth", "shims"] {
+            // The control connection routes a shim's request, with its socket, to adoptShim.
+            return method == "POST" ? adoptShim(request, socket: nil, pid: 0).response : notAllowed(request)
         }
         return .error(404, "no such endpoint: \(plain(method)) \(plain(request.path))")
     }
@@ -280,6 +287,7 @@ public final class PortService {
 
     private func remove(owner: String) -> HTTPResponse {
         let chosen = entries.values.filter { $0.owner == owner }.sorted { $0.id < $1.id }
+        if let held = chosen.first(where: { $0.heldBy != nil }) { return Self.heldRefusal(held) }
         var removed: [JSONValue] = []
         for entry in chosen {
             if let failure = unpublish(entry) { return failure }
@@ -292,10 +300,97 @@ public final class PortService {
         guard let id = Int(idText), let entry = entries[id], !rootlessKit || entry.rootlessKitSpec != nil else {
             return .error(rootlessKit ? 400 : 404, "no ports with id \(plain(idText))")
         }
+        if entry.heldBy != nil { return Self.heldRefusal(entry) }
         if let failure = unpublish(entry) { return failure }
         return rootlessKit
             ? HTTPResponse(status: 200, body: [])
             : HTTPResponse(status: 200, json: .object([("removed", .array([.number(Double(id))]))]))
+    }
+
+    // MARK: docker-proxy shims
+
+    /// `POST /v1/berth/shims`, `{"proto","hostIP","hostPort","containerIP","containerPort"}`
+    /// with the shim's bound socket attached (SCM_RIGHTS): served from now on, as its own entry
+    /// owned by `docker-proxy/PID/TARGET`. The answer's second value is the entry's id: the
+    /// caller keeps the shim's connection and calls `shimGone` when it ends.
+    public func adoptShim(
+        _ request: HTTPRequest,
+        socket: consuming Descriptor?,
+        pid: Int32
+    ) -> (response: HTTPResponse, entry: Int?) {
+        let fields: [String: JSONValue]
+        switch JSONValue.parse(request.body, limits: .request).flatMap({
+            $0.fields(allowed: ["proto", "hostIP", "hostPort", "containerIP", "containerPort"])
+        }) {
+        case .success(let f): fields = f
+        case .failure(let e): return (.error(400, e.description), nil)
+        }
+        guard case .string(let protoText)? = fields["proto"], let proto = Proto(rawValue: protoText), proto != .sctp
+        else {
+            return (.error(400, "proto must be tcp or udp"), nil)
+        }
+        guard case .string(let hostText)? = fields["hostIP"], let hostIP = IPAddress(hostText) else {
+            return (.error(400, "hostIP must be the address the shim bound"), nil)
+        }
+        guard case .string(let targetText)? = fields["containerIP"], let containerIP = IPAddress(targetText) else {
+            return (.error(400, "containerIP must be the container's IPv4 or IPv6 address"), nil)
+        }
+        guard let hostPort = Self.port(fields["hostPort"], allowZero: false),
+            let containerPort = Self.port(fields["containerPort"], allowZero: false)
+        else {
+            return (.error(400, "hostPort and containerPort must be whole numbers from 1 to 65535"), nil)
+        }
+        if let refusal = policy.targets.refusal(containerIP) { return (.error(400, refusal), nil) }
+        guard mappingCount < policy.maxPorts else {
+            return (.error(400, "\(policy.maxPorts) ports are published already: see berth daemon --max-ports"), nil)
+        }
+        guard let socket = socket.take() else {
+            return (.error(400, "no socket came with the request: pass the bound socket with SCM_RIGHTS"), nil)
+        }
+        let mapping = PortMapping(
+            proto: proto,
+            hostIP: hostIP,
+            hostPort: .fixed(UInt16(hostPort)),
+            containerIP: containerIP,
+            containerPort: UInt16(containerPort)
+        )
+        let owner = "docker-proxy/\(pid)/\(SocketAddress(ip: containerIP.bytes, port: UInt16(containerPort)))"
+        let adopted: (id: PublicationID, port: BoundPort)
+        do {
+            adopted = try publisher.adopt(socket, mapping: mapping, owner: owner)
+        } catch {
+            return (.error(400, error.description), nil)
+        }
+        let id = nextID
+        nextID += 1
+        mappingCount += 1
+        var entry = Entry(
+            id: id,
+            owner: owner,
+            target: containerIP,
+            specs: ["\(hostIP.bracketed):\(hostPort):\(containerPort)/\(proto)"],
+            publication: adopted.id,
+            ports: [adopted.port],
+            rootlessKitSpec: nil,
+            mappings: 1
+        )
+        entry.heldBy = pid
+        entries[id] = entry
+        return (HTTPResponse(status: 201, json: Self.json(entry)), id)
+    }
+
+    /// The shim of entry `id` is gone (its connection ended: it stopped, or was killed): the
+    /// port stops accepting at once and its connections drain.
+    public func shimGone(_ id: Int) {
+        guard let entry = entries[id] else { return }
+        _ = unpublish(entry)
+    }
+
+    private static func heldRefusal(_ entry: Entry) -> HTTPResponse {
+        .error(
+            409,
+            "ports \(entry.id) belong to the docker-proxy shim pid \(entry.heldBy ?? 0): they go when it stops (docker stop, docker rm)"
+        )
     }
 
     // MARK: doing it
@@ -388,6 +483,7 @@ public final class PortService {
             )
         )
         members.append(("lines", .array(entry.ports.map { .string($0.line) })))
+        if let pid = entry.heldBy { members.append(("shim", .number(Double(pid)))) }
         return .object(members)
     }
 }

@@ -94,6 +94,79 @@ public enum UnixSocket {
         }
     }
 
+    /// recv(2) that also takes a descriptor passed with the bytes (SCM_RIGHTS): `passed` gets
+    /// the first one, to own; any others in the same message are closed here (and the kernel
+    /// closes those that did not fit). Without blocking.
+    public static func receive(
+        _ fd: Int32,
+        into buffer: UnsafeMutableRawPointer,
+        count: Int,
+        passed: (consuming Descriptor) -> Void
+    ) throws(SyscallError) -> IOResult<Int> {
+        let space = CBerthLinux_CMSG_SPACE(MemoryLayout<Int32>.size * 4)
+        let control = UnsafeMutableRawPointer.allocate(byteCount: space, alignment: 8)
+        defer { control.deallocate() }
+        var vector = iovec(iov_base: buffer, iov_len: count)
+        var header = msghdr()
+        let result: IOResult<Int> = try withUnsafeMutablePointer(to: &vector) { (v) throws(SyscallError) in
+            header.msg_iov = v
+            header.msg_iovlen = 1
+            header.msg_control = control
+            header.msg_controllen = space
+            return try syscallNonBlocking("recvmsg") {
+                recvmsg(fd, &header, Int32(MSG_DONTWAIT) | CBerthLinux_MSG_CMSG_CLOEXEC)
+            }
+        }
+        guard case .done = result else { return result }
+        var first = true
+        var message = CBerthLinux_CMSG_FIRSTHDR(&header)
+        while let cmsg = message {
+            if cmsg.pointee.cmsg_level == SOL_SOCKET && cmsg.pointee.cmsg_type == SCM_RIGHTS,
+                let data = UnsafeRawPointer(CBerthLinux_CMSG_DATA(cmsg))
+            {
+                let bytes = Int(cmsg.pointee.cmsg_len) - CBerthLinux_CMSG_LEN(0)
+                for i in 0..<max(0, bytes / MemoryLayout<Int32>.size) {
+                    let received = Descriptor(taking: data.loadUnaligned(fromByteOffset: i * 4, as: Int32.self))
+                    if first {
+                        first = false
+                        passed(received)
+                    }
+                }
+            }
+            message = CBerthLinux_CMSG_NXTHDR(&header, cmsg)
+        }
+        return result
+    }
+
+    /// Sends `count` bytes with `descriptor` attached (SCM_RIGHTS): the receiver gets its own
+    /// copy. Blocking unless the socket is not; without SIGPIPE.
+    public static func send(
+        _ fd: Int32,
+        from buffer: UnsafeRawPointer,
+        count: Int,
+        passing descriptor: Int32
+    ) throws(SyscallError) -> Int {
+        let space = CBerthLinux_CMSG_SPACE(MemoryLayout<Int32>.size)
+        let control = UnsafeMutableRawPointer.allocate(byteCount: space, alignment: 8)
+        defer { control.deallocate() }
+        control.initializeMemory(as: UInt8.self, repeating: 0, count: space)
+        var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: buffer), iov_len: count)
+        var header = msghdr()
+        return try withUnsafeMutablePointer(to: &vector) { (v) throws(SyscallError) in
+            header.msg_iov = v
+            header.msg_iovlen = 1
+            header.msg_control = control
+            header.msg_controllen = space
+            if let cmsg = CBerthLinux_CMSG_FIRSTHDR(&header), let data = CBerthLinux_CMSG_DATA(cmsg) {
+                cmsg.pointee.cmsg_level = SOL_SOCKET
+                cmsg.pointee.cmsg_type = Int32(SCM_RIGHTS)
+                cmsg.pointee.cmsg_len = CBerthLinux_CMSG_LEN(MemoryLayout<Int32>.size)
+                UnsafeMutableRawPointer(data).storeBytes(of: descriptor, as: Int32.self)
+            }
+            return try syscall("sendmsg") { sendmsg(fd, &header, Int32(MSG_NOSIGNAL)) }
+        }
+    }
+
     public static func peerCredentials(_ fd: Int32) throws(SyscallError) -> Credentials {
         var pid: Int32 = 0
         var uid: UInt32 = 0

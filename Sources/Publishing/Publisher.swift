@@ -262,10 +262,34 @@ public final class Publisher {
 
     /// Adopts a listener bound by someone else (dockerd's `-use-listen-fd`).
     public func adopt(_ fd: Int32, mapping: PortMapping) throws(PublishError) -> BoundPort {
-        try serialized { () throws(PublishError) in try adoptSerialized(fd, mapping: mapping) }
+        try serialized { () throws(PublishError) in try adoptSerialized(fd, mapping: mapping, owner: nil).port }
     }
 
-    private func adoptSerialized(_ fd: Int32, mapping: PortMapping) throws(PublishError) -> BoundPort {
+    /// Adopts a listener another process bound and passed over (a docker-proxy shim's, through
+    /// the control socket), as its own publication: removed with `remove`, like an add's.
+    public func adopt(
+        _ socket: consuming Descriptor,
+        mapping: PortMapping,
+        owner: String?
+    ) throws(PublishError) -> (id: PublicationID, port: BoundPort) {
+        let fd = socket.release()
+        do {
+            let (id, port) = try serialized { () throws(PublishError) in
+                try adoptSerialized(fd, mapping: mapping, owner: owner)
+            }
+            return (PublicationID(raw: id), port)
+        } catch {
+            // Listener.adopt failed before it took the descriptor over.
+            Descriptor(taking: fd).close()
+            throw error
+        }
+    }
+
+    private func adoptSerialized(
+        _ fd: Int32,
+        mapping: PortMapping,
+        owner: String?
+    ) throws(PublishError) -> (id: Int, port: BoundPort) {
         let listener: Listener
         do {
             listener = try Listener.adopt(fd)
@@ -275,8 +299,8 @@ public final class Publisher {
         let port = BoundPort(mapping: mapping, address: listener.address, target: Self.target(of: mapping))
         let id = nextID
         nextID += 1
-        publish([Binding(port: port, listeners: [listener])], id: id)
-        return port
+        publish([Binding(port: port, listeners: [listener])], id: id, owner: owner)
+        return (id, port)
     }
 
     /// Serves `mappings` through sockets a service manager passed (systemd socket activation)

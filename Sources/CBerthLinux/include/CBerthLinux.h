@@ -50,6 +50,8 @@ extern const int CBerthLinux_SOCK_NONBLOCK;
 extern const int CBerthLinux_SOCK_CLOEXEC;
 extern const int CBerthLinux_O_NONBLOCK;
 extern const int CBerthLinux_O_CLOEXEC;
+// recvmsg(2): descriptors passed with SCM_RIGHTS arrive close-on-exec.
+extern const int CBerthLinux_MSG_CMSG_CLOEXEC;
 extern const int CBerthLinux_IP_PKTINFO;
 extern const int CBerthLinux_IPV6_RECVPKTINFO;
 extern const int CBerthLinux_IPV6_PKTINFO;
