@@ -63,9 +63,11 @@ test: deps lint
 
 # berth as dockerd's userland-proxy-path: Debian's dockerd 20.10 and containerd (docker.io,
 # installed if missing, services kept from starting), private to a network namespace and a
-# temporary directory, publishing ports of a local busybox image. Root only.
+# temporary directory, publishing ports of a local busybox image. Root only. Twice: berth as the
+# proxy itself, then berth-proxy shims handing their sockets to a berth daemon.
 test-docker: build
 	bash .ci/docker-test.sh $(CURDIR)/.build/debug/berth
+	bash .ci/docker-test.sh $(CURDIR)/.build/debug/berth --shim
 
 # berth-cni in real CNI chains (bridge + host-local + berth-cni, with a berth daemon and without),
 # run by .ci/cni-runtime.py as SPEC.md says a runtime does, next to Debian's portmap as the

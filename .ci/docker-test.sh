@@ -7,11 +7,20 @@
 # host's network, iptables and any Docker installed on it are never touched. Everything is removed
 # on exit, failure or Ctrl-C. One PASS/FAIL line per check, then "N passed, M failed".
 #
-#   bash .ci/docker-test.sh [path/to/berth]      (default .build/debug/berth)
+#   bash .ci/docker-test.sh [path/to/berth] [--shim]      (default .build/debug/berth)
+#
+# With --shim, dockerd's userland proxy is berth-proxy (beside berth) and a berth daemon runs in the
+# namespace: every check passes through the shims and the daemon, and more follow: a range of 100
+# ports, docker rm -f, a shim killed, the daemon killed and started again (no client refused
+# meanwhile), the daemon killed for good (the shims serve alone).
 set -uo pipefail
 
 BERTH=${1:-.build/debug/berth}
 case $BERTH in /*) ;; *) BERTH=$PWD/$BERTH ;; esac # dockerd wants an absolute path
+SHIM=
+[ "${2:-}" = --shim ] && SHIM=1
+PROXY=$BERTH # what dockerd runs
+[ -n "$SHIM" ] && PROXY=$(dirname "$BERTH")/berth-proxy
 # Debian's binaries by full path: another docker CLI (28.x) may be first in PATH.
 DOCKERD=/usr/sbin/dockerd
 CONTAINERD=/usr/bin/containerd
@@ -34,6 +43,7 @@ check() { # label command...: PASS when the command succeeds
 
 [ "$(id -u)" = 0 ] || fail_early "needs root (network namespaces, dockerd)"
 [ -x "$BERTH" ] || fail_early "no berth binary at $BERTH (run make build)"
+[ -x "$PROXY" ] || fail_early "no $PROXY (run make build)"
 
 # --- Packages: docker.io (dockerd, containerd, runc) and busybox-static for the image --------------
 . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
@@ -141,7 +151,7 @@ for _ in $(seq 100); do [ -S "$WORK/containerd.sock" ] && break; sleep 0.1; done
 cat > "$WORK/daemon.json" << EOF
 {
   "userland-proxy": true,
-  "userland-proxy-path": "$BERTH",
+  "userland-proxy-path": "$PROXY",
   "iptables": true,
   "ip-forward": true,
   "ipv6": true,
@@ -154,6 +164,22 @@ cat > "$WORK/daemon.json" << EOF
   "deprecated-key-path": "$WORK/key.json"
 }
 EOF
+# With --shim: the daemon the shims hand their sockets to, and where dockerd's children find it
+# (they inherit its environment; on a real host a systemd drop-in for docker.service sets it).
+CONTROL=$WORK/berth.sock
+start_berth_daemon() {
+	# nsenter itself, not in_ns: nsenter execs berth, so $! is the daemon's own pid.
+	nsenter --net="/run/netns/$NS" -- "$BERTH" daemon --mode userspace --control "$CONTROL" \
+		>> "$WORK/berth-daemon.log" 2>&1 &
+	BERTH_DAEMON_PID=$!
+	for _ in $(seq 100); do "$BERTH" port ls --control "$CONTROL" > /dev/null 2>&1 && return 0; sleep 0.05; done
+	cat "$WORK/berth-daemon.log" >&2
+	return 1
+}
+if [ -n "$SHIM" ]; then
+	start_berth_daemon || fail_early "berth daemon did not start"
+	export BERTH_CONTROL=$CONTROL BERTH_PROXY_FALLBACK=3
+fi
 in_ns "$DOCKERD" --config-file "$WORK/daemon.json" --data-root "$WORK/docker" --exec-root "$WORK/exec" \
 	--pidfile "$WORK/dockerd.pid" -H "unix://$WORK/docker.sock" --containerd "$WORK/containerd.sock" \
 	> "$WORK/dockerd.log" 2>&1 &
@@ -164,7 +190,7 @@ for _ in $(seq 150); do docker version > /dev/null 2>&1 && break; sleep 0.1; don
 docker version > /dev/null 2>&1 || { cat "$WORK/dockerd.log" >&2; fail_early "dockerd did not start"; }
 DOCKERD_PID=$(cat "$WORK/dockerd.pid")
 echo "docker-test: $(docker version -f 'client {{.Client.Version}}, dockerd {{.Server.Version}}') ($DOCKER and $DOCKERD from $(dpkg -S "$DOCKER" 2> /dev/null | cut -d: -f1)), containerd $("$CONTAINERD" --version | awk '{print $3}'), in network namespace $NS"
-echo "docker-test: userland-proxy-path $BERTH ($("$BERTH" -v 2> /dev/null))"
+echo "docker-test: userland-proxy-path $PROXY ($("$PROXY" -v 2> /dev/null))${SHIM:+, a berth daemon on $CONTROL}"
 
 # --- The image: busybox-static, httpd on 80-82 with distinct pages, a UDP echo on 53 -------------
 # busybox-static has no UDP server (its nc has no -u), so the echo is Debian's python3 from the
@@ -191,9 +217,11 @@ cat > "$ROOT/start" << 'EOF'
 trap 'exit 0' TERM INT
 for p in 80 81 82; do /bin/httpd -f -p $p -h /www/$p & done
 [ -x /usr/bin/python3 ] && /usr/bin/python3 /udp-echo.py &
+[ -n "$RANGE_FIRST" ] && /usr/bin/python3 /range.py &
 wait
 EOF
 chmod +x "$ROOT/start"
+cp "$(dirname "${BASH_SOURCE[0]}")/docker-range.py" "$ROOT/range.py"
 tar -C "$ROOT" -c . | docker import -c 'CMD ["/start"]' - berth-test:local > /dev/null ||
 	fail_early "docker import failed"
 
@@ -256,6 +284,102 @@ wait_started() { # container
 	echo "container $1 ($ip) is not ready"; return 1
 }
 
+# --- With --shim: a range, the shims' lifetimes, the daemon's -------------------------------------
+range_answers() { # first last: every port of the range answers through its proxy, with its number
+	in_ns "$PYTHON" - "$1" "$2" << 'EOF'
+import socket, sys
+first, last = int(sys.argv[1]), int(sys.argv[2])
+bad = []
+for p in range(first, last + 1):
+    try:
+        s = socket.create_connection(("127.0.0.1", p), timeout=5)
+        got = s.makefile().readline().strip()
+        if got != "port %d" % p:
+            bad.append("%d: %r" % (p, got))
+    except OSError as e:
+        bad.append("%d: %s" % (p, e))
+if bad:
+    sys.exit("; ".join(bad[:5]) + " (%d in all)" % len(bad))
+EOF
+}
+shim_entries() { "$BERTH" port ls --control "$CONTROL" 2> /dev/null | grep -c 'docker-proxy/'; }
+eventually() { # seconds command...: the command succeeds within that long
+	local i; local limit=$(($1 * 10)); shift
+	for i in $(seq "$limit"); do "$@" > /dev/null 2>&1 && return 0; sleep 0.1; done
+	"$@"
+}
+range_pids() { # 200 or 201: dockerd's proxies for host ports 20000-20099 or 20100-20199, by their flags
+	ps -o pid=,args= --ppid "$DOCKERD_PID" | awk -v r=" -host-port $1[0-9][0-9] " '$0 ~ r { print $1 }'
+}
+all_are() { # program 200|201: each of those 100 proxies runs it (berth-proxy waiting, or berth serving alone)
+	local p n=0
+	for p in $(range_pids "$2"); do
+		[ "$(basename "$(readlink "/proc/$p/exe")")" = "$1" ] || return 1
+		n=$((n + 1))
+	done
+	[ "$n" = 100 ]
+}
+neighbours_answer() { range_answers 20041 20041 && range_answers 20043 20043; }
+range_entries() { "$BERTH" port ls --control "$CONTROL" 2> /dev/null | grep -c " -> 127.0.0.1:$1"; }
+shim_checks() {
+	local pid before started elapsed refused answered
+	run range100 -e RANGE_FIRST=20000 -e RANGE_LAST=20099 -p 127.0.0.1:20000-20099:20000-20099 > /dev/null &&
+		wait_started range100 > /dev/null
+	check "shims: -p 127.0.0.1:20000-20099:20000-20099: all 100 ports answer through the daemon" eventually 10 range_answers 20000 20099
+	check "shims: the daemon holds their ports ($(range_entries 200) of the range in berth port ls)" test "$(range_entries 200)" = 100
+	check "shims: the range's 100 proxies are berth-proxy, waiting" all_are berth-proxy 200
+	before=$(shim_entries)
+	pid=$(ps -o pid=,args= --ppid "$DOCKERD_PID" | awk -v p="$PROXY" '$2 == p && / -host-port 20042 / { print $1 }')
+	kill -KILL "$pid"
+	check "shims: kill -9 of the shim for 20042 removes its port at the daemon" eventually 5 test "$(shim_entries)" = $((before - 1))
+	check "shims: ... and only that one: 20041 and 20043 still answer" neighbours_answer
+	docker rm -f range100 > /dev/null
+	check "shims: docker rm -f: the daemon holds none of the range's ports" eventually 5 test "$(range_entries 200)" = 0
+	check "shims: docker rm -f: no shim of the range left" test -z "$(range_pids 200)"
+
+	# The daemon killed and started again, a client connecting all along.
+	run range2 -e RANGE_FIRST=20100 -e RANGE_LAST=20199 -p 127.0.0.1:20100-20199:20100-20199 > /dev/null &&
+		wait_started range2 > /dev/null
+	eventually 10 range_answers 20100 20199 > /dev/null
+	in_ns "$PYTHON" - > "$WORK/during-restart" << 'EOF' &
+import socket, time
+refused = answered = 0
+end = time.time() + 4
+while time.time() < end:
+    try:
+        s = socket.create_connection(("127.0.0.1", 20150), timeout=10)
+        if s.makefile().readline().strip() == "port 20150":
+            answered += 1
+    except ConnectionRefusedError:
+        refused += 1
+    except OSError:
+        pass
+    time.sleep(0.02)
+print(refused, answered)
+EOF
+	local client=$! old=$BERTH_DAEMON_PID
+	sleep 0.5
+	kill -KILL "$old"; wait "$old" 2> /dev/null
+	sleep 0.5
+	started=$(date +%s%N)
+	start_berth_daemon
+	check "shims: a new daemon runs (pid $BERTH_DAEMON_PID, the killed one was $old)" bash -c "! kill -0 $old 2> /dev/null && kill -0 $BERTH_DAEMON_PID"
+	eventually 5 range_answers 20100 20199 > /dev/null
+	elapsed=$((($(date +%s%N) - started) / 1000000))
+	check "shims: the daemon killed and started again: all 100 ports answer within 2 s (took $elapsed ms)" test "$elapsed" -le 2000
+	wait "$client"
+	read -r refused answered < "$WORK/during-restart"
+	check "shims: no connection refused while no daemon ran ($refused refused, $answered answered)" test "$refused" = 0 -a "$answered" -gt 0
+
+	# The daemon killed for good: after BERTH_PROXY_FALLBACK (3 s here) each shim serves alone.
+	kill -KILL "$BERTH_DAEMON_PID"; wait "$BERTH_DAEMON_PID" 2> /dev/null
+	check "shims: the daemon gone for good: each of the range's shims becomes berth, serving alone" eventually 15 all_are berth 201
+	check "shims: ... and all 100 ports answer" range_answers 20100 20199
+	docker rm -f range2 > /dev/null
+	check "shims: docker rm -f after the fallback: no proxy of the range left" test -z "$(range_pids 201)"
+	start_berth_daemon
+}
+
 echo "docker-test: checks"
 # -p 8080:80
 run web -p 8080:80 > /dev/null && wait_started web > /dev/null
@@ -298,15 +422,15 @@ fi
 
 # the command lines dockerd gave berth
 ARGS=$(proxy_args)
-want="$BERTH -proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip $WEB_IP -container-port 80"
-check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
+want="$PROXY -proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip $WEB_IP -container-port 80"
+check "dockerd runs $(basename "$PROXY"): $want" grep -qxF -- "$want" <<< "$ARGS"
 ip6_of() { docker inspect -f '{{.NetworkSettings.GlobalIPv6Address}}' "$1"; }
-want="$BERTH -proto tcp -host-ip :: -host-port 8080 -container-ip $(ip6_of web) -container-port 80"
-check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
-want="$BERTH -proto udp -host-ip 0.0.0.0 -host-port 5353 -container-ip $(ip_of udp) -container-port 53"
-check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
-want="$BERTH -proto tcp -host-ip ::1 -host-port 8082 -container-ip $(ip6_of v6) -container-port 80"
-check "dockerd runs berth: $want" grep -qxF -- "$want" <<< "$ARGS"
+want="$PROXY -proto tcp -host-ip :: -host-port 8080 -container-ip $(ip6_of web) -container-port 80"
+check "dockerd runs $(basename "$PROXY"): $want" grep -qxF -- "$want" <<< "$ARGS"
+want="$PROXY -proto udp -host-ip 0.0.0.0 -host-port 5353 -container-ip $(ip_of udp) -container-port 53"
+check "dockerd runs $(basename "$PROXY"): $want" grep -qxF -- "$want" <<< "$ARGS"
+want="$PROXY -proto tcp -host-ip ::1 -host-port 8082 -container-ip $(ip6_of v6) -container-port 80"
+check "dockerd runs $(basename "$PROXY"): $want" grep -qxF -- "$want" <<< "$ARGS"
 echo "  dockerd's children:"; sed 's/^/    /' <<< "$ARGS"
 
 # a host port already in use: berth's error on fd 3 reaches docker run's stderr
@@ -328,14 +452,16 @@ docker rm -f busy > /dev/null 2>&1
 
 # docker stop frees the port, docker start publishes it again
 docker stop -t 3 web > /dev/null
-check "docker stop web: no berth left for port 8080" bash -c "! ps -o args= --ppid $DOCKERD_PID | grep -q -- '-host-port 8080 '"
+check "docker stop web: no proxy left for port 8080" bash -c "! ps -o args= --ppid $DOCKERD_PID | grep -q -- '-host-port 8080 '"
 check "docker stop web: 0.0.0.0:8080 binds again" binds tcp 0.0.0.0 8080
 docker start web > /dev/null && wait_started web > /dev/null
 check "docker start web: 127.0.0.1:8080 answers again" get http://127.0.0.1:8080/ "berth-docker-test port 80"
 
+[ -n "$SHIM" ] && shim_checks
+
 # --- Cleanup, then check that nothing is left ---------------------------------------------------
 docker rm -f $(docker ps -aq) > /dev/null 2>&1
-check "docker rm -f: every berth exited" bash -c "! ps -o args= --ppid $DOCKERD_PID | grep -qF -- '$BERTH'"
+check "docker rm -f: every proxy exited" bash -c "! ps -o args= --ppid $DOCKERD_PID | grep -qF -- '$PROXY'"
 KEPT_WORK=$WORK
 cleanup
 left=""
