@@ -97,7 +97,7 @@ public enum Chart {
             // Gridlines and their values.
             for tick in ticks(scale) {
                 body += line(x(tick), y, x(tick), y + rows * row, stroke: "#e9ecef")
-                body += text(x(tick), y + rows * row + 12, formatNumber(tick), size: 10, anchor: "middle")
+                body += text(x(tick), y + rows * row + 12, plainNumber(tick), size: 10, anchor: "middle")
             }
             if p.ratioTo != nil {
                 body += line(x(1), y - 2, x(1), y + rows * row + 2, stroke: "#495057", dash: true)

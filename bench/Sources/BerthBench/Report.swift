@@ -261,7 +261,7 @@ struct Report {
         text += "- berth commit: \(environment.berthCommit ?? "unknown")\n"
         text += "- scenarios: \((environment.scenarios ?? scenarios.map(\.rawValue)).joined(separator: ", "))\n"
         text +=
-            "- run: \(fmt(environment.duration)) s per measurement, \(environment.repetitions) repetitions, interleaved (every target in each repetition)\n"
+            "- run: \(plainNumber(environment.duration)) s per measurement, \(environment.repetitions) repetitions, interleaved (every target in each repetition)\n"
         text += "- versions:\n"
         for t in targetNames { text += "  - \(t): \(environment.versions[t] ?? "-")\n" }
         text +=
