@@ -137,9 +137,10 @@ bench: release bench-peers
 	bench/.build/release/berth-bench $(BENCH_FLAGS) \
 		--results bench/RESULTS.md --json bench/RESULTS.json --charts bench/charts --micro bench/.build/micro-benchmarks.txt
 
-# What the last `make bench` changed against the run before it; e.g.
-# make bench-compare COMPARE_FLAGS="--targets berth --fail-on-regression 10"
-COMPARE_FLAGS ?=
+# What the last `make bench` changed against the run before it, as ratios to direct per repetition
+# (a machine busier in one run moves every target alike); e.g.
+# make bench-compare COMPARE_FLAGS="--relative --targets berth --fail-on-regression 10"
+COMPARE_FLAGS ?= --relative
 bench-compare:
 	@[ -f bench/.build/baseline.json ] || { echo "make: no bench/.build/baseline.json: it is the run before the last make bench"; exit 1; }
 	$(SWIFT) build -c release --package-path bench --product berth-bench

@@ -14,6 +14,10 @@ public struct CompareOptions: Sendable {
     public var targets: [String]?
     /// A row worse by at least this many percent, beyond the noise, fails the comparison.
     public var failOnRegressionPercent: Double?
+    /// Compare each repetition's ratio to the figure's base (direct) instead of the values: a
+    /// machine that is slower as a whole in one run moves every target and the base alike, and
+    /// the ratios not at all.
+    public var relative = false
 
     public init() {}
 }
@@ -94,6 +98,15 @@ public struct Comparison: Sendable {
         return cell.median.map { [$0] } ?? []
     }
 
+    /// Each repetition's value ÷ the base's in the same repetition; none when they cannot be
+    /// paired (a repetition missing on one side, or a base of 0).
+    static func ratios(_ figure: BenchFigure, _ target: String) -> [Double] {
+        let mine = values(figure.targets[target])
+        let base = values(figure.targets[figure.ratioTo])
+        guard mine.count == base.count, !base.contains(0) else { return [] }
+        return zip(mine, base).map { $0 / $1 }
+    }
+
     static func row(
         _ scenario: String,
         _ before: BenchFigure,
@@ -101,8 +114,9 @@ public struct Comparison: Sendable {
         _ target: String,
         _ options: CompareOptions
     ) -> ComparisonRow? {
-        let a = values(before.targets[target])
-        let b = values(after.targets[target])
+        if options.relative && target == after.ratioTo { return nil }
+        let a = options.relative ? ratios(before, target) : values(before.targets[target])
+        let b = options.relative ? ratios(after, target) : values(after.targets[target])
         let old = Statistics.summary(a)
         let new = Statistics.summary(b)
         var row = ComparisonRow(
@@ -198,6 +212,11 @@ public struct Comparison: Sendable {
             "\nBeyond the noise: exact two-sided Mann–Whitney U on the repetitions, p ≤ \(plainNumber(options.alpha)); "
             + "better or worse: that and a median moved by at least \(plainNumber(options.minChangePercent))%. "
             + "With 3 repetitions a side the smallest p is 0.1 (every repetition of one run beyond every one of the other).\n"
+        if options.relative {
+            text +=
+                "\nRelative: each repetition's value ÷ the base's (direct; memory: docker-proxy) in the same repetition; "
+                + "rows whose repetitions cannot be paired are left out.\n"
+        }
         var scenario = ""
         var figure = ""
         let header = ["target", "old median (min–max)", "new median (min–max)", "new ÷ old", "p", "verdict"]
@@ -216,8 +235,9 @@ public struct Comparison: Sendable {
             if r.figure.id != figure {
                 flush()
                 figure = r.figure.id
+                let unit = options.relative ? "÷ \(r.figure.ratioTo) per repetition" : r.figure.unit
                 text +=
-                    "\n### \(r.figure.title) (\(r.figure.unit), \(r.figure.higherIsBetter ? "higher" : "lower") is better)\n\n"
+                    "\n### \(r.figure.title) (\(unit), \(r.figure.higherIsBetter ? "higher" : "lower") is better)\n\n"
             }
             let ratio = r.change.flatMap { $0.isInfinite ? nil : "×" + formatNumber($0 + 1) } ?? "-"
             table.append([

@@ -15,6 +15,8 @@ struct Compare: ParsableCommand {
             or worse when p ≤ --alpha and the median moved by at least --min-change percent.
             With 3 repetitions a side the smallest p is 0.1, reached only when every repetition of
             one run is beyond every repetition of the other; with 1 nothing can be told.
+            --relative compares each repetition's ratio to direct (in the same repetition) instead:
+            what a machine slower or faster as a whole in one run does to every target cancels out.
             Exit status: 0; 1 when --fail-on-regression PERCENT is given and a row is worse by at
             least that much beyond the noise; 2 when a file is not a berth-bench run.
             """
@@ -40,6 +42,9 @@ struct Compare: ParsableCommand {
     )
     var failOnRegression: Double?
 
+    @Flag(help: "Compare each repetition's ratio to direct (memory: to docker-proxy), not the values.")
+    var relative = false
+
     func validate() throws {
         guard alpha > 0 && alpha < 1 else { throw ValidationError("--alpha must be between 0 and 1") }
         guard minChange >= 0 && minChange.isFinite else { throw ValidationError("--min-change must be 0 or more") }
@@ -53,6 +58,7 @@ struct Compare: ParsableCommand {
         options.alpha = alpha
         options.minChangePercent = minChange
         options.failOnRegressionPercent = failOnRegression
+        options.relative = relative
         options.targets = targets?.split(separator: ",").map { String($0).trimmingWhitespace() }
         let comparison = Comparison(old: try Compare.read(old), new: try Compare.read(new), options: options)
         print(comparison.text(oldName: old, newName: new), terminator: "")

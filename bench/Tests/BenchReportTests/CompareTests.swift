@@ -148,6 +148,32 @@ struct CompareTests {
         #expect(c.text().contains("(7 rows had too few repetitions to fail on.)"))
     }
 
+    /// The same code on a machine 20 % slower as a whole: the values call berth worse, the
+    /// ratios to direct in each repetition do not move.
+    @Test func relativeComparesRatiosToDirectPerRepetition() throws {
+        let old = try Recorded.document(Recorded.old)
+        var slower = old
+        for f in slower.scenarios[0].figures.indices {
+            for (t, cell) in slower.scenarios[0].figures[f].targets {
+                slower.scenarios[0].figures[f].targets[t] = BenchCell(values: cell.values!.map { $0 * 0.8 })
+            }
+        }
+        #expect(row(Comparison(old: old, new: slower), "tcp-bulk-1", "berth")?.verdict == .worse)
+        var options = CompareOptions()
+        options.relative = true
+        let relative = Comparison(old: old, new: slower, options: options)
+        let bulk = try #require(row(relative, "tcp-bulk-1", "berth"))
+        #expect(bulk.verdict == .withinNoise)
+        #expect(abs(bulk.change!) < 1e-9)
+        #expect(row(relative, "tcp-bulk-1", "direct") == nil)
+        // udp-loss's base is 0 %: no ratio, no row.
+        #expect(row(relative, "udp-loss", "berth") == nil)
+        // And a real change still shows: berth's ratios in `new` are all below the old ones.
+        let real = Comparison(old: old, new: try Recorded.document(Recorded.new), options: options)
+        #expect(row(real, "tcp-bulk-1", "berth")?.verdict == .worse)
+        #expect(real.text().contains("### TCP bulk, 1 stream (÷ direct per repetition, higher is better)"))
+    }
+
     @Test func aSeparatedButSmallChangeIsNotCalledAChange() throws {
         let old = try Recorded.document(Recorded.old)
         var new = old
