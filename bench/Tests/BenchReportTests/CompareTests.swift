@@ -114,7 +114,7 @@ struct CompareTests {
     @Test func theTableHasBothMediansTheRatioAndTheVerdict() throws {
         let c = Comparison(old: try Recorded.document(Recorded.old), new: try Recorded.document(Recorded.new))
         let text = c.text(oldName: "old.json", newName: "new.json")
-        #expect(text.contains("- old: `old.json`: 2026-11-29T18:20:25Z, berth unknown, 2 s × 3"))
+        #expect(text.contains("- old: `old.json`: 2026-11-29T18:20:25Z, berth 735d1cc, 2 s × 3"))
         #expect(text.contains("berth 9930a14aaaaa"))
         #expect(text.contains("### TCP bulk, 1 stream (Gbit/s, higher is better)"))
         let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("| berth") && $0.contains("12.3") })
