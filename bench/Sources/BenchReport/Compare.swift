@@ -165,7 +165,9 @@ public struct Comparison: Sendable {
 
     public static func describe(_ e: BenchEnvironment) -> String {
         // Runs from before berthCommit have the commit in berth's version line ("... at 735d1cc").
-        let fromVersion = e.versions["berth"].flatMap { v in v.firstRange(of: " at ").map { String(v[$0.upperBound...]) } }
+        let fromVersion = e.versions["berth"].flatMap { v in
+            v.firstRange(of: " at ").map { String(v[$0.upperBound...]) }
+        }
         var parts = [e.date, "berth \(e.berthCommit.map { String($0.prefix(12)) } ?? fromVersion ?? "unknown")"]
         parts.append("\(plainNumber(e.duration)) s × \(e.repetitions)")
         if let s = e.scenarios { parts.append(s.joined(separator: "+")) }
