@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev rootlesskit
 
-.PHONY: all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-smoke clean
+.PHONY: all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-compare bench-smoke clean
 
 all: build
 
@@ -142,18 +142,42 @@ bench-peers:
 		[ -x /usr/local/bin/docker-proxy ] || { echo "make: no docker-proxy in the docker.io package"; exit 1; }; \
 	fi
 
-# Micro-benchmarks, then every end-to-end figure against every peer; writes bench/RESULTS.md.
+# Micro-benchmarks, then every end-to-end figure against every peer; writes bench/RESULTS.md,
+# RESULTS.json and a chart per figure group in bench/charts/. The RESULTS.json it replaces is
+# kept as bench/.build/baseline.json (unless that run was interrupted) for `make bench-compare`.
 BENCH_FLAGS ?= --duration 2 --repeat 3
 bench: release bench-peers
 	mkdir -p bench/.build && $(SWIFT) package --package-path bench benchmark --no-progress > bench/.build/micro-benchmarks.txt 2>&1 || { cat bench/.build/micro-benchmarks.txt; exit 1; }
 	cat bench/.build/micro-benchmarks.txt
 	$(SWIFT) build -c release --package-path bench
+	@if [ -f bench/RESULTS.json ] && ! grep -q '"notMeasured"' bench/RESULTS.json; then \
+		cp bench/RESULTS.json bench/.build/baseline.json && echo "make: the previous run is bench/.build/baseline.json (make bench-compare)"; fi
 	bench/.build/release/berth-bench $(BENCH_FLAGS) \
-		--results bench/RESULTS.md --json bench/RESULTS.json --micro bench/.build/micro-benchmarks.txt
+		--results bench/RESULTS.md --json bench/RESULTS.json --charts bench/charts --micro bench/.build/micro-benchmarks.txt
 
-# Every figure once, tiny, berth and direct only: fails if any figure is missing, never on speed.
+# What the last `make bench` changed against the run before it, as ratios to direct per repetition
+# (a machine busier in one run moves every target alike); e.g.
+# make bench-compare COMPARE_FLAGS="--relative --targets berth --fail-on-regression 10"
+COMPARE_FLAGS ?= --relative
+bench-compare:
+	@[ -f bench/.build/baseline.json ] || { echo "make: no bench/.build/baseline.json: it is the run before the last make bench"; exit 1; }
+	$(SWIFT) build -c release --package-path bench --product berth-bench
+	bench/.build/release/berth-bench compare $(COMPARE_FLAGS) bench/.build/baseline.json bench/RESULTS.json
+
+# BenchReport's tests; every figure once, tiny, berth and direct only, twice (fails if any figure
+# is missing, never on speed); then compare on the two runs (exit 0 and a table) and the charts
+# of the first read as XML.
 bench-smoke: build
-	$(SWIFT) run --package-path bench berth-bench --smoke --berth $(CURDIR)/.build/debug/berth
+	$(SWIFT) build --package-path bench --product berth-bench
+	$(SWIFT) build --package-path bench --product berth-benchPackageTests
+	$(SWIFT) test --package-path bench --skip-build
+	rm -rf bench/.build/smoke && mkdir -p bench/.build/smoke
+	bin=$$($(SWIFT) build --package-path bench --show-bin-path) && \
+	$$bin/berth-bench --smoke --berth $(CURDIR)/.build/debug/berth --json bench/.build/smoke/1.json --charts bench/.build/smoke/charts && \
+	$$bin/berth-bench --smoke --berth $(CURDIR)/.build/debug/berth --json bench/.build/smoke/2.json > /dev/null && \
+	$$bin/berth-bench compare bench/.build/smoke/1.json bench/.build/smoke/2.json > bench/.build/smoke/compare.md && \
+	grep -q '^| berth ' bench/.build/smoke/compare.md || { echo "make: berth-bench compare failed"; cat bench/.build/smoke/compare.md; exit 1; }
+	python3 -c 'import sys, xml.etree.ElementTree as E; [E.parse(f) for f in sys.argv[1:]]; print("make: %d well-formed charts" % (len(sys.argv) - 1))' bench/.build/smoke/charts/*.svg
 
 clean:
 	rm -rf .build .build-asan .build-tsan .build-fuzz

@@ -15,6 +15,10 @@ let package = Package(
     ],
     targets: [
         .target(name: "CBench", cSettings: [.define("_GNU_SOURCE")]),
+        // What a run's report is made of, apart from measuring: RESULTS.json's model, `compare`
+        // and its test, the SVG charts, the progress line. No dependency, so its tests build fast.
+        .target(name: "BenchReport"),
+        .testTarget(name: "BenchReportTests", dependencies: ["BenchReport"]),
         // The yardstick for berth's TCP path: the least a splice relay can be (the runner's
         // `splice-reference` target).
         .executableTarget(
@@ -27,6 +31,7 @@ let package = Package(
             name: "berth-bench",
             dependencies: [
                 "CBench",
+                "BenchReport",
                 .product(name: "LinuxIO", package: "berth"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

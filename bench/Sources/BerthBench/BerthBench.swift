@@ -4,8 +4,10 @@
 //   swift run -c release --package-path bench berth-bench --smoke         # tiny, berth and direct
 //   ... --targets direct,berth,docker-proxy --figures tcp-bulk,tcp-rr --duration 5 --repeat 5
 //   ... --peer 'myproxy=/opt/myproxy --listen {host_ip}:{host_port} --to {target_ip}:{target_port} --proto {proto}'
+//   swift run -c release --package-path bench berth-bench compare OLD.json NEW.json
 
 import ArgumentParser
+import BenchReport
 import Foundation
 import Glibc
 
@@ -45,7 +47,12 @@ struct BerthBench: ParsableCommand {
             Scenarios: loopback (all on 127.0.0.1) and netns (client, host and container
             namespaces the runner makes and deletes; needs root). Memory is measured in the
             first scenario only.
-            """
+
+            Progress goes to stderr. Ctrl-C stops after the measurement under way and writes
+            what was measured (and what was not); a second Ctrl-C quits at once.
+            `berth-bench compare OLD.json NEW.json` compares two runs' --json files.
+            """,
+        subcommands: [Compare.self]
     )
 
     @Option(help: "Seconds per measurement.")
@@ -73,6 +80,14 @@ struct BerthBench: ParsableCommand {
         help: ArgumentHelp("Write a full results file (machine, versions, tables) to this file.", valueName: "file")
     )
     var results: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Write one SVG chart per figure group into this directory (RESULTS.md links them).",
+            valueName: "dir"
+        )
+    )
+    var charts: String?
 
     @Option(help: ArgumentHelp("Micro-benchmark output to include in --results.", valueName: "file"))
     var micro: String?
@@ -119,9 +134,7 @@ struct BerthBench: ParsableCommand {
         if let render {
             let report = try Report(json: try Data(contentsOf: URL(fileURLWithPath: render)))
             print(report.markdown(), terminator: "")
-            if let results {
-                try writeFile(results, report.resultsFile(micro: micro.flatMap { ProcFS.read($0) }))
-            }
+            try writeOutputs(report)
             return
         }
         raiseDescriptorLimit()
@@ -210,24 +223,28 @@ struct BerthBench: ParsableCommand {
             workDirectory: workDirectory,
             berthThreads: berthThreads
         )
-        let environment = Environment.read(
+        let environment = BenchEnvironment.read(
             targets: chosen,
             root: repositoryRoot,
             duration: options.duration,
-            repetitions: options.repetitions
+            repetitions: options.repetitions,
+            scenarios: scenarios
         )
         let begin = nowNanos()
         let runner = Runner(options: options)
         runner.run()
-        let report = Report(options: options, results: runner.results, environment: environment)
+        var report = Report(options: options, results: runner.results, environment: environment)
+        let interrupted = interruptRequested.load(ordering: .relaxed)
+        if interrupted { report.environment.notMeasured = runner.progress.notMeasured() }
         print(report.markdown(), terminator: "")
         print("(\(fmt(Double(nowNanos() - begin) / 1e9)) s)")
-        if let json {
-            try report.json().write(to: URL(fileURLWithPath: json))
-        }
-        if let results {
-            let microText = micro.flatMap { ProcFS.read($0) }
-            try writeFile(results, report.resultsFile(micro: microText))
+        try writeOutputs(report)
+        if interrupted {
+            let missing = report.environment.notMeasured ?? []
+            FileHandle.standardError.write(
+                "berth-bench: interrupted; not measured: \(missing.joined(separator: "; "))\n".data(using: .utf8)!
+            )
+            throw ExitCode(130)
         }
         if smoke {
             let absent = report.missing()
@@ -239,4 +256,34 @@ struct BerthBench: ParsableCommand {
             print("berth-bench --smoke: every figure was produced")
         }
     }
+}
+
+extension BerthBench {
+    /// --json, --charts and --results, in that order (the results file links the charts).
+    func writeOutputs(_ report: Report) throws {
+        if let json {
+            try report.json().write(to: URL(fileURLWithPath: json))
+        }
+        var written: [(group: String, path: String)] = []
+        if let charts {
+            try FileManager.default.createDirectory(atPath: charts, withIntermediateDirectories: true)
+            for chart in Chart.render(report.document()) {
+                let path = "\(charts)/\(chart.group).svg"
+                try writeFile(path, chart.svg)
+                written.append((chart.group, path))
+            }
+        }
+        if let results {
+            let microText = micro.flatMap { ProcFS.read($0) }
+            let links = written.map { ($0.group, relativePath($0.path, from: results)) }
+            try writeFile(results, report.resultsFile(micro: microText, charts: links))
+        }
+    }
+}
+
+/// `path` as a link from the file `from`: relative when both lie below the same directory.
+func relativePath(_ path: String, from file: String) -> String {
+    let directory = file.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+    if directory.isEmpty { return path }
+    return path.hasPrefix(directory + "/") ? String(path.dropFirst(directory.count + 1)) : path
 }

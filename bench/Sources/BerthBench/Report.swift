@@ -1,37 +1,33 @@
 // Tables and JSON: every figure as the median of its repetitions, the spread (min–max),
 // and the ratio to `direct` (to docker-proxy for memory, where direct has no forwarder).
 
+import BenchReport
 import Foundation
+import Glibc
 
-struct Summary: Codable {
+struct Summary {
     var median: Double
     var min: Double
     var max: Double
     var values: [Double]
 
     init?(_ values: [Double]?) {
-        guard let values, !values.isEmpty else { return nil }
-        let sorted = values.sorted()
-        let n = sorted.count
-        median = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
-        min = sorted[0]
-        max = sorted[n - 1]
+        guard let values, let s = Statistics.summary(values) else { return nil }
+        median = s.median
+        min = s.min
+        max = s.max
         self.values = values
     }
 }
 
-struct Environment: Codable {
-    var date: String
-    var nproc: Int
-    var cpu: String
-    var kernel: String
-    var memory: String
-    var versions: [String: String]
-    var duration: Double
-    var repetitions: Int
-    var command: String
-
-    static func read(targets: [Target], root: String, duration: Double, repetitions: Int) -> Environment {
+extension BenchEnvironment {
+    static func read(
+        targets: [Target],
+        root: String,
+        duration: Double,
+        repetitions: Int,
+        scenarios: [ScenarioKind]
+    ) -> BenchEnvironment {
         let formatter = ISO8601DateFormatter()
         let cpuinfo = ProcFS.read("/proc/cpuinfo") ?? ""
         let model =
@@ -41,11 +37,12 @@ struct Environment: Codable {
             (ProcFS.read("/proc/meminfo") ?? "").split(separator: "\n").first { $0.hasPrefix("MemTotal") }
             .map { line -> String in
                 let kib = Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
-                return "\(Int((kib / 1024 / 1024).rounded())) GiB"
+                return "\(Int(exactly: (kib / 1024 / 1024).rounded()) ?? 0) GiB"
             } ?? "unknown"
         var versions: [String: String] = [:]
         for t in targets { versions[t.name] = Discovery.version(of: t, root: root) }
-        return Environment(
+        let load = (ProcFS.read("/proc/loadavg") ?? "").split(separator: " ").prefix(3).joined(separator: " ")
+        return BenchEnvironment(
             date: formatter.string(from: Date()),
             nproc: sysconf(Int32(_SC_NPROCESSORS_ONLN)),
             cpu: model,
@@ -54,20 +51,23 @@ struct Environment: Codable {
             versions: versions,
             duration: duration,
             repetitions: repetitions,
-            command: CommandLine.arguments.dropFirst().joined(separator: " ")
+            command: CommandLine.arguments.dropFirst().joined(separator: " "),
+            berthCommit: Discovery.commit(root) ?? "unknown",
+            scenarios: scenarios.map(\.rawValue),
+            loadAverage: load.isEmpty ? nil : load
         )
     }
 }
 
 struct Report {
     let results: Results
-    let environment: Environment
+    var environment: BenchEnvironment
     let targetNames: [String]
     let figureList: [Figure]
     let scenarios: [ScenarioKind]
     let missingTargets: [(String, String)]
 
-    init(options: RunOptions, results: Results, environment: Environment) {
+    init(options: RunOptions, results: Results, environment: BenchEnvironment) {
         self.results = results
         self.environment = environment
         targetNames = options.targets.map(\.name)
@@ -78,7 +78,7 @@ struct Report {
 
     /// The report of an earlier run, from its JSON (`--render`).
     init(json data: Data) throws {
-        let root = try JSONDecoder().decode(JSONRoot.self, from: data)
+        let root = try JSONDecoder().decode(BenchDocument.self, from: data)
         environment = root.environment
         targetNames = root.targets
         missingTargets = []
@@ -91,7 +91,8 @@ struct Report {
             for f in scenario.figures {
                 if figures.count < scenario.figures.count && !figures.contains(where: { $0.id == f.id }) {
                     let group =
-                        FigureGroup.allCases.first { f.id.hasPrefix($0.rawValue) }
+                        f.group.flatMap(FigureGroup.init(rawValue:))
+                        ?? FigureGroup.allCases.first { f.id.hasPrefix($0.rawValue) }
                         ?? (f.id.hasPrefix("ready-ports") || f.id == "mem-per-port"
                             ? .memoryPorts
                             : f.id == "mem-per-conn"
@@ -245,15 +246,22 @@ struct Report {
         }.joined(separator: "\n")
     }
 
-    func resultsFile(micro: String?) -> String {
+    /// RESULTS.md: the machine and the run, the headlines, the charts (paths relative to it), every figure.
+    func resultsFile(micro: String?, charts: [(group: String, path: String)] = []) -> String {
         var text = "# berth benchmark results\n\n"
         text +=
             "Written by `make bench` (`berth-bench \(environment.command)`); see `bench/README.md` for what each figure measures.\n\n"
+        if let missing = environment.notMeasured, !missing.isEmpty {
+            text += "**Interrupted** before the end; not measured: \(missing.joined(separator: "; ")).\n\n"
+        }
         text += "- date: \(environment.date)\n"
         text +=
             "- machine: \(environment.nproc) CPUs (\(environment.cpu)), \(environment.memory), kernel \(environment.kernel)\n"
+        text += "- load average at the start: \(environment.loadAverage ?? "unknown") (1, 5, 15 minutes)\n"
+        text += "- berth commit: \(environment.berthCommit ?? "unknown")\n"
+        text += "- scenarios: \((environment.scenarios ?? scenarios.map(\.rawValue)).joined(separator: ", "))\n"
         text +=
-            "- run: \(fmt(environment.duration)) s per measurement, \(environment.repetitions) repetitions, interleaved (every target in each repetition)\n"
+            "- run: \(plainNumber(environment.duration)) s per measurement, \(environment.repetitions) repetitions, interleaved (every target in each repetition)\n"
         text += "- versions:\n"
         for t in targetNames { text += "  - \(t): \(environment.versions[t] ?? "-")\n" }
         text +=
@@ -261,6 +269,11 @@ struct Report {
             + headline(scenarios.first ?? .loopback) + "\n"
         if scenarios.count > 1 {
             for s in scenarios.dropFirst() { text += "## Headline (\(s.rawValue))\n\n" + headline(s) + "\n" }
+        }
+        if !charts.isEmpty {
+            text +=
+                "## Charts\n\nEach bar: a target's median as a ratio to `direct` (memory: to `docker-proxy`), whiskers from its smallest to its largest repetition; berth in orange.\n\n"
+            for c in charts { text += "![\(c.group)](\(c.path))\n\n" }
         }
         text += "## All figures\n\n" + markdown()
         if let micro {
@@ -272,47 +285,16 @@ struct Report {
 
     // MARK: JSON
 
-    struct JSONCell: Codable {
-        var median: Double?
-        var min: Double?
-        var max: Double?
-        var values: [Double]?
-        var ratio: Double?
-        var errors: Int?
-        var note: String?
-        var unsupported: Bool?
-    }
-
-    struct JSONFigure: Codable {
-        var id: String
-        var title: String
-        var unit: String
-        var higherIsBetter: Bool
-        var ratioTo: String
-        var targets: [String: JSONCell]
-    }
-
-    struct JSONScenario: Codable {
-        var name: String
-        var figures: [JSONFigure]
-    }
-
-    struct JSONRoot: Codable {
-        var environment: Environment
-        var targets: [String]
-        var scenarios: [JSONScenario]
-    }
-
-    func json() throws -> Data {
-        var out: [JSONScenario] = []
+    func document() -> BenchDocument {
+        var out: [BenchScenario] = []
         for s in scenarios {
-            var figs: [JSONFigure] = []
+            var figs: [BenchFigure] = []
             for f in figures() {
-                var cells: [String: JSONCell] = [:]
+                var cells: [String: BenchCell] = [:]
                 for t in targetNames {
                     let key = Results.Key(scenario: s, figure: f.id, target: t)
                     let sum = summary(s, f.id, t)
-                    cells[t] = JSONCell(
+                    cells[t] = BenchCell(
                         median: sum?.median,
                         min: sum?.min,
                         max: sum?.max,
@@ -324,8 +306,9 @@ struct Report {
                     )
                 }
                 figs.append(
-                    JSONFigure(
+                    BenchFigure(
                         id: f.id,
+                        group: f.group.rawValue,
                         title: f.title,
                         unit: f.unit,
                         higherIsBetter: f.higherIsBetter,
@@ -334,11 +317,15 @@ struct Report {
                     )
                 )
             }
-            out.append(JSONScenario(name: s.rawValue, figures: figs))
+            out.append(BenchScenario(name: s.rawValue, figures: figs))
         }
+        return BenchDocument(environment: environment, targets: targetNames, scenarios: out)
+    }
+
+    func json() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return try encoder.encode(JSONRoot(environment: environment, targets: targetNames, scenarios: out))
+        return try encoder.encode(document())
     }
 
     /// Cells with neither a value nor a reason the target cannot do it.

@@ -2,6 +2,7 @@
 // repetition starts (so drift on a shared machine hits all targets alike), and within a
 // repetition every figure runs across all targets in turn.
 
+import BenchReport
 import Glibc
 import Histogram
 import LinuxIO
@@ -58,25 +59,66 @@ final class Results {
 final class Runner {
     let options: RunOptions
     let results = Results()
+    let progress: ProgressDisplay
     private var portCursor: UInt16 = 10_000
     private var backends: Backends?
+    private var repetition = 1
 
-    init(options: RunOptions) { self.options = options }
+    init(options: RunOptions) {
+        self.options = options
+        progress = ProgressDisplay(steps: Runner.steps(options), repetitions: options.repetitions)
+    }
 
-    private func log(_ text: String) {
-        var line = text + "\n"
-        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    private func log(_ text: String) { progress.log(text) }
+
+    /// Whether Ctrl-C asked the run to stop: nothing more is measured.
+    private var stopping: Bool { interruptRequested.load(ordering: .relaxed) }
+
+    /// Memory is measured in one scenario: loopback when it runs.
+    private static func memoryScenario(_ scenarios: [ScenarioKind]) -> ScenarioKind? {
+        scenarios.contains(.loopback) ? ScenarioKind.loopback : scenarios.first
+    }
+
+    private var memoryScenario: ScenarioKind? { Runner.memoryScenario(options.scenarios) }
+
+    /// mem-idle and mem-conns share one start of each forwarder: one step of the progress.
+    private static func idleStep(_ groups: [FigureGroup]) -> String? {
+        let both = groups.filter { $0 == .memoryIdle || $0 == .memoryConnections }
+        return both.isEmpty ? nil : both.map(\.rawValue).joined(separator: "+")
+    }
+
+    /// The steps of a run in the order `run` takes them, for the progress line.
+    static func steps(_ options: RunOptions) -> [ProgressStep] {
+        let memory = memoryScenario(options.scenarios)
+        var steps: [ProgressStep] = []
+        for kind in options.scenarios {
+            for rep in 1...options.repetitions {
+                var phases = options.groups.filter { !$0.isMemory }.map(\.rawValue)
+                if kind == memory {
+                    let groups = options.groups.filter(\.isMemory)
+                    phases += [idleStep(groups), groups.contains(.memoryPorts) ? "mem-ports" : nil].compactMap { $0 }
+                }
+                steps += phases.map { ProgressStep(scenario: kind.rawValue, repetition: rep, phase: $0) }
+            }
+        }
+        return steps
+    }
+
+    private func step(_ s: Scenario, _ phase: String) -> ProgressStep {
+        ProgressStep(scenario: s.kind.rawValue, repetition: repetition, phase: phase)
     }
 
     func run() {
-        let memoryScenario = options.scenarios.contains(.loopback) ? ScenarioKind.loopback : options.scenarios.first
+        defer { progress.finish() }
         for kind in options.scenarios {
+            if stopping { break }
             let scenario: Scenario
             do {
                 scenario = kind == .loopback ? .loopback() : try .netns()
             } catch {
                 log("[\(kind)] cannot set up: \(error)")
                 noteAll(kind, "scenario \(kind): \(error)")
+                progress.skip(scenario: kind.rawValue)
                 continue
             }
             defer { scenario.destroy() }
@@ -85,6 +127,7 @@ final class Runner {
             } catch {
                 log("[\(kind)] backends: \(error)")
                 noteAll(kind, "backends: \(error)")
+                progress.skip(scenario: kind.rawValue)
                 continue
             }
             defer {
@@ -110,9 +153,10 @@ final class Runner {
                 }
             }
             for rep in 1...options.repetitions {
-                log("[\(kind) \(rep)/\(options.repetitions)]")
+                if stopping { break }
+                repetition = rep
                 if !loadGroups.isEmpty { loadPhase(scenario, loadGroups) }
-                if !memoryGroups.isEmpty { memoryPhase(scenario, memoryGroups) }
+                if !memoryGroups.isEmpty && !stopping { memoryPhase(scenario, memoryGroups) }
             }
         }
     }
@@ -138,7 +182,8 @@ final class Runner {
     private enum Backend: Int, CaseIterable { case sink, echo, udpSink, udpEcho }
 
     private func loadPhase(_ s: Scenario, _ groups: [FigureGroup]) {
-        guard let backends else { return }
+        guard let backends, let first = groups.first else { return }
+        progress.begin(step(s, first.rawValue), target: nil)
         let targets: [SocketAddress] = [backends.sink, backends.echo, backends.udpSink, backends.udpEcho]
         let protos: [Proto] = [.tcp, .tcp, .udp, .udp]
         var running: [(Target, Forwarding)] = []
@@ -157,6 +202,8 @@ final class Runner {
             }
         }
         for group in groups {
+            if stopping { return }
+            progress.begin(step(s, group.rawValue), target: nil)
             if group == .tcpFairness {
                 fairPhase(s)
                 continue
@@ -168,7 +215,9 @@ final class Runner {
                 case .udpDatagrams: .udpSink
                 default: .udpEcho
                 }
-            for (t, f) in running {
+            for (i, (t, f)) in running.enumerated() {
+                if stopping { return }
+                progress.begin(step(s, group.rawValue), target: t.name, index: i + 1, count: running.count)
                 let figures = options.plan.figures(group)
                 guard let address = f.addresses[backend.rawValue] else {
                     let why = f.reasons[backend.rawValue] ?? "not started"
@@ -262,7 +311,10 @@ final class Runner {
         guard let backends else { return }
         let k = s.kind
         let rows = options.plan.figures(.tcpFairness)
-        for t in options.targets {
+        for (i, t) in options.targets.enumerated() {
+            if stopping { return }
+            let phase = step(s, FigureGroup.tcpFairness.rawValue)
+            progress.begin(phase, target: t.name, index: i + 1, count: options.targets.count)
             let f: Forwarding
             do {
                 let port = try ports(1, s)[0]
@@ -314,8 +366,10 @@ final class Runner {
                 for f in options.plan.figures(g) { results.note(k, f.id, t.name, why, unsupported: true) }
             }
         }
-        if groups.contains(.memoryIdle) || groups.contains(.memoryConnections) {
-            for t in forwarders {
+        if let idle = Runner.idleStep(groups) {
+            for (i, t) in forwarders.enumerated() {
+                if stopping { return }
+                progress.begin(step(s, idle), target: t.name, index: i + 1, count: forwarders.count)
                 let rows =
                     (groups.contains(.memoryIdle) ? options.plan.figures(.memoryIdle) : [])
                     + (groups.contains(.memoryConnections) ? options.plan.figures(.memoryConnections) : [])
@@ -354,8 +408,15 @@ final class Runner {
         }
         if groups.contains(.memoryPorts) {
             var rss: [String: [Int: Double]] = [:]
-            for n in options.plan.portCounts {
-                for t in forwarders {
+            for (c, n) in options.plan.portCounts.enumerated() {
+                for (i, t) in forwarders.enumerated() {
+                    if stopping { return }
+                    progress.begin(
+                        step(s, FigureGroup.memoryPorts.rawValue),
+                        target: "\(t.name), \(n) port\(n == 1 ? "" : "s")",
+                        index: c * forwarders.count + i + 1,
+                        count: options.plan.portCounts.count * forwarders.count
+                    )
                     let ids = ["mem-ports-\(n)", "ready-ports-\(n)"]
                     if t.processPerMapping && n > options.maxProcesses {
                         for id in ids {
@@ -408,24 +469,5 @@ final class Runner {
     }
 }
 
-func fmt(_ v: Double) -> String {
-    if v.isNaN { return "-" }
-    let a = abs(v)
-    if a >= 100 { return String(Int(v.rounded())) }
-    if a >= 10 { return String(format1(v, 1)) }
-    return String(format1(v, 2))
-}
-
-private func format1(_ v: Double, _ decimals: Int) -> String {
-    var scale = 1.0
-    for _ in 0..<decimals { scale *= 10 }
-    let r = (v * scale).rounded() / scale
-    var text = "\(r)"
-    if let dot = text.firstIndex(of: ".") {
-        let have = text.distance(from: dot, to: text.endIndex) - 1
-        if have < decimals { text += String(repeating: "0", count: decimals - have) }
-    } else {
-        text += "." + String(repeating: "0", count: decimals)
-    }
-    return text
-}
+/// Numbers as the tables show them (BenchReport's formatNumber).
+func fmt(_ v: Double) -> String { formatNumber(v) }

@@ -160,12 +160,26 @@ final class Cleanup: @unchecked Sendable {
         }
     }
 
+    /// SIGTERM and SIGHUP clean up and exit at once; the first SIGINT (Ctrl-C) asks the runner
+    /// to stop after the measurement under way and write what it has, a second one exits too.
     func installSignalHandlers() {
-        for s in [SIGINT, SIGTERM, SIGHUP] {
+        for s in [SIGTERM, SIGHUP] {
             signal(s) { number in
                 Cleanup.shared.all()
                 _exit(128 + number)
             }
         }
+        signal(SIGINT) { number in
+            if interruptRequested.exchange(true, ordering: .relaxed) {
+                Cleanup.shared.all()
+                _exit(128 + number)
+            }
+            let note: StaticString =
+                "\nberth-bench: interrupted: stopping after this measurement to write the partial report (Ctrl-C again to quit now)\n"
+            _ = write(2, note.utf8Start, note.utf8CodeUnitCount)
+        }
     }
 }
+
+/// Set by the first Ctrl-C: the runner measures nothing more.
+let interruptRequested = Atomic<Bool>(false)

@@ -547,15 +547,21 @@ enum Discovery {
         return String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
     }
 
+    /// The commit checked out at `root`, or nil outside a git checkout (or without git).
+    static func commit(_ root: String) -> String? {
+        let text = output("git -C '\(root)' rev-parse HEAD")
+        return text.count == 40 && text.allSatisfy(\.isHexDigit) ? text : nil
+    }
+
     static func version(of target: Target, root: String) -> String {
         switch target.kind {
         case .direct: return "-"
         case .berth(let path), .berthKernel(let path):
-            let commit = output("git -C '\(root)' rev-parse --short HEAD")
+            guard let head = commit(root) else { return "\(output("'\(path)' --version")) at an unknown commit" }
             let dirty =
                 output("git -C '\(root)' status --porcelain --untracked-files=no -- Sources Package.swift").isEmpty
                 ? "" : " (modified)"
-            return "\(output("'\(path)' --version")) at \(commit)\(dirty)"
+            return "\(output("'\(path)' --version")) at \(head.prefix(7))\(dirty)"
         case .dockerProxy(let path):
             let file = ProcFS.read("/usr/local/share/berth-bench/docker-proxy.version")?.trimmingWhitespace()
             return "docker-proxy from docker.io \(file ?? "(version unknown)") (\(path))"

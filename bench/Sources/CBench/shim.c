@@ -2,6 +2,7 @@
 #include "CBench.h"
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(struct CBench_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
@@ -98,4 +99,9 @@ int CBench_last_cpu(void) {
         if (CPU_ISSET(i, &set)) return i;
     }
     return -1;
+}
+
+int CBench_terminal_columns(int fd) {
+    struct winsize w;
+    return ioctl(fd, TIOCGWINSZ, &w) == 0 ? w.ws_col : 0;
 }

@@ -43,4 +43,7 @@ int CBench_pin(pid_t tid, int cpu);
 // The highest-numbered CPU the calling thread may run on, or -1.
 int CBench_last_cpu(void);
 
+// Columns of the terminal on `fd` (ioctl is variadic, which Swift cannot call), 0 if none.
+int CBench_terminal_columns(int fd);
+
 #endif
