@@ -36,7 +36,7 @@ release: deps
 # Every test: unit, relay, netfilter and end-to-end (root-only ones skip with a reason elsewhere).
 # swift-format ships with the toolchain; .swift-format holds the rules.
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests Fuzz
+	$(SWIFT) format lint --strict --recursive Sources Tests Fuzz Plugins
 
 test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)

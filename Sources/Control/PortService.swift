@@ -360,4 +360,4 @@ public final class PortService {
 extension HTTPResponse: Error {}
 
 /// The version the API reports.
-public let berthAPIVersion = "berth 0.1.0"
+public let berthAPIVersion = BerthVersion.line()
