@@ -174,11 +174,14 @@ UNIT_PATHS = sed 's|/usr/local/bin/berth|$(BINDIR)/berth|g'
 MAN_DATE = $(shell if [ -n "$$SOURCE_DATE_EPOCH" ]; then date -u -d "@$$SOURCE_DATE_EPOCH" +%F; \
 	else git log -1 --format=%cs 2>/dev/null || date -u +%F; fi)
 
-install: $(if $(filter debug,$(BUILD)),build,release)
+BUILD_TARGET = $(if $(filter debug,$(BUILD)),build,release)
+install: $(BUILD_TARGET)
 	@$(MAKE) --no-print-directory install-files
 
 # The man pages, from the built binaries' --help and contrib/man's templates (render.py says how).
 man:
+	@[ -x $(BUILT)/berth ] && [ -x $(BUILT)/berth-cni ] || \
+		{ echo "make: no $(BUILT)/berth or berth-cni: make $(BUILD_TARGET) first"; exit 1; }
 	@mkdir -p .build/man
 	@version=$$($(BUILT)/berth --version) && for page in $(MAN_PAGES); do \
 		python3 contrib/man/render.py contrib/man/$$page.in $(BUILT) "$${version#berth }" "$(MAN_DATE)" \
@@ -205,7 +208,8 @@ install-files: man
 # Removes what install-files laid out, and berth's own folders if that left them empty.
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
-	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CNIDIR) 2>/dev/null
+	@for dir in $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CNIDIR); do \
+		if [ -d $$dir ]; then rmdir --ignore-fail-on-non-empty $$dir || exit 1; fi; done
 
 # berth-cni into the runtime's plugin folder: a link to the installed binary.
 install-cni:
@@ -228,7 +232,7 @@ uninstall-docker-config:
 # A Debian package of the release build (BUILD=debug for tests), made with dpkg-deb alone:
 # .build/deb/berth_<version>_<arch>.deb. contrib/debian holds its control, scripts and copyright.
 DEB_PACKAGES = dpkg-dev binutils python3 man-db groff-base
-deb: $(if $(filter debug,$(BUILD)),build,release)
+deb: $(BUILD_TARGET)
 	$(call apt_install,$(DEB_PACKAGES))
 	rm -rf .build/deb/debian
 	@$(MAKE) --no-print-directory install-files DESTDIR=$(CURDIR)/.build/deb/debian/berth PREFIX=/usr \

@@ -77,6 +77,7 @@ chmod 644 "$control/control" "$control/md5sums"
 
 find "$pkg" -type d -exec chmod 755 {} +
 mkdir -p "$out"
+rm -f "$out"/berth_*.deb
 deb=$out/berth_${version}_$arch.deb
 dpkg-deb --root-owner-group --build "$pkg" "$deb" >/dev/null
 echo "$deb"
