@@ -6,13 +6,16 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev rootlesskit
 
-.PHONY: all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-compare bench-smoke clean
+.PHONY: all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-compare bench-smoke clean \
+	install install-files uninstall install-cni uninstall-cni install-docker-config uninstall-docker-config \
+	man deb deb-lint test-install
 
 all: build
 
-# Installs only what is missing; `apt-get update` runs once, and only if something is.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+# Installs the Debian packages of $(1) that are missing; `apt-get update` runs once, and only if
+# something is. Services the packages bring are kept from starting.
+define apt_install
+	@missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -24,6 +27,10 @@ deps:
 		[ -n "$$made_policy" ] && rm -f /usr/sbin/policy-rc.d; \
 		exit $$rc; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
 
 build: deps
 	$(SWIFT) build $(BUILD_FLAGS)
@@ -31,8 +38,9 @@ build: deps
 
 # The Swift runtime linked in: berth runs where Swift is not installed (dockerd's
 # userland-proxy-path on any host), and starts touching fewer shared pages (RSS 11 MB, not 14).
+# No $$ORIGIN run path either: nothing is linked from beside the binary.
 release: deps
-	$(SWIFT) build -c release --static-swift-stdlib $(BUILD_FLAGS)
+	$(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath $(BUILD_FLAGS)
 	$(MAKE) .build/release/berth-proxy
 
 # berth-proxy, the docker-proxy shim that hands its socket to a berth daemon (README, "Using berth
@@ -58,6 +66,7 @@ test: deps lint
 	$(MAKE) .build/debug/berth-proxy
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
 	$(MAKE) bench-smoke
+	$(MAKE) test-install BUILD=debug
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-docker && $(MAKE) test-cni; \
 	else echo "make: test-docker and test-cni skipped: they need root (network namespaces: one with its own dockerd and containerd, others for CNI plugin chains)"; fi
 
@@ -178,6 +187,112 @@ bench-smoke: build
 	$$bin/berth-bench compare bench/.build/smoke/1.json bench/.build/smoke/2.json > bench/.build/smoke/compare.md && \
 	grep -q '^| berth ' bench/.build/smoke/compare.md || { echo "make: berth-bench compare failed"; cat bench/.build/smoke/compare.md; exit 1; }
 	python3 -c 'import sys, xml.etree.ElementTree as E; [E.parse(f) for f in sys.argv[1:]]; print("make: %d well-formed charts" % (len(sys.argv) - 1))' bench/.build/smoke/charts/*.svg
+
+# Installing like a system tool (README, "Install"). `make install` builds the release binaries
+# (BUILD=debug takes the debug build instead, for the tests) and lays out under DESTDIR$(PREFIX):
+# berth, berth-cni (where Debian's CNI plugins live: $(PREFIX)/lib/cni), the daemon's unit with
+# the installed path in ExecStart, the berth user for systemd-sysusers, the man pages written from
+# the binaries' --help, the socket-activation units as examples. Nothing outside those folders:
+# the CNI bin directory and dockerd's daemon.json have targets of their own.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD ?= release
+BINDIR ?= $(PREFIX)/bin
+CNIDIR ?= $(PREFIX)/lib/cni
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/berth
+CNI_BIN_DIR ?= /opt/cni/bin
+DOCKER_DAEMON_JSON ?= /etc/docker/daemon.json
+BUILT = .build/$(BUILD)
+MAN_PAGES = berth.1 berth-daemon.8 berth-cni.8
+# Every file install lays out; uninstall removes these and nothing else.
+INSTALLED = $(BINDIR)/berth $(BINDIR)/berth-proxy $(CNIDIR)/berth-cni $(UNITDIR)/berth.service $(SYSUSERSDIR)/berth.conf \
+	$(MANDIR)/man1/berth.1 $(MANDIR)/man8/berth-daemon.8 $(MANDIR)/man8/berth-cni.8 \
+	$(DOCDIR)/examples/berth-web.service $(DOCDIR)/examples/berth-web.socket
+# The units name /usr/local/bin/berth (they work as they are, copied by hand); install writes $(BINDIR).
+UNIT_PATHS = sed 's|/usr/local/bin/berth|$(BINDIR)/berth|g'
+MAN_DATE = $(shell if [ -n "$$SOURCE_DATE_EPOCH" ]; then date -u -d "@$$SOURCE_DATE_EPOCH" +%F; \
+	else git log -1 --format=%cs 2>/dev/null || date -u +%F; fi)
+
+BUILD_TARGET = $(if $(filter debug,$(BUILD)),build,release)
+install: $(BUILD_TARGET)
+	@$(MAKE) --no-print-directory install-files
+
+# The man pages, from the built binaries' --help and contrib/man's templates (render.py says how).
+man:
+	@[ -x $(BUILT)/berth ] && [ -x $(BUILT)/berth-cni ] && [ -x $(BUILT)/berth-proxy ] || \
+		{ echo "make: no $(BUILT)/berth, berth-proxy or berth-cni: make $(BUILD_TARGET) first"; exit 1; }
+	@mkdir -p .build/man
+	@version=$$($(BUILT)/berth --version) && for page in $(MAN_PAGES); do \
+		python3 contrib/man/render.py contrib/man/$$page.in $(BUILT) "$${version#berth }" "$(MAN_DATE)" \
+			BINDIR=$(BINDIR) CNIDIR=$(CNIDIR) UNITDIR=$(UNITDIR) SYSUSERSDIR=$(SYSUSERSDIR) DOCDIR=$(DOCDIR) \
+			> .build/man/$$page || exit 1; \
+	done
+
+install-files: man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CNIDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples
+	install -m 755 $(BUILT)/berth $(BUILT)/berth-proxy $(DESTDIR)$(BINDIR)/
+	install -m 755 $(BUILT)/berth-cni $(DESTDIR)$(CNIDIR)/berth-cni
+	$(UNIT_PATHS) contrib/systemd/berth.service > $(DESTDIR)$(UNITDIR)/berth.service
+	for unit in berth-web.service berth-web.socket; do \
+		$(UNIT_PATHS) contrib/systemd/$$unit > $(DESTDIR)$(DOCDIR)/examples/$$unit || exit 1; done
+	chmod 644 $(DESTDIR)$(UNITDIR)/berth.service $(DESTDIR)$(DOCDIR)/examples/berth-web.*
+	install -m 644 contrib/sysusers.d/berth.conf $(DESTDIR)$(SYSUSERSDIR)/berth.conf
+	install -m 644 .build/man/berth.1 $(DESTDIR)$(MANDIR)/man1/berth.1
+	install -m 644 .build/man/berth-daemon.8 .build/man/berth-cni.8 $(DESTDIR)$(MANDIR)/man8/
+	@echo "make: installed under $(DESTDIR)$(PREFIX). The daemon's user: systemd-sysusers berth.conf;" \
+		"its unit: systemctl daemon-reload && systemctl enable --now berth.service;" \
+		"CNI: make install-cni; dockerd: make install-docker-config"
+
+# Removes what install-files laid out, and berth's own folders if that left them empty.
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	@for dir in $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CNIDIR); do \
+		if [ -d $$dir ]; then rmdir --ignore-fail-on-non-empty $$dir || exit 1; fi; done
+
+# berth-cni into the runtime's plugin folder: a link to the installed binary.
+install-cni:
+	@[ -x $(DESTDIR)$(CNIDIR)/berth-cni ] || { echo "make: no $(DESTDIR)$(CNIDIR)/berth-cni: make install first"; exit 1; }
+	install -d $(DESTDIR)$(CNI_BIN_DIR)
+	ln -sfn $(CNIDIR)/berth-cni $(DESTDIR)$(CNI_BIN_DIR)/berth-cni
+
+uninstall-cni:
+	@if [ "$$(readlink $(DESTDIR)$(CNI_BIN_DIR)/berth-cni)" = $(CNIDIR)/berth-cni ]; then \
+		rm -f $(DESTDIR)$(CNI_BIN_DIR)/berth-cni; fi
+
+# dockerd's userland-proxy-path, merged into daemon.json (its other keys kept; a file that is not
+# a JSON object is refused and left as it is). dockerd reads it when it restarts. berth-proxy:
+# with a berth daemon it hands each port to it, without one it is berth itself.
+install-docker-config:
+	python3 contrib/docker/daemon-json.py set $(DESTDIR)$(DOCKER_DAEMON_JSON) $(BINDIR)/berth-proxy
+
+uninstall-docker-config:
+	python3 contrib/docker/daemon-json.py unset $(DESTDIR)$(DOCKER_DAEMON_JSON) $(BINDIR)/berth-proxy
+
+# A Debian package of the release build (BUILD=debug for tests), made with dpkg-deb alone:
+# .build/deb/berth_<version>_<arch>.deb. contrib/debian holds its control, scripts and copyright.
+DEB_PACKAGES = dpkg-dev binutils python3 man-db groff-base
+deb: $(BUILD_TARGET)
+	$(call apt_install,$(DEB_PACKAGES))
+	rm -rf .build/deb/debian
+	@$(MAKE) --no-print-directory install-files DESTDIR=$(CURDIR)/.build/deb/debian/berth PREFIX=/usr \
+		UNITDIR=/lib/systemd/system > /dev/null
+	bash contrib/debian/build-deb.sh .build/deb/debian/berth $(BUILD) .build/deb
+
+# lintian on the release package: no error and no warning (README, "Install" says what it checks).
+deb-lint: deb
+	$(call apt_install,lintian)
+	lintian --fail-on error,warning --info --display-info .build/deb/berth_*_$$(dpkg --print-architecture).deb
+
+# make install into a temporary DESTDIR against the expected list, uninstall, the man pages
+# (groff's warnings, every option of --help), the daemon.json merge, and as root the package
+# installed and removed with dpkg --root. `make test` runs it on the debug build.
+test-install:
+	$(call apt_install,$(DEB_PACKAGES))
+	bash .ci/install-test.sh $(BUILD)
 
 clean:
 	rm -rf .build .build-asan .build-tsan .build-fuzz

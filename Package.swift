@@ -29,7 +29,12 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
-        .target(name: "Mappings"),
+        .target(name: "Mappings", dependencies: ["CGitCommit", "GitCommit"]),
+        // The git commit berth is built from, for its version (Mappings' Version.swift): declared in
+        // C, defined by a file the plugin writes at build time (see CGitCommit.h for why).
+        .target(name: "CGitCommit"),
+        .target(name: "GitCommit", plugins: ["VersionStamp"]),
+        .plugin(name: "VersionStamp", capability: .buildTool(), path: "Sources/VersionStamp"),
         .target(
             name: "Relay",
             dependencies: [
@@ -67,7 +72,10 @@ let package = Package(
         ),
         // The CNI plugin: runtimeConfig.portMappings through a berth daemon, or a shared nftables table.
         .target(name: "CNI", dependencies: ["Control", "Netfilter", "Mappings", "LinuxIO"]),
-        .executableTarget(name: "BerthCNI", dependencies: ["CNI", "Control", "LinuxIO"]),
+        .executableTarget(
+            name: "BerthCNI",
+            dependencies: ["CNI", "Control", "LinuxIO", "Mappings"]
+        ),
         .systemLibrary(name: "CControlParsers", providers: [.apt(["libhttp-parser-dev", "libcjson-dev"])]),
         // Shims only the tests need (setns, posix_spawn's closefrom), kept out of the product's CBerthLinux.
         .target(name: "CTestSupport", path: "Tests/CTestSupport", cSettings: [.define("_GNU_SOURCE")]),
@@ -93,7 +101,7 @@ let package = Package(
         .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Control", "Mappings", "Netfilter", "LinuxIO", "TestSupport"]),
         .testTarget(name: "LogSinksTests", dependencies: ["LogSinks", "LinuxIO", "TestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport", "Control"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport", "Control", "Mappings"]),
     ],
     swiftLanguageModes: [.v6]
 )

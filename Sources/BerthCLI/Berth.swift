@@ -86,7 +86,7 @@ enum Berth {
         """
 }
 
-let berthVersion = "berth 0.1.0"
+let berthVersion = BerthVersion.line()
 
 /// One line on stderr, prefixed like other Unix tools.
 func complain(_ message: String) {

@@ -6,6 +6,7 @@ import CNI
 import Control
 import Glibc
 import LinuxIO
+import Mappings
 
 signal(SIGPIPE, SIG_IGN)
 
@@ -20,15 +21,36 @@ func fail(_ error: CNIError, cniVersion: String = "1.1.0") -> Never {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
-if arguments.contains("--help") || arguments.contains("-h") || arguments.contains("--version") {
+// As the reference plugins answer `--version`: the build, then the spec versions VERSION lists.
+if arguments.contains("--version") && !arguments.contains("--help") && !arguments.contains("-h") {
+    printOut(BerthVersion.line("berth-cni"))
+    printOut("CNI protocol versions supported: " + PluginConfig.supportedVersions.joined(separator: ", "))
+    exit(0)
+}
+if arguments.contains("--help") || arguments.contains("-h") {
     printOut(
         """
-        berth-cni: a chained CNI plugin (spec 0.3.0 to 1.1.0) that publishes runtimeConfig.portMappings.
-        A container runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, STATUS, GC, VERSION), CNI_CONTAINERID,
-        CNI_NETNS, CNI_IFNAME and the plugin configuration on stdin. Configuration keys:
-          "control": a berth daemon's socket (default /run/berth/berth.sock); when it answers, the daemon serves
-                     the ports (loopback and IPv6-to-IPv4 too), owned by cni/<network>/<container id>/<ifname>
-          "table":   the nftables table (inet family, default berth_cni) used when no daemon answers
+        OVERVIEW: A chained CNI plugin (spec 0.3.0 to 1.1.0) that publishes a container's
+        runtimeConfig.portMappings.
+
+        A container runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, STATUS, GC,
+        VERSION), CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and the plugin configuration
+        on stdin, after the plugin that made the interface (bridge, ptp ...).
+
+        USAGE: CNI_COMMAND=<command> ... berth-cni < <configuration>
+               berth-cni --help | --version
+
+        CONFIGURATION:
+          "control"               A berth daemon's socket. When it answers, the daemon
+                                  serves the ports (loopback and IPv6-to-IPv4 too),
+                                  owned by cni/<network>/<container id>/<ifname>.
+                                  (default: /run/berth/berth.sock)
+          "table"                 The nftables table (inet family) used when no daemon
+                                  answers. (default: berth_cni)
+
+        OPTIONS:
+          --version               Show the version and the CNI versions it speaks.
+          -h, --help              Show help information.
         """
     )
     exit(0)

@@ -505,4 +505,4 @@ extension PortService.Policy {
 extension HTTPResponse: Error {}
 
 /// The version the API reports.
-public let berthAPIVersion = "berth 0.1.0"
+public let berthAPIVersion = BerthVersion.line()

@@ -4,6 +4,7 @@
 
 import Glibc
 import LinuxIO
+import Mappings
 import TestSupport
 import XCTest
 
@@ -515,7 +516,7 @@ final class ProxyModeTests: XCTestCase {
 
         let version = try Subprocess.run(link, ["-v"])
         XCTAssertEqual(version.code, 0)
-        XCTAssertEqual(version.stdout, "berth 0.1.0\n")
+        XCTAssertEqual(version.stdout, BerthVersion.line() + "\n")
         let usage = try Subprocess.run(link, ["-container-port", "x"])
         XCTAssertEqual(usage.code, 2)
         XCTAssertTrue(usage.stderr.contains("Usage of \(link):\n"), usage.stderr)
@@ -526,7 +527,7 @@ final class ProxyModeTests: XCTestCase {
             let berth = try ProxyLaunch([flag])
             XCTAssertEqual(berth.readiness(), [], "no readiness report for \(flag)")
             XCTAssertEqual(berth.process.waitForExit(), 0, flag)
-            XCTAssertEqual(berth.process.stdout, "berth 0.1.0\n", flag)
+            XCTAssertEqual(berth.process.stdout, BerthVersion.line() + "\n", flag)
             XCTAssertEqual(berth.process.stderr, "", flag)
         }
         // `-h` alone is berth's own --help; with a docker-proxy flag, or spelled -help, it is Go's.

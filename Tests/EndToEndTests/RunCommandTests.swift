@@ -2,6 +2,7 @@
 
 import Glibc
 import LinuxIO
+import Mappings
 import TestSupport
 import XCTest
 
@@ -336,7 +337,7 @@ final class RunCommandTests: XCTestCase {
         for arguments in [["--version"], ["run", "--version"]] {
             let result = try Subprocess.run(berthBinary(), arguments)
             XCTAssertEqual(result.code, 0, "\(arguments)")
-            XCTAssertEqual(result.stdout, "berth 0.1.0\n", "\(arguments)")
+            XCTAssertEqual(result.stdout, BerthVersion.line() + "\n", "\(arguments)")
             XCTAssertEqual(result.stderr, "", "\(arguments)")
         }
     }

@@ -1,0 +1,2 @@
+// Only the declaration: GitCommit defines berth_git_commit (see the header).
+#include "CGitCommit.h"
