@@ -235,9 +235,7 @@ public final class Publisher {
         if let rules = rulesByID.removeValue(forKey: id.raw), let table = natTable {
             do { try table.remove(rules) } catch { throw PublishError("\(error)", isKernelPathFailure: true) }
             kernelRules.removeAll { rules.contains($0) }
-            for rule in rules where rule.proto == .udp {
-                _ = try? Conntrack.deleteUDPFlows(to: rule.containerIP, port: rule.containerPort)
-            }
+            Self.forgetUDPFlows(of: rules)
         }
         return removed.flatMap(\.ports)
     }
@@ -257,7 +255,23 @@ public final class Publisher {
             throw PublishError("\(error)", isKernelPathFailure: true)
         }
         kernelRules += rules
+        // UDP flows to the host port that began before its element: nat sees a flow's first packet
+        // only, so a client that keeps sending would keep reaching the host, never the container.
+        for rule in rules where rule.proto == .udp {
+            _ = try? Conntrack.deleteUnNATedUDPFlows(toPort: rule.hostPort, v6: (rule.hostIP ?? rule.containerIP).isV6)
+        }
         return rules
+    }
+
+    /// The conntrack entries of UDP flows through `rules` that are gone: DNATed ones would keep
+    /// going to the old target, un-NATed ones to the host port (there since before the element,
+    /// or through the relay) to whatever serves it next. Docker flushes by the container port
+    /// only (moby#53384), portmap only at add.
+    private static func forgetUDPFlows(of rules: [DNATRule]) {
+        for rule in rules where rule.proto == .udp {
+            _ = try? Conntrack.deleteUDPFlows(to: rule.containerIP, port: rule.containerPort)
+            _ = try? Conntrack.deleteUnNATedUDPFlows(toPort: rule.hostPort, v6: (rule.hostIP ?? rule.containerIP).isV6)
+        }
     }
 
     /// Adopts a listener bound by someone else (dockerd's `-use-listen-fd`).
@@ -687,9 +701,7 @@ public final class Publisher {
         if let table = natTable {
             do { try table.delete() } catch { logger.error("\(error)") }
             natTable = nil
-            for rule in kernelRules where rule.proto == .udp {
-                _ = try? Conntrack.deleteUDPFlows(to: rule.containerIP, port: rule.containerPort)
-            }
+            Self.forgetUDPFlows(of: kernelRules)
             kernelRules.removeAll()
         }
         live.withLock { state in

@@ -146,6 +146,37 @@ final class KernelPathTests: XCTestCase {
         XCTAssertFalse(entries.stdout.contains("src=\(Topology.clientIP)"), entries.stdout)
     }
 
+    /// A client that sent to the host port before it was published (a resolver that keeps its
+    /// source port) has an un-NATed conntrack entry: without its deletion at the add, its later
+    /// datagrams follow that entry to the host (the relay, in hybrid mode: the container sees the
+    /// bridge's address), never through DNAT.
+    func testAUDPFlowThatBeganBeforeTheAddIsDNATedAfterIt() throws {
+        let server = try Topology.inside(topology.container) { try TestUDPEchoServer(host: Topology.containerIP) }
+        defer { server.stop() }
+        // Conntrack runs in a namespace only once something there uses it (dockerd's nat rules on a
+        // real host): a table of the test's own that counts new flows.
+        XCTAssertEqual(try nft("add table inet track"), "")
+        XCTAssertEqual(
+            try nft("add chain inet track pre { type filter hook prerouting priority 0 ; ct state new counter ; }"),
+            ""
+        )
+        let client = try Topology.inside(topology.client) { try TestUDPSocket(host: "0.0.0.0") }
+        client.setTimeout(milliseconds: 300)
+        let host = SocketAddress(ip: Topology.hostOutsideIP, port: 5354)!
+        try client.send(Array("early".utf8), to: host)
+        _ = client.receiveOutcome()  // nothing listens yet: no answer
+        let berth = try startBerth(
+            ["--mode", "hybrid", "-p", "5354:\(server.address.port)/udp", Topology.containerIP],
+            lines: 2
+        )
+        client.setTimeout(milliseconds: 5000)
+        try client.send(Array("later".utf8), to: host)
+        XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "later")
+        XCTAssertEqual(server.senders.map(\.ipText), [Topology.clientIP], "DNAT, not the relay, carried it")
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+    }
+
     func testKernelModeServesWithoutTheRelayAndRefusesLoopback() throws {
         let server = try peerReportingServer()
         defer { server.stop() }
