@@ -190,6 +190,19 @@ final class ControlPolicyTests: XCTestCase {
         )
     }
 
+    /// A shim's request needs its socket; through handle (no descriptor) it is refused.
+    func testAShimRequestWithoutASocketIsRefused() {
+        let (status, body) = call(
+            service(),
+            "POST",
+            "/v1/berth/shims",
+            #"{"proto":"tcp","hostIP":"127.0.0.1","hostPort":8080,"containerIP":"198.18.0.2","containerPort":80}"#
+        )
+        XCTAssertEqual(status, 400)
+        XCTAssertEqual(body, #"{"message":"no socket came with the request: pass the bound socket with SCM_RIGHTS"}"#)
+        XCTAssertEqual(call(service(), "GET", "/v1/berth/shims", "").0, 405)
+    }
+
     /// An owner with a NUL aliased another (`DELETE ?owner=web` removed both).
     func testAnOwnerWithANULIsRefusedAndDoesNotAlias() {
         let service = service { $0.targets = TargetPolicy(allowed: [AddressRange("127.0.0.0/8")!]) }
