@@ -218,6 +218,7 @@ extension ControlServer.Options {
         self.group = group
         metrics = arguments.metricsAddress.map { SocketAddress(ip: $0.bytes, port: arguments.metricsPort) }
         maxClients = arguments.maxControlClients
+        clientTimeout = .milliseconds(Int(arguments.clientTimeout * 1000))
     }
 }
 

@@ -23,6 +23,8 @@ public struct DaemonArguments: Sendable, Equatable {
     public var maxPorts = DaemonArguments.defaultMaxPorts
     /// `--max-control-clients N`: connections each control listener serves at once.
     public var maxControlClients = DaemonArguments.defaultMaxControlClients
+    /// `--client-timeout S`: what one control client has for its request and answer.
+    public var clientTimeout: Double = 10
 
     public static let defaultMaxPorts = 16384
     public static let defaultMaxControlClients = 64
@@ -42,6 +44,7 @@ public struct DaemonArguments: Sendable, Equatable {
         var defaultTarget: IPAddress?
         var maxPorts = defaultMaxPorts
         var maxClients = defaultMaxControlClients
+        var clientTimeout: Double = 10
         var rest: [String] = []
         var index = 0
         while index < args.count {
@@ -51,7 +54,7 @@ public struct DaemonArguments: Sendable, Equatable {
             guard
                 [
                     "--control", "--control-group", "--drain-timeout", "--metrics", "--allow-target",
-                    "--default-target", "--max-ports", "--max-control-clients",
+                    "--default-target", "--max-ports", "--max-control-clients", "--client-timeout",
                 ].contains(name)
             else {
                 rest.append(arg)
@@ -94,6 +97,11 @@ public struct DaemonArguments: Sendable, Equatable {
                 maxPorts = try count(name, value, upTo: 1 << 20)
             case "--max-control-clients":
                 maxClients = try count(name, value, upTo: 1 << 16)
+            case "--client-timeout":
+                clientTimeout = try RunArguments.seconds("--client-timeout", value)
+                guard clientTimeout > 0, clientTimeout <= 3600 else {
+                    throw RunArgumentError("--client-timeout must be more than 0 and at most 3600 seconds")
+                }
             default:
                 drain = try RunArguments.seconds("--drain-timeout", value)
                 if drain < 0 || drain > RunArguments.maximumSeconds {
@@ -123,6 +131,7 @@ public struct DaemonArguments: Sendable, Equatable {
             daemon.defaultTarget = defaultTarget
             daemon.maxPorts = maxPorts
             daemon.maxControlClients = maxClients
+            daemon.clientTimeout = clientTimeout
             return .daemon(daemon)
         }
     }
@@ -180,6 +189,9 @@ public struct DaemonArguments: Sendable, Equatable {
           --max-control-clients <n>
                                   Connections served at once, on the control socket
                                   and on --metrics each; others wait. (default: 64)
+          --client-timeout <seconds>
+                                  What one control client has for its whole request
+                                  and answer. (default: 10)
           -p, --publish <spec>    Ports to publish from the start, towards <target-ip>.
           Every other option of `berth run` (--threads, --mode, timeouts ...) works
           the same; see `berth help run`.

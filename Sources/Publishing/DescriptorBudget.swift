@@ -33,10 +33,13 @@ public struct DescriptorBudget: Sendable, Equatable {
 
     /// The refusal when the budget, beside the `open` descriptors berth holds already (listeners
     /// of earlier adds, connections), is over `limit` (the soft RLIMIT_NOFILE); nil when it fits.
+    /// What a fresh process holds (standard streams and the like) is in `reserve` already: only
+    /// what is open beyond it counts again.
     public func refusal(limit: UInt64, open: Int = 0) -> PublishError? {
-        guard UInt64(descriptors) + UInt64(max(0, open)) > limit else { return nil }
+        let already = max(0, open - Self.reserve)
+        guard UInt64(descriptors) + UInt64(already) > limit else { return nil }
         let noun = listeners == 1 ? "listening socket needs" : "listening sockets need"
-        let beside = open > 0 ? " beside the \(open) open" : ""
+        let beside = already > 0 ? " beside the \(open) open" : ""
         return PublishError(
             "\(listeners) \(noun) \(descriptors) file descriptors\(beside), the limit is \(limit) (ulimit -n)"
         )

@@ -237,7 +237,10 @@ final class DaemonTests: XCTestCase {
     /// their time is up (the daemon's own thread and loop, bounded buffers).
     func testAStuckControlClientStallsNothing() throws {
         let server = try TestServer.echo()
-        let daemon = try startDaemon(["-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"], ports: 1)
+        let daemon = try startDaemon(
+            ["--client-timeout", "1", "-p", "127.0.0.1::\(server.address.port)", "127.0.0.1"],
+            ports: 1
+        )
         defer {
             daemon.signal(SIGTERM)
             XCTAssertEqual(daemon.waitForExit(), 0)
@@ -251,7 +254,7 @@ final class DaemonTests: XCTestCase {
             try echo(published, "while two clients are stuck \(i)")
             XCTAssertEqual(try ControlClient.request("GET", "/v1/info", socketPath: socketPath).status, 200)
         }
-        // Their answer, after the daemon's 10 s: a timeout, then the close.
+        // Their answer, after the daemon's --client-timeout (1 s here): a timeout, then the close.
         var tv = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(half.raw, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 4096)
