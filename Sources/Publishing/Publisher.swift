@@ -67,6 +67,9 @@ public final class Publisher {
         let listeners: [Listener]
         /// The relay's options for this port, its name in log lines among them.
         var options = MappingOptions()
+        /// UDP: the flows of this host address over all loops (`--udp-max-flows`); nil: each relay
+        /// its own.
+        var udpBudget: UDPFlowBudget?
         var shared: Bool { listeners.count == 1 }
         init(port: BoundPort, listeners: [Listener]) { self.init(ports: [port], listeners: listeners) }
         init(ports: [BoundPort], listeners: [Listener]) {
@@ -319,12 +322,14 @@ public final class Publisher {
                 do {
                     let listeners = try listen(mapping.proto, SocketAddress(ip: host.bytes, port: port))
                     port = listeners[0].address.port
-                    got.append(
-                        Binding(
-                            port: BoundPort(mapping: mapping, address: listeners[0].address, target: target),
-                            listeners: listeners
-                        )
+                    var binding = Binding(
+                        port: BoundPort(mapping: mapping, address: listeners[0].address, target: target),
+                        listeners: listeners
                     )
+                    if mapping.proto == .udp {
+                        binding.udpBudget = UDPFlowBudget(limit: options.relay.udpMaxFlows, loops: listeners.count)
+                    }
+                    got.append(binding)
                 } catch {
                     // A host with IPv6 turned off still publishes on IPv4 for an all-address binding.
                     if mapping.hostIP == nil, host.isV6, error.errno == .addressFamilyNotSupported { continue }
@@ -497,7 +502,8 @@ public final class Publisher {
                     listener: listener,
                     target: target,
                     context: share.context,
-                    options: binding.options
+                    options: binding.options,
+                    budget: binding.udpBudget
                 )
                 try relay.start()
                 share.served[id, default: []].append(.udp(relay))
