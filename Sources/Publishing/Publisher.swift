@@ -195,7 +195,9 @@ public final class Publisher {
     /// flows; open TCP connections get `drain` to finish, then are reset. UDP flows close.
     @discardableResult
     public func remove(_ id: PublicationID, drain: Duration = .seconds(10)) throws(PublishError) -> [BoundPort] {
-        let removed: [Binding]? = live.withLock { state in
+        // Only the ports leave the lock: the listeners must not outlive the loops' last accept
+        // (`TCPAcceptor.stop(drain:)`), or clients queued meanwhile are reset when they close.
+        let removed: [BoundPort]? = live.withLock { state in
             guard let bound = state.publications.removeValue(forKey: id.raw) else { return nil }
             state.owners[id.raw] = nil
             for share in state.shares {
@@ -208,7 +210,7 @@ public final class Publisher {
                     }
                 }
             }
-            return bound
+            return bound.flatMap(\.ports)
         }
         guard let removed else { throw PublishError("no ports published as \(id)") }
         if let rules = rulesByID.removeValue(forKey: id.raw), let table = natTable {
@@ -218,7 +220,7 @@ public final class Publisher {
                 _ = try? Conntrack.deleteUDPFlows(to: rule.containerIP, port: rule.containerPort)
             }
         }
-        return removed.flatMap(\.ports)
+        return removed
     }
 
     private func installRules(for newPorts: [BoundPort]) throws(PublishError) -> [DNATRule] {

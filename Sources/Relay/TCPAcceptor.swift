@@ -68,10 +68,49 @@ public final class TCPAcceptor: EventHandler {
 
     /// Stops accepting at once (the listener leaves this loop and, once nobody else holds it,
     /// closes); the connections it let in get `drain` to finish, and those still open then are
-    /// reset.
+    /// reset. Clients the kernel already let in, waiting in the listener's accept queue, are
+    /// accepted first and drained the same way: closing the listener would reset them. Linux
+    /// offers no way to stop a listener's queue from filling while keeping what it holds
+    /// (shutdown(SHUT_RD) on a listener empties it with resets, as close does; measured), so this
+    /// accepts until EAGAIN right before the listener goes; a client that completes its handshake
+    /// after that came after the removal and is refused as a closed port refuses.
     public func stop(drain: Duration) {
+        if id != nil { acceptQueued() }
         connections.drain(for: drain)
         detach()
+    }
+
+    /// The most clients `stop(drain:)` takes from the queue: more than the listener's backlog
+    /// holds, so a flood of new arrivals meanwhile cannot keep the loop here.
+    static let drainAcceptLimit = 8192
+
+    private func acceptQueued() {
+        // Those that waited for a descriptor go first, in order.
+        while let client = waiting.popFirst() {
+            if let unserved = serve(client) {
+                waiting.prepend(unserved)
+                return
+            }
+        }
+        for _ in 0..<Self.drainAcceptLimit {
+            let client: Descriptor
+            do {
+                guard let fd = try Socket.accept(listener.fd) else { return }
+                client = Descriptor(taking: fd)
+            } catch {
+                switch error.errno {
+                case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory: return
+                default: continue
+                }
+            }
+            context.counters.accepted &+= 1
+            mapping.pointer.pointee.accepted &+= 1
+            if let unserved = serve(client) {
+                // No descriptor for its backend: it is reset with the rest still waiting.
+                waiting.append(unserved)
+                return
+            }
+        }
     }
 
     private func detach() {
