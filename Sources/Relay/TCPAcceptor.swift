@@ -92,25 +92,9 @@ public final class TCPAcceptor: EventHandler {
                 return
             }
         }
-        for _ in 0..<Self.drainAcceptLimit {
-            let client: Descriptor
-            do {
-                guard let fd = try Socket.accept(listener.fd) else { return }
-                client = Descriptor(taking: fd)
-            } catch {
-                switch error.errno {
-                case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory: return
-                default: continue
-                }
-            }
-            context.counters.accepted &+= 1
-            mapping.pointer.pointee.accepted &+= 1
-            if let unserved = serve(client) {
-                // No descriptor for its backend: it is reset with the rest still waiting.
-                waiting.append(unserved)
-                return
-            }
-        }
+        // Out of descriptors, the rest are reset with those still waiting (the pause this
+        // starts ends with the acceptor).
+        acceptClients(upTo: Self.drainAcceptLimit)
     }
 
     private func detach() {
@@ -164,12 +148,12 @@ public final class TCPAcceptor: EventHandler {
     }
 
     public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
-        acceptClients()
+        acceptClients(upTo: shared ? 1 : context.config.acceptBatch)
         if shared && !paused { rejoinLine() }
     }
 
-    private func acceptClients() {
-        for _ in 0..<(shared ? 1 : context.config.acceptBatch) {
+    private func acceptClients(upTo limit: Int) {
+        for _ in 0..<limit {
             let client: Descriptor
             do {
                 guard let fd = try Socket.accept(listener.fd) else { return }
