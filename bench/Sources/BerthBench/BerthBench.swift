@@ -99,6 +99,9 @@ struct BerthBench: ParsableCommand {
     @Option(help: "Connections held open for mem-conns.")
     var heldConnections: Int?
 
+    @Option(help: "One-shot exchanges for udp-dns (default 20000; 500 with --smoke).")
+    var dnsExchanges: Int?
+
     @Option(help: "Comma-separated published-port counts for mem-ports.")
     var ports: String?
 
@@ -207,7 +210,7 @@ struct BerthBench: ParsableCommand {
                 heldConnections: heldConnections ?? (smoke ? 100 : 1000),
                 portCounts: portCounts.sorted(),
                 connectConcurrency: concurrency,
-                dnsExchanges: smoke ? 500 : 20_000
+                dnsExchanges: max(1, dnsExchanges ?? (smoke ? 500 : 20_000))
             ),
             maxProcesses: maxProcesses,
             workDirectory: workDirectory,
