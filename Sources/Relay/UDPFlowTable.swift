@@ -305,9 +305,19 @@ public final class UDPFlowTable {
 
     /// When the next flow expires if nothing happens before; nil if never.
     public func nextExpiry() -> Instant? {
-        let unreplied = heads.0 >= 0 ? deadline(Int(heads.0)) : .max
-        let assured = heads.1 >= 0 ? deadline(Int(heads.1)) : .max
-        let next = min(unreplied, assured)
+        switch (nextExpiry(assured: false), nextExpiry(assured: true)) {
+        case let (unassured?, assured?): return min(unassured, assured)
+        case let (unassured, assured): return unassured ?? assured
+        }
+    }
+
+    /// When the next flow of one lifetime expires if nothing happens before; nil if never. Never
+    /// earlier than it said before while the list had flows, and no earlier than a deadline it
+    /// gave before the list emptied: the relay keeps one timer per lifetime.
+    public func nextExpiry(assured: Bool) -> Instant? {
+        let head = assured ? heads.1 : heads.0
+        guard head >= 0 else { return nil }
+        let next = deadline(Int(head))
         return next == .max ? nil : Instant(nanoseconds: next)
     }
 

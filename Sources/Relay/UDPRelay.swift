@@ -15,8 +15,10 @@
 // Activity in either direction keeps a flow alive, so one-way streams do too. How long a
 // flow lives idle depends on what it has seen, as conntrack's UDP entries do (`UDPFlowTable`):
 // 30 s unassured (no reply, or one exchange: a DNS query), 120 s once assured (traffic both
-// ways, going on). One timer per relay stands at the earliest deadline of the two lifetimes'
-// least recently active flows; when it fires, the flows due close and the timer moves on.
+// ways, going on). One timer per lifetime stands at the deadline of its least recently active
+// flow; when it fires, the flows due close and the timer moves on. Each lifetime's deadlines
+// only move later, so neither timer is ever replaced by an earlier one and none is left behind
+// in the loop's heap (one timer for both would be, each time the short list refilled).
 // The flows are bounded per listener address over all its loops (`UDPFlowBudget`: a reserve
 // per loop, a pool shared): a new client when the pool is spent evicts the flow of its own loop
 // that `UDPFlowTable.oldest` names (unassured ones first) and takes its place.
@@ -63,8 +65,8 @@ public final class UDPRelay: EventHandler {
     /// Per slot, made the first time the slot is used and kept: a flow costs no allocation.
     private var handlers: [FlowHandler] = []
     private var id: HandlerID?
-    /// The earliest expiry timer pending, if any: never later than the next flow's deadline.
-    private var expiryArmedAt: Instant?
+    /// The expiry timer pending for unassured flows (tag 0) and for assured ones (tag 1), if any.
+    private var expiryArmedAt: (unassured: Instant?, assured: Instant?)
     /// The mapping's flows over all loops.
     public let budget: UDPFlowBudget
     /// Out of descriptors since the last flow opened: log only the first failure.
@@ -118,7 +120,7 @@ public final class UDPRelay: EventHandler {
         context.loop.remove(listener.fd)
         context.loop.detach(id)
         self.id = nil
-        expiryArmedAt = nil
+        expiryArmedAt = (nil, nil)
         while let slot = flows.oldest { closeFlow(slot) }
     }
 
@@ -416,13 +418,19 @@ public final class UDPRelay: EventHandler {
 
     // MARK: expiry
 
-    /// Waits for the next flow's deadline, unless a timer at or before it is pending already
-    /// (a later one left behind fires to no effect).
+    /// Waits for each lifetime's next deadline, unless a timer at or before it is pending already.
     private func armExpiry() {
-        guard let id, let deadline = flows.nextExpiry() else { return }
-        if let pending = expiryArmedAt, pending <= deadline { return }
-        expiryArmedAt = deadline
-        context.loop.schedule(at: deadline, for: id, tag: 0)
+        guard let id else { return }
+        if let deadline = flows.nextExpiry(assured: false),
+            expiryArmedAt.unassured.map({ deadline < $0 }) ?? true
+        {
+            expiryArmedAt.unassured = deadline
+            context.loop.schedule(at: deadline, for: id, tag: 0)
+        }
+        if let deadline = flows.nextExpiry(assured: true), expiryArmedAt.assured.map({ deadline < $0 }) ?? true {
+            expiryArmedAt.assured = deadline
+            context.loop.schedule(at: deadline, for: id, tag: 1)
+        }
     }
 
     /// A flow just became assured: it waits out the long timeout from now.
@@ -433,7 +441,8 @@ public final class UDPRelay: EventHandler {
     }
 
     public func timer(tag: UInt8, loop: EventLoop) {
-        if let pending = expiryArmedAt, pending <= loop.now { expiryArmedAt = nil }
+        if tag == 0, let pending = expiryArmedAt.unassured, pending <= loop.now { expiryArmedAt.unassured = nil }
+        if tag == 1, let pending = expiryArmedAt.assured, pending <= loop.now { expiryArmedAt.assured = nil }
         while let slot = flows.expired(now: loop.now) {
             closeFlow(slot)
             context.counters.udpFlowsExpired &+= 1

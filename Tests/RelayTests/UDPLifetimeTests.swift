@@ -159,4 +159,33 @@ final class UDPLifetimeTests: XCTestCase {
         try capped.at(5.1)
         XCTAssertEqual(capped.relay.flowCount, 0, "udpTimeout 5 s alone: unreplied flows go after 5 s, not 30")
     }
+
+    /// One timer per lifetime, never one left behind: an assured flow waiting out a long timeout
+    /// beside 200 one-shot flows that come and go one after another leaves the loop's timer heap
+    /// as small as it started (a single timer for both lifetimes left one entry per refill).
+    func testShortFlowsComingAndGoingBesideALongOneLeaveNoTimersBehind() throws {
+        let backend = try TestUDPSocket()
+        var config = RelayConfig()
+        config.udpTimeout = .seconds(1_000_000)
+        config.udpTimeoutUnreplied = .seconds(1)
+        let relay = try HandDrivenRelay(target: backend.localAddress, config: config)
+        var ongoing = try connect(relay)
+        try up(&ongoing, "hello", relay, backend)
+        try down(ongoing, "hi", relay, backend)
+        for t in [0.9, 1.8, 2.1] {
+            try relay.at(t)
+            try up(&ongoing, "more at \(t)", relay, backend)
+        }
+        XCTAssertEqual(relay.relay.counters.flowsAssured, 1)
+        var t = 2.1
+        for i in 0..<200 {
+            var oneShot = try connect(relay)
+            try up(&oneShot, "query \(i)", relay, backend)
+            t += 1.5
+            try relay.at(t)
+            XCTAssertEqual(relay.relay.flowCount, 1)
+        }
+        XCTAssertEqual(relay.relay.counters.flowsExpired, 200)
+        XCTAssertLessThanOrEqual(relay.loop.pendingTimers, 2, "one per lifetime at most")
+    }
 }
