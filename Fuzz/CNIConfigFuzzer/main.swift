@@ -35,7 +35,11 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             spec.containerPorts == PortRange(single: entry.containerPort)
         else { fatalError("\(entry): spec \(entry.spec) does not parse back") }
     }
-    _ = config.containerAddresses(ifname: "eth0")
+    do throws(CNIError) {
+        _ = try config.containerAddresses(ifname: "eth0")
+    } catch {
+        checkError(error, "containerAddresses")
+    }
     if config.portMappings.isEmpty {
         let add = CNIEnvironment(command: .add, containerID: "ctr", netns: "/x", ifname: "eth0")
         switch Plugin.run(add, stdin: input) {

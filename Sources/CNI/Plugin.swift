@@ -80,7 +80,7 @@ struct Call {
         defer { output.stdout = passThrough() }
         guard !config.portMappings.isEmpty else { return }
         try checkOwnerLength()
-        let addresses = config.containerAddresses(ifname: environment.ifname)
+        let addresses = try config.containerAddresses(ifname: environment.ifname)
         guard addresses.v4 != nil || addresses.v6 != nil else {
             throw CNIError(
                 CNIError.invalidConfig,
@@ -263,7 +263,7 @@ struct Call {
             throw CNIError(CNIError.invalidConfig, "CHECK needs the prevResult of the ADD")
         }
         guard !config.portMappings.isEmpty else { return }
-        let addresses = config.containerAddresses(ifname: environment.ifname)
+        let addresses = try config.containerAddresses(ifname: environment.ifname)
         let targets = Set([addresses.v4, addresses.v6].compactMap { $0 })
         let viaDaemon = daemon.answers
         let served = viaDaemon ? try daemon.ports(owner: owner) : []
