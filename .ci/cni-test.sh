@@ -72,10 +72,10 @@ our_pids() { # in our namespaces, or naming our directory (the pattern on stdin:
 	for ns in $(our_namespaces); do ip netns pids "$ns" 2>/dev/null; done
 	[ -n "$WORK" ] && grep -lsF -f /dev/stdin /proc/[0-9]*/cmdline <<< "$WORK" 2>/dev/null | cut -d/ -f3
 }
-# berth-cni takes a file lock, /run/berth/<table>.lock, for every change: removed afterwards if
-# neither it nor /run/berth was there before.
-RUN_BERTH_EXISTED=; [ -e /run/berth ] && RUN_BERTH_EXISTED=1
-LOCK_EXISTED=; [ -e /run/berth/berth_cni.lock ] && LOCK_EXISTED=1
+# berth-cni takes a file lock, /run/berth-cni/<table>.lock, for every change: removed afterwards if
+# neither it nor /run/berth-cni was there before.
+LOCK_DIR_EXISTED=; [ -e /run/berth-cni ] && LOCK_DIR_EXISTED=1
+LOCK_EXISTED=; [ -e /run/berth-cni/berth_cni.lock ] && LOCK_EXISTED=1
 CLEANED=
 cleanup() {
 	[ -n "$CLEANED" ] && return
@@ -87,8 +87,8 @@ cleanup() {
 	for _ in $(seq 50); do [ -z "$(our_pids)" ] && break; sleep 0.1; done
 	wait 2>/dev/null # no zombies
 	for ns in $(our_namespaces); do ip netns del "$ns"; done
-	[ -z "$LOCK_EXISTED" ] && rm -f /run/berth/berth_cni.lock
-	[ -z "$RUN_BERTH_EXISTED" ] && rmdir /run/berth 2>/dev/null
+	[ -z "$LOCK_EXISTED" ] && rm -f /run/berth-cni/berth_cni.lock
+	[ -z "$LOCK_DIR_EXISTED" ] && rmdir /run/berth-cni 2>/dev/null
 	[ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
