@@ -73,7 +73,7 @@ public struct CNIEnvironment: Sendable, Equatable {
     static func isInterfaceName(_ text: String) -> Bool {
         guard text.utf8.count < 16, text != ".", text != ".." else { return false }
         return text.unicodeScalars.allSatisfy { scalar in
-            scalar.value > 0x20 && scalar.value != 0x7f && scalar != "/" && scalar != ":"
+            scalar != " " && scalar != "/" && scalar != ":" && !breaksLines(scalar)
         }
     }
 
@@ -193,7 +193,7 @@ public struct PluginConfig: Sendable {
         var config = PluginConfig(cniVersion: version, name: name)
         if let control = value[member: "control"] {
             guard case .string(let path) = control, path.hasPrefix("/"),
-                path.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f })
+                !path.unicodeScalars.contains(where: breaksLines)
             else {
                 throw CNIError(CNIError.invalidConfig, "control must be the absolute path of a berth daemon's socket")
             }

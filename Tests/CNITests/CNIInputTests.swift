@@ -108,7 +108,10 @@ final class CNIInputTests: XCTestCase {
     // MARK: CNI_IFNAME and control
 
     func testAnIfnameThatIsNoInterfaceNameIsCode4() {
-        for name in ["eth0/x", "a b", "a:b", "..", String(repeating: "e", count: 16), "eth\u{1}", "e\u{7f}"] {
+        for name in [
+            "eth0/x", "a b", "a:b", "..", String(repeating: "e", count: 16), "eth\u{1}", "e\u{7f}", "e\u{85}",
+            "e\u{2028}",
+        ] {
             let env = ["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctrA", "CNI_IFNAME": name, "CNI_NETNS": "/x"]
             XCTAssertThrowsError(try CNIEnvironment.read { env[$0] }, String(reflecting: name)) {
                 XCTAssertEqual(($0 as? CNIError)?.code, 4)
@@ -122,6 +125,17 @@ final class CNIInputTests: XCTestCase {
     func testAControlPathWithControlCharactersIsRefused() {
         let stdin = Array(#"{"cniVersion":"1.0.0","name":"n","control":"/run/berth/b\u0001.sock"}"#.utf8)
         XCTAssertEqual(run(.add, stdin)?.msg, "control must be the absolute path of a berth daemon's socket")
+    }
+
+    /// A message shows the mapping it refuses; a member name there may hold a line break that JSON
+    /// leaves raw (found by CNIConfigFuzzer with its dictionary's "\u2028").
+    func testAMessageQuotingInputStaysOneLine() {
+        let error = run(.add, config(mappings: #"{"hostPort":0,"containerPort":80,"x\u2028y\u0085":1}"#))
+        XCTAssertEqual(
+            error?.msg,
+            #"hostPort must be a port number from 1 to 65535 in {"hostPort":0,"containerPort":80,"x\u{2028}y\u{85}":1}"#
+        )
+        XCTAssertEqual(CNIError(5, "a\u{2029}b", details: "c\nd").details, #"c\u{a}d"#)
     }
 
     // MARK: the daemon's answer
