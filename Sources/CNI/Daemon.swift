@@ -3,17 +3,17 @@
 import Control
 import Mappings
 
-struct Daemon {
+package struct Daemon {
     let path: String
 
     /// One port the daemon serves, as its list reports it.
-    struct Port {
-        var owner: String?
-        var proto: Proto
-        var hostIP: IPAddress?
-        var hostPort: UInt16
-        var containerPort: UInt16
-        var target: IPAddress
+    package struct Port {
+        package var owner: String?
+        package var proto: Proto
+        package var hostIP: IPAddress?
+        package var hostPort: UInt16
+        package var containerPort: UInt16
+        package var target: IPAddress
     }
 
     var answers: Bool { ControlClient.answers(path) }
@@ -99,7 +99,7 @@ struct Daemon {
 
     /// The daemon's list, read: an entry without a target or ports list is skipped, a port number
     /// out of range (the daemon's bug, or not a daemon) fails the whole list.
-    static func ports(_ entries: [JSONValue]) throws(CNIError) -> [Port] {
+    package static func ports(_ entries: [JSONValue]) throws(CNIError) -> [Port] {
         var result: [Port] = []
         for entry in entries {
             var owner: String?
