@@ -206,21 +206,11 @@ final class FakeDaemon: @unchecked Sendable {
     private var thread: LoopThread?
 
     init(answer: String) throws {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: \(errnoText())") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0, listen(fd, 16) == 0 else {
+        let fd = try boundUnixSocket(path, type: SOCK_STREAM)
+        guard listen(fd, 16) == 0 else {
             let text = errnoText()
             close(fd)
-            throw TestFailure("bind \(path): \(text)")
+            throw TestFailure("listen \(path): \(text)")
         }
         listenFD = fd
         let stopping = self.stopping
