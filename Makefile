@@ -103,7 +103,8 @@ test-tsan: deps
 	$(SWIFT) build --build-tests $(TSAN_FLAGS) $(BUILD_FLAGS)
 	TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" $(SWIFT) test --skip-build $(TSAN_FLAGS) $(BUILD_FLAGS) --filter '$(TSAN_TESTS)'
 
-# libFuzzer on the command-line parsers and the control socket's request path, FUZZ_SECONDS each, from the seeds in Fuzz/corpus/<fuzzer>.
+# libFuzzer on the command-line parsers and the control socket's request path, FUZZ_SECONDS each, from the seeds in Fuzz/corpus/<fuzzer>,
+# with the dictionary Fuzz/<fuzzer>.dict where there is one (numbers out of range, NUL, bad UTF-8, nesting, junk after the document).
 # What they learn stays in .build-fuzz/corpus, a crash's input in .build-fuzz/artifacts (and the run fails).
 # BERTH_FUZZ=1 is what makes Package.swift declare the fuzzers (see there).
 FUZZ_SECONDS ?= 60
@@ -113,7 +114,8 @@ fuzz:
 	for f in $(FUZZERS); do $(FUZZ_BUILD) --product $$f || exit 1; done
 	for f in $(FUZZERS); do \
 		mkdir -p .build-fuzz/corpus/$$f .build-fuzz/artifacts && \
-		.build-fuzz/debug/$$f -max_total_time=$(FUZZ_SECONDS) -max_len=512 -print_final_stats=1 \
+		dict=; [ -f Fuzz/$$f.dict ] && dict=-dict=Fuzz/$$f.dict; \
+		.build-fuzz/debug/$$f -max_total_time=$(FUZZ_SECONDS) -max_len=512 -print_final_stats=1 $$dict \
 			-artifact_prefix=.build-fuzz/artifacts/$$f- .build-fuzz/corpus/$$f Fuzz/corpus/$$f || exit 1; \
 	done
 

@@ -72,10 +72,10 @@ our_pids() { # in our namespaces, or naming our directory (the pattern on stdin:
 	for ns in $(our_namespaces); do ip netns pids "$ns" 2>/dev/null; done
 	[ -n "$WORK" ] && grep -lsF -f /dev/stdin /proc/[0-9]*/cmdline <<< "$WORK" 2>/dev/null | cut -d/ -f3
 }
-# berth-cni takes a file lock, /run/berth/<table>.lock, for every change: removed afterwards if
-# neither it nor /run/berth was there before.
-RUN_BERTH_EXISTED=; [ -e /run/berth ] && RUN_BERTH_EXISTED=1
-LOCK_EXISTED=; [ -e /run/berth/berth_cni.lock ] && LOCK_EXISTED=1
+# berth-cni takes a file lock, /run/berth-cni/<table>.lock, for every change: removed afterwards if
+# neither it nor /run/berth-cni was there before.
+LOCK_DIR_EXISTED=; [ -e /run/berth-cni ] && LOCK_DIR_EXISTED=1
+LOCK_EXISTED=; [ -e /run/berth-cni/berth_cni.lock ] && LOCK_EXISTED=1
 CLEANED=
 cleanup() {
 	[ -n "$CLEANED" ] && return
@@ -87,8 +87,8 @@ cleanup() {
 	for _ in $(seq 50); do [ -z "$(our_pids)" ] && break; sleep 0.1; done
 	wait 2>/dev/null # no zombies
 	for ns in $(our_namespaces); do ip netns del "$ns"; done
-	[ -z "$LOCK_EXISTED" ] && rm -f /run/berth/berth_cni.lock
-	[ -z "$RUN_BERTH_EXISTED" ] && rmdir /run/berth 2>/dev/null
+	[ -z "$LOCK_EXISTED" ] && rm -f /run/berth-cni/berth_cni.lock
+	[ -z "$LOCK_DIR_EXISTED" ] && rmdir /run/berth-cni 2>/dev/null
 	[ -n "$WORK" ] && rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
@@ -504,6 +504,11 @@ no_element() { # owner: inet berth_cni has no element commented with it (or ther
 cni "$B_HOST" ADD berth.conflist "$B_A" "$CID_A" --port-mappings "$MAP_A"
 ok "alone: ADD ctrA (8080/tcp, 5353/udp) succeeds"
 [ "$RC" = 0 ] && check "alone: berth-cni's ADD result is bridge's prevResult, unchanged" passed_through "$CID_A"
+root_lock() { # the lock is root's: a 0755 directory and a 0600 regular file, both owned by root
+	local d f; d=$(stat -c '%U %a %F' /run/berth-cni 2>&1); f=$(stat -c '%U %a %F' /run/berth-cni/berth_cni.lock 2>&1)
+	[ "$d" = "root 755 directory" ] && [ "$f" = "root 600 regular empty file" ] || { printf '/run/berth-cni: %s\nlock: %s' "$d" "$f"; return 1; }
+}
+check "alone: the lock is /run/berth-cni/berth_cni.lock, root's (0755 directory, 0600 file)" root_lock
 check "alone: client -> 198.19.0.1:8080 answers ctrA" answers "$B_CLIENT" tcp 198.19.0.1 8080 ctrA
 check "alone: client -> 198.19.0.1:5353/udp answers ctrA" answers "$B_CLIENT" udp 198.19.0.1 5353 ctrA
 check "alone: host -> 127.0.0.1:8080 does not answer (loopback is the daemon's; documented)" silent "$B_HOST" tcp 127.0.0.1 8080

@@ -2,7 +2,10 @@
 // HTTPReader in two pieces (split where the first byte says), then answered by the PortService
 // of a Publisher on 127.0.0.1 (userspace, not running: adds bind and removes close for real).
 // Beyond no crash: every answer is a known status with a JSON body, an error's message is one
-// line, and whatever the input added is removed again, so the next input starts from nothing.
+// line, a body that is not strict JSON (strictJSONViolation: invalid UTF-8, control characters in
+// strings, junk after the document) is never accepted, and whatever the input added is removed
+// again, so the next input starts from nothing. A body is answered twice: as it is, and spoiled (a
+// number no field takes, a NUL or bad byte in a string, junk after the document).
 
 import Control
 import FuzzSupport
@@ -37,6 +40,14 @@ func check(_ response: HTTPResponse, _ what: @autoclosure () -> String) {
     }
 }
 
+func answer(_ request: HTTPRequest) {
+    let response = service.handle(request)
+    check(response, "\(request.method) \(request.path)")
+    if request.method == "POST", (200..<300).contains(response.status), let why = strictJSONViolation(request.body) {
+        fatalError("POST \(request.path) answered \(response.status) to a body with \(why)")
+    }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = Array(bytes(data, size))
@@ -47,7 +58,13 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     if outcome == .needMore { outcome = reader.feed([]) }
     switch outcome {
     case .request(let request):
-        check(service.handle(request), "\(request.method) \(request.path)")
+        answer(request)
+        if let variant = spoiled(request.body) {
+            service.removeAll()
+            var changed = request
+            changed.body = variant
+            answer(changed)
+        }
     case .bad(let status, let message):
         expectOneLine(message, "the reader's reason")
         check(.error(status, message), "the reader's answer")

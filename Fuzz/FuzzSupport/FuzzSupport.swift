@@ -74,3 +74,108 @@ public func checkPortSpec(_ spec: String) {
     let mappings = parsed.mappings(to: .loopbackV4)
     expectEqual(mappings.count, parsed.containerPorts.count, "mappings of \(printed)")
 }
+
+/// What a JSON reader must refuse (berth's rule, stricter than cJSON): invalid UTF-8, a control
+/// character in a string (raw, or escaped as `\u0000` to `\u001f`), and anything but whitespace
+/// after the document (an object or array: what berth reads). Returns why `bytes` breaks it, or
+/// nil. A fuzzer traps when it sees an input that this names accepted.
+public func strictJSONViolation(_ bytes: [UInt8]) -> String? {
+    if String(validating: bytes, as: UTF8.self) == nil { return "invalid UTF-8" }
+    let whitespace: [UInt8] = [0x20, 0x09, 0x0a, 0x0d]
+    var depth = 0
+    var inString = false
+    var escaped = false
+    for (index, byte) in bytes.enumerated() {
+        if inString {
+            if escaped {
+                escaped = false
+                let digits = bytes.dropFirst(index + 1).prefix(4)
+                if byte == UInt8(ascii: "u"), let value = UInt32(String(decoding: digits, as: UTF8.self), radix: 16),
+                    digits.count == 4, value < 0x20
+                {
+                    return "an escaped control character in a string"
+                }
+            } else if byte == UInt8(ascii: "\\") {
+                escaped = true
+            } else if byte == UInt8(ascii: "\"") {
+                inString = false
+            } else if byte < 0x20 {
+                return "a control character in a string"
+            }
+            continue
+        }
+        switch byte {
+        case UInt8(ascii: "\""): inString = true
+        case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+        case UInt8(ascii: "}"), UInt8(ascii: "]"):
+            depth -= 1
+            if depth == 0 {
+                return bytes.dropFirst(index + 1).allSatisfy { whitespace.contains($0) }
+                    ? nil : "something after the document"
+            }
+        default: break
+        }
+    }
+    return nil
+}
+
+/// Numbers no field takes, as JSON spells them: beyond Int, UInt32, UInt16, a double; fractions; zeros.
+public let extremeNumbers = [
+    "1e300", "-1e19", "1e400", "-1e400", "1e-400", "-0", "1.5", "65536", "4294967296", "9223372036854775808",
+    "-9223372036854775809",
+]
+
+/// `json` made wrong in one way that a reader must catch, picked by a hash of the bytes: one of its
+/// numbers made one no field takes (`extremeNumbers`), a NUL, a control character or an invalid UTF-8
+/// byte put into one of its strings, or junk after the document. A fuzzer that checks this variant too
+/// tries every field of its corpus with such values without waiting for mutations to write them (the
+/// control characters are what strictJSONViolation names). nil for an input with no document.
+public func spoiled(_ json: [UInt8]) -> [UInt8]? {
+    var numbers: [Range<Int>] = []
+    var strings: [Int] = []  // where each string's content starts
+    var inString = false
+    var escaped = false
+    var index = 0
+    while index < json.count {
+        let byte = json[index]
+        if inString {
+            if escaped {
+                escaped = false
+            } else if byte == UInt8(ascii: "\\") {
+                escaped = true
+            } else if byte == UInt8(ascii: "\"") {
+                inString = false
+            }
+            index += 1
+            continue
+        }
+        if byte == UInt8(ascii: "\"") {
+            inString = true
+            strings.append(index + 1)
+        } else if byte == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) {
+            let start = index
+            while index < json.count, "0123456789+-.eE".utf8.contains(json[index]) { index += 1 }
+            numbers.append(start..<index)
+            continue
+        }
+        index += 1
+    }
+    guard json.contains(where: { $0 == UInt8(ascii: "{") || $0 == UInt8(ascii: "[") }) else { return nil }
+    let hash = json.reduce(UInt64(14_695_981_039_346_656_037)) { ($0 ^ UInt64($1)) &* 1_099_511_628_211 }
+    func pick<T>(_ list: [T], _ salt: UInt64) -> T { list[Int((hash / salt) % UInt64(list.count))] }
+    var out = json
+    switch hash % 8 {
+    case 0..<4 where !numbers.isEmpty:
+        out.replaceSubrange(pick(numbers, 8), with: Array(pick(extremeNumbers, 8 * 64).utf8))
+    case 4..<7 where !strings.isEmpty:
+        // After the string's first byte, so that a reader that stops at a NUL keeps a non-empty value.
+        let start = pick(strings, 8)
+        let at =
+            start < json.count && json[start] != UInt8(ascii: "\"") && json[start] != UInt8(ascii: "\\")
+            ? start + 1 : start
+        out.insert(contentsOf: pick([Array("\\u0000".utf8), Array("\\u001f".utf8), [0x01], [0xff]], 8 * 64), at: at)
+    default:
+        out += Array(pick([" x", "{}", "\u{0}", "]"], 8).utf8)
+    }
+    return out
+}

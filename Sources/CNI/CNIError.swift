@@ -2,16 +2,32 @@
 // message and details, printed as JSON on stdout with a non-zero exit.
 
 import Control
+import Mappings
 
 public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Int
     public var msg: String
     public var details: String
 
+    /// `msg` and `details` are one line each whatever they quote: a line break that JSON leaves
+    /// raw (U+2028, NEL, in a member name the message shows, or in the daemon's answer) is escaped.
     public init(_ code: Int, _ msg: String, details: String = "") {
         self.code = code
-        self.msg = msg
-        self.details = details
+        self.msg = Self.oneLine(msg)
+        self.details = Self.oneLine(details)
+    }
+
+    private static func oneLine(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: breaksLines) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if breaksLines(scalar) {
+                out += "\\u{" + String(scalar.value, radix: 16) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     // The spec's codes (SPEC.md, "Error").

@@ -3,17 +3,17 @@
 import Control
 import Mappings
 
-struct Daemon {
+package struct Daemon {
     let path: String
 
     /// One port the daemon serves, as its list reports it.
-    struct Port {
-        var owner: String?
-        var proto: Proto
-        var hostIP: IPAddress?
-        var hostPort: UInt16
-        var containerPort: UInt16
-        var target: IPAddress
+    package struct Port {
+        package var owner: String?
+        package var proto: Proto
+        package var hostIP: IPAddress?
+        package var hostPort: UInt16
+        package var containerPort: UInt16
+        package var target: IPAddress
     }
 
     var answers: Bool { ControlClient.answers(path) }
@@ -90,6 +90,16 @@ struct Daemon {
                 details: "status \(answer.status)"
             )
         }
+        do throws(CNIError) {
+            return try Self.ports(entries)
+        } catch {
+            throw CNIError(error.code, error.msg, details: "\(error.details) (daemon on \(path))")
+        }
+    }
+
+    /// The daemon's list, read: an entry without a target or ports list is skipped, a port number
+    /// out of range (the daemon's bug, or not a daemon) fails the whole list.
+    package static func ports(_ entries: [JSONValue]) throws(CNIError) -> [Port] {
         var result: [Port] = []
         for entry in entries {
             var owner: String?
@@ -100,10 +110,18 @@ struct Daemon {
             else { continue }
             for port in ports {
                 guard case .string(let protoText)? = port[member: "proto"],
-                    let proto = Proto(rawValue: protoText),
-                    case .number(let hostPort)? = port[member: "hostPort"],
-                    case .number(let containerPort)? = port[member: "containerPort"]
+                    let proto = Proto(rawValue: protoText)
                 else { continue }
+                func number(_ key: String) throws(CNIError) -> UInt16 {
+                    guard let number = PluginConfig.port(port[member: key]) else {
+                        throw CNIError(
+                            CNIError.ioFailure,
+                            "the berth daemon's port list does not read",
+                            details: "\(key) must be a port number from 1 to 65535 in \(port.serialized())"
+                        )
+                    }
+                    return number
+                }
                 var host: IPAddress?
                 if case .string(let text)? = port[member: "hostIP"] {
                     host = IPAddress(text)?.unmapped
@@ -113,8 +131,8 @@ struct Daemon {
                         owner: owner,
                         proto: proto,
                         hostIP: host,
-                        hostPort: UInt16(clamping: Int(hostPort)),
-                        containerPort: UInt16(clamping: Int(containerPort)),
+                        hostPort: try number("hostPort"),
+                        containerPort: try number("containerPort"),
                         target: target.unmapped
                     )
                 )

@@ -4,8 +4,8 @@
 //
 // Host ports are reserved: the daemon binds a listener for each, and the table's elements are
 // unique by host side, with every check-then-change made under one file lock
-// (/run/berth/<table>.lock), so concurrent plugin calls for different containers cannot both take
-// a port. The state is the daemon's and the kernel's, never a file of ours.
+// (/run/berth-cni/<table>.lock), so concurrent plugin calls for different containers cannot both
+// take a port. The state is the daemon's and the kernel's, never a file of ours.
 
 import Control
 import LinuxIO
@@ -80,7 +80,7 @@ struct Call {
         defer { output.stdout = passThrough() }
         guard !config.portMappings.isEmpty else { return }
         try checkOwnerLength()
-        let addresses = config.containerAddresses(ifname: environment.ifname)
+        let addresses = try config.containerAddresses(ifname: environment.ifname)
         guard addresses.v4 != nil || addresses.v6 != nil else {
             throw CNIError(
                 CNIError.invalidConfig,
@@ -263,7 +263,7 @@ struct Call {
             throw CNIError(CNIError.invalidConfig, "CHECK needs the prevResult of the ADD")
         }
         guard !config.portMappings.isEmpty else { return }
-        let addresses = config.containerAddresses(ifname: environment.ifname)
+        let addresses = try config.containerAddresses(ifname: environment.ifname)
         let targets = Set([addresses.v4, addresses.v6].compactMap { $0 })
         let viaDaemon = daemon.answers
         let served = viaDaemon ? try daemon.ports(owner: owner) : []
@@ -364,13 +364,15 @@ struct Call {
         }
     }
 
+    /// Where the locks live: a directory of root's, not the daemon's /run/berth (its user could
+    /// plant a link there that root would follow).
+    static let lockDirectory = "/run/berth-cni"
+
     /// Runs `body` holding the lock that makes a check and the change after it one step.
     private mutating func underLock(_ body: (inout Call) throws(CNIError) -> Void) throws(CNIError) {
-        let directory = "/run/berth"
         let lock: Descriptor
         do {
-            try FileSystem.makeDirectory(directory, mode: 0o755)
-            lock = try FileSystem.lock("\(directory)/\(config.table).lock")
+            lock = try FileLock.exclusive("\(config.table).lock", in: Self.lockDirectory)
         } catch {
             throw CNIError(CNIError.ioFailure, "cannot take berth-cni's lock", details: error.description)
         }

@@ -54,11 +54,27 @@ public struct CNIEnvironment: Sendable, Equatable {
         environment.containerID = id
         environment.ifname = lookup("CNI_IFNAME") ?? ""
         guard !environment.ifname.isEmpty else { throw CNIError(CNIError.invalidEnvironment, "CNI_IFNAME is not set") }
+        guard Self.isInterfaceName(environment.ifname) else {
+            throw CNIError(
+                CNIError.invalidEnvironment,
+                "CNI_IFNAME \(quoted(environment.ifname)) is not an interface name",
+                details: "at most 15 bytes, without '/', ':', spaces or control characters"
+            )
+        }
         environment.netns = lookup("CNI_NETNS") ?? ""
         if command != .del && environment.netns.isEmpty {
             throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS is not set")
         }
         return environment
+    }
+
+    /// The kernel's rule for interface names (dev_valid_name), control characters refused too: the
+    /// name ends up in owners and nftables comments, and `/` would make one owner read as another.
+    static func isInterfaceName(_ text: String) -> Bool {
+        guard text.utf8.count < 16, text != ".", text != ".." else { return false }
+        return text.unicodeScalars.allSatisfy { scalar in
+            scalar != " " && scalar != "/" && scalar != ":" && !breaksLines(scalar)
+        }
     }
 
     /// The spec's rule for container ids and network names.
@@ -161,6 +177,14 @@ public struct PluginConfig: Sendable {
                 details: "berth-cni speaks \(supportedVersions.joined(separator: ", "))"
             )
         }
+        if let place = firstInfinity(value) {
+            // cJSON reads a number beyond a double as infinity, which no JSON can spell again.
+            throw CNIError(
+                CNIError.decodeFailure,
+                "a number in the network configuration is out of range",
+                details: "\(place.path) is \(place.negative ? "-" : "")infinite"
+            )
+        }
         var name = ""
         if case .string(let text)? = value[member: "name"] { name = text }
         guard CNIEnvironment.isValidIdentifier(name) else {
@@ -168,7 +192,9 @@ public struct PluginConfig: Sendable {
         }
         var config = PluginConfig(cniVersion: version, name: name)
         if let control = value[member: "control"] {
-            guard case .string(let path) = control, path.hasPrefix("/") else {
+            guard case .string(let path) = control, path.hasPrefix("/"),
+                !path.unicodeScalars.contains(where: breaksLines)
+            else {
                 throw CNIError(CNIError.invalidConfig, "control must be the absolute path of a berth daemon's socket")
             }
             config.control = path
@@ -206,13 +232,13 @@ public struct PluginConfig: Sendable {
                 throw CNIError(CNIError.invalidConfig, "each port mapping must be an object")
             }
             func port(_ key: String) throws(CNIError) -> UInt16 {
-                guard case .number(let n)? = item[member: key], n == n.rounded(), n >= 1, n <= 65535 else {
+                guard let port = Self.port(item[member: key]) else {
                     throw CNIError(
                         CNIError.invalidConfig,
                         "\(key) must be a port number from 1 to 65535 in \(item.serialized())"
                     )
                 }
-                return UInt16(n)
+                return port
             }
             var proto = Proto.tcp
             if case .string(let text)? = item[member: "protocol"] {
@@ -246,6 +272,31 @@ public struct PluginConfig: Sendable {
         return entries
     }
 
+    /// A port number from 1 to 65535; nil for anything else (fractions, -1e19, 1e300, not a number).
+    static func port(_ value: JSONValue?) -> UInt16? {
+        guard case .number(let n)? = value, let port = UInt16(exactly: n), port != 0 else { return nil }
+        return port
+    }
+
+    /// Where the document holds an infinite number (`prevResult.ips[0].interface`), if anywhere.
+    private static func firstInfinity(_ value: JSONValue, at path: String = "") -> (path: String, negative: Bool)? {
+        switch value {
+        case .number(let n) where n.isInfinite:
+            return (path, n < 0)
+        case .object(let members):
+            for (name, member) in members {
+                if let found = firstInfinity(member, at: path.isEmpty ? name : "\(path).\(name)") { return found }
+            }
+        case .array(let elements):
+            for (index, element) in elements.enumerated() {
+                if let found = firstInfinity(element, at: "\(path)[\(index)]") { return found }
+            }
+        default:
+            break
+        }
+        return nil
+    }
+
     private static func attachments(_ value: JSONValue) throws(CNIError) -> Set<String> {
         guard case .array(let items) = value else {
             throw CNIError(CNIError.invalidConfig, "cni.dev/valid-attachments must be a list")
@@ -263,19 +314,26 @@ public struct PluginConfig: Sendable {
     }
 
     /// The container's addresses on `ifname`, read from prevResult as portmap reads them: IPs
-    /// whose interface index names `ifname` inside a sandbox, or IPs with no interface index.
-    public func containerAddresses(ifname: String) -> (v4: IPAddress?, v6: IPAddress?) {
+    /// whose interface index names `ifname` inside a sandbox, or IPs with no interface index. An
+    /// index that is no integer (1.5, 1e300) is an error; an integer that names no interface is
+    /// skipped.
+    public func containerAddresses(ifname: String) throws(CNIError) -> (v4: IPAddress?, v6: IPAddress?) {
         var interfaces: [JSONValue] = []
         if case .array(let list)? = prevResult?[member: "interfaces"] { interfaces = list }
         guard case .array(let ips)? = prevResult?[member: "ips"] else { return (nil, nil) }
         var v4: IPAddress?
         var v6: IPAddress?
-        for ip in ips {
+        for (position, ip) in ips.enumerated() {
             guard case .string(let cidr)? = ip[member: "address"],
                 let address = IPAddress(String(cidr.split(separator: "/").first ?? ""))
             else { continue }
-            if case .number(let n)? = ip[member: "interface"] {
-                let index = Int(n)
+            if let given = ip[member: "interface"], given != .null {
+                guard case .number(let n) = given, let index = Int(exactly: n) else {
+                    throw CNIError(
+                        CNIError.invalidConfig,
+                        "prevResult.ips[\(position)].interface must be an index into prevResult.interfaces, not \(given.serialized())"
+                    )
+                }
                 guard index >= 0, index < interfaces.count else { continue }
                 let interface = interfaces[index]
                 guard case .string(ifname)? = interface[member: "name"] else { continue }

@@ -262,18 +262,6 @@ public enum FileSystem {
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    /// Takes an exclusive flock(2) on `path` (made if missing, mode 0600), waiting for it; the
-    /// lock lasts as long as the returned descriptor, and ends with the process too.
-    public static func lock(_ path: String) throws(SyscallError) -> Descriptor {
-        let raw = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        if raw < 0 { throw SyscallError("open", .init(rawValue: errno), subject: path) }
-        let fd = Descriptor(taking: raw)
-        while flock(fd.raw, LOCK_EX) != 0 {
-            if errno != EINTR { throw SyscallError("flock", .init(rawValue: errno), subject: path) }
-        }
-        return fd
-    }
-
     public static func setMode(_ path: String, _ mode: mode_t) throws(SyscallError) {
         _ = try syscall("chmod") { chmod(path, mode) }
     }

@@ -52,7 +52,7 @@ package func quoted(_ text: some StringProtocol) -> String {
 }
 
 /// A control character, or one that a terminal or a log reader may take as the end of a line.
-func breaksLines(_ scalar: Unicode.Scalar) -> Bool {
+package func breaksLines(_ scalar: Unicode.Scalar) -> Bool {
     scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
 }
 

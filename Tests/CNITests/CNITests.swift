@@ -117,10 +117,10 @@ final class CNITests: XCTestCase {
 
     func testContainerAddressesComeFromTheSandboxInterfaceNamedIfname() throws {
         let parsed = try PluginConfig.parse(config())
-        let addresses = parsed.containerAddresses(ifname: "eth0")
+        let addresses = try parsed.containerAddresses(ifname: "eth0")
         XCTAssertEqual(addresses.v4, IPAddress("198.18.1.2"), "the bridge's own 198.18.1.1 is on the host")
         XCTAssertEqual(addresses.v6, IPAddress("fd00:b:0:1::2"))
-        XCTAssertNil(parsed.containerAddresses(ifname: "eth1").v4)
+        XCTAssertNil(try parsed.containerAddresses(ifname: "eth1").v4)
     }
 
     // MARK: operations that need neither a daemon nor nftables

@@ -26,6 +26,27 @@ public func readFile(_ path: String) -> String? {
     return String(decoding: bytes, as: UTF8.self)
 }
 
+/// A blocking unix socket of `type` bound at `path` (which must not exist), close-on-exec.
+public func boundUnixSocket(_ path: String, type: __socket_type) throws -> Int32 {
+    let fd = socket(AF_UNIX, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw TestFailure("socket: \(errnoText())") }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+    let rc = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        }
+    }
+    guard rc == 0 else {
+        let text = errnoText()
+        close(fd)
+        throw TestFailure("bind \(path): \(text)")
+    }
+    return fd
+}
+
 /// A unix datagram socket bound at `path`, as syslog's /dev/log is: it receives one message per
 /// datagram. Binding removes whatever was at the path first (a syslog daemon that restarts does so).
 public final class TestUnixDatagramServer {
@@ -34,23 +55,8 @@ public final class TestUnixDatagramServer {
 
     public init(path: String) throws {
         unlink(path)
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: \(errnoText())") }
+        fd = try boundUnixSocket(path, type: SOCK_DGRAM)
         self.path = path
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard rc == 0 else {
-            let text = errnoText()
-            close(fd)
-            throw TestFailure("bind \(path): \(text)")
-        }
         var tv = timeval(tv_sec: 20, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }

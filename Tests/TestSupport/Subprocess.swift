@@ -16,7 +16,8 @@ public final class Subprocess: @unchecked Sendable {
     private var exitStatus: Int32?
 
     /// `path`: a file, or a bare name looked up in PATH (`nft`).
-    /// `extraFDs`: child fd number → parent fd to dup there (e.g. [3: pipeWriteEnd]).
+    /// `extraFDs`: child fd number → parent fd to dup there (e.g. [3: pipeWriteEnd], or [0: file] for
+    /// stdin).
     public init(
         _ path: String,
         _ arguments: [String],
@@ -35,7 +36,7 @@ public final class Subprocess: @unchecked Sendable {
         for (child, parent) in extraFDs.sorted(by: { $0.key < $1.key }) {
             posix_spawn_file_actions_adddup2(&actions, parent, child)
         }
-        CTestSupport_spawn_closefrom(&actions, (extraFDs.keys.max() ?? 2) + 1)
+        CTestSupport_spawn_closefrom(&actions, max(extraFDs.keys.max() ?? 2, 2) + 1)
         // A fresh signal mask: tests may have blocked signals berth must see.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -165,13 +166,16 @@ public func readLink(_ path: String) -> String? {
 }
 
 /// The built `berth` binary next to the test bundle (`.build/<triple>/debug/berth`).
-public func berthBinary() -> String {
+public func berthBinary() -> String { builtBinary("berth") }
+
+/// The built executable `name` (`berth`, `berth-cni`) next to the test bundle.
+public func builtBinary(_ name: String) -> String {
     var dir = readLink("/proc/self/exe") ?? ""
     while !dir.isEmpty && !dir.hasSuffix("/") { dir.removeLast() }
-    // The test bundle is `<dir>/berthPackageTests.xctest`; berth sits beside it.
-    if access(dir + "berth", X_OK) == 0 { return dir + "berth" }
-    let candidate = dir + "../berth"
-    return access(candidate, X_OK) == 0 ? candidate : (dir + "berth")
+    // The test bundle is `<dir>/berthPackageTests.xctest`; the executables sit beside it.
+    if access(dir + name, X_OK) == 0 { return dir + name }
+    let candidate = dir + "../" + name
+    return access(candidate, X_OK) == 0 ? candidate : (dir + name)
 }
 
 public var isRoot: Bool { geteuid() == 0 }
