@@ -21,22 +21,25 @@
 
 static inline int shim_errno(void) { return errno; }
 
-/// Blocks SIGINT and SIGTERM and returns a signalfd that reports them (close-on-exec).
-static inline int shim_stop_signals(void) {
+/// SIGINT and SIGTERM: what stops a userland proxy.
+static inline sigset_t shim_stop_set(void) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    return set;
+}
+
+/// Blocks them and returns a signalfd that reports them (close-on-exec).
+static inline int shim_stop_signals(void) {
+    sigset_t set = shim_stop_set();
     sigprocmask(SIG_BLOCK, &set, NULL);
     return signalfd(-1, &set, SFD_CLOEXEC);
 }
 
 /// Unblocks them again (before exec: berth blocks what it needs itself).
 static inline void shim_unblock_stop_signals(void) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
+    sigset_t set = shim_stop_set();
     sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
