@@ -108,9 +108,9 @@ enum PortClient {
                     return 0
                 }
                 for entry in entries {
-                    let id = field(entry, "id")?.serialized() ?? "?"
+                    let id = entry[member: "id"]?.serialized() ?? "?"
                     var owner = "-"
-                    if case .string(let o)? = field(entry, "owner") { owner = o }
+                    if case .string(let o)? = entry[member: "owner"] { owner = o }
                     for line in lines(of: entry) { say("\(id)\t\(owner)\t\(line)") }
                 }
                 return 0
@@ -135,19 +135,14 @@ enum PortClient {
         }
     }
 
-    private static func field(_ value: JSONValue, _ name: String) -> JSONValue? {
-        guard case .object(let members) = value else { return nil }
-        return members.first { $0.0 == name }?.1
-    }
-
     private static func lines(of entry: JSONValue) -> [String] {
-        guard case .array(let lines)? = field(entry, "lines") else { return [] }
+        guard case .array(let lines)? = entry[member: "lines"] else { return [] }
         return lines.compactMap { if case .string(let s) = $0 { return s } else { return nil } }
     }
 
     /// The daemon's one-line reason, as `berth run` would have printed it; exit 1.
     private static func failed(_ answer: (status: Int, body: JSONValue?)) -> Int32 {
-        if let body = answer.body, case .string(let message)? = field(body, "message") {
+        if let body = answer.body, case .string(let message)? = body[member: "message"] {
             complain(message)
         } else {
             complain("the daemon answered \(answer.status)")

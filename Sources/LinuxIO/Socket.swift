@@ -178,3 +178,39 @@ public enum Socket {
         try getOption(fd, SOL_SOCKET, SO_TYPE)
     }
 }
+
+extension Socket {
+    /// A non-blocking, close-on-exec unix datagram socket connected to `path` (`/dev/log`).
+    public static func connectUnixDatagram(_ path: String) throws(SyscallError) -> Descriptor {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard !bytes.isEmpty, bytes.count < capacity else {
+            throw SyscallError("connect", .fileNameTooLong, subject: path)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let socket = try make(family: AF_UNIX, type: Int32(SOCK_DGRAM.rawValue))
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+        do {
+            _ = try syscall("connect") {
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket.raw, $0, length) }
+                }
+            }
+        } catch {
+            throw error.about(path)
+        }
+        return socket
+    }
+
+    /// IPV6_V6ONLY of an IPv6 socket: false for a dual-stack `::` socket, which also takes IPv4.
+    public static func isV6Only(_ fd: Int32) throws(SyscallError) -> Bool {
+        try getOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY) != 0
+    }
+
+    /// SO_ACCEPTCONN: whether listen(2) was called on it.
+    public static func isListening(_ fd: Int32) throws(SyscallError) -> Bool {
+        try getOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0
+    }
+}

@@ -1,0 +1,63 @@
+// Calls on files and on descriptors whatever they are: a log file opened for appending, whole
+// writes and reads, close-on-exec. One wrapper per call, as everywhere in LinuxIO.
+
+import CBerthLinux
+import Glibc
+import SystemPackage
+
+/// Calls on files and on descriptors whatever they are.
+public enum File {
+    /// open(2) for appending, created with `permissions` (minus the umask) if it is missing,
+    /// close-on-exec. The error names the path: `open /var/log/berth.log: permission denied`.
+    public static func openForAppending(_ path: String, permissions: mode_t = 0o640) throws(SyscallError) -> Descriptor
+    {
+        let flags = O_WRONLY | O_APPEND | O_CREAT | CBerthLinux_O_CLOEXEC
+        do {
+            return Descriptor(taking: try syscall("open") { Glibc.open(path, flags, permissions) })
+        } catch {
+            throw error.about(path)
+        }
+    }
+
+    /// One write(2): the bytes the kernel took (all of them for a file opened for appending,
+    /// short of a full disk). EINTR retried; EAGAIN is an error here (log descriptors block).
+    public static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SyscallError) -> Int {
+        try syscall("write") { Glibc.write(fd, bytes.baseAddress, bytes.count) }
+    }
+
+    /// Writes all of `text`, retrying short writes; gives up quietly on an error (a closed stdout).
+    public static func writeAll(_ fd: Int32, _ text: String) {
+        var text = text
+        text.withUTF8 { bytes in
+            var done = 0
+            while done < bytes.count {
+                let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+                if n < 0 && Glibc.errno == EINTR { continue }
+                if n <= 0 { return }
+                done += n
+            }
+        }
+    }
+
+    /// Reads until end of file (a plugin's stdin), at most `limit` bytes.
+    public static func readAll(_ fd: Int32, limit: Int = 16 << 20) throws(SyscallError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while bytes.count < limit {
+            let n = try syscall("read") { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return bytes
+    }
+
+    /// fcntl(F_SETFD, FD_CLOEXEC): what sd_listen_fds does to every descriptor it hands over.
+    /// A descriptor that is not open is an error here (EBADF), not a trap: the number came from
+    /// the environment (LISTEN_FDS), not from berth.
+    public static func setCloseOnExec(_ fd: Int32) throws(SyscallError) {
+        while fcntl(fd, F_SETFD, FD_CLOEXEC) == -1 {
+            if Glibc.errno == EINTR { continue }
+            throw SyscallError("fcntl", Errno(rawValue: Glibc.errno), subject: "fd \(fd)")
+        }
+    }
+}
