@@ -48,7 +48,10 @@ func check(_ input: [UInt8]) {
         checkError(error, "parse")
         return
     }
-    if let why = strictJSONViolation(input) { fatalError("parse accepted a configuration with \(why)") }
+    // A document may hold escaped control characters (prevResult is passed through as it came); NUL not.
+    if let why = strictJSONViolation(input, escapedControlsAllowed: true) {
+        fatalError("parse accepted a configuration with \(why)")
+    }
     for entry in config.portMappings {
         guard let spec = try? PortSpec(parsing: entry.spec), spec.proto == entry.proto, spec.hostIP == entry.hostIP,
             spec.hostPorts == PortRange(single: entry.hostPort),

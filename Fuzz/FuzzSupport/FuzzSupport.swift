@@ -78,8 +78,9 @@ public func checkPortSpec(_ spec: String) {
 /// What a JSON reader must refuse (berth's rule, stricter than cJSON): invalid UTF-8, a control
 /// character in a string (raw, or escaped as `\u0000` to `\u001f`), and anything but whitespace
 /// after the document (an object or array: what berth reads). Returns why `bytes` breaks it, or
-/// nil. A fuzzer traps when it sees an input that this names accepted.
-public func strictJSONViolation(_ bytes: [UInt8]) -> String? {
+/// nil. A fuzzer traps when it sees an input that this names accepted. `escapedControlsAllowed`: a
+/// document (CNI stdin, passed through) may hold escaped control characters, `\u0000` excepted.
+public func strictJSONViolation(_ bytes: [UInt8], escapedControlsAllowed: Bool = false) -> String? {
     if String(validating: bytes, as: UTF8.self) == nil { return "invalid UTF-8" }
     let whitespace: [UInt8] = [0x20, 0x09, 0x0a, 0x0d]
     var depth = 0
@@ -91,7 +92,7 @@ public func strictJSONViolation(_ bytes: [UInt8]) -> String? {
                 escaped = false
                 let digits = bytes.dropFirst(index + 1).prefix(4)
                 if byte == UInt8(ascii: "u"), let value = UInt32(String(decoding: digits, as: UTF8.self), radix: 16),
-                    digits.count == 4, value < 0x20
+                    digits.count == 4, value < 0x20, value == 0 || !escapedControlsAllowed
                 {
                     return "an escaped control character in a string"
                 }

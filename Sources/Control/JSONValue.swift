@@ -77,15 +77,20 @@ public indirect enum JSONValue: Sendable, Equatable {
 
     private static func isWhitespace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
 
-    /// What cJSON would pass silently: a raw NUL or other control byte outside whitespace, and
+    /// What cJSON would pass silently: a raw control byte in a string (JSON has none; tab, line
+    /// feed and carriage return only between tokens) or anywhere outside whitespace, and
     /// `\u0000`. One pass; an escape's backslash and the character after it are taken together,
     /// so `\\u0000` (a backslash, then text) is not mistaken for one.
     private static func scan(_ bytes: [UInt8]) -> JSONError? {
         var i = 0
+        var inString = false
         while i < bytes.count {
             let b = bytes[i]
-            if b < 0x20 && !isWhitespace(b) { return JSONError("the body holds a control character (byte \(b))") }
-            if b == UInt8(ascii: "\\"), i + 1 < bytes.count {
+            if b < 0x20 && (inString || !isWhitespace(b)) {
+                return JSONError("the body holds a control character (byte \(b))")
+            }
+            if b == UInt8(ascii: "\"") { inString.toggle() }
+            if inString, b == UInt8(ascii: "\\"), i + 1 < bytes.count {
                 if bytes[i + 1] == UInt8(ascii: "u"), i + 5 < bytes.count,
                     bytes[(i + 2)...(i + 5)].allSatisfy({ $0 == UInt8(ascii: "0") })
                 {

@@ -66,6 +66,14 @@ final class JSONHardeningTests: XCTestCase {
             JSONValue.parse([0x7B, 0x00, 0x7D], limits: .document),
             .failure(JSONError("the body holds a control character (byte 0)"))
         )
+        // A raw tab is whitespace between tokens, never part of a string (JSON has no raw controls there).
+        XCTAssertEqual(parse("{\t\"a\":\t1}", .document), .success(.object([("a", .number(1))])))
+        XCTAssertEqual(
+            parse("{\"a\":\"x\ty\"}", .document),
+            .failure(JSONError("the body holds a control character (byte 9)"))
+        )
+        // Escaped, a document may hold one (CNI passes prevResult through); a request may not.
+        XCTAssertEqual(parse(#"{"a":"x\ty"}"#, .document), .success(.object([("a", .string("x\ty"))])))
     }
 }
 
