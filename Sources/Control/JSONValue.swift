@@ -57,6 +57,10 @@ public indirect enum JSONValue: Sendable, Equatable {
     public static func parse(_ bytes: [UInt8], limits: Limits = .document) -> Result<JSONValue, JSONError> {
         guard !bytes.isEmpty else { return .failure(JSONError("the body is empty: expected a JSON object")) }
         if let problem = scan(bytes) { return .failure(problem) }
+        // Checked on the bytes, not only on cJSON's strings: it drops what follows a bad escape.
+        guard String(validating: bytes, as: UTF8.self) != nil else {
+            return .failure(JSONError("the body is not valid UTF-8"))
+        }
         var endOffset = 0
         let parsed: UnsafeMutablePointer<cJSON>? = bytes.withUnsafeBufferPointer { buffer in
             buffer.withMemoryRebound(to: CChar.self) { chars in
@@ -77,6 +81,10 @@ public indirect enum JSONValue: Sendable, Equatable {
 
     private static func isWhitespace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
 
+    private static func isHexDigit(_ b: UInt8) -> Bool {
+        (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66)
+    }
+
     /// What cJSON would pass silently: a raw control byte in a string (JSON has none; tab, line
     /// feed and carriage return only between tokens) or anywhere outside whitespace, and
     /// `\u0000`. One pass; an escape's backslash and the character after it are taken together,
@@ -91,10 +99,14 @@ public indirect enum JSONValue: Sendable, Equatable {
             }
             if b == UInt8(ascii: "\"") { inString.toggle() }
             if inString, b == UInt8(ascii: "\\"), i + 1 < bytes.count {
-                if bytes[i + 1] == UInt8(ascii: "u"), i + 5 < bytes.count,
-                    bytes[(i + 2)...(i + 5)].allSatisfy({ $0 == UInt8(ascii: "0") })
-                {
-                    return JSONError("a string holds a NUL character (\\u0000)")
+                if bytes[i + 1] == UInt8(ascii: "u") {
+                    // cJSON reads a short or non-hex `\\u` escape as U+0000, which ends its C string.
+                    guard i + 5 < bytes.count, bytes[(i + 2)...(i + 5)].allSatisfy(isHexDigit) else {
+                        return JSONError("a string has a \\u escape without four hex digits")
+                    }
+                    if bytes[(i + 2)...(i + 5)].allSatisfy({ $0 == UInt8(ascii: "0") }) {
+                        return JSONError("a string holds a NUL character (\\u0000)")
+                    }
                 }
                 i += 2
                 continue

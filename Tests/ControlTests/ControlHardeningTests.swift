@@ -60,8 +60,18 @@ final class JSONHardeningTests: XCTestCase {
         )
         XCTAssertEqual(
             JSONValue.parse(Array(#"{"owner":"a"#.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8), limits: .request),
-            .failure(JSONError("a string is not valid UTF-8"))
+            .failure(JSONError("the body is not valid UTF-8"))
         )
+        // What CNIConfigFuzzer found: cJSON reads `\u0` and bad bytes as a NUL and drops the rest.
+        XCTAssertEqual(
+            JSONValue.parse(Array(#"{"vali\u0"#.utf8) + [0xFF, 0xFF] + Array(#"":1}"#.utf8)),
+            .failure(JSONError("a string has a \\u escape without four hex digits"))
+        )
+        XCTAssertEqual(
+            parse(#"{"a\u12":1}"#, .document),
+            .failure(JSONError("a string has a \\u escape without four hex digits"))
+        )
+        XCTAssertEqual(parse(#"{"a\u00e9":1}"#, .document), .success(.object([("aé", .number(1))])))
         XCTAssertEqual(
             JSONValue.parse([0x7B, 0x00, 0x7D], limits: .document),
             .failure(JSONError("the body holds a control character (byte 0)"))
