@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "BerthCLI",
             dependencies: [
-                "Publishing", "Mappings", "LinuxIO", "Control", "LogSinks",
+                "Publishing", "Mappings", "Control", "LogSinks",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

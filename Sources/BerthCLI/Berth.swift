@@ -1,5 +1,5 @@
 import Glibc
-import LinuxIO
+import LogSinks
 import Mappings
 
 /// berth's own command line: `run`, help and version. docker-proxy's flags never get here (main.swift).
@@ -94,10 +94,6 @@ func complain(_ message: String) {
 }
 
 /// stdout may be a pipe read by a script: every reported line goes out at once.
-func say(_ line: String, newline: Bool = true) {
-    File.writeAll(1, newline ? line + "\n" : line)
-}
+func say(_ line: String, newline: Bool = true) { Console.say(line, newline: newline) }
 
-func writeStderr(_ text: String) {
-    File.writeAll(2, text)
-}
+func writeStderr(_ text: String) { Console.writeStderr(text) }

@@ -1,6 +1,5 @@
 import Control
 import Glibc
-import LinuxIO
 import Logging
 import Mappings
 import Publishing
@@ -25,13 +24,10 @@ enum Daemon {
             return 2
         }
         let run = arguments.run
-        var group: gid_t?
-        if let name = arguments.controlGroup {
-            guard let gid = FileSystem.groupID(name) else {
-                complain("--control-group \(quoted(name)): no such group")
-                return 2
-            }
-            group = gid
+        let serverOptions: ControlServer.Options
+        do { serverOptions = try ControlServer.Options(arguments) } catch {
+            complain(error.description)
+            return 2
         }
         var exitCode: Int32 = 0
         guard let prepared = Run.prepare(run, exitCode: &exitCode) else { return exitCode }
@@ -55,7 +51,7 @@ enum Daemon {
                 path: arguments.control,
                 service: service,
                 logger: logger,
-                options: ControlServer.Options(arguments, group: group)
+                options: serverOptions
             )
             say("control \(arguments.control)")
             try server.start()

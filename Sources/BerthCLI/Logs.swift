@@ -2,7 +2,6 @@
 // syslog when asked (`--log-file`, `--log-syslog`, or `BERTH_LOG` in docker-proxy mode, whose stderr
 // dockerd points at /dev/null).
 
-import LinuxIO
 import LogSinks
 import Logging
 import Mappings
@@ -35,7 +34,7 @@ final class LogOutputs: Sendable {
             do { file = try LogFile(path: path) } catch { throw StartError("\(fileOrigin): \(error)") }
         }
         if settings.syslog {
-            let path = ThisProcess.environment(syslogSocketVariable) ?? SyslogSocket.defaultPath
+            let path = Console.environment(syslogSocketVariable) ?? SyslogSocket.defaultPath
             do { syslog = try SyslogSocket(path: path) } catch { throw StartError("\(syslogOrigin): \(error)") }
         }
         let outputs = LogOutputs(file: file, syslog: syslog)

@@ -1,5 +1,4 @@
 import Glibc
-import LinuxIO
 import Logging
 import Mappings
 import Publishing
@@ -11,7 +10,7 @@ enum Run {
         // First: whatever systemd passed is read and the variables are unset, so no child inherits them.
         let activation: ListenFDs?
         do {
-            activation = try takeListenFDs()
+            activation = try Publishing.takeListenFDs()
         } catch {
             complain(error.description)
             return 2
@@ -74,7 +73,7 @@ enum Run {
     /// once it runs); starts logging; expands the `-p` specs. nil after saying why, with the exit code.
     static func prepare(_ arguments: RunArguments, exitCode: inout Int32) -> Prepared? {
         let logSettings = arguments.logSettings
-        EventLoop.blockSignals([SIGINT, SIGTERM] + (logSettings.wantsHangup ? [SIGHUP] : []))
+        ProcessStart.blockSignals([SIGINT, SIGTERM] + (logSettings.wantsHangup ? [SIGHUP] : []))
         let outputs: LogOutputs
         do {
             outputs = try LogOutputs.bootstrap(logSettings, fileOrigin: "--log-file", syslogOrigin: "--log-syslog")
@@ -100,7 +99,7 @@ enum Run {
     static func options(_ arguments: RunArguments) -> PublishOptions {
         var options = PublishOptions()
         options.tableName = arguments.nftTable
-        options.threads = arguments.threads ?? usableCPUs()
+        options.threads = arguments.threads ?? ProcessStart.usableCPUs
         options.relay.connectTimeout = .seconds(arguments.connectTimeout)
         options.relay.halfCloseTimeout = .seconds(arguments.halfCloseTimeout)
         options.relay.pipeSize = arguments.pipeSize
@@ -111,24 +110,5 @@ enum Run {
         options.relay.proxyProtocol = arguments.proxyProtocol
         options.relay.proxyProtocolUDP = arguments.proxyProtocolUDP
         return options
-    }
-
-    /// sd_listen_fds(unset_environment: 1) with names: the sockets passed to this process, made
-    /// close-on-exec; LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are unset whatever they held.
-    private static func takeListenFDs() throws(EnvironmentError) -> ListenFDs? {
-        let values = ListenFDs.variables.map(ThisProcess.environment)
-        for name in ListenFDs.variables { ThisProcess.unsetEnvironment(name) }
-        guard
-            let passed = try ListenFDs.parse(
-                listenPID: values[0],
-                listenFDs: values[1],
-                listenFDNames: values[2],
-                pid: ThisProcess.id
-            )
-        else { return nil }
-        for fd in passed.descriptors {
-            do { try File.setCloseOnExec(fd) } catch { throw EnvironmentError("LISTEN_FDS: \(error)") }
-        }
-        return passed
     }
 }

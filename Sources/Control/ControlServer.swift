@@ -212,10 +212,15 @@ public final class ControlServer {
 }
 
 extension ControlServer.Options {
-    /// What `berth daemon`'s command line asks; `group` is `--control-group`'s id.
-    public init(_ arguments: DaemonArguments, group: gid_t?) {
+    /// What `berth daemon`'s command line asks; a `--control-group` that names no group is an error.
+    public init(_ arguments: DaemonArguments) throws(ControlError) {
         self.init()
-        self.group = group
+        if let name = arguments.controlGroup {
+            guard let gid = FileSystem.groupID(name) else {
+                throw ControlError("--control-group \(quoted(name)): no such group")
+            }
+            group = gid
+        }
         metrics = arguments.metricsAddress.map { SocketAddress(ip: $0.bytes, port: arguments.metricsPort) }
         maxClients = arguments.maxControlClients
         clientTimeout = .milliseconds(Int(arguments.clientTimeout * 1000))

@@ -51,6 +51,15 @@ public enum File {
         return bytes
     }
 
+    /// The `S_IFMT` bits of an open descriptor (S_IFIFO, S_IFSOCK, ...); nil when it is not open.
+    /// For descriptors inherited from whoever started berth: a number that may be closed.
+    public static func type(_ fd: Int32) -> mode_t? {
+        guard fcntl(fd, F_GETFD) != -1 else { return nil }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return nil }
+        return info.st_mode & S_IFMT
+    }
+
     /// fcntl(F_SETFD, FD_CLOEXEC): what sd_listen_fds does to every descriptor it hands over.
     /// A descriptor that is not open is an error here (EBADF), not a trap: the number came from
     /// the environment (LISTEN_FDS), not from berth.

@@ -1,7 +1,7 @@
 // systemd socket activation: the service manager binds the host side (ListenStream=,
 // ListenDatagram=) and passes the sockets; berth serves each through the `-p` mapping it matches
-// instead of binding one itself. The environment (LISTEN_FDS and friends) is read by the CLI
-// (`ListenFDs` in Mappings); which socket serves what is decided here.
+// instead of binding one itself. The environment (LISTEN_FDS and friends) is taken in Inherited.swift
+// and read by `ListenFDs` (Mappings); which socket serves what is decided here.
 //
 // The rules, so that a unit file and a command line that disagree fail at start with one line:
 // - a socket matches a mapping's host address when the protocol is the same, its port is the

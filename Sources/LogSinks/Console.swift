@@ -1,0 +1,19 @@
+// What berth reports on its standard streams: every line whole and at once (stdout may be a pipe a
+// script reads), short writes and EINTR retried, a closed stream no error.
+
+import LinuxIO
+
+public enum Console {
+    /// A line (or text) on stdout.
+    public static func say(_ line: String, newline: Bool = true) {
+        File.writeAll(1, newline ? line + "\n" : line)
+    }
+
+    /// Text on stderr, as it is.
+    public static func writeStderr(_ text: String) {
+        File.writeAll(2, text)
+    }
+
+    /// A variable of the process's environment (where a log sink is configured from).
+    public static func environment(_ name: String) -> String? { ThisProcess.environment(name) }
+}
