@@ -138,15 +138,16 @@ public enum UnixSocket {
         return result
     }
 
-    /// Sends `count` bytes with `descriptor` attached (SCM_RIGHTS): the receiver gets its own
-    /// copy. Blocking unless the socket is not; without SIGPIPE.
+    /// Sends `count` bytes with `descriptors` attached (SCM_RIGHTS): the receiver gets its own
+    /// copies. Blocking unless the socket is not; without SIGPIPE.
     public static func send(
         _ fd: Int32,
         from buffer: UnsafeRawPointer,
         count: Int,
-        passing descriptor: Int32
+        passing descriptors: [Int32]
     ) throws(SyscallError) -> Int {
-        let space = CBerthLinux_CMSG_SPACE(MemoryLayout<Int32>.size)
+        let size = MemoryLayout<Int32>.size * descriptors.count
+        let space = CBerthLinux_CMSG_SPACE(size)
         let control = UnsafeMutableRawPointer.allocate(byteCount: space, alignment: 8)
         defer { control.deallocate() }
         control.initializeMemory(as: UInt8.self, repeating: 0, count: space)
@@ -160,8 +161,10 @@ public enum UnixSocket {
             if let cmsg = CBerthLinux_CMSG_FIRSTHDR(&header), let data = CBerthLinux_CMSG_DATA(cmsg) {
                 cmsg.pointee.cmsg_level = SOL_SOCKET
                 cmsg.pointee.cmsg_type = Int32(SCM_RIGHTS)
-                cmsg.pointee.cmsg_len = CBerthLinux_CMSG_LEN(MemoryLayout<Int32>.size)
-                UnsafeMutableRawPointer(data).storeBytes(of: descriptor, as: Int32.self)
+                cmsg.pointee.cmsg_len = CBerthLinux_CMSG_LEN(size)
+                descriptors.withUnsafeBytes {
+                    UnsafeMutableRawPointer(data).copyMemory(from: $0.baseAddress!, byteCount: size)
+                }
             }
             return try syscall("sendmsg") { sendmsg(fd, &header, Int32(MSG_NOSIGNAL)) }
         }

@@ -1,7 +1,6 @@
 // SCM_RIGHTS over a unix socket, as a docker-proxy shim hands its socket to the daemon: the
 // receiver owns what it gets (close-on-exec), and nothing passed beyond the first leaks.
 
-import CBerthLinux
 import Glibc
 import LinuxIO
 import TestSupport
@@ -11,7 +10,7 @@ final class DescriptorPassingTests: XCTestCase {
     /// A connected pair of unix stream sockets, as raw numbers the test closes.
     private func pair() throws -> (Int32, Int32) {
         var fds: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CBerthLinux_SOCK_CLOEXEC, 0, &fds) == 0 else {
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw TestFailure("socketpair: \(errnoText())")
         }
         addTeardownBlock {
@@ -30,7 +29,7 @@ final class DescriptorPassingTests: XCTestCase {
         let text = Array("POST /v1/berth/shims".utf8)
         XCTAssertEqual(
             try text.withUnsafeBytes {
-                try UnixSocket.send(a, from: $0.baseAddress!, count: $0.count, passing: listener.raw)
+                try UnixSocket.send(a, from: $0.baseAddress!, count: $0.count, passing: [listener.raw])
             },
             text.count
         )
@@ -52,35 +51,11 @@ final class DescriptorPassingTests: XCTestCase {
     func testOnlyTheFirstOfSeveralPassedDescriptorsIsKept() throws {
         let (a, b) = try pair()
         let before = openDescriptorCount()
-        // Three in one message, by hand: UnixSocket.send passes one.
-        var fds: [Int32] = [0, 1, 2].map { _ in dup(0) }
+        // Three in one message.
+        let fds: [Int32] = [0, 1, 2].map { _ in dup(0) }
         defer { for fd in fds { close(fd) } }
-        let space = CBerthLinux_CMSG_SPACE(3 * 4)
-        var control = [UInt8](repeating: 0, count: space)
         var byte: UInt8 = 7
-        let sent = control.withUnsafeMutableBytes { c in
-            withUnsafeMutablePointer(to: &byte) { p in
-                var vector = iovec(iov_base: p, iov_len: 1)
-                return withUnsafeMutablePointer(to: &vector) { v in
-                    var header = msghdr()
-                    header.msg_iov = v
-                    header.msg_iovlen = 1
-                    header.msg_control = c.baseAddress
-                    header.msg_controllen = space
-                    let cmsg = CBerthLinux_CMSG_FIRSTHDR(&header)!
-                    cmsg.pointee.cmsg_level = SOL_SOCKET
-                    cmsg.pointee.cmsg_type = Int32(SCM_RIGHTS)
-                    cmsg.pointee.cmsg_len = CBerthLinux_CMSG_LEN(3 * 4)
-                    fds.withUnsafeBytes {
-                        UnsafeMutableRawPointer(CBerthLinux_CMSG_DATA(cmsg)!).copyMemory(
-                            from: $0.baseAddress!,
-                            byteCount: 12
-                        )
-                    }
-                    return sendmsg(a, &header, 0)
-                }
-            }
-        }
+        let sent = try UnixSocket.send(a, from: &byte, count: 1, passing: fds)
         XCTAssertEqual(sent, 1)
         var kept: [Int32] = []
         var buffer = [UInt8](repeating: 0, count: 8)
