@@ -128,8 +128,3 @@ public struct DescriptorSlots: ~Copyable {
         return Descriptor(taking: raw)
     }
 }
-
-extension Int32 {
-    /// The descriptor number as text, for logs and errors.
-    var fdText: String { "fd \(self)" }
-}

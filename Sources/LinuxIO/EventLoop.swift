@@ -185,10 +185,6 @@ public final class EventLoop {
         try selector.add(fd, interest, token: EventLoop.token(id.slot, id.generation, tag))
     }
 
-    public func modify(_ fd: Int32, _ interest: Interest, for id: HandlerID, tag: UInt8) throws(SyscallError) {
-        try selector.modify(fd, interest, token: EventLoop.token(id.slot, id.generation, tag))
-    }
-
     public func remove(_ fd: Int32) { selector.remove(fd) }
 
     @inline(__always)
