@@ -208,10 +208,10 @@ DOCDIR ?= $(PREFIX)/share/doc/berth
 CNI_BIN_DIR ?= /opt/cni/bin
 DOCKER_DAEMON_JSON ?= /etc/docker/daemon.json
 BUILT = .build/$(BUILD)
-MAN_PAGES = berth.1 berth-daemon.8 berth-cni.8
+MAN_PAGES = berth.1 berth-daemon.8 berth-cni.8 berth-proxy.8
 # Every file install lays out; uninstall removes these and nothing else.
 INSTALLED = $(BINDIR)/berth $(BINDIR)/berth-proxy $(CNIDIR)/berth-cni $(UNITDIR)/berth.service $(SYSUSERSDIR)/berth.conf \
-	$(MANDIR)/man1/berth.1 $(MANDIR)/man8/berth-daemon.8 $(MANDIR)/man8/berth-cni.8 \
+	$(MANDIR)/man1/berth.1 $(MANDIR)/man8/berth-daemon.8 $(MANDIR)/man8/berth-cni.8 $(MANDIR)/man8/berth-proxy.8 \
 	$(DOCDIR)/examples/berth-web.service $(DOCDIR)/examples/berth-web.socket
 # The units name /usr/local/bin/berth (they work as they are, copied by hand); install writes $(BINDIR).
 UNIT_PATHS = sed 's|/usr/local/bin/berth|$(BINDIR)/berth|g'
@@ -244,7 +244,7 @@ install-files: man
 	chmod 644 $(DESTDIR)$(UNITDIR)/berth.service $(DESTDIR)$(DOCDIR)/examples/berth-web.*
 	install -m 644 contrib/sysusers.d/berth.conf $(DESTDIR)$(SYSUSERSDIR)/berth.conf
 	install -m 644 .build/man/berth.1 $(DESTDIR)$(MANDIR)/man1/berth.1
-	install -m 644 .build/man/berth-daemon.8 .build/man/berth-cni.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 .build/man/berth-daemon.8 .build/man/berth-cni.8 .build/man/berth-proxy.8 $(DESTDIR)$(MANDIR)/man8/
 	@echo "make: installed under $(DESTDIR)$(PREFIX). The daemon's user: systemd-sysusers berth.conf;" \
 		"its unit: systemctl daemon-reload && systemctl enable --now berth.service;" \
 		"CNI: make install-cni; dockerd: make install-docker-config"

@@ -40,6 +40,7 @@ expected_files() { # expected_files PREFIX: "mode path" of every file install la
 644 $p/share/man/man1/berth.1
 644 $p/share/man/man8/berth-daemon.8
 644 $p/share/man/man8/berth-cni.8
+644 $p/share/man/man8/berth-proxy.8
 644 $p/share/doc/berth/examples/berth-web.service
 644 $p/share/doc/berth/examples/berth-web.socket
 EOF
@@ -69,7 +70,7 @@ check "uninstall leaves no file, and no folder of berth's own" \
 
 # --- the man pages: groff's warnings, and every option --help lists ---
 pages=$usr/usr/share/man
-for page in man1/berth.1 man8/berth-daemon.8 man8/berth-cni.8; do
+for page in man1/berth.1 man8/berth-daemon.8 man8/berth-cni.8 man8/berth-proxy.8; do
 	check "$page: groff -man -ww has no warning" same "" "$(groff -z -man -ww "$pages/$page" 2>&1)"
 	check "$page: man --warnings renders it without a warning" \
 		same "" "$(MANWIDTH=100 man --warnings -l "$pages/$page" 2>&1 >"$scratch/page.txt")"

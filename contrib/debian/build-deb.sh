@@ -23,10 +23,14 @@ else
 	date=$(git -C "$here" log -1 --format=%cD 2>/dev/null || date -u -R)
 fi
 
-# As dh_strip does for executables; the symbols stay in the build folder.
-for f in "${binaries[@]}"; do
+# As dh_strip does for executables; the symbols stay in the build folder. berth-proxy is static:
+# stripped too, but no shared library to depend on (and lintian told why it is static).
+for f in "${binaries[@]}" usr/bin/berth-proxy; do
 	strip --remove-section=.comment --remove-section=.note "$pkg/$f"
 done
+overrides=$pkg/usr/share/lintian/overrides
+install -d -m 755 "$overrides"
+install -m 644 "$here/lintian-overrides" "$overrides/berth"
 find "$pkg/usr/share/man" -type f ! -name '*.gz' -exec gzip -9n {} +
 
 doc=$pkg/usr/share/doc/berth
