@@ -54,15 +54,17 @@ final class LoopOwnershipTests: XCTestCase {
         try loop.add(r, .read, for: otherID, tag: 0)
         loop.requeue(busyID)
         // Nothing is ready and no timer is due: the loop must still not sleep while the ready
-        // list holds someone. The write lands much later, so a loop that slept would come back
-        // with the pipe's event and no turn for the busy handler before it.
+        // list holds someone. The write comes only once that round is over; a loop that slept
+        // instead is woken by it after 10 s, and comes back with the pipe's event.
+        let roundOver = Semaphore()
         let late = try LoopThread(name: "late-write") {
-            usleep(3_000_000)
+            _ = roundOver.wait(until: Semaphore.deadline(after: .seconds(10)))
             poke(w)
         }
         try loop.runOnce(timeoutMilliseconds: -1)
         XCTAssertEqual(busy.resumes, 1)
         XCTAssertEqual(other.events, 0, "the loop slept in epoll_wait with a handler on the ready list")
+        roundOver.signal()
         late.join()
         // Now the event is there: it is served in the next round, beside one more turn.
         try loop.runOnce(timeoutMilliseconds: -1)
