@@ -201,9 +201,10 @@ final class TCPRelayTests: XCTestCase {
     }
 
     func testHalfClosedConnectionWithNothingMovingTimesOut() throws {
+        let reset = Semaphore()
         let server = try TestServer { socket in
-            _ = socket.receiveOutcome()  // sees the FIN, then sits there holding the connection
-            sleep(5)
+            _ = socket.receiveOutcome()  // sees the FIN, then holds the connection, sending nothing,
+            _ = reset.wait(until: Semaphore.deadline(after: .seconds(10)))  // until the client was reset
         }
         var config = RelayConfig()
         config.halfCloseTimeout = .milliseconds(300)
@@ -211,6 +212,7 @@ final class TCPRelayTests: XCTestCase {
         let client = try TestSocket.connect(relay.address, timeoutSeconds: 10)
         client.shutdownWrite()
         XCTAssertEqual(client.receiveOutcome().errno, ECONNRESET)
+        reset.signal()
         XCTAssertEqual(relay.stop().halfCloseTimeouts, 1)
     }
 
