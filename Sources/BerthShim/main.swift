@@ -135,21 +135,14 @@ func berthPath() -> [UInt8] {
 func execBerth(_ args: [[UInt8]]) -> Never {
     shim_unblock_stop_signals()
     let path = berthPath()
-    var storage = args.map { $0 + [0] }
-    storage[0] = path + [0]
-    var pointers: [UnsafeMutablePointer<CChar>?] = []
-    for i in storage.indices {
-        pointers.append(
-            storage[i].withUnsafeMutableBufferPointer {
-                UnsafeMutableRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)
-            }
-        )
-    }
-    pointers.append(nil)
-    // The arrays outlive the call: `storage` is not touched again before execv.
-    let program = pointers[0]!
-    _ = pointers.withUnsafeMutableBufferPointer { execv(program, $0.baseAddress!) }
-    _ = writeAll(3, Array("1\nberth-proxy: cannot run ".utf8) + path + Array(" (set BERTH_BINARY)".utf8))
+    // argv as C strings of their own (malloc'd, never freed: the process is replaced or exits).
+    let argv = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: args.count + 1)
+    for (i, arg) in args.enumerated() { argv[i] = withCString(i == 0 ? path : arg) { strdup($0) } }
+    argv[args.count] = nil
+    if let program = argv[0] { _ = execv(program, argv) }
+    let why = Array("berth-proxy: cannot run ".utf8) + path + Array(" (set BERTH_BINARY)".utf8)
+    if shim_file_type(3) == shim_fifo_type() { _ = writeAll(3, Array("1\n".utf8) + why) }
+    _ = writeAll(2, why + [10])
     exit(1)
 }
 
