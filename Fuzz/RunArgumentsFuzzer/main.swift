@@ -19,6 +19,7 @@ func commandLine(_ arguments: RunArguments) -> [String] {
         "--pipe-size", "\(arguments.pipeSize)",
         "--log-level", arguments.logLevel,
     ]
+    if let unreplied = arguments.udpTimeoutUnreplied { args += ["--udp-timeout-unreplied", "\(unreplied)"] }
     if let threads = arguments.threads { args += ["--threads", "\(threads)"] }
     if let mode = arguments.mode { args += ["--mode", mode.rawValue] }
     if let nftTable = arguments.nftTable { args += ["--nft-table", nftTable] }

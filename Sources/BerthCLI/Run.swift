@@ -106,6 +106,7 @@ enum Run {
         options.relay.pipeSize = arguments.pipeSize
         options.busyPoll = .microseconds(arguments.busyPoll)
         options.relay.udpTimeout = .seconds(arguments.udpTimeout)
+        options.relay.udpTimeoutUnreplied = .seconds(arguments.effectiveUDPTimeoutUnreplied)
         options.relay.udpMaxFlows = arguments.udpMaxFlows
         options.relay.proxyProtocol = arguments.proxyProtocol
         options.relay.proxyProtocolUDP = arguments.proxyProtocolUDP

@@ -130,6 +130,12 @@ public final class EventLoop {
 
     /// Time at the start of the current batch of events.
     public private(set) var now: Instant = .now()
+    /// Set, the loop's clock stands at this instant instead of following CLOCK_MONOTONIC: a test
+    /// that drives the loop by hand (`runOnce`) moves it on to fire timers, so timeouts are tested
+    /// without waiting for them. berth never sets it.
+    package var frozenNow: Instant? {
+        didSet { if let frozenNow { now = frozenNow } }
+    }
     public let waker: LoopWaker
 
     /// Nanoseconds to poll before sleeping in epoll_wait (0: sleep at once).
@@ -227,7 +233,7 @@ public final class EventLoop {
 
     private func timeoutMilliseconds() -> Int32 {
         guard let next = timers.first?.deadline else { return -1 }
-        let current = Instant.now().nanoseconds
+        let current = (frozenNow ?? .now()).nanoseconds
         if next <= current { return 0 }
         let ms = (next - current + 999_999) / 1_000_000
         return Int32(min(ms, UInt64(Int32.max)))
@@ -322,7 +328,7 @@ public final class EventLoop {
             } while n == 0 && Instant.now().nanoseconds < until
         }
         if n == 0 { n = try selector.wait(timeoutMilliseconds: timeout) }
-        now = .now()
+        now = frozenNow ?? .now()
         for i in 0..<n {
             let (token, readiness) = selector.event(i)
             dispatch(token, readiness)

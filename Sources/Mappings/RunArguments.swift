@@ -9,7 +9,11 @@ public struct RunArguments: Sendable, Equatable {
     public var target: IPAddress
     public var connectTimeout: Double = 5
     public var halfCloseTimeout: Double = 3600
-    public var udpTimeout: Double = 90
+    /// An assured UDP flow's idle lifetime (conntrack's udp_timeout_stream).
+    public var udpTimeout: Double = 120
+    /// An unassured UDP flow's (conntrack's udp_timeout); nil: 30, or `udpTimeout` if shorter.
+    public var udpTimeoutUnreplied: Double?
+    /// Per mapping, over all loops.
     public var udpMaxFlows = 4096
     /// nil: one event loop per CPU berth may run on.
     public var threads: Int?
@@ -123,6 +127,7 @@ extension RunArguments {
             case "--connect-timeout": parsed.connectTimeout = try seconds(name, value())
             case "--half-close-timeout": parsed.halfCloseTimeout = try seconds(name, value())
             case "--udp-timeout": parsed.udpTimeout = try seconds(name, value())
+            case "--udp-timeout-unreplied": parsed.udpTimeoutUnreplied = try seconds(name, value())
             case "--udp-max-flows": parsed.udpMaxFlows = try wholeNumber(name, value())
             case "--threads": parsed.threads = try wholeNumber(name, value())
             case "--busy-poll": parsed.busyPoll = try wholeNumber(name, value())
@@ -163,12 +168,15 @@ extension RunArguments {
         if specs.isEmpty && requirePublish { throw RunArgumentError("nothing to publish: give at least one -p") }
         for (name, value) in [
             ("--connect-timeout", connectTimeout), ("--half-close-timeout", halfCloseTimeout),
-            ("--udp-timeout", udpTimeout),
+            ("--udp-timeout", udpTimeout), ("--udp-timeout-unreplied", udpTimeoutUnreplied ?? 1),
         ] {
             if !(value > 0) { throw RunArgumentError("\(name) must be more than 0 seconds") }
             if value > Self.maximumSeconds {
                 throw RunArgumentError("\(name) must be at most \(Int(Self.maximumSeconds)) seconds")
             }
+        }
+        if let udpTimeoutUnreplied, udpTimeoutUnreplied > udpTimeout {
+            throw RunArgumentError("--udp-timeout-unreplied must be at most --udp-timeout")
         }
         if udpMaxFlows < 1 || udpMaxFlows > 1_000_000 {
             throw RunArgumentError("--udp-max-flows must be between 1 and 1000000")
@@ -180,6 +188,9 @@ extension RunArguments {
         if pipeSize < 4096 { throw RunArgumentError("--pipe-size must be at least 4096 bytes") }
         if logFile?.isEmpty == true { throw RunArgumentError("--log-file needs a path") }
     }
+
+    /// The unassured UDP flows' timeout that applies: as given, else 30 s or `udpTimeout` if shorter.
+    public var effectiveUDPTimeoutUnreplied: Double { udpTimeoutUnreplied ?? min(30, udpTimeout) }
 
     static func seconds(_ name: Substring, _ text: String) throws(RunArgumentError) -> Double {
         guard let value = Double(text) else {
@@ -234,10 +245,19 @@ extension RunArguments {
           --half-close-timeout <seconds>
                                   Seconds a half-closed TCP connection may sit with
                                   nothing moving. (default: 3600)
-          --udp-timeout <seconds> Seconds a UDP flow lives with no datagram either way.
-                                  (default: 90)
-          --udp-max-flows <n>     UDP flows per listener; when full, the least recently
-                                  active is evicted. (default: 4096)
+          --udp-timeout <seconds> Seconds an assured UDP flow (datagrams both ways, then
+                                  more 2 s or later after it began) lives with no
+                                  datagram either way, as conntrack's
+                                  udp_timeout_stream. (default: 120)
+          --udp-timeout-unreplied <seconds>
+                                  Seconds any other UDP flow (no reply, or one
+                                  exchange such as a DNS query) lives with no
+                                  datagram, as conntrack's udp_timeout. At most
+                                  --udp-timeout. (default: 30, or --udp-timeout if
+                                  shorter)
+          --udp-max-flows <n>     UDP flows per mapping, over all threads; when full,
+                                  a new client's thread evicts its least recently
+                                  active flow, unassured ones first. (default: 4096)
           --threads <n>           Event loop threads. Default: the CPUs berth may run
                                   on.
           --busy-poll <us>        Microseconds each event loop polls before it sleeps.

@@ -133,12 +133,21 @@ public struct PublisherMetrics: Sendable {
 
         family(udp, "berth_udp_flows_active", .gauge, "UDP flows open.") { Double($0.flowsActive) }
         family(udp, "berth_udp_flows_created_total", .counter, "UDP flows opened.") { Double($0.flowsCreated) }
-        family(udp, "berth_udp_flows_expired_total", .counter, "UDP flows closed after the idle timeout.") {
+        family(udp, "berth_udp_flows_expired_total", .counter, "UDP flows closed after their idle timeout.") {
             Double($0.flowsExpired)
         }
-        family(udp, "berth_udp_flows_evicted_total", .counter, "UDP flows closed to make room in a full flow table.") {
-            Double($0.flowsEvicted)
-        }
+        family(
+            udp,
+            "berth_udp_flows_evicted_total",
+            .counter,
+            "UDP flows closed to make room for a new one (--udp-max-flows reached)."
+        ) { Double($0.flowsEvicted) }
+        family(
+            udp,
+            "berth_udp_flows_assured_total",
+            .counter,
+            "UDP flows that went on both ways and got the long timeout (--udp-timeout)."
+        ) { Double($0.flowsAssured) }
         directions(
             udp,
             "berth_udp_datagrams_total",

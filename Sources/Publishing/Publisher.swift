@@ -67,6 +67,9 @@ public final class Publisher {
         let listeners: [Listener]
         /// The relay's options for this port, its name in log lines among them.
         var options = MappingOptions()
+        /// UDP: the flows of this host address over all loops (`--udp-max-flows`); nil: each relay
+        /// its own.
+        var udpBudget: UDPFlowBudget?
         var shared: Bool { listeners.count == 1 }
         init(port: BoundPort, listeners: [Listener]) { self.init(ports: [port], listeners: listeners) }
         init(ports: [BoundPort], listeners: [Listener]) {
@@ -216,7 +219,9 @@ public final class Publisher {
     }
 
     private func removeSerialized(_ id: PublicationID, drain: Duration) throws(PublishError) -> [BoundPort] {
-        let removed: [Binding]? = live.withLock { state in
+        // Only the ports leave the lock: the listeners must not outlive the loops' last accept
+        // (`TCPAcceptor.stop(drain:)`), or clients queued meanwhile are reset when they close.
+        let removed: [BoundPort]? = live.withLock { state in
             guard let bound = state.publications.removeValue(forKey: id.raw) else { return nil }
             state.owners[id.raw] = nil
             for share in state.shares {
@@ -229,7 +234,7 @@ public final class Publisher {
                     }
                 }
             }
-            return bound
+            return bound.flatMap(\.ports)
         }
         guard let removed else { throw PublishError("no ports published as \(id)") }
         if let rules = rulesByID.removeValue(forKey: id.raw), let table = natTable {
@@ -237,7 +242,7 @@ public final class Publisher {
             kernelRules.removeAll { rules.contains($0) }
             Self.forgetUDPFlows(of: rules)
         }
-        return removed.flatMap(\.ports)
+        return removed
     }
 
     private func installRules(for newPorts: [BoundPort]) throws(PublishError) -> [DNATRule] {
@@ -390,12 +395,14 @@ public final class Publisher {
                 do {
                     let listeners = try listen(mapping.proto, SocketAddress(ip: host.bytes, port: port))
                     port = listeners[0].address.port
-                    got.append(
-                        Binding(
-                            port: BoundPort(mapping: mapping, address: listeners[0].address, target: target),
-                            listeners: listeners
-                        )
+                    var binding = Binding(
+                        port: BoundPort(mapping: mapping, address: listeners[0].address, target: target),
+                        listeners: listeners
                     )
+                    if mapping.proto == .udp {
+                        binding.udpBudget = UDPFlowBudget(limit: options.relay.udpMaxFlows, loops: listeners.count)
+                    }
+                    got.append(binding)
                 } catch {
                     // A host with IPv6 turned off still publishes on IPv4 for an all-address binding.
                     if mapping.hostIP == nil, host.isV6, error.errno == .addressFamilyNotSupported { continue }
@@ -568,7 +575,8 @@ public final class Publisher {
                     listener: listener,
                     target: target,
                     context: share.context,
-                    options: binding.options
+                    options: binding.options,
+                    budget: binding.udpBudget
                 )
                 try relay.start()
                 share.served[id, default: []].append(.udp(relay))

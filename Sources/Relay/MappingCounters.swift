@@ -28,6 +28,8 @@ public struct MappingCounters: Sendable, Equatable {
     public var flowsCreated: UInt64 = 0
     public var flowsExpired: UInt64 = 0
     public var flowsEvicted: UInt64 = 0
+    /// Flows that became assured: traffic both ways past 2 s, the long timeout.
+    public var flowsAssured: UInt64 = 0
     /// Datagrams larger than the buffer (MSG_TRUNC), dropped.
     public var truncated: UInt64 = 0
     /// Datagrams dropped for other reasons (full send buffer, no descriptor for a flow).
@@ -60,6 +62,7 @@ public struct MappingCounters: Sendable, Equatable {
         s.flowsCreated &+= b.flowsCreated
         s.flowsExpired &+= b.flowsExpired
         s.flowsEvicted &+= b.flowsEvicted
+        s.flowsAssured &+= b.flowsAssured
         s.truncated &+= b.truncated
         s.dropped &+= b.dropped
         s.backendErrors &+= b.backendErrors

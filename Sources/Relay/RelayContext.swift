@@ -23,15 +23,27 @@ public struct RelayConfig: Sendable {
     public var proxyProtocolUDP = false
     /// How long accepting pauses when the process runs out of descriptors.
     public var descriptorPause: Duration = .milliseconds(100)
-    /// How long a UDP flow lives with no datagram in either direction (docker-proxy's 90 s).
-    public var udpTimeout: Duration = .seconds(90)
-    /// UDP flows per listener per loop; when full, the least recently active one is evicted.
+    /// How long an assured UDP flow (traffic both ways, going on: see `UDPFlowTable`) lives with
+    /// no datagram in either direction: nf_conntrack_udp_timeout_stream's 120 s.
+    /// docker-proxy holds every flow 90 s.
+    public var udpTimeout: Duration = .seconds(120)
+    /// How long a UDP flow that is not assured (no reply, or one exchange: a DNS query) lives
+    /// idle: nf_conntrack_udp_timeout's 30 s. Never longer than `udpTimeout`.
+    public var udpTimeoutUnreplied: Duration = .seconds(30)
+    /// UDP flows per mapping (a listener's group over all loops, both families of an all-address
+    /// mapping together, as `UDPFlowBudget` counts them); when full, a new client evicts the
+    /// least recently active unassured flow of its loop, else its least recently active one.
     /// docker-proxy has no bound. Each flow holds a socket, so this also bounds the descriptors
     /// one port can take: with 4,096, a flood of spoofed source addresses cannot use up a
     /// 65,536-descriptor limit through a few ports, while real clients active within one
-    /// timeout (a busy DNS or game server) still fit. Its table and per-flow arrays take about
-    /// 0.5 MiB, touched only as flows arrive.
+    /// timeout (a busy DNS or game server) still fit. Each loop's table and per-flow arrays take
+    /// about 0.5 MiB for 4,096, touched only as flows arrive.
     public var udpMaxFlows: Int = 4096
+
+    /// The flow table's lifetimes from the two timeouts.
+    public var udpLifetimes: UDPFlowLifetimes {
+        UDPFlowLifetimes(unreplied: min(udpTimeoutUnreplied, udpTimeout), assured: udpTimeout)
+    }
 
     public init() {}
 }
@@ -68,6 +80,8 @@ public struct RelayCounters: Sendable, Equatable {
     public var udpFlowsActive: Int = 0
     public var udpFlowsExpired: UInt64 = 0
     public var udpFlowsEvicted: UInt64 = 0
+    /// Flows that became assured (and got the long timeout).
+    public var udpFlowsAssured: UInt64 = 0
     /// Errors the backend's side reported (ECONNREFUSED after an ICMP port unreachable,
     /// unreachable hosts): counted, the flow goes on.
     public var udpBackendErrors: UInt64 = 0
@@ -104,6 +118,7 @@ public struct RelayCounters: Sendable, Equatable {
         s.udpFlowsActive = a.udpFlowsActive + b.udpFlowsActive
         s.udpFlowsExpired = a.udpFlowsExpired + b.udpFlowsExpired
         s.udpFlowsEvicted = a.udpFlowsEvicted + b.udpFlowsEvicted
+        s.udpFlowsAssured = a.udpFlowsAssured + b.udpFlowsAssured
         s.udpBackendErrors = a.udpBackendErrors + b.udpBackendErrors
         s.udpTruncated = a.udpTruncated + b.udpTruncated
         s.udpDropped = a.udpDropped + b.udpDropped

@@ -68,10 +68,33 @@ public final class TCPAcceptor: EventHandler {
 
     /// Stops accepting at once (the listener leaves this loop and, once nobody else holds it,
     /// closes); the connections it let in get `drain` to finish, and those still open then are
-    /// reset.
+    /// reset. Clients the kernel already let in, waiting in the listener's accept queue, are
+    /// accepted first and drained the same way: closing the listener would reset them. Linux
+    /// offers no way to stop a listener's queue from filling while keeping what it holds
+    /// (shutdown(SHUT_RD) on a listener empties it with resets, as close does; measured), so this
+    /// accepts until EAGAIN right before the listener goes; a client that completes its handshake
+    /// after that came after the removal and is refused as a closed port refuses.
     public func stop(drain: Duration) {
+        if id != nil { acceptQueued() }
         connections.drain(for: drain)
         detach()
+    }
+
+    /// The most clients `stop(drain:)` takes from the queue: more than the listener's backlog
+    /// holds, so a flood of new arrivals meanwhile cannot keep the loop here.
+    static let drainAcceptLimit = 8192
+
+    private func acceptQueued() {
+        // Those that waited for a descriptor go first, in order.
+        while let client = waiting.popFirst() {
+            if let unserved = serve(client) {
+                waiting.prepend(unserved)
+                return
+            }
+        }
+        // Out of descriptors, the rest are reset with those still waiting (the pause this
+        // starts ends with the acceptor).
+        acceptClients(upTo: Self.drainAcceptLimit)
     }
 
     private func detach() {
@@ -125,12 +148,12 @@ public final class TCPAcceptor: EventHandler {
     }
 
     public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
-        acceptClients()
+        acceptClients(upTo: shared ? 1 : context.config.acceptBatch)
         if shared && !paused { rejoinLine() }
     }
 
-    private func acceptClients() {
-        for _ in 0..<(shared ? 1 : context.config.acceptBatch) {
+    private func acceptClients(upTo limit: Int) {
+        for _ in 0..<limit {
             let client: Descriptor
             do {
                 guard let fd = try Socket.accept(listener.fd) else { return }

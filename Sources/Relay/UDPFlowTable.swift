@@ -1,4 +1,5 @@
-// The UDP flow table: client address → slot, bounded, least recently active out first.
+// The UDP flow table: client address → slot, bounded, each flow expiring after the idle time of
+// its lifetime (conntrack's), least recently active out first.
 //
 // Slots live in one array allocated up front; a flow keeps its slot number for its whole
 // life, so the relay keeps what else a flow owns (its backend socket, its reply source) in
@@ -12,10 +13,23 @@
 // go. The hash is Swift's seeded SipHash (`Hasher`): clients choose their addresses and
 // ports, and a predictable hash would let them pile every flow into one probe chain.
 //
-// Recency: an intrusive doubly-linked list through the slots, least recently active at the
-// head. Touching a flow moves it to the tail; eviction and expiry take from the head; all
-// O(1). Since the relay touches with the loop's clock, which never goes back, the head is
-// also the flow idle the longest, so expiry looks at the head only.
+// Lifetimes, as the kernel's conntrack keeps UDP: a new flow is *unreplied* and lives
+// `unreplied` (30 s by default, nf_conntrack_udp_timeout) after its last datagram. It becomes
+// *assured*, and lives `assured` (120 s, nf_conntrack_udp_timeout_stream) after its last
+// datagram, on a datagram either way that comes after its first reply and at least
+// `assuredAfter` (2 s) after it opened. So a DNS query and its answer, or a resolver's A and
+// AAAA queries and their answers from one port, stay short, and a flow that goes on both ways
+// (QUIC, WireGuard, a game, RTP) keeps the long timeout. conntrack's rule is the same but for
+// the first reply itself: a reply later than 2 s assures there; here it takes one more datagram,
+// so a slow single answer does not hold a flow for two minutes.
+//
+// Recency: two intrusive doubly-linked lists through the slots, one per lifetime, least
+// recently active at the head. Touching a flow moves it to the tail of its list; eviction and
+// expiry take from a head; all O(1). Every flow of one list has the same timeout and the relay
+// touches with the loop's clock, which never goes back, so each head is the first of its list
+// to expire, and expiry looks at the two heads only. Eviction takes unassured flows first,
+// like conntrack's early drop: a flood of one-shot flows pushes out its own kind, not the
+// flows that carry a conversation.
 //
 // Memory: nothing is allocated after `init`. The buckets come from calloc and slots are
 // used from the front, so pages are touched only as flows arrive: a table sized for a
@@ -96,16 +110,38 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
     public var description: String { address.description }
 }
 
+/// How long flows live idle, by lifetime; see the file's comment.
+public struct UDPFlowLifetimes: Sendable, Equatable {
+    /// No reply yet, or no datagram since the first reply: nf_conntrack_udp_timeout.
+    public var unreplied: Duration = .seconds(30)
+    /// Traffic both ways, going on: nf_conntrack_udp_timeout_stream.
+    public var assured: Duration = .seconds(120)
+    /// How long after it opened a flow can become assured.
+    public var assuredAfter: Duration = .seconds(2)
+
+    public init(unreplied: Duration = .seconds(30), assured: Duration = .seconds(120)) {
+        self.unreplied = unreplied
+        self.assured = assured
+    }
+}
+
 /// Bounded map from client address to flow slot with least-recently-active eviction and idle
-/// expiry, all O(1). Owned by one loop; not thread-safe.
+/// expiry by lifetime, all O(1). Owned by one loop; not thread-safe.
 public final class UDPFlowTable {
     private struct Entry {
         var key: FlowKey
         var hash: UInt64
         var lastActive: UInt64
+        var opened: UInt64
         var previous: Int32
         var next: Int32
+        /// Which list: `unrepliedList` or `assuredList`.
+        var list: UInt8
+        var replied: Bool
     }
+
+    private static let unrepliedList = 0
+    private static let assuredList = 1
 
     /// What `insert` did: the flow's slot, and the flow evicted to make room, if the table was full.
     public struct Insertion: Sendable {
@@ -114,7 +150,10 @@ public final class UDPFlowTable {
     }
 
     public let capacity: Int
+    public let lifetimes: UDPFlowLifetimes
     public private(set) var count = 0
+    /// Flows that are assured now.
+    public private(set) var assuredCount = 0
 
     private let entries: UnsafeMutablePointer<Entry>
     private let buckets: UnsafeMutablePointer<UInt64>
@@ -123,14 +162,18 @@ public final class UDPFlowTable {
     private var used = 0
     /// Slots freed by `remove`, linked through `next`.
     private var freeHead: Int32 = -1
-    /// Least recently active.
-    private var head: Int32 = -1
-    /// Most recently active.
-    private var tail: Int32 = -1
+    /// Per list: least recently active, most recently active.
+    private var heads: (Int32, Int32) = (-1, -1)
+    private var tails: (Int32, Int32) = (-1, -1)
+    private let timeouts: (UInt64, UInt64)
+    private let assuredAfter: UInt64
 
-    public init(capacity: Int) {
+    public init(capacity: Int, lifetimes: UDPFlowLifetimes = UDPFlowLifetimes()) {
         precondition(capacity > 0 && capacity < Int(Int32.max) / 2, "flow table capacity \(capacity)")
         self.capacity = capacity
+        self.lifetimes = lifetimes
+        timeouts = (lifetimes.unreplied.nanosecondsClamped, lifetimes.assured.nanosecondsClamped)
+        assuredAfter = lifetimes.assuredAfter.nanosecondsClamped
         var size = 16
         while size < 2 * capacity { size <<= 1 }
         mask = size - 1
@@ -164,17 +207,18 @@ public final class UDPFlowTable {
         }
     }
 
-    /// Adds a flow for `key`, which must not have one, as the most recently active. When the
-    /// table is full the least recently active flow makes room: its slot is reused, and its
+    /// Adds a flow for `key`, which must not have one, unreplied and the most recently active.
+    /// When the table is full the flow `oldest` names makes room: its slot is reused, and its
     /// key is returned so that the caller can release what it held.
     @discardableResult
     public func insert(_ key: FlowKey, now: Instant) -> Insertion {
         assert(lookup(key) == nil, "\(key) is in the flow table already")
         var evicted: FlowKey?
         let slot: Int
-        if count == capacity {
-            slot = Int(head)
+        if count == capacity, let victim = oldest {
+            slot = victim
             evicted = entries[slot].key
+            if isAssured(slot) { assuredCount -= 1 }
             unindex(slot)
             unlink(slot)
             count -= 1
@@ -187,7 +231,16 @@ public final class UDPFlowTable {
         }
         let hash = UInt64(UInt(bitPattern: key.hashValue))
         (entries + slot).initialize(
-            to: Entry(key: key, hash: hash, lastActive: now.nanoseconds, previous: -1, next: -1)
+            to: Entry(
+                key: key,
+                hash: hash,
+                lastActive: now.nanoseconds,
+                opened: now.nanoseconds,
+                previous: -1,
+                next: -1,
+                list: UInt8(Self.unrepliedList),
+                replied: false
+            )
         )
         var i = Int(truncatingIfNeeded: hash) & mask
         while buckets[i] != 0 { i = (i + 1) & mask }
@@ -197,17 +250,35 @@ public final class UDPFlowTable {
         return Insertion(slot: slot, evicted: evicted)
     }
 
-    /// Marks the flow in `slot` active at `now`: it becomes the most recently active.
+    /// Marks the flow in `slot` active at `now`, a datagram from the backend (`reply`) or from the
+    /// client: it becomes the most recently active of its lifetime. True when this made it assured.
     @inline(__always)
-    public func touch(_ slot: Int, now: Instant) {
+    @discardableResult
+    public func touch(_ slot: Int, now: Instant, reply: Bool = false) -> Bool {
         entries[slot].lastActive = now.nanoseconds
-        if Int(tail) == slot { return }
-        unlink(slot)
+        var assured = false
+        if Int(entries[slot].list) == Self.unrepliedList {
+            if entries[slot].replied {
+                assured = now.nanoseconds >= entries[slot].opened &+ assuredAfter
+            } else if reply {
+                entries[slot].replied = true
+            }
+        }
+        if assured {
+            unlink(slot)
+            entries[slot].list = UInt8(Self.assuredList)
+            assuredCount += 1
+        } else {
+            if tail(Int(entries[slot].list)) == slot { return false }
+            unlink(slot)
+        }
         linkAtTail(slot)
+        return assured
     }
 
     /// Forgets the flow in `slot`; the slot may be handed out again by the next `insert`.
     public func remove(_ slot: Int) {
+        if isAssured(slot) { assuredCount -= 1 }
         unindex(slot)
         unlink(slot)
         entries[slot].next = freeHead
@@ -215,46 +286,66 @@ public final class UDPFlowTable {
         count -= 1
     }
 
-    /// The least recently active flow.
-    public var oldest: Int? { head < 0 ? nil : Int(head) }
-
-    /// The least recently active flow if it has been idle for `idle` or longer at `now`.
-    @inline(__always)
-    public func expired(now: Instant, idle: Duration) -> Int? {
-        guard head >= 0 else { return nil }
-        let slot = Int(head)
-        return Self.deadline(entries[slot].lastActive, idle) <= now.nanoseconds ? slot : nil
+    /// The flow to evict first: the least recently active unassured one, else the least
+    /// recently active assured one.
+    public var oldest: Int? {
+        if heads.0 >= 0 { return Int(heads.0) }
+        return heads.1 < 0 ? nil : Int(heads.1)
     }
 
-    /// When the least recently active flow expires if nothing happens before; nil if never.
-    public func nextExpiry(idle: Duration) -> Instant? {
-        guard head >= 0 else { return nil }
-        let deadline = Self.deadline(entries[Int(head)].lastActive, idle)
-        return deadline == .max ? nil : Instant(nanoseconds: deadline)
+    public func isAssured(_ slot: Int) -> Bool { Int(entries[slot].list) == Self.assuredList }
+
+    /// A flow whose idle time ran out at `now`, if any: the head of either list.
+    @inline(__always)
+    public func expired(now: Instant) -> Int? {
+        if heads.0 >= 0 && deadline(Int(heads.0)) <= now.nanoseconds { return Int(heads.0) }
+        if heads.1 >= 0 && deadline(Int(heads.1)) <= now.nanoseconds { return Int(heads.1) }
+        return nil
     }
 
-    /// `from + idle`, saturating: an idle time too long to add up means never.
+    /// When the next flow expires if nothing happens before; nil if never.
+    public func nextExpiry() -> Instant? {
+        switch (nextExpiry(assured: false), nextExpiry(assured: true)) {
+        case let (unassured?, assured?): return min(unassured, assured)
+        case let (unassured, assured): return unassured ?? assured
+        }
+    }
+
+    /// When the next flow of one lifetime expires if nothing happens before; nil if never. Never
+    /// earlier than it said before while the list had flows, and no earlier than a deadline it
+    /// gave before the list emptied: the relay keeps one timer per lifetime.
+    public func nextExpiry(assured: Bool) -> Instant? {
+        let head = assured ? heads.1 : heads.0
+        guard head >= 0 else { return nil }
+        let next = deadline(Int(head))
+        return next == .max ? nil : Instant(nanoseconds: next)
+    }
+
+    /// `lastActive + timeout`, saturating: an idle time too long to add up means never.
     @inline(__always)
-    private static func deadline(_ from: UInt64, _ idle: Duration) -> UInt64 {
-        let (sum, overflow) = from.addingReportingOverflow(idle.nanosecondsClamped)
+    private func deadline(_ slot: Int) -> UInt64 {
+        let timeout = Int(entries[slot].list) == Self.assuredList ? timeouts.1 : timeouts.0
+        let (sum, overflow) = entries[slot].lastActive.addingReportingOverflow(timeout)
         return overflow ? .max : sum
     }
 
     public func key(at slot: Int) -> FlowKey { entries[slot].key }
     public func lastActive(at slot: Int) -> Instant { Instant(nanoseconds: entries[slot].lastActive) }
 
-    /// Keys from least to most recently active, for tests and debugging (this one allocates).
+    /// Keys in the order they would be evicted (unassured, then assured, each least recently
+    /// active first), for tests and debugging (this one allocates).
     public func keysByRecency() -> [FlowKey] {
         var keys: [FlowKey] = []
         keys.reserveCapacity(count)
-        var slot = head
-        while slot >= 0 {
-            keys.append(entries[Int(slot)].key)
-            slot = entries[Int(slot)].next
+        for list in [Self.unrepliedList, Self.assuredList] {
+            var slot = head(list)
+            while slot >= 0 {
+                keys.append(entries[slot].key)
+                slot = Int(entries[slot].next)
+            }
         }
         return keys
     }
-
     // MARK: the index
 
     /// Removes `slot`'s bucket and shifts the buckets after it back to where probing finds them.
@@ -277,23 +368,41 @@ public final class UDPFlowTable {
         buckets[hole] = 0
     }
 
-    // MARK: the recency list
+    // MARK: the recency lists
+
+    @inline(__always)
+    private func head(_ list: Int) -> Int { Int(list == Self.unrepliedList ? heads.0 : heads.1) }
+    @inline(__always)
+    private func tail(_ list: Int) -> Int { Int(list == Self.unrepliedList ? tails.0 : tails.1) }
+
+    @inline(__always)
+    private func setHead(_ list: Int, _ slot: Int32) {
+        if list == Self.unrepliedList { heads.0 = slot } else { heads.1 = slot }
+    }
+
+    @inline(__always)
+    private func setTail(_ list: Int, _ slot: Int32) {
+        if list == Self.unrepliedList { tails.0 = slot } else { tails.1 = slot }
+    }
 
     @inline(__always)
     private func unlink(_ slot: Int) {
+        let list = Int(entries[slot].list)
         let previous = entries[slot].previous
         let next = entries[slot].next
-        if previous >= 0 { entries[Int(previous)].next = next } else { head = next }
-        if next >= 0 { entries[Int(next)].previous = previous } else { tail = previous }
+        if previous >= 0 { entries[Int(previous)].next = next } else { setHead(list, next) }
+        if next >= 0 { entries[Int(next)].previous = previous } else { setTail(list, previous) }
         entries[slot].previous = -1
         entries[slot].next = -1
     }
 
     @inline(__always)
     private func linkAtTail(_ slot: Int) {
-        entries[slot].previous = tail
+        let list = Int(entries[slot].list)
+        let last = tail(list)
+        entries[slot].previous = Int32(last)
         entries[slot].next = -1
-        if tail >= 0 { entries[Int(tail)].next = Int32(slot) } else { head = Int32(slot) }
-        tail = Int32(slot)
+        if last >= 0 { entries[last].next = Int32(slot) } else { setHead(list, Int32(slot)) }
+        setTail(list, Int32(slot))
     }
 }

@@ -12,10 +12,16 @@
 // local address the client last sent to (an IP_PKTINFO / IPV6_PKTINFO control message).
 // Datagrams are sent from the buffers they were received into: no copy, no allocation.
 //
-// Activity in either direction keeps a flow alive, so one-way streams do too. One timer
-// per relay stands at the deadline of the least recently active flow; when it fires, the
-// flows idle past `udpTimeout` close and the timer moves to the next oldest. The table is
-// bounded: a new client when it is full evicts the least recently active flow.
+// Activity in either direction keeps a flow alive, so one-way streams do too. How long a
+// flow lives idle depends on what it has seen, as conntrack's UDP entries do (`UDPFlowTable`):
+// 30 s unassured (no reply, or one exchange: a DNS query), 120 s once assured (traffic both
+// ways, going on). One timer per lifetime stands at the deadline of its least recently active
+// flow; when it fires, the flows due close and the timer moves on. Each lifetime's deadlines
+// only move later, so neither timer is ever replaced by an earlier one and none is left behind
+// in the loop's heap (one timer for both would be, each time the short list refilled).
+// The flows are bounded per listener address over all its loops (`UDPFlowBudget`: a reserve
+// per loop, a pool shared): a new client when the pool is spent evicts the flow of its own loop
+// that `UDPFlowTable.oldest` names (unassured ones first) and takes its place.
 //
 // A backend that is down answers with ICMP port unreachable, which the connected flow
 // socket reports once as ECONNREFUSED on its next send or receive. That is counted, never
@@ -59,7 +65,10 @@ public final class UDPRelay: EventHandler {
     /// Per slot, made the first time the slot is used and kept: a flow costs no allocation.
     private var handlers: [FlowHandler] = []
     private var id: HandlerID?
-    private var expiryArmed = false
+    /// The expiry timer pending for unassured flows (tag 0) and for assured ones (tag 1), if any.
+    private var expiryArmedAt: (unassured: Instant?, assured: Instant?)
+    /// The mapping's flows over all loops.
+    public let budget: UDPFlowBudget
     /// Out of descriptors since the last flow opened: log only the first failure.
     private var exhausted = false
     /// This mapping's counters on this loop.
@@ -68,7 +77,14 @@ public final class UDPRelay: EventHandler {
     public var counters: MappingCounters { mapping.value }
 
     /// `options` nil: the loop's PROXY protocol setting, no mapping name in the log lines.
-    public init(listener: Listener, target: SocketAddress, context: RelayContext, options: MappingOptions? = nil) {
+    /// `budget` nil: this relay alone, `udpMaxFlows` flows; the loops serving one mapping share one.
+    public init(
+        listener: Listener,
+        target: SocketAddress,
+        context: RelayContext,
+        options: MappingOptions? = nil,
+        budget: UDPFlowBudget? = nil
+    ) {
         precondition(!listener.isTCP, "UDPRelay needs a UDP listener")
         mapping = MappingCounterBox(
             options: options ?? MappingOptions(proxyProtocolUDP: context.config.proxyProtocolUDP),
@@ -77,8 +93,10 @@ public final class UDPRelay: EventHandler {
         self.listener = listener
         self.target = target
         self.context = context
-        let capacity = max(1, context.config.udpMaxFlows)
-        flows = UDPFlowTable(capacity: capacity)
+        let budget = budget ?? UDPFlowBudget(limit: context.config.udpMaxFlows)
+        self.budget = budget
+        let capacity = budget.perLoop
+        flows = UDPFlowTable(capacity: capacity, lifetimes: context.config.udpLifetimes)
         listenerKey = FlowKey(listener.address)
         backends = DescriptorSlots(capacity: capacity)
         flowIDs = .allocate(capacity: capacity)
@@ -102,6 +120,7 @@ public final class UDPRelay: EventHandler {
         context.loop.remove(listener.fd)
         context.loop.detach(id)
         self.id = nil
+        expiryArmedAt = (nil, nil)
         while let slot = flows.oldest { closeFlow(slot) }
     }
 
@@ -160,7 +179,7 @@ public final class UDPRelay: EventHandler {
                 }
                 slot = opened
             }
-            flows.touch(slot, now: now)
+            if flows.touch(slot, now: now) { assured() }
             let destination = batch.destination(i)
             sources[slot] = destination
             if slot != runSlot {
@@ -218,7 +237,7 @@ public final class UDPRelay: EventHandler {
                 mapping.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
                 return
             }
-            flows.touch(slot, now: context.loop.now)
+            if flows.touch(slot, now: context.loop.now, reply: true) { assured() }
             batch.clearQueue()
             for i in 0..<count {
                 if batch.isTruncated(i) {
@@ -316,12 +335,20 @@ public final class UDPRelay: EventHandler {
 
     /// Opens a flow for a new client; nil when no socket can be had (the datagram is dropped).
     private func openFlow(_ key: FlowKey, now: Instant) -> Int? {
-        if flows.isFull, let victim = flows.oldest {
-            // Before the new socket: the evicted flow's descriptor is the one the new flow may need.
-            closeFlow(victim)
+        // Beyond this loop's reserve a flow takes a unit of the shared pool (given back when a
+        // flow beyond the reserve ends), so the loop holds max(0, flows - reserve) of them.
+        let pooled = flows.count >= budget.reserve
+        if flows.isFull || (pooled && !budget.take()) {
+            // Full. Before the new socket: the evicted flow's descriptor is the one the new flow
+            // may need, and its place in the budget passes to the new flow.
+            guard let victim = flows.oldest else { return nil }
+            closeFlow(victim, keepingBudget: true)
             context.counters.udpFlowsEvicted &+= 1
             mapping.pointer.pointee.flowsEvicted &+= 1
         }
+        var opened = false
+        // Its place goes back if it does not open: the loop holds one flow fewer than counted.
+        defer { if !opened && flows.count >= budget.reserve { budget.give() } }
         let socket: Descriptor
         do {
             socket = try Socket.make(family: target.family, type: Int32(SOCK_DGRAM.rawValue))
@@ -368,6 +395,7 @@ public final class UDPRelay: EventHandler {
         mapping.pointer.pointee.flowsCreated &+= 1
         context.counters.udpFlowsActive += 1
         mapping.pointer.pointee.flowsActive += 1
+        opened = true
         armExpiry()
         return slot
     }
@@ -377,7 +405,9 @@ public final class UDPRelay: EventHandler {
         return handlers[slot]
     }
 
-    private func closeFlow(_ slot: Int) {
+    /// `keepingBudget`: the flow's place in the budget goes to the flow replacing it.
+    private func closeFlow(_ slot: Int, keepingBudget: Bool = false) {
+        if !keepingBudget && flows.count > budget.reserve { budget.give() }
         context.loop.detach(flowIDs[slot])
         // Closing takes it out of epoll too: nobody else holds this socket.
         backends.take(slot)?.close()
@@ -388,15 +418,32 @@ public final class UDPRelay: EventHandler {
 
     // MARK: expiry
 
+    /// Waits for each lifetime's next deadline, unless a timer at or before it is pending already.
     private func armExpiry() {
-        guard !expiryArmed, let id, let deadline = flows.nextExpiry(idle: context.config.udpTimeout) else { return }
-        expiryArmed = true
-        context.loop.schedule(at: deadline, for: id, tag: 0)
+        guard let id else { return }
+        if let deadline = flows.nextExpiry(assured: false),
+            expiryArmedAt.unassured.map({ deadline < $0 }) ?? true
+        {
+            expiryArmedAt.unassured = deadline
+            context.loop.schedule(at: deadline, for: id, tag: 0)
+        }
+        if let deadline = flows.nextExpiry(assured: true), expiryArmedAt.assured.map({ deadline < $0 }) ?? true {
+            expiryArmedAt.assured = deadline
+            context.loop.schedule(at: deadline, for: id, tag: 1)
+        }
+    }
+
+    /// A flow just became assured: it waits out the long timeout from now.
+    private func assured() {
+        context.counters.udpFlowsAssured &+= 1
+        mapping.pointer.pointee.flowsAssured &+= 1
+        armExpiry()
     }
 
     public func timer(tag: UInt8, loop: EventLoop) {
-        expiryArmed = false
-        while let slot = flows.expired(now: loop.now, idle: context.config.udpTimeout) {
+        if tag == 0, let pending = expiryArmedAt.unassured, pending <= loop.now { expiryArmedAt.unassured = nil }
+        if tag == 1, let pending = expiryArmedAt.assured, pending <= loop.now { expiryArmedAt.assured = nil }
+        while let slot = flows.expired(now: loop.now) {
             closeFlow(slot)
             context.counters.udpFlowsExpired &+= 1
             mapping.pointer.pointee.flowsExpired &+= 1

@@ -24,7 +24,9 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         #expect(parsed == RunArguments(specs: ["80"], target: .loopbackV4))
         #expect(parsed.connectTimeout == 5)
         #expect(parsed.halfCloseTimeout == 3600)
-        #expect(parsed.udpTimeout == 90)
+        #expect(parsed.udpTimeout == 120)
+        #expect(parsed.udpTimeoutUnreplied == nil)
+        #expect(parsed.effectiveUDPTimeoutUnreplied == 30)
         #expect(parsed.udpMaxFlows == 4096)
         #expect(parsed.threads == nil)
         #expect(parsed.busyPoll == 0)
@@ -40,7 +42,8 @@ private let minimal = ["-p", "80", "127.0.0.1"]
     static let options: [(name: String, value: String, check: @Sendable (RunArguments) -> Bool)] = [
         ("--connect-timeout", "2.5", { $0.connectTimeout == 2.5 }),
         ("--half-close-timeout", "60", { $0.halfCloseTimeout == 60 }),
-        ("--udp-timeout", "0.25", { $0.udpTimeout == 0.25 }),
+        ("--udp-timeout", "0.25", { $0.udpTimeout == 0.25 && $0.effectiveUDPTimeoutUnreplied == 0.25 }),
+        ("--udp-timeout-unreplied", "5", { $0.udpTimeoutUnreplied == 5 && $0.effectiveUDPTimeoutUnreplied == 5 }),
         ("--udp-max-flows", "64", { $0.udpMaxFlows == 64 }),
         ("--threads", "3", { $0.threads == 3 }),
         ("--busy-poll", "50", { $0.busyPoll == 50 }),
@@ -159,14 +162,15 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         let help = RunArguments.help
         for option in [
             "-p, --publish <spec>", "<target-ip>", "--connect-timeout <seconds>", "--half-close-timeout <seconds>",
-            "--udp-timeout <seconds>", "--udp-max-flows <n>", "--threads <n>", "--busy-poll <us>",
+            "--udp-timeout <seconds>", "--udp-timeout-unreplied <seconds>", "--udp-max-flows <n>", "--threads <n>",
+            "--busy-poll <us>",
             "--pipe-size <bytes>", "--mode <mode>", "--nft-table <name>", "--log-level <level>", "--version",
             "-h, --help", "--proxy-protocol <version>", "--proxy-protocol-udp <version>",
         ] {
             #expect(help.contains("\n  \(option) ") || help.contains("\n  \(option)\n"), "\(option)")
         }
         for text in [
-            "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]", "(default: 5)", "(default: 3600)", "(default: 90)",
+            "[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]", "(default: 5)", "(default: 3600)", "(default: 120)",
             "(default: 4096)", "(default: 0)", "(default: 1048576)", "(default: notice)", "berth_<pid>",
             "80/tcp -> 0.0.0.0:49153", "berth run -p 127.0.0.1:80:80 172.17.0.2",
         ] {
@@ -244,6 +248,11 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         (minimal + ["--half-close-timeout", "-1"], "--half-close-timeout must be more than 0 seconds"),
         (minimal + ["--half-close-timeout", "1e21"], "--half-close-timeout must be at most 1000000000 seconds"),
         (minimal + ["--udp-timeout", "0"], "--udp-timeout must be more than 0 seconds"),
+        (minimal + ["--udp-timeout-unreplied", "0"], "--udp-timeout-unreplied must be more than 0 seconds"),
+        (
+            minimal + ["--udp-timeout", "10", "--udp-timeout-unreplied", "20"],
+            "--udp-timeout-unreplied must be at most --udp-timeout"
+        ),
         (minimal + ["--udp-max-flows", "0"], "--udp-max-flows must be between 1 and 1000000"),
         (minimal + ["--udp-max-flows", "1000001"], "--udp-max-flows must be between 1 and 1000000"),
         (minimal + ["--threads", "0"], "--threads must be between 1 and 1024"),

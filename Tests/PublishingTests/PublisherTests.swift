@@ -80,6 +80,50 @@ final class PublisherTests: XCTestCase {
         }
     }
 
+    /// `--udp-max-flows` caps a mapping's flows over all its loops: 100 clients through 2 loops
+    /// with a cap of 10 leave 10 flows open, not 10 per loop (before the fix: 20), and the
+    /// mapping's counters say how many were evicted.
+    func testTheUDPFlowCapIsPerMappingAcrossLoops() throws {
+        let backend = try TestUDPEchoServer()
+        var options = PublishOptions()
+        options.threads = 2
+        options.mode = .userspace
+        options.relay.udpMaxFlows = 10
+        let publisher = Publisher(options: options)
+        let added = try publisher.add(try loopbackMappings(["127.0.0.1::\(backend.address.port)/udp"]))
+        let stop = try runInBackground(publisher)
+        defer { stop() }
+        var clients: [TestUDPSocket] = []
+        for i in 0..<100 {
+            let client = try TestUDPSocket()
+            try client.send(Array("client \(i)".utf8), to: added.ports[0].address)
+            clients.append(client)
+        }
+        var m = publisher.metrics()
+        XCTAssertTrue(
+            eventually {
+                m = publisher.metrics()
+                return m.mappings.map { $0.counters.datagramsToBackend + $0.counters.dropped }.reduce(0, +) == 100
+            },
+            "\(m.mappings.map(\.counters))"
+        )
+        let udp = try XCTUnwrap(m.mappings.first)
+        XCTAssertEqual(m.mappings.count, 1)
+        XCTAssertEqual(udp.counters.flowsActive, 10, "the cap holds for the mapping, over both loops")
+        XCTAssertEqual(udp.counters.flowsCreated - udp.counters.flowsEvicted, 10)
+        XCTAssertEqual(udp.counters.flowsExpired, 0)
+        XCTAssertGreaterThanOrEqual(udp.counters.flowsEvicted, 80)
+        let lines = m.prometheusText().split(separator: "\n")
+        XCTAssertTrue(
+            lines.contains {
+                $0.hasPrefix("berth_udp_flows_evicted_total{") && $0.hasSuffix("} \(udp.counters.flowsEvicted)")
+            },
+            "the evictions are in the mapping's metrics"
+        )
+        XCTAssertTrue(lines.contains { $0.hasPrefix("berth_udp_flows_active{") && $0.hasSuffix("} 10") })
+        withExtendedLifetime(clients) {}
+    }
+
     /// A second publisher (another berth) cannot join the first one's SO_REUSEPORT group.
     func testAPortHeldByAnotherPublisherIsInUse() throws {
         let tcp = try TestServer.echo()

@@ -62,25 +62,69 @@ final class FlowTableTests: XCTestCase {
     }
 
     func testExpiryTakesIdleFlowsOldestFirstAndStopsAtTheFirstActiveOne() {
-        let table = UDPFlowTable(capacity: 10)
+        let table = UDPFlowTable(capacity: 10, lifetimes: UDPFlowLifetimes(unreplied: .seconds(10)))
         for i in 0..<5 { table.insert(v4(i), now: at(i)) }
         table.touch(table.lookup(v4(0))!, now: at(20))  // activity keeps flow 0 alive
-        let idle = Duration.seconds(10)
-        XCTAssertNil(table.expired(now: at(10), idle: idle), "flow 1 was active at 1 s: idle 9 s only")
+        XCTAssertNil(table.expired(now: at(10)), "flow 1 was active at 1 s: idle 9 s only")
         var gone: [FlowKey] = []
-        while let slot = table.expired(now: at(13), idle: idle) {
+        while let slot = table.expired(now: at(13)) {
             gone.append(table.key(at: slot))
             table.remove(slot)
         }
         XCTAssertEqual(gone, [v4(1), v4(2), v4(3)])
         XCTAssertEqual(table.keysByRecency(), [v4(4), v4(0)])
         XCTAssertEqual(table.lastActive(at: table.oldest!), at(4))
-        XCTAssertEqual(table.nextExpiry(idle: idle), at(14))
-        XCTAssertNil(table.nextExpiry(idle: .seconds(Int64.max)), "an idle time past the clock's end: never")
-        XCTAssertNil(table.expired(now: at(1_000_000), idle: .seconds(Int64.max)))
-        while let slot = table.expired(now: at(100), idle: idle) { table.remove(slot) }
+        XCTAssertEqual(table.nextExpiry(), at(14))
+        while let slot = table.expired(now: at(100)) { table.remove(slot) }
         XCTAssertTrue(table.isEmpty)
         XCTAssertNil(table.oldest)
+
+        let forever = UDPFlowTable(
+            capacity: 2,
+            lifetimes: UDPFlowLifetimes(unreplied: .seconds(Int64.max), assured: .seconds(Int64.max))
+        )
+        forever.insert(v4(0), now: at(5))
+        XCTAssertNil(forever.nextExpiry(), "an idle time past the clock's end: never")
+        XCTAssertNil(forever.expired(now: at(1_000_000)))
+    }
+
+    /// The rule that decides a flow's lifetime, datagram by datagram, and what it means for
+    /// expiry and eviction.
+    func testAFlowIsAssuredByADatagramAfterItsFirstReplyTwoSecondsOrMoreAfterItOpened() {
+        let table = UDPFlowTable(
+            capacity: 4,
+            lifetimes: UDPFlowLifetimes(unreplied: .seconds(30), assured: .seconds(120))
+        )
+        let slow = table.insert(v4(0), now: at(0)).slot
+        XCTAssertFalse(table.touch(slow, now: at(5), reply: true), "a first reply, however late, does not assure")
+        XCTAssertFalse(table.isAssured(slow))
+        let quick = table.insert(v4(1), now: at(0)).slot
+        table.touch(quick, now: at(0), reply: true)
+        XCTAssertFalse(table.touch(quick, now: at(1)), "another datagram within 2 s of the start does not")
+        XCTAssertFalse(table.touch(quick, now: at(1), reply: true))
+        XCTAssertTrue(table.touch(quick, now: at(2)), "one at 2 s, after a reply, does")
+        XCTAssertTrue(table.isAssured(quick))
+        XCTAssertFalse(table.touch(quick, now: at(3), reply: true), "once")
+        let oneWay = table.insert(v4(2), now: at(0)).slot
+        for t in 1...10 { XCTAssertFalse(table.touch(oneWay, now: at(t))) }
+        XCTAssertFalse(table.isAssured(oneWay), "never a reply: never assured")
+        XCTAssertEqual(table.assuredCount, 1)
+
+        XCTAssertEqual(table.oldest, slow, "eviction takes unassured flows first, the assured one last")
+        XCTAssertEqual(table.keysByRecency(), [v4(0), v4(2), v4(1)])
+        XCTAssertEqual(table.nextExpiry(), at(35))
+        var gone: [FlowKey] = []
+        while let slot = table.expired(now: at(40)) {
+            gone.append(table.key(at: slot))
+            table.remove(slot)
+        }
+        XCTAssertEqual(gone, [v4(0), v4(2)], "30 s after their last datagram")
+        XCTAssertEqual(table.nextExpiry(), at(123))
+        XCTAssertNil(table.expired(now: at(122)))
+        XCTAssertEqual(table.expired(now: at(123)), quick)
+        table.remove(quick)
+        XCTAssertEqual(table.assuredCount, 0)
+        XCTAssertTrue(table.isEmpty)
     }
 
     func testRemovedSlotsAreReusedAndLookupsStayRightThroughChurn() {
@@ -115,7 +159,7 @@ final class FlowTableTests: XCTestCase {
 
     func testOneHundredThousandFlows() {
         let n = 100_000
-        let table = UDPFlowTable(capacity: n)
+        let table = UDPFlowTable(capacity: n, lifetimes: UDPFlowLifetimes(unreplied: .nanoseconds(1)))
         let keys = (0..<n).map(v4)
         var slots = [Int](repeating: 0, count: n)
         for i in 0..<n {
@@ -136,7 +180,7 @@ final class FlowTableTests: XCTestCase {
         // Expire what was last active before n: the odd ones, in order (one went already).
         var expired = 0
         var inOrder = true
-        while let slot = table.expired(now: Instant(nanoseconds: UInt64(n)), idle: .nanoseconds(1)) {
+        while let slot = table.expired(now: Instant(nanoseconds: UInt64(n))) {
             if expired >= n / 2 || table.key(at: slot) != keys[3 + 2 * expired] { inOrder = false }
             table.remove(slot)
             expired += 1

@@ -360,3 +360,43 @@ final class TCPRelayTests: XCTestCase {
         XCTAssertEqual(try client.receive(exactly: 8), Array("v6 to v4".utf8))
     }
 }
+
+final class TCPDrainTests: XCTestCase {
+    /// Clients the kernel let in (in the listener's accept queue, not yet accepted) when the port
+    /// is removed get their bytes through and an orderly close within the drain time, as the
+    /// established ones do; before the fix the listener's close reset every one of them.
+    /// The loop has not run when the port goes, so the queue holds them for certain.
+    func testClientsInTheAcceptQueueWhenThePortIsRemovedAreDrainedNotReset() throws {
+        let echo = try TestServer.echo()
+        let loop = try EventLoop()
+        let context = RelayContext(loop: loop)
+        var acceptor: TCPAcceptor? = TCPAcceptor(
+            listener: try Listener.tcp(SocketAddress(ip: "127.0.0.1", port: 0)!),
+            target: echo.address,
+            context: context
+        )
+        try acceptor?.start()
+        let address = try XCTUnwrap(acceptor?.listener.address)
+        var clients: [TestSocket] = []
+        for i in 0..<5 {
+            let client = try TestSocket.connect(address)
+            try client.send("pending \(i)")
+            client.shutdownWrite()
+            clients.append(client)
+        }
+        // As Publisher.remove does on the loop's thread; then nothing holds the listener: it closes.
+        acceptor?.stop(drain: .seconds(30))
+        acceptor = nil
+
+        let handover = Handover(loop)
+        let thread = try LoopThread(name: "drain-under-test") { try? handover.value.run() }
+        for (i, client) in clients.enumerated() {
+            XCTAssertEqual(String(decoding: try client.receiveAll(), as: UTF8.self), "pending \(i)")
+        }
+        loop.waker.stop()
+        thread.join()
+        XCTAssertEqual(context.counters.accepted, 5)
+        XCTAssertEqual(context.counters.drainResets, 0)
+        XCTAssertEqual(context.counters.resets, 0)
+    }
+}

@@ -31,6 +31,8 @@ struct BerthBench: ParsableCommand {
               tcp-rr        keep-alive request/response latency p50/p99/p99.9, 1 and 64 connections; req/s with 64
               udp-pps       UDP 64-byte datagrams per second delivered, and loss
               udp-rr        UDP request/response latency p50/p99/p99.9
+              udp-dns       DNS-style load: one-shot exchanges, each from a new source port;
+                            answers/s and the forwarder's peak open descriptors
               tcp-fair      1-byte ping every ms p50/p99/max, alone and beside a bulk download
                             through the same port (berth on one loop: --threads 1)
               mem-idle      forwarder RSS, idle, one port
@@ -111,6 +113,9 @@ struct BerthBench: ParsableCommand {
 
     @Option(help: "Connections held open for mem-conns.")
     var heldConnections: Int?
+
+    @Option(help: "One-shot exchanges for udp-dns (default 20000; 500 with --smoke).")
+    var dnsExchanges: Int?
 
     @Option(help: "Comma-separated published-port counts for mem-ports.")
     var ports: String?
@@ -217,7 +222,8 @@ struct BerthBench: ParsableCommand {
             plan: FigurePlan(
                 heldConnections: heldConnections ?? (smoke ? 100 : 1000),
                 portCounts: portCounts.sorted(),
-                connectConcurrency: concurrency
+                connectConcurrency: concurrency,
+                dnsExchanges: max(1, dnsExchanges ?? (smoke ? 500 : 20_000))
             ),
             maxProcesses: maxProcesses,
             workDirectory: workDirectory,

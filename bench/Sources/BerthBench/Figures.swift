@@ -7,6 +7,7 @@ enum FigureGroup: String, CaseIterable, Sendable {
     case tcpRequestResponse = "tcp-rr"
     case udpDatagrams = "udp-pps"
     case udpRequestResponse = "udp-rr"
+    case udpDNS = "udp-dns"
     case tcpFairness = "tcp-fair"
     case memoryIdle = "mem-idle"
     case memoryConnections = "mem-conns"
@@ -31,6 +32,8 @@ struct FigurePlan {
     let heldConnections: Int
     let portCounts: [Int]
     let connectConcurrency: Int
+    /// udp-dns: one-shot exchanges, each from a new source port.
+    var dnsExchanges = 20_000
 
     func figures(_ group: FigureGroup) -> [Figure] {
         func f(_ id: String, _ title: String, _ unit: String, _ higher: Bool) -> Figure {
@@ -76,6 +79,16 @@ struct FigurePlan {
             return [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")].map { p, name in
                 f("udp-rr-\(p)", "UDP request/response latency, 1 flow pinned to one CPU, \(name)", "µs", false)
             }
+        case .udpDNS:
+            return [
+                f(
+                    "udp-dns-rate",
+                    "UDP DNS-style: \(dnsExchanges) one-shot exchanges, each from a new source port, 16 at a time",
+                    "answers/s",
+                    true
+                ),
+                f("udp-dns-fds", "Peak open descriptors of the forwarder during that load", "fds", false),
+            ]
         case .tcpFairness:
             var rows: [Figure] = []
             for (mode, what) in [("alone", "alone"), ("bulk", "beside a bulk download on the same port")] {

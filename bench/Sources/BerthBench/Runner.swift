@@ -290,6 +290,8 @@ final class Runner {
             log(
                 "  udp-pps \(t.name): \(fmt(Double(delivered) / r.seconds))/s of \(fmt(Double(r.sent) / r.seconds))/s sent"
             )
+        case .udpDNS:
+            try measureDNS(k, t, f, address, ns: ns)
         case .udpRequestResponse:
             let r = try Pinning.onOneCPU(forwarder: f, backend: "backend-uecho") {
                 try Load.udpRequestResponse(to: address, seconds: d, ns: ns)
