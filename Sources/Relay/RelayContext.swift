@@ -189,6 +189,8 @@ public final class RelayContext {
 
     /// Empty pipes the loop's pool keeps for reuse; on the loop's thread.
     package var idlePipes: Int { pipes.idle }
+    /// Pipes the loop's pool has made; on the loop's thread.
+    package var pipesMade: UInt64 { pipes.created }
 
     deinit { scratch.deallocate() }
 

@@ -653,6 +653,15 @@ final class TCPConnection: EventHandler {
 
     // MARK: closing
 
+    /// Dropped unclosed: it was on its way to a loop that closed before taking it. What is still
+    /// open is reset, as a stopping loop resets what it owned; the sockets close as it goes.
+    deinit {
+        if phase != .closed {
+            Socket.setResetOnClose(a.fd)
+            Socket.setResetOnClose(b.fd)
+        }
+    }
+
     private func close(reset: Bool) {
         guard phase != .closed else { return }
         phase = .closed

@@ -257,23 +257,40 @@ final class LoopMoveTests: XCTestCase {
         XCTAssertEqual(loops.bulkContext.counters.resets, 1)
     }
 
-    /// A backend that takes little (a small receive buffer) while the client has sent megabytes:
-    /// the connection moves with its pipe holding what the backend has not taken yet, and the
-    /// backend then reads the whole stream in order from the bulk loop; the pipe goes back to the
-    /// bulk loop's pool once empty.
+    /// The connection first stalls on its home loop, moving nothing (the bulk loop is not offered
+    /// yet), with its pipe full: the backend reads nothing. Then the backend sends a byte, the turn
+    /// that relays it moves the connection, and the client's pipe goes along holding what the
+    /// backend has not taken yet. The backend then reads the whole stream in order from the bulk
+    /// loop, where the emptied pipe joins the pool and is used again.
     func testAMoveWithBytesInThePipe() throws {
         let backend = try Backend(receiveBuffer: 4096)
         let loops = try TwoLoops(target: backend.address, config: config())
+        loops.homeContext.bulkLoops = []
         let client = try TestSocket.connect(loops.address)
-        let size = 4 << 20
+        let size = 16 << 20
         let data = pattern(size, seed: 7)
         var offset = sendSome(client, data[...])
         let server = try backend.accept(turning: loops)
-        offset += sendSome(client, data[offset...])
+        var idle = 0
+        while idle < 20 && offset < size {
+            let n = sendSome(client, data[offset...])
+            offset += n
+            idle = n == 0 ? idle + 1 : 0
+            try loops.home.runOnce(timeoutMilliseconds: 1)
+        }
+        XCTAssertEqual(loops.homeContext.pipesMade, 1)
+        XCTAssertEqual(loops.homeContext.idlePipes, 0, "stalled with bytes in its pipe")
+        loops.homeContext.bulkLoops = [loops.bulkContext]
+        try server.send("x")
         try loops.turnHome { loops.homeContext.counters.moves == 1 }
+        // The byte's stream took a second pipe and gave it back; the full one went along.
+        XCTAssertEqual(loops.homeContext.pipesMade, 2)
+        XCTAssertEqual(loops.homeContext.idlePipes, 1, "the full pipe went with its bytes")
+        let reply = try receive(client, turning: loops) { $0.bytes.count == 1 }
+        XCTAssertEqual(reply.bytes, Array("x".utf8))
         var sum = StreamSum()
         var r = Received()
-        for _ in 0..<200_000 where sum.count < size {
+        for _ in 0..<400_000 where sum.count < size {
             if offset < size { offset += sendSome(client, data[offset...]) }
             receiveSome(server, into: &r)
             sum.add(r.bytes)
@@ -286,6 +303,7 @@ final class LoopMoveTests: XCTestCase {
         XCTAssertEqual(sum.value, expected.value, "in order and intact")
         XCTAssertGreaterThan(loops.bulkContext.counters.bytesToBackend, 0, "the rest went from the bulk loop")
         XCTAssertEqual(loops.bulkContext.idlePipes, 1, "the emptied pipe went to the bulk loop's pool")
+        XCTAssertEqual(loops.bulkContext.pipesMade, 0, "and was used again there: the bulk loop made none")
     }
 
     /// With the clocks frozen: bulk at its first two bytes, home again after a quiet window, and the
@@ -324,6 +342,30 @@ final class LoopMoveTests: XCTestCase {
         XCTAssertEqual(total.moves, 2)
         XCTAssertEqual(total.accepted, 1)
         XCTAssertEqual(total.active, 1)
+    }
+
+    /// The loops stop while a connection travels between them (a message the bulk loop never
+    /// took): it is reset, its sockets and pipes close, and the descriptors are back at their
+    /// baseline (the message held the loop's context, and through it the loop's own inbox).
+    func testAConnectionInTransitWhenTheLoopsStopIsResetAndClosed() throws {
+        let baseline = openDescriptorCount()
+        let backend = try Backend(receiveBuffer: 4096)
+        var loops: TwoLoops? = try TwoLoops(target: backend.address, config: config())
+        let client = try TestSocket.connect(try XCTUnwrap(loops?.address))
+        _ = sendSome(client, pattern(1 << 20, seed: 3)[...])
+        let server = try backend.accept(turning: try XCTUnwrap(loops))
+        try loops?.turnHome { loops?.homeContext.counters.moves == 1 }
+        loops = nil
+        var r = Received()
+        for _ in 0..<1000 where !r.done {
+            receiveSome(client, into: &r)
+            usleep(1000)
+        }
+        XCTAssertEqual(r.errno, ECONNRESET, "reset, not passed off as a clean end")
+        client.close()
+        server.close()
+        withExtendedLifetime(backend) {}
+        XCTAssertEqual(openDescriptorCount(), baseline + 1, "only the backend's listener is left")
     }
 
     /// The port is removed while its connection is on the bulk loop: the connection drains there
