@@ -2,7 +2,9 @@
 # The issue-22 table by hand: a 1-byte ping-pong through one published port beside iperf3
 # uploads through another port of the same forwarder, against docker-proxy (a process per
 # port) and direct. Targets run one after another, interleaved, --repeat times each.
-# Usage: bench/fair-ping.py BERTH [--repeat 3] [--pings 1000] [--streams 1,8]
+# Usage: bench/fair-ping.py BERTH [--before OLD_BERTH] [--repeat 3] [--pings 1000] [--streams 0,1,8]
+# Targets: direct, docker-proxy, berth (its defaults), berth-t1 (--threads 1), and with --before
+# old-berth and old-berth-t1 (another build, in the same run).
 import argparse, json, os, socket, subprocess, sys, threading, time
 
 ap = argparse.ArgumentParser()
@@ -12,6 +14,7 @@ ap.add_argument("--pings", type=int, default=1000)
 ap.add_argument("--streams", default="0,1,8")
 ap.add_argument("--targets", default="direct,docker-proxy,berth-t1,berth")
 ap.add_argument("--extra", default="", help="extra berth options")
+ap.add_argument("--before", help="another berth binary, as the old-berth targets")
 args = ap.parse_args()
 
 ECHO, IPERF = 15201, 15202      # backends
@@ -44,9 +47,10 @@ def start(target):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
               for h, c in ((P_ECHO, ECHO), (P_IPERF, IPERF))]
     else:
-        cmd = [args.berth, "run", "--mode", "userspace", "-p", f"127.0.0.1:{P_ECHO}:{ECHO}", "-p", f"127.0.0.1:{P_IPERF}:{IPERF}"]
-        if target == "berth-t1": cmd += ["--threads", "1"]
-        cmd += args.extra.split() + ["127.0.0.1"]
+        binary = args.before if target.startswith("old-") else args.berth
+        cmd = [binary, "run", "--mode", "userspace", "-p", f"127.0.0.1:{P_ECHO}:{ECHO}", "-p", f"127.0.0.1:{P_IPERF}:{IPERF}"]
+        if target.endswith("-t1"): cmd += ["--threads", "1"]
+        cmd += (args.extra.split() if binary == args.berth else []) + ["127.0.0.1"]
         ps = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     # Only the echo port is probed: iperf3's server takes any connection for a test's control one.
     for _ in range(100):
