@@ -155,6 +155,18 @@ final class LoopMoveTests: XCTestCase {
         return config
     }
 
+    /// A connection whose client sent `first`, relayed by the home loop, which then handed it
+    /// over: in transit, a message the bulk loop has not taken (it has not turned since).
+    private func inTransit(after first: String) throws -> (Backend, TwoLoops, TestSocket, TestSocket) {
+        let backend = try Backend()
+        let loops = try TwoLoops(target: backend.address, config: config())
+        let client = try TestSocket.connect(loops.address)
+        try client.send(first)
+        let server = try backend.accept(turning: loops)
+        try loops.turnHome { loops.homeContext.counters.moves == 1 }
+        return (backend, loops, client, server)
+    }
+
     /// 8 MiB each way at once through a connection that keeps moving between the loops (a
     /// 1 ms window: it goes home whenever a millisecond passes with less than 64 KiB), both loops
     /// on their own threads; every byte in order, and the descriptors back at their baseline.
@@ -221,13 +233,7 @@ final class LoopMoveTests: XCTestCase {
     /// Bytes and the client's FIN that arrive while the connection travels (a message not yet
     /// taken by the bulk loop) reach the backend after what went before.
     func testAHalfCloseDuringAMove() throws {
-        let backend = try Backend()
-        let loops = try TwoLoops(target: backend.address, config: config())
-        let client = try TestSocket.connect(loops.address)
-        try client.send("first ")
-        let server = try backend.accept(turning: loops)
-        try loops.turnHome { loops.homeContext.counters.moves == 1 }
-        // In transit: the bulk loop has not turned since.
+        let (backend, loops, client, server) = try inTransit(after: "first ")
         try client.send("second")
         client.shutdownWrite()
         let got = try receive(server, turning: loops) { $0.eof }
@@ -236,17 +242,13 @@ final class LoopMoveTests: XCTestCase {
         server.close()
         let back = try receive(client, turning: loops) { $0.eof }
         XCTAssertEqual(back.bytes, Array("bye".utf8))
+        withExtendedLifetime(backend) {}
     }
 
     /// The client sends, then resets, while its connection travels: the backend reads every byte,
     /// then the reset.
     func testAResetDuringAMoveArrivesAfterTheDataBeforeIt() throws {
-        let backend = try Backend()
-        let loops = try TwoLoops(target: backend.address, config: config())
-        let client = try TestSocket.connect(loops.address)
-        try client.send("before the move ")
-        let server = try backend.accept(turning: loops)
-        try loops.turnHome { loops.homeContext.counters.moves == 1 }
+        let (backend, loops, client, server) = try inTransit(after: "before the move ")
         try client.send("and during it")
         client.reset()
         let got = try receive(server, turning: loops) { $0.done }
@@ -255,6 +257,7 @@ final class LoopMoveTests: XCTestCase {
         XCTAssertFalse(got.eof)
         try loops.turn()
         XCTAssertEqual(loops.bulkContext.counters.resets, 1)
+        withExtendedLifetime(backend) {}
     }
 
     /// The connection first stalls on its home loop, moving nothing (the bulk loop is not offered
