@@ -1,3 +1,4 @@
+import CBerthLinux
 import Glibc
 import LinuxIO
 import Synchronization
