@@ -101,7 +101,7 @@ enum Run {
         var options = PublishOptions()
         options.tableName = arguments.nftTable
         options.threads = arguments.threads ?? usableCPUs()
-        options.bulkLoops = arguments.bulkLoops
+        options.bulkLoops = arguments.bulkLoops ?? options.threads
         options.bulkNice = Int32(arguments.bulkNice)
         options.relay.bulkAfter = arguments.bulkAfter
         options.relay.connectTimeout = .seconds(arguments.connectTimeout)

@@ -19,8 +19,8 @@ public struct RunArguments: Sendable, Equatable {
     public var threads: Int?
     /// Bytes within 100 ms that make a TCP connection bulk; 0: none is.
     public var bulkAfter = 1 << 20
-    /// Loops for bulk connections, besides `threads`; 0: none.
-    public var bulkLoops = 1
+    /// Loops for bulk connections, besides `threads`; 0: none; nil: as many as `threads`.
+    public var bulkLoops: Int?
     /// The bulk loops' nice value.
     public var bulkNice = 10
     /// Microseconds.
@@ -194,7 +194,9 @@ extension RunArguments {
         if bulkAfter < 0 || bulkAfter > 1 << 40 {
             throw RunArgumentError("--bulk-after must be between 0 and \(1 << 40) bytes")
         }
-        if bulkLoops < 0 || bulkLoops > 1024 { throw RunArgumentError("--bulk-loops must be between 0 and 1024") }
+        if let bulkLoops, bulkLoops < 0 || bulkLoops > 1024 {
+            throw RunArgumentError("--bulk-loops must be between 0 and 1024")
+        }
         if bulkNice < 0 || bulkNice > 19 { throw RunArgumentError("--bulk-nice must be between 0 and 19") }
         if busyPoll < 0 || busyPoll > 1_000_000 {
             throw RunArgumentError("--busy-poll must be between 0 and 1000000 microseconds")
@@ -279,7 +281,8 @@ extension RunArguments {
                                   cannot delay the other connections; back after
                                   100 ms with less. 0: never. (default: 1048576)
           --bulk-loops <n>        Threads for bulk connections, besides --threads;
-                                  0 turns moving off. (default: 1)
+                                  0 turns moving off. Default: as many as
+                                  --threads.
           --bulk-nice <n>         The bulk threads' nice value, 0 to 19; they also
                                   run SCHED_BATCH. (default: 10)
           --busy-poll <us>        Microseconds each event loop polls before it sleeps.

@@ -31,7 +31,7 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         #expect(parsed.threads == nil)
         #expect(parsed.busyPoll == 0)
         #expect(parsed.bulkAfter == 1 << 20)
-        #expect(parsed.bulkLoops == 1)
+        #expect(parsed.bulkLoops == nil)
         #expect(parsed.bulkNice == 10)
         #expect(parsed.pipeSize == 1 << 20)
         #expect(parsed.mode == nil)

@@ -93,8 +93,10 @@ struct FigurePlan {
             ]
         case .tcpFairness:
             var rows: [Figure] = []
+            let beside = "through another port of the same forwarder"
             let modes = [
-                ("alone", "alone"), ("bulk", "beside 1 bulk download"), ("bulk8", "beside 8 bulk downloads"),
+                ("alone", "alone"), ("bulk", "beside 1 bulk download \(beside)"),
+                ("bulk8", "beside 8 bulk downloads \(beside)"),
             ]
             let loops = fairThreads.map { "berth --threads \($0)" } ?? "berth with its defaults"
             for (mode, what) in modes {
@@ -102,7 +104,7 @@ struct FigurePlan {
                     rows.append(
                         f(
                             "tcp-fair-\(mode)-\(p)",
-                            "TCP 1-byte ping every ms, \(what) through another port of the same forwarder (\(loops)), \(name)",
+                            "TCP 1-byte ping every ms, \(what) (\(loops)), \(name)",
                             "µs",
                             false
                         )
