@@ -80,6 +80,26 @@ final class UDPLifetimeTests: XCTestCase {
         XCTAssertEqual(String(decoding: try peer.client.receive(), as: UTF8.self), text)
     }
 
+    /// A request and its answer.
+    private func exchange(
+        _ peer: inout Peer,
+        _ text: String,
+        _ relay: HandDrivenRelay,
+        _ backend: TestUDPSocket
+    )
+        throws
+    {
+        try up(&peer, text, relay, backend)
+        try down(peer, "re: \(text)", relay, backend)
+    }
+
+    private func relay(timeout: Duration, unreplied: Duration, to backend: TestUDPSocket) throws -> HandDrivenRelay {
+        var config = RelayConfig()
+        config.udpTimeout = timeout
+        config.udpTimeoutUnreplied = unreplied
+        return try HandDrivenRelay(target: backend.localAddress, config: config)
+    }
+
     /// The defaults: a one-shot query (one exchange), a resolver's A and AAAA pair (two queries,
     /// two replies at once) and a one-way stream go 30 s after their last datagram; a flow that
     /// goes on both ways past 2 s lives until it has been idle 120 s.
@@ -127,16 +147,11 @@ final class UDPLifetimeTests: XCTestCase {
     /// alone (berth's only UDP timeout before) still bounds every flow.
     func testBothTimeoutsAreSettableAndTheShortOneNeverOutlastsTheLongOne() throws {
         let backend = try TestUDPSocket()
-        var config = RelayConfig()
-        config.udpTimeout = .seconds(10)
-        config.udpTimeoutUnreplied = .seconds(4)
-        let relay = try HandDrivenRelay(target: backend.localAddress, config: config)
+        let relay = try relay(timeout: .seconds(10), unreplied: .seconds(4), to: backend)
         var oneShot = try connect(relay)
         var ongoing = try connect(relay)
-        try up(&oneShot, "query", relay, backend)
-        try down(oneShot, "answer", relay, backend)
-        try up(&ongoing, "hello", relay, backend)
-        try down(ongoing, "hi", relay, backend)
+        try exchange(&oneShot, "query", relay, backend)
+        try exchange(&ongoing, "hello", relay, backend)
         try relay.at(2)
         try up(&ongoing, "more", relay, backend)
         XCTAssertEqual(relay.relay.counters.flowsAssured, 1)
@@ -165,13 +180,9 @@ final class UDPLifetimeTests: XCTestCase {
     /// as small as it started (a single timer for both lifetimes left one entry per refill).
     func testShortFlowsComingAndGoingBesideALongOneLeaveNoTimersBehind() throws {
         let backend = try TestUDPSocket()
-        var config = RelayConfig()
-        config.udpTimeout = .seconds(1_000_000)
-        config.udpTimeoutUnreplied = .seconds(1)
-        let relay = try HandDrivenRelay(target: backend.localAddress, config: config)
+        let relay = try relay(timeout: .seconds(1_000_000), unreplied: .seconds(1), to: backend)
         var ongoing = try connect(relay)
-        try up(&ongoing, "hello", relay, backend)
-        try down(ongoing, "hi", relay, backend)
+        try exchange(&ongoing, "hello", relay, backend)
         for t in [0.9, 1.8, 2.1] {
             try relay.at(t)
             try up(&ongoing, "more at \(t)", relay, backend)
