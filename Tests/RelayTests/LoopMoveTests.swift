@@ -36,6 +36,13 @@ private final class TwoLoops {
 
     var address: SocketAddress { acceptor.listener.address }
 
+    /// Both loops' clocks, frozen at `at(0)` and moved on together by the test.
+    private lazy var start = home.now
+    func at(_ seconds: Int64) {
+        home.frozenNow = start + .seconds(seconds)
+        bulk.frozenNow = start + .seconds(seconds)
+    }
+
     /// One turn of each loop, none waiting long.
     func turn() throws {
         try home.runOnce(timeoutMilliseconds: 1)
@@ -312,16 +319,10 @@ final class LoopMoveTests: XCTestCase {
     /// With the clocks frozen: bulk at its first two bytes, home again after a quiet window, and the
     /// mapping's counters, summed over both loops, count each byte and move once.
     func testAQuietConnectionGoesHomeAndTheCountersAddUp() throws {
-        let backend = try Backend()
-        let loops = try TwoLoops(target: backend.address, config: config(bulkAfter: 2, window: .seconds(1)))
-        let start = loops.home.now
-        loops.home.frozenNow = start
-        loops.bulk.frozenNow = start
-        let client = try TestSocket.connect(loops.address)
-        try client.send("ab")
-        let server = try backend.accept(turning: loops)
-        _ = try receive(server, turning: loops) { $0.bytes.count == 2 }
-        XCTAssertEqual(loops.homeContext.counters.moves, 1)
+        let (backend, loops, client, server) = try onTheBulkLoop(
+            after: "ab",
+            config: config(bulkAfter: 2, window: .seconds(1))
+        )
         var moved = loops.bulkContext.movedInCounters()
         XCTAssertEqual(moved.count, 1)
         XCTAssertEqual(moved.first?.countersID, loops.acceptor.countersID)
@@ -329,8 +330,7 @@ final class LoopMoveTests: XCTestCase {
         XCTAssertEqual(moved.first?.counters.active, 1)
         XCTAssertEqual(loops.acceptor.counters.active, 0, "counted on the bulk loop now")
         // Three seconds with nothing: the next byte finds it quiet, and it goes home.
-        loops.home.frozenNow = start + .seconds(3)
-        loops.bulk.frozenNow = start + .seconds(3)
+        loops.at(3)
         try server.send("b")
         _ = try receive(client, turning: loops) { $0.bytes.count == 1 }
         try loops.turn()
@@ -345,6 +345,7 @@ final class LoopMoveTests: XCTestCase {
         XCTAssertEqual(total.moves, 2)
         XCTAssertEqual(total.accepted, 1)
         XCTAssertEqual(total.active, 1)
+        withExtendedLifetime(backend) {}
     }
 
     /// The loops stop while a connection travels between them (a message the bulk loop never
@@ -374,26 +375,34 @@ final class LoopMoveTests: XCTestCase {
     /// The port is removed while its connection is on the bulk loop: the connection drains there
     /// (bytes still move) and is reset when the drain time is up, as on its home loop.
     func testRemovingThePortDrainsAMovedConnection() throws {
-        let backend = try Backend()
-        let loops = try TwoLoops(target: backend.address, config: config())
-        let start = loops.home.now
-        loops.home.frozenNow = start
-        loops.bulk.frozenNow = start
-        let client = try TestSocket.connect(loops.address)
-        try client.send("x")
-        let server = try backend.accept(turning: loops)
-        _ = try receive(server, turning: loops) { $0.bytes.count == 1 }
-        XCTAssertEqual(loops.homeContext.counters.moves, 1)
+        let (backend, loops, client, server) = try onTheBulkLoop(after: "x", config: config())
         loops.acceptor.stop(drain: .seconds(10))
         try loops.turn()
         try server.send("still draining")
         let during = try receive(client, turning: loops) { $0.bytes.count == 14 }
         XCTAssertEqual(during.bytes, Array("still draining".utf8))
-        loops.home.frozenNow = start + .seconds(11)
-        loops.bulk.frozenNow = start + .seconds(11)
+        loops.at(11)
         let after = try receive(client, turning: loops) { $0.done }
         XCTAssertEqual(after.errno, ECONNRESET, "reset when the drain time was up")
         XCTAssertEqual(loops.bulkContext.counters.drainResets, 1)
+        withExtendedLifetime(backend) {}
+    }
+
+    /// With both clocks frozen: a connection whose client sent `first`, which the backend has read,
+    /// and which moved to the bulk loop after relaying it.
+    private func onTheBulkLoop(
+        after first: String,
+        config: RelayConfig
+    ) throws -> (Backend, TwoLoops, TestSocket, TestSocket) {
+        let backend = try Backend()
+        let loops = try TwoLoops(target: backend.address, config: config)
+        loops.at(0)
+        let client = try TestSocket.connect(loops.address)
+        try client.send(first)
+        let server = try backend.accept(turning: loops)
+        _ = try receive(server, turning: loops) { $0.bytes.count == first.utf8.count }
+        XCTAssertEqual(loops.homeContext.counters.moves, 1)
+        return (backend, loops, client, server)
     }
 }
 
