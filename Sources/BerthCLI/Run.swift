@@ -100,6 +100,9 @@ enum Run {
         var options = PublishOptions()
         options.tableName = arguments.nftTable
         options.threads = arguments.threads ?? ProcessStart.usableCPUs
+        options.bulkLoops = arguments.bulkLoops ?? options.threads
+        options.bulkNice = Int32(arguments.bulkNice)
+        options.relay.bulkAfter = arguments.bulkAfter
         options.relay.connectTimeout = .seconds(arguments.connectTimeout)
         options.relay.halfCloseTimeout = .seconds(arguments.halfCloseTimeout)
         options.relay.pipeSize = arguments.pipeSize

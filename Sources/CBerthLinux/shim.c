@@ -25,6 +25,15 @@ int CBerthLinux_sendmmsg(int fd, struct CBerthLinux_mmsghdr *msgs, unsigned int 
 
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
 #include <sched.h>
+#include <sys/resource.h>
+int CBerthLinux_lower_thread_priority(int batch, int nice) {
+    if (batch) {
+        struct sched_param param = {.sched_priority = 0};
+        if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) return -1;
+    }
+    return setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
+}
+
 int CBerthLinux_usable_cpus(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;

@@ -92,6 +92,14 @@ public final class LoopWaker: Sendable {
         wake()
     }
 
+    /// Forgets work posted and not run yet; what it owned is released (a connection that was on
+    /// its way to this loop closes its sockets). When the loop closes: nothing posted may hold
+    /// the loop alive through its own waker.
+    func dropPosted() {
+        let dropped = takePosted()
+        withExtendedLifetime(dropped) {}
+    }
+
     func takePosted() -> [@Sendable () -> Void] {
         inbox.withLock { posted in
             defer { posted.removeAll() }
@@ -289,9 +297,11 @@ public final class EventLoop {
         }
     }
 
-    /// Detaches every handler and hands it `teardown`: listeners, connections and flows close.
+    /// Detaches every handler and hands it `teardown`: listeners, connections and flows close;
+    /// work posted and not yet run is dropped.
     /// On the loop's thread, or after it ended. The loop can run again, empty.
     public func closeAll() {
+        waker.dropPosted()
         var handlers: [any EventHandler] = []
         for i in slots.indices {
             if let handler = slots[i].handler {

@@ -43,6 +43,12 @@ public final class LoopThread {
     }
 }
 
+/// Lowers the calling thread's scheduling weight (a bulk loop's): SCHED_BATCH if `batch` (never
+/// preempts a woken thread), and `nice` (0 to 19). Other threads of the process keep theirs.
+public func lowerThreadPriority(batch: Bool, nice: Int32) throws(SyscallError) {
+    _ = try syscall("setpriority") { CBerthLinux_lower_thread_priority(batch ? 1 : 0, nice) }
+}
+
 /// CPUs this process may run on (its affinity mask): the default number of event loops.
 public func usableCPUs() -> Int { Int(CBerthLinux_usable_cpus()) }
 

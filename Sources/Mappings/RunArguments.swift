@@ -17,6 +17,12 @@ public struct RunArguments: Sendable, Equatable {
     public var udpMaxFlows = 4096
     /// nil: one event loop per CPU berth may run on.
     public var threads: Int?
+    /// Bytes within 100 ms that make a TCP connection bulk; 0: none is.
+    public var bulkAfter = 1 << 20
+    /// Loops for bulk connections, besides `threads`; 0: none; nil: as many as `threads`.
+    public var bulkLoops: Int?
+    /// The bulk loops' nice value.
+    public var bulkNice = 10
     /// Microseconds.
     public var busyPoll = 0
     public var pipeSize = 1 << 20
@@ -130,6 +136,9 @@ extension RunArguments {
             case "--udp-timeout-unreplied": parsed.udpTimeoutUnreplied = try seconds(name, value())
             case "--udp-max-flows": parsed.udpMaxFlows = try wholeNumber(name, value())
             case "--threads": parsed.threads = try wholeNumber(name, value())
+            case "--bulk-after": parsed.bulkAfter = try wholeNumber(name, value())
+            case "--bulk-loops": parsed.bulkLoops = try wholeNumber(name, value())
+            case "--bulk-nice": parsed.bulkNice = try wholeNumber(name, value())
             case "--busy-poll": parsed.busyPoll = try wholeNumber(name, value())
             case "--pipe-size": parsed.pipeSize = try wholeNumber(name, value())
             case "--mode": parsed.mode = Mode(rawValue: try oneOf(Mode.allCases.map(\.rawValue), name, value()))
@@ -182,6 +191,13 @@ extension RunArguments {
             throw RunArgumentError("--udp-max-flows must be between 1 and 1000000")
         }
         if let threads, threads < 1 || threads > 1024 { throw RunArgumentError("--threads must be between 1 and 1024") }
+        if bulkAfter < 0 || bulkAfter > 1 << 40 {
+            throw RunArgumentError("--bulk-after must be between 0 and \(1 << 40) bytes")
+        }
+        if let bulkLoops, bulkLoops < 0 || bulkLoops > 1024 {
+            throw RunArgumentError("--bulk-loops must be between 0 and 1024")
+        }
+        if bulkNice < 0 || bulkNice > 19 { throw RunArgumentError("--bulk-nice must be between 0 and 19") }
         if busyPoll < 0 || busyPoll > 1_000_000 {
             throw RunArgumentError("--busy-poll must be between 0 and 1000000 microseconds")
         }
@@ -260,6 +276,15 @@ extension RunArguments {
                                   active flow, unassured ones first. (default: 4096)
           --threads <n>           Event loop threads. Default: the CPUs berth may run
                                   on.
+          --bulk-after <bytes>    A TCP connection that moves this many bytes within
+                                  100 ms is bulk: it moves to a bulk loop, so that it
+                                  cannot delay the other connections; back after
+                                  100 ms with less. 0: never. (default: 1048576)
+          --bulk-loops <n>        Threads for bulk connections, besides --threads;
+                                  0 turns moving off. Default: as many as
+                                  --threads.
+          --bulk-nice <n>         The bulk threads' nice value, 0 to 19; they also
+                                  run SCHED_BATCH. (default: 10)
           --busy-poll <us>        Microseconds each event loop polls before it sleeps.
                                   Lower latency where waking an idle CPU is slow
                                   (virtual machines), for CPU time while traffic

@@ -123,6 +123,17 @@ public struct PublisherMetrics: Sendable {
         ) {
             Double($0.drainResets)
         }
+        family(tcp, "berth_tcp_connections_bulk", .gauge, "TCP connections open on a bulk loop now.") {
+            Double($0.bulk)
+        }
+        family(
+            tcp,
+            "berth_tcp_moves_total",
+            .counter,
+            "TCP connections handed between loops: to a bulk loop, or back when quiet."
+        ) {
+            Double($0.moves)
+        }
         directions(
             tcp,
             "berth_tcp_bytes_total",

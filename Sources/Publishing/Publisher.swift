@@ -41,6 +41,11 @@ public struct PublishOptions: Sendable {
     /// (SO_REUSEPORT; the kernel spreads TCP clients and UDP flows over them). An adopted
     /// socket (`-use-listen-fd`) is one: every loop serves it if TCP, one loop if UDP.
     public var threads = 1
+    /// Loops for bulk TCP connections (`RelayConfig.bulkAfter`), besides `threads`; 0: none, every
+    /// connection stays on the loop that accepted it.
+    public var bulkLoops = 0
+    /// The bulk loops' threads run SCHED_BATCH at this nice value (0 to 19).
+    public var bulkNice: Int32 = 10
     public var mode = Mode.userspace
     /// How long each loop polls before it sleeps (0: never polls). Cuts the wake-up latency of an
     /// idle CPU, at the cost of CPU time while traffic pauses.
@@ -196,7 +201,7 @@ public final class Publisher {
             state.publications[id] = bound
             state.owners[id] = owner
             guard state.running else { return }
-            for share in state.shares {
+            for share in state.shares where !share.context.isBulk {
                 share.context.loop.waker.post {
                     do {
                         try Self.serve(bound, id: id, on: share, mode: mode)
@@ -462,6 +467,7 @@ public final class Publisher {
         let signals = signals + (onHangup == nil ? [] : [SIGHUP])
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
         let loopCount = max(1, options.threads)
+        let bulkCount = options.mode == .kernel || options.relay.bulkAfter <= 0 ? 0 : max(0, options.bulkLoops)
         var loops: [EventLoop] = []
         var shares: [LoopShare] = []
         defer {
@@ -485,6 +491,16 @@ public final class Publisher {
                 shares.append(LoopShare(index: index, loopCount: loopCount, context: context))
                 stopper.add(loop.waker)
             }
+            var bulkContexts: [RelayContext] = []
+            for index in 0..<bulkCount {
+                let loop = try EventLoop()
+                loops.append(loop)
+                let context = RelayContext(loop: loop, config: options.relay, logger: logger, bulk: true)
+                bulkContexts.append(context)
+                shares.append(LoopShare(index: loopCount + index, loopCount: loopCount, context: context))
+                stopper.add(loop.waker)
+            }
+            for share in shares where !share.context.isBulk { share.context.bulkLoops = bulkContexts }
             // From here on an `add` posts to the loops; what was published before is served now,
             // on this thread, before any loop runs.
             let published = live.withLock { state in
@@ -492,7 +508,7 @@ public final class Publisher {
                 state.running = true
                 return state.publications
             }
-            for share in shares {
+            for share in shares where !share.context.isBulk {
                 for (id, bound) in published.sorted(by: { $0.key < $1.key }) {
                     try Self.serve(bound, id: id, on: share, mode: options.mode)
                 }
@@ -516,9 +532,17 @@ public final class Publisher {
         for (i, loop) in loops.enumerated().dropFirst() {
             let handover = Handover(loop)
             let logger = self.logger
+            let bulk = i >= loopCount
+            let nice = options.bulkNice
             do {
                 threads.append(
-                    try LoopThread(name: "berth-loop-\(i)") {
+                    try LoopThread(name: bulk ? "berth-bulk-\(i - loopCount)" : "berth-loop-\(i)") {
+                        if bulk {
+                            // Bulk gives way: woken interactive loops and other processes run first.
+                            do { try lowerThreadPriority(batch: true, nice: nice) } catch {
+                                logger.warning("bulk loop \(i - loopCount): \(error)")
+                            }
+                        }
                         do { try handover.value.run() } catch { logger.critical("loop \(i): \(error)") }
                     }
                 )
@@ -621,10 +645,12 @@ public final class Publisher {
         var result = PublisherMetrics()
         result.loops = loopCount
         var byKey: [MappingKey: Int] = [:]
-        for sample in answers.take() {
+        var byCounters: [ObjectIdentifier: Int] = [:]
+        let samples = answers.take()
+        for sample in samples {
             result.loopsAnswered += 1
             result.pipesPooled += sample.idlePipes
-            for m in sample.mappings {
+            for (m, countersID) in zip(sample.mappings, sample.countersIDs) {
                 let key = MappingKey(publication: m.publication, proto: m.proto, host: m.host)
                 if let i = byKey[key] {
                     result.mappings[i].counters += m.counters
@@ -634,6 +660,13 @@ public final class Publisher {
                     m.owner = owners[m.publication.raw]
                     result.mappings.append(m)
                 }
+                if let countersID { byCounters[countersID] = byKey[key] }
+            }
+        }
+        // What connections counted on a bulk loop belongs to the mapping that accepted them.
+        for sample in samples {
+            for (countersID, counters) in sample.movedIn {
+                if let i = byCounters[countersID] { result.mappings[i].counters += counters }
             }
         }
         result.mappings.sort {
@@ -669,6 +702,7 @@ public final class Publisher {
     /// One loop's counters, copied on its thread.
     private static func sample(_ share: LoopShare) -> LoopSample {
         var mappings: [PublisherMetrics.Mapping] = []
+        var countersIDs: [ObjectIdentifier?] = []
         for (id, served) in share.served {
             for handler in served {
                 switch handler {
@@ -682,6 +716,7 @@ public final class Publisher {
                             counters: acceptor.counters
                         )
                     )
+                    countersIDs.append(acceptor.countersID)
                 case .udp(let relay):
                     mappings.append(
                         PublisherMetrics.Mapping(
@@ -692,10 +727,16 @@ public final class Publisher {
                             counters: relay.counters
                         )
                     )
+                    countersIDs.append(nil)
                 }
             }
         }
-        return LoopSample(mappings: mappings, idlePipes: share.context.idlePipes)
+        return LoopSample(
+            mappings: mappings,
+            countersIDs: countersIDs,
+            movedIn: share.context.movedInCounters(),
+            idlePipes: share.context.idlePipes
+        )
     }
 
     /// Removes the DNAT rules in one batch (the table goes), forgets the conntrack entries of UDP
@@ -750,6 +791,10 @@ private struct MappingKey: Hashable {
 
 private struct LoopSample: Sendable {
     var mappings: [PublisherMetrics.Mapping]
+    /// Each TCP mapping's `TCPAcceptor.countersID`, in step with `mappings`.
+    var countersIDs: [ObjectIdentifier?]
+    /// A bulk loop's: what moved connections counted there, by their mapping's `countersID`.
+    var movedIn: [(countersID: ObjectIdentifier, counters: MappingCounters)]
     var idlePipes: Int
 }
 

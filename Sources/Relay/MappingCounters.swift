@@ -18,6 +18,10 @@ public struct MappingCounters: Sendable, Equatable {
     public var halfCloseTimeouts: UInt64 = 0
     /// Still open when a removed port's drain time was up, and reset.
     public var drainResets: UInt64 = 0
+    /// Open on a bulk loop now (see `RelayConfig.bulkAfter`).
+    public var bulk: Int = 0
+    /// Handed from one loop to another: to a bulk loop or back.
+    public var moves: UInt64 = 0
     // Both: TCP bytes spliced or copied, UDP payload bytes.
     public var bytesToBackend: UInt64 = 0
     public var bytesToClient: UInt64 = 0
@@ -54,6 +58,8 @@ public struct MappingCounters: Sendable, Equatable {
         s.connectTimeouts &+= b.connectTimeouts
         s.halfCloseTimeouts &+= b.halfCloseTimeouts
         s.drainResets &+= b.drainResets
+        s.bulk += b.bulk
+        s.moves &+= b.moves
         s.bytesToBackend &+= b.bytesToBackend
         s.bytesToClient &+= b.bytesToClient
         s.datagramsToBackend &+= b.datagramsToBackend

@@ -30,8 +30,10 @@ final class PipePool {
         return pipe
     }
 
-    /// Takes back an empty pipe; closes it when the pool is full.
+    /// Takes back an empty pipe, also one made by another loop's pool that came with a connection
+    /// (an empty pool takes its size); closes it when the pool is full.
     func give(_ pipe: consuming Pipe) {
+        if reads.count == 0 { capacity = pipe.capacity }
         guard reads.count < limit, pipe.capacity == capacity else { return }
         pipe.store(reads: &reads, writes: &writes)
     }

@@ -40,6 +40,13 @@ public struct RelayConfig: Sendable {
     /// about 0.5 MiB for 4,096, touched only as flows arrive.
     public var udpMaxFlows: Int = 4096
 
+    /// A TCP connection that moves this many bytes (both directions together) within one
+    /// `bulkWindow` is bulk: it moves to a bulk loop (`RelayContext.bulkLoops`), whose thread runs
+    /// at a lower scheduling weight, so that it cannot delay the interactive connections of its
+    /// loop; back on its own loop after a whole window with less. 0, or no bulk loops: never.
+    public var bulkAfter: Int = 1 << 20
+    public var bulkWindow: Duration = .milliseconds(100)
+
     /// The flow table's lifetimes from the two timeouts.
     public var udpLifetimes: UDPFlowLifetimes {
         UDPFlowLifetimes(unreplied: min(udpTimeoutUnreplied, udpTimeout), assured: udpTimeout)
@@ -71,6 +78,9 @@ public struct RelayCounters: Sendable, Equatable {
     /// Copies the target took only in part, the rest left in the pipe.
     public var copyStashes: UInt64 = 0
     public var acceptPauses: UInt64 = 0
+    /// TCP connections handed to another loop (to a bulk loop, or back home), counted by the loop
+    /// they left.
+    public var moves: UInt64 = 0
     /// UDP datagrams and their payload bytes, client → backend and backend → client.
     public var udpDatagramsToBackend: UInt64 = 0
     public var udpDatagramsToClient: UInt64 = 0
@@ -110,6 +120,7 @@ public struct RelayCounters: Sendable, Equatable {
         s.copyCalls = a.copyCalls + b.copyCalls
         s.copyStashes = a.copyStashes + b.copyStashes
         s.acceptPauses = a.acceptPauses + b.acceptPauses
+        s.moves = a.moves + b.moves
         s.udpDatagramsToBackend = a.udpDatagramsToBackend + b.udpDatagramsToBackend
         s.udpDatagramsToClient = a.udpDatagramsToClient + b.udpDatagramsToClient
         s.udpBytesToBackend = a.udpBytesToBackend + b.udpBytesToBackend
@@ -152,16 +163,78 @@ public final class RelayContext {
         tag: TCPConnection.halfCloseTimerTag
     )
 
-    public init(loop: EventLoop, config: RelayConfig = RelayConfig(), logger: Logger = Logger(label: "berth")) {
+    /// A bulk loop (`RelayConfig.bulkAfter`): it serves no listener, only connections that moved
+    /// to it, and hands them back to their home loops when they go quiet.
+    public let isBulk: Bool
+    /// The bulk loops this loop's bulk connections move to, in turn; empty: none. Set before the
+    /// loops run, then only read: of another loop's context a connection reads the waker only.
+    public var bulkLoops: [RelayContext] = []
+    private var nextBulk = 0
+    /// On a bulk loop: the connections of each mapping that moved here, by their acceptor's box.
+    private var arrivals: [ObjectIdentifier: Arrivals] = [:]
+
+    public init(
+        loop: EventLoop,
+        config: RelayConfig = RelayConfig(),
+        logger: Logger = Logger(label: "berth"),
+        bulk: Bool = false
+    ) {
         self.loop = loop
         self.config = config
         self.logger = logger
+        isBulk = bulk
         pipes = PipePool(size: config.pipeSize, limit: config.pipePoolLimit)
         scratch = .allocate(byteCount: 1 << 16, alignment: 16)
     }
 
     /// Empty pipes the loop's pool keeps for reuse; on the loop's thread.
     package var idlePipes: Int { pipes.idle }
+    /// Pipes the loop's pool has made; on the loop's thread.
+    package var pipesMade: UInt64 { pipes.created }
 
     deinit { scratch.deallocate() }
+
+    /// Whether its connections may move between loops at all.
+    var movesBulk: Bool { config.bulkAfter > 0 && (isBulk || !bulkLoops.isEmpty) }
+
+    func nextBulkLoop() -> RelayContext {
+        nextBulk = nextBulk &+ 1
+        return bulkLoops[nextBulk % bulkLoops.count]
+    }
+
+    /// On a bulk loop: where the connections of `origin`'s mapping count here. Entries whose
+    /// mapping is gone (nothing holds its box any more) are dropped first.
+    func arrivals(from origin: MappingCounterBox) -> Arrivals {
+        arrivals = arrivals.filter { $0.value.origin != nil }
+        if let known = arrivals[ObjectIdentifier(origin)], known.origin === origin { return known }
+        let made = Arrivals(origin: origin, loop: loop)
+        arrivals[ObjectIdentifier(origin)] = made
+        return made
+    }
+
+    /// On a bulk loop: `origin`'s port was removed. Its connections here drain for `drain` (nil:
+    /// they go on untracked), as those on its home loop do.
+    func settleArrivals(from origin: MappingCounterBox, drain: Duration?) {
+        guard let known = arrivals[ObjectIdentifier(origin)], known.origin === origin else { return }
+        if let drain { known.group.drain(for: drain) } else { known.group.release() }
+    }
+
+    /// On a bulk loop: per mapping whose connections moved here (`TCPAcceptor.countersID`), what
+    /// they counted here; a scrape adds it to the mapping's own.
+    public func movedInCounters() -> [(countersID: ObjectIdentifier, counters: MappingCounters)] {
+        arrivals.compactMap { key, value in value.origin == nil ? nil : (key, value.mapping.value) }
+    }
+}
+
+/// The connections of one mapping on a bulk loop: their counters and their group.
+final class Arrivals {
+    weak var origin: MappingCounterBox?
+    let mapping: MappingCounterBox
+    let group: ConnectionGroup
+
+    init(origin: MappingCounterBox, loop: EventLoop) {
+        self.origin = origin
+        mapping = MappingCounterBox(options: origin.options, logger: origin.logger)
+        group = ConnectionGroup(loop: loop)
+    }
 }

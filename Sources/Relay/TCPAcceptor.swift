@@ -63,6 +63,7 @@ public final class TCPAcceptor: EventHandler {
     public func stop() {
         // They go on, no longer tracked.
         connections.release()
+        tellBulkLoops(drain: nil)
         detach()
     }
 
@@ -77,7 +78,20 @@ public final class TCPAcceptor: EventHandler {
     public func stop(drain: Duration) {
         if id != nil { acceptQueued() }
         connections.drain(for: drain)
+        tellBulkLoops(drain: drain)
         detach()
+    }
+
+    /// Its connections that moved to a bulk loop are drained there (or let go, `drain` nil) too: a
+    /// message to each, after any connection this loop handed it before.
+    private func tellBulkLoops(drain: Duration?) {
+        for bulk in context.bulkLoops {
+            let message = Handover((bulk, mapping))
+            bulk.loop.waker.post {
+                let (bulk, mapping) = message.value
+                bulk.settleArrivals(from: mapping, drain: drain)
+            }
+        }
     }
 
     /// The most clients `stop(drain:)` takes from the queue: more than the listener's backlog
@@ -205,6 +219,9 @@ public final class TCPAcceptor: EventHandler {
         )
     }
 
+    /// Names this mapping's counters among a bulk loop's (`RelayContext.movedInCounters`).
+    public var countersID: ObjectIdentifier { ObjectIdentifier(mapping) }
+
     public func timer(tag: UInt8, loop: EventLoop) {
         guard let id, paused, accepting else { return }
         paused = false
@@ -228,11 +245,18 @@ public final class TCPAcceptor: EventHandler {
 
 /// The connections one acceptor let in, linked through them, so that when its port is removed
 /// those still open after the drain time can be reset. Waits in the loop on its own while
-/// draining (the acceptor and its listener are gone by then).
+/// draining (the acceptor and its listener are gone by then). A bulk loop keeps one for the
+/// connections of each mapping that moved to it.
 final class ConnectionGroup: EventHandler {
     private let loop: EventLoop
     private var head: TCPConnection?
     private var id = HandlerID.none
+    /// When the drain time is (or was) up; nil: not draining.
+    private var drainDeadline: Instant?
+    /// Let go: connections coming back are not tracked.
+    private var released = false
+
+    var draining: Bool { drainDeadline != nil }
 
     init(loop: EventLoop) { self.loop = loop }
 
@@ -256,13 +280,30 @@ final class ConnectionGroup: EventHandler {
 
     /// Lets the connections go on untracked: none may point at a group that is gone.
     func release() {
+        released = true
         while let c = head { untrack(c) }
     }
 
     func drain(for duration: Duration) {
-        guard head != nil else { return }
+        guard drainDeadline == nil else { return }
+        drainDeadline = loop.now + duration
+        if head != nil { waitForDeadline() }
+    }
+
+    /// A connection coming from another loop: tracked as if it had never left. False when its
+    /// drain time is up already: the caller resets it.
+    func admit(_ c: TCPConnection) -> Bool {
+        if released { return true }
+        if let drainDeadline, loop.now >= drainDeadline { return false }
+        track(c)
+        if draining && id == .none { waitForDeadline() }
+        return true
+    }
+
+    private func waitForDeadline() {
+        guard let drainDeadline else { return }
         id = loop.attach(self)
-        loop.schedule(at: loop.now + duration, for: id, tag: 0)
+        loop.schedule(at: drainDeadline, for: id, tag: 0)
     }
 
     func timer(tag: UInt8, loop: EventLoop) {

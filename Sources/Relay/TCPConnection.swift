@@ -34,6 +34,20 @@
 // reports the error in order, after the data that came before it. No call asks SO_ERROR
 // while relaying.
 //
+// Bulk and interactive: a connection that moves `bulkAfter` bytes within one `bulkWindow` is
+// handed to a bulk loop, whose thread runs at a lower scheduling weight, and comes back to the
+// loop that accepted it (its home) after a whole window with less. Under bulk a loop's thread
+// never sleeps and waits in the CPU run queue with everything it serves; an interactive loop
+// keeps sleeping in epoll_wait, so a woken thread runs at once. A move hands over everything:
+// the connection leaves loop A (its sockets leave A's epoll, its id goes stale, it leaves A's
+// half-close queue and its acceptor's group), travels as the one owner of its state (sockets,
+// pipes with their bytes, the bits of every side) in a message through B's waker, and on B
+// registers again, joins B's queue and group, and relays once (edge-triggered events that came
+// meanwhile were reported to nobody). Only relaying connections move: the PROXY header went out
+// before the first byte. Counters: a connection counts in its home acceptor's box at home and in
+// the bulk loop's box for that mapping (`RelayContext.arrivals`) there; a scrape sums them. A
+// pipe goes back to the pool of the loop that holds the connection when it empties.
+//
 // Small messages take the copy path (`copySmall`, two system calls where splice needs
 // three). If no pipe can be had (out of descriptors), or splice is off or not supported,
 // a stream copies through the loop's scratch buffer with MSG_PEEK: peek, send, then
@@ -97,9 +111,20 @@ final class TCPConnection: EventHandler {
     static let connectTimerTag: UInt8 = 0
     static let halfCloseTimerTag: UInt8 = 1
 
-    private let context: RelayContext
-    /// Its acceptor's counters (held: a connection may outlive its acceptor).
-    private let mapping: MappingCounterBox
+    /// The loop it is on now, and the counters it counts in there (see "Bulk and interactive").
+    /// Written only when it moves, between loops; unchecked, as they are read on every event.
+    @exclusivity(unchecked) private var context: RelayContext
+    @exclusivity(unchecked) private var mapping: MappingCounterBox
+    /// The loop that accepted it and its acceptor's counters (held: a connection may outlive its
+    /// acceptor) and group, where it comes back to.
+    private let home: RelayContext
+    private let homeMapping: MappingCounterBox
+    private var homeGroup: ConnectionGroup?
+    /// Bytes delivered in the window that began at `windowStart`, to tell bulk from interactive.
+    private var windowBytes = 0
+    private var windowStart: Instant
+    /// The last window went by with less than `bulkAfter`, or a whole window with nothing.
+    private var quiet = false
     private var id: HandlerID
     private var phase: Phase
     /// Side 0, the client, and side 1, the backend (their epoll tags).
@@ -130,11 +155,14 @@ final class TCPConnection: EventHandler {
     ) {
         self.context = context
         self.mapping = mapping
+        home = context
+        homeMapping = mapping
         a = Side(client, tag: 0)
         b = Side(backend, tag: 1)
         copyOnly = !context.config.splice
         phase = connected ? .relaying : .connecting
         lastActivity = context.loop.now
+        windowStart = lastActivity
         id = HandlerID.none
     }
 
@@ -168,24 +196,32 @@ final class TCPConnection: EventHandler {
             connected: connected
         )
         group?.track(connection)
+        connection.homeGroup = group
         connection.register()
         if connected && connection.phase == .relaying && !connection.sendProxyHeader() { connection.close(reset: true) }
     }
 
     private func register() {
+        guard attach() else { return }
+        if phase == .connecting { context.connecting.join(self, since: context.loop.now) }
+    }
+
+    /// Joins the current loop and its epoll; false (and reset) if the sockets cannot be watched.
+    private func attach() -> Bool {
         let loop = context.loop
         id = loop.attach(self)
         context.counters.active += 1
         mapping.pointer.pointee.active += 1
+        if context.isBulk { mapping.pointer.pointee.bulk += 1 }
         do {
             try loop.add(a.fd, Self.interest, for: id, tag: 0)
             try loop.add(b.fd, Self.interest, for: id, tag: 1)
         } catch {
             mapping.logger.warning("\(error)")
             close(reset: true)
-            return
+            return false
         }
-        if phase == .connecting { context.connecting.join(self, since: loop.now) }
+        return true
     }
 
     // MARK: events
@@ -274,6 +310,8 @@ final class TCPConnection: EventHandler {
 
     private func relay() {
         guard phase == .relaying else { return }
+        let moves = context.movesBulk
+        if moves { startWindow() }
         var up = pump(from: &a, to: &b)
         let down = pump(from: &b, to: &a)
         if a.failed && !a.readDone && a.readable {
@@ -298,6 +336,10 @@ final class TCPConnection: EventHandler {
                 close(reset: false)
                 return
             }
+        }
+        if moves && shouldMove() {
+            move(to: context.isBulk ? home : context.nextBulkLoop())
+            return
         }
         if up.more || down.more {
             if !onReadyList {
@@ -409,6 +451,7 @@ final class TCPConnection: EventHandler {
     /// Counts bytes the target took.
     @inline(__always)
     private func delivered(_ n: Int, to t: borrowing Side) {
+        windowBytes &+= n
         if t.tag == 1 {
             context.counters.bytesToBackend &+= UInt64(n)
             mapping.pointer.pointee.bytesToBackend &+= UInt64(n)
@@ -537,7 +580,87 @@ final class TCPConnection: EventHandler {
         return moved
     }
 
+    // MARK: moving between loops
+
+    /// A new window once the current one is over; was it quiet?
+    private func startWindow() {
+        let window = context.config.bulkWindow
+        let now = context.loop.now
+        guard now >= windowStart + window else { return }
+        quiet = windowBytes < context.config.bulkAfter || now >= windowStart + window + window
+        windowStart = now
+        windowBytes = 0
+    }
+
+    /// Bulk on an interactive loop, or quiet on a bulk loop. Not while its port drains (its
+    /// group's timer is on this loop) or with a failed side (it closes soon).
+    private func shouldMove() -> Bool {
+        if group?.draining == true || a.failed || b.failed { return false }
+        if context.isBulk { return quiet && windowBytes < context.config.bulkAfter }
+        return windowBytes >= context.config.bulkAfter
+    }
+
+    /// Leaves this loop, nothing of it left here, and travels to `destination` as a message
+    /// that owns it (see "Bulk and interactive").
+    private func move(to destination: RelayContext) {
+        let loop = context.loop
+        loop.remove(a.fd)
+        loop.remove(b.fd)
+        loop.detach(id)
+        id = .none
+        onReadyList = false
+        // Connecting connections never move: a queue here is the half-close one.
+        let halfClosed = queue != nil
+        queue?.leave(self)
+        let tracked = group != nil
+        group?.untrack(self)
+        context.counters.active -= 1
+        context.counters.moves &+= 1
+        mapping.pointer.pointee.active -= 1
+        mapping.pointer.pointee.moves &+= 1
+        if context.isBulk { mapping.pointer.pointee.bulk -= 1 }
+        let message = Handover((self, destination))
+        destination.loop.waker.post {
+            let (connection, destination) = message.value
+            connection.arrive(on: destination, halfClosed: halfClosed, tracked: tracked)
+        }
+    }
+
+    /// On `destination`'s thread: joins its loop, queue and group, and relays what waited.
+    private func arrive(on destination: RelayContext, halfClosed: Bool, tracked: Bool) {
+        context = destination
+        var admitted = true
+        if destination.isBulk {
+            let arrivals = destination.arrivals(from: homeMapping)
+            mapping = arrivals.mapping
+            if tracked { admitted = arrivals.group.admit(self) }
+        } else {
+            mapping = homeMapping
+            if tracked, let homeGroup { admitted = homeGroup.admit(self) }
+        }
+        windowStart = destination.loop.now
+        windowBytes = 0
+        quiet = false
+        guard attach() else { return }
+        guard admitted else {
+            // Its port was removed and the drain time ran out while it travelled.
+            drainExpired()
+            return
+        }
+        if halfClosed { context.halfClosed.join(self, since: lastActivity) }
+        relay()
+    }
+
     // MARK: closing
+
+    /// Dropped unclosed: it was on its way to a loop that closed before taking it. What is still
+    /// open is reset, as a stopping loop resets what it owned; the sockets close as it goes.
+    deinit {
+        if phase != .closed {
+            Socket.setResetOnClose(a.fd)
+            Socket.setResetOnClose(b.fd)
+        }
+    }
 
     private func close(reset: Bool) {
         guard phase != .closed else { return }
@@ -558,6 +681,7 @@ final class TCPConnection: EventHandler {
         b.pipe = nil
         context.counters.active -= 1
         mapping.pointer.pointee.active -= 1
+        if context.isBulk { mapping.pointer.pointee.bulk -= 1 }
         context.counters.closed &+= 1
         mapping.pointer.pointee.closed &+= 1
     }

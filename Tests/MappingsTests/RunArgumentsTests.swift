@@ -30,6 +30,9 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         #expect(parsed.udpMaxFlows == 4096)
         #expect(parsed.threads == nil)
         #expect(parsed.busyPoll == 0)
+        #expect(parsed.bulkAfter == 1 << 20)
+        #expect(parsed.bulkLoops == nil)
+        #expect(parsed.bulkNice == 10)
         #expect(parsed.pipeSize == 1 << 20)
         #expect(parsed.mode == nil)
         #expect(parsed.nftTable == nil)
@@ -47,6 +50,11 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         ("--udp-max-flows", "64", { $0.udpMaxFlows == 64 }),
         ("--threads", "3", { $0.threads == 3 }),
         ("--busy-poll", "50", { $0.busyPoll == 50 }),
+        ("--bulk-after", "65536", { $0.bulkAfter == 65536 }),
+        ("--bulk-after", "0", { $0.bulkAfter == 0 }),
+        ("--bulk-loops", "0", { $0.bulkLoops == 0 }),
+        ("--bulk-loops", "4", { $0.bulkLoops == 4 }),
+        ("--bulk-nice", "19", { $0.bulkNice == 19 }),
         ("--pipe-size", "65536", { $0.pipeSize == 65536 }),
         ("--mode", "userspace", { $0.mode == .userspace }),
         ("--mode", "kernel", { $0.mode == .kernel }),
@@ -257,6 +265,10 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         (minimal + ["--udp-max-flows", "1000001"], "--udp-max-flows must be between 1 and 1000000"),
         (minimal + ["--threads", "0"], "--threads must be between 1 and 1024"),
         (minimal + ["--threads", "1025"], "--threads must be between 1 and 1024"),
+        (minimal + ["--bulk-after", "-1"], "--bulk-after must be between 0 and 1099511627776 bytes"),
+        (minimal + ["--bulk-loops", "1025"], "--bulk-loops must be between 0 and 1024"),
+        (minimal + ["--bulk-nice", "20"], "--bulk-nice must be between 0 and 19"),
+        (minimal + ["--bulk-nice", "-1"], "--bulk-nice must be between 0 and 19"),
         (minimal + ["--busy-poll", "1000001"], "--busy-poll must be between 0 and 1000000 microseconds"),
         (minimal + ["--pipe-size", "4095"], "--pipe-size must be at least 4096 bytes"),
         (minimal + ["--connect-timeout", "0", "--threads", "0"], "--connect-timeout must be more than 0 seconds"),

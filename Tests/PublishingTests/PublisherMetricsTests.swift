@@ -12,6 +12,43 @@ import XCTest
 
 final class PublisherMetricsTests: XCTestCase {
 
+    /// A connection that moved to the bulk loop (`bulkAfter` 1: at its first byte; an hour's
+    /// window: it stays there) counts there, and a scrape adds that to its mapping's counters:
+    /// every byte both ways, one connection active and bulk, one move, in the exposition too.
+    func testAConnectionOnTheBulkLoopCountsInItsMapping() throws {
+        let echo = try TestServer.echo()
+        var options = PublishOptions()
+        options.threads = 2
+        options.bulkLoops = 1
+        options.relay.bulkAfter = 1
+        options.relay.bulkWindow = .seconds(3600)
+        let publisher = Publisher(options: options)
+        let web = try publisher.add(try loopbackMappings(["127.0.0.1::\(echo.address.port)"]))
+        let stop = try runInBackground(publisher)
+        defer { stop() }
+        let c = try TestSocket.connect(web.ports[0].address)
+        for size in [1, 1000, 100_000] {
+            let bytes = pattern(size, seed: UInt64(size))
+            try c.send(bytes)
+            XCTAssertEqual(try c.receive(exactly: size), bytes)
+        }
+        let m = publisher.metrics()
+        XCTAssertEqual(m.loops, 3, "two loops and the bulk loop")
+        XCTAssertEqual(m.loopsAnswered, 3)
+        XCTAssertEqual(m.mappings.count, 1)
+        let counters = try XCTUnwrap(m.mappings.first?.counters)
+        XCTAssertEqual(counters.bytesToBackend, 101_001)
+        XCTAssertEqual(counters.bytesToClient, 101_001)
+        XCTAssertEqual(counters.accepted, 1)
+        XCTAssertEqual(counters.active, 1)
+        XCTAssertEqual(counters.bulk, 1)
+        XCTAssertEqual(counters.moves, 1)
+        let lines = m.prometheusText().split(separator: "\n")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("berth_tcp_connections_bulk{") && $0.hasSuffix("} 1") })
+        XCTAssertTrue(lines.contains { $0.hasPrefix("berth_tcp_moves_total{") && $0.hasSuffix("} 1") })
+        c.close()
+    }
+
     /// Two TCP mappings and a UDP one on a publisher with 2 loops: 12,345 bytes through one TCP
     /// port (over several connections, so both loops may serve it), 777 through the other,
     /// datagrams through the UDP one; each mapping's counters say exactly that, the

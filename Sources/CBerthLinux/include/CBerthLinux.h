@@ -34,6 +34,11 @@ int CBerthLinux_usable_cpus(void);
 // pthread_setname_np is GNU too.
 int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
 
+// The calling thread's scheduling: SCHED_BATCH (GNU) when `batch`, then `nice` through
+// setpriority on its thread id (gettid is GNU), which applies to that thread alone on Linux.
+// 0, or -1 with errno.
+int CBerthLinux_lower_thread_priority(int batch, int nice);
+
 // struct ucred (SO_PEERCRED) is GNU-only: the peer of a unix socket, field by field.
 int CBerthLinux_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 

@@ -33,8 +33,9 @@ struct BerthBench: ParsableCommand {
               udp-rr        UDP request/response latency p50/p99/p99.9
               udp-dns       DNS-style load: one-shot exchanges, each from a new source port;
                             answers/s and the forwarder's peak open descriptors
-              tcp-fair      1-byte ping every ms p50/p99/max, alone and beside a bulk download
-                            through the same port (berth on one loop: --threads 1)
+              tcp-fair      1-byte ping every ms p50/p99/max, alone and beside 1 and 8 bulk
+                            downloads through another port of the same forwarder
+                            (berth --threads 1, or --fair-threads)
               mem-idle      forwarder RSS, idle, one port
               mem-conns     forwarder RSS with --held-connections connections, KiB per connection
               mem-ports     forwarder RSS with --ports published ports, KiB per port, time until ready
@@ -108,8 +109,11 @@ struct BerthBench: ParsableCommand {
     @Option(help: ArgumentHelp("Another forwarder: NAME=COMMAND TEMPLATE.", valueName: "name=template"))
     var peer: [String] = []
 
-    @Option(help: "--threads for the built-in berth in every figure but tcp-fair (always 1); default: berth's own.")
+    @Option(help: "--threads for the built-in berth in every figure but tcp-fair; default: berth's own.")
     var berthThreads: Int?
+
+    @Option(help: "--threads for the built-in berth in tcp-fair (default 1; 0: berth's own).")
+    var fairThreads = 1
 
     @Option(help: "Connections held open for mem-conns.")
     var heldConnections: Int?
@@ -130,6 +134,7 @@ struct BerthBench: ParsableCommand {
         if let duration, !(duration > 0) { throw ValidationError("--duration must be more than 0") }
         if let repetitions, repetitions < 1 { throw ValidationError("--repeat must be at least 1") }
         if let berthThreads, berthThreads < 1 { throw ValidationError("--berth-threads must be at least 1") }
+        if fairThreads < 0 { throw ValidationError("--fair-threads must be at least 0") }
         if let scenario, !["loopback", "netns", "both"].contains(scenario) {
             throw ValidationError("--scenario is loopback, netns or both")
         }
@@ -223,7 +228,8 @@ struct BerthBench: ParsableCommand {
                 heldConnections: heldConnections ?? (smoke ? 100 : 1000),
                 portCounts: portCounts.sorted(),
                 connectConcurrency: concurrency,
-                dnsExchanges: max(1, dnsExchanges ?? (smoke ? 500 : 20_000))
+                dnsExchanges: max(1, dnsExchanges ?? (smoke ? 500 : 20_000)),
+                fairThreads: fairThreads == 0 ? nil : fairThreads
             ),
             maxProcesses: maxProcesses,
             workDirectory: workDirectory,

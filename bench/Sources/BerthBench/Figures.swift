@@ -34,6 +34,8 @@ struct FigurePlan {
     let connectConcurrency: Int
     /// udp-dns: one-shot exchanges, each from a new source port.
     var dnsExchanges = 20_000
+    /// tcp-fair: berth's `--threads` (nil: its default).
+    var fairThreads: Int? = 1
 
     func figures(_ group: FigureGroup) -> [Figure] {
         func f(_ id: String, _ title: String, _ unit: String, _ higher: Bool) -> Figure {
@@ -91,19 +93,26 @@ struct FigurePlan {
             ]
         case .tcpFairness:
             var rows: [Figure] = []
-            for (mode, what) in [("alone", "alone"), ("bulk", "beside a bulk download on the same port")] {
+            let beside = "through another port of the same forwarder"
+            let modes = [
+                ("alone", "alone"), ("bulk", "beside 1 bulk download \(beside)"),
+                ("bulk8", "beside 8 bulk downloads \(beside)"),
+            ]
+            let loops = fairThreads.map { "berth --threads \($0)" } ?? "berth with its defaults"
+            for (mode, what) in modes {
                 for (p, name) in [("p50", "p50"), ("p99", "p99"), ("max", "max")] {
                     rows.append(
                         f(
                             "tcp-fair-\(mode)-\(p)",
-                            "TCP 1-byte ping every ms, \(what), forwarder on one loop, \(name)",
+                            "TCP 1-byte ping every ms, \(what) (\(loops)), \(name)",
                             "µs",
                             false
                         )
                     )
                 }
             }
-            rows.append(f("tcp-fair-bulk-gbps", "TCP bulk download beside that ping, forwarder on one loop", "Gbit/s", true))
+            rows.append(f("tcp-fair-bulk-gbps", "TCP bulk download, 1 stream, beside that ping (\(loops))", "Gbit/s", true))
+            rows.append(f("tcp-fair-bulk8-gbps", "TCP bulk download, 8 streams, beside that ping (\(loops))", "Gbit/s", true))
             return rows
         case .memoryIdle:
             return [f("mem-idle", "Memory (RSS), idle, 1 port", "KiB", false)]

@@ -376,31 +376,33 @@ enum Load {
     // MARK: fairness
 
     /// tcp-fair: a 1-byte ping-pong on one connection to the fair backend, a ping every
-    /// `pingInterval` (an interactive session, not a flood), for `seconds`; with `bulk`,
-    /// beside a download on another connection to the same port that reads as fast as it
-    /// can (recv with MSG_TRUNC: no copy), started and flowing before the first ping.
-    /// Returns the ping's latency and the download's bits per second (0 without bulk).
+    /// `pingInterval` (an interactive session, not a flood), for `seconds`; beside `streams`
+    /// downloads through `bulkAddress` (another port of the same forwarder) that read as fast as
+    /// they can (recv with MSG_TRUNC: no copy), started and flowing before the first ping.
+    /// Returns the ping's latency and the downloads' bits per second (0 without bulk).
     static func fairness(
         to address: SocketAddress,
-        bulk: Bool,
+        bulkAddress: SocketAddress,
+        streams: Int,
         seconds: Double,
         ns: String?
     ) throws -> (latency: LatencyResult, bulkBitsPerSecond: Double) {
         let download = Download()
-        var reader: LoopThread?
-        var bulkFD: Int32 = -1
+        var readers: [LoopThread] = []
+        var bulkFDs: [Int32] = []
         defer {
             download.stop.store(true, ordering: .relaxed)
-            reader?.join()
-            if bulkFD >= 0 { close(bulkFD) }
+            for r in readers { r.join() }
+            for fd in bulkFDs { close(fd) }
         }
-        if bulk {
-            let fd = try Net.connect(address, type: Net.tcp, ns: ns)
-            bulkFD = fd
+        let bulk = streams > 0
+        for _ in 0..<streams {
+            let fd = try Net.connect(bulkAddress, type: Net.tcp, ns: ns)
+            bulkFDs.append(fd)
             var role = UInt8(ascii: "b")
             guard send(fd, &role, 1, Int32(MSG_NOSIGNAL)) == 1 else { throw BenchError("fair bulk: send: \(errnoText())") }
             Net.setReceiveTimeout(fd, milliseconds: 100)
-            reader = try LoopThread(name: "bench-download") { [download] in
+            let reader = try LoopThread(name: "bench-download") { [download] in
                 while !download.stop.load(ordering: .relaxed) {
                     let got = recv(fd, nil, 1 << 22, Int32(MSG_TRUNC))
                     if got > 0 {
@@ -410,8 +412,11 @@ enum Load {
                     }
                 }
             }
+            readers.append(reader)
+        }
+        if bulk {
             let deadline = nowNanos() + 5_000_000_000
-            while download.received.load(ordering: .relaxed) < 1 << 20 {
+            while download.received.load(ordering: .relaxed) < UInt64(streams) << 20 {
                 if nowNanos() > deadline { throw BenchError("fair: the bulk download did not start within 5 s") }
                 sleepSeconds(0.001)
             }

@@ -18,7 +18,8 @@ struct RunOptions {
     var plan: FigurePlan
     var maxProcesses: Int
     var workDirectory: String
-    /// `--threads` for the built-in berth targets (nil: berth's default); tcp-fair always uses 1.
+    /// `--threads` for the built-in berth targets (nil: berth's default); tcp-fair has its own
+    /// (`FigurePlan.fairThreads`).
     var berthThreads: Int? = nil
 }
 
@@ -306,9 +307,10 @@ final class Runner {
 
     // MARK: fairness
 
-    /// tcp-fair: every target started afresh with one mapping to the fair backend (berth with
-    /// `--threads 1`, so the ping and the download share one loop; peers with their defaults),
-    /// the ping alone, then beside a download through the same port.
+    /// tcp-fair: every target started afresh with two mappings to the fair backend (berth with
+    /// `--fair-threads`, 1 unless set: then the ping and the downloads would share one loop; peers
+    /// with their defaults: docker-proxy runs a process per port), the ping through the first
+    /// alone, then beside 1 and 8 downloads through the second.
     private func fairPhase(_ s: Scenario) {
         guard let backends else { return }
         let k = s.kind
@@ -319,33 +321,41 @@ final class Runner {
             progress.begin(phase, target: t.name, index: i + 1, count: options.targets.count)
             let f: Forwarding
             do {
-                let port = try ports(1, s)[0]
-                let mapping = Mapping(proto: .tcp, hostIP: s.listenIP, hostPort: port, target: backends.fair)
-                f = Launcher.start(t, [mapping], at: placement(s), berthThreads: 1)
+                let mappings = try ports(2, s).map {
+                    Mapping(proto: .tcp, hostIP: s.listenIP, hostPort: $0, target: backends.fair)
+                }
+                f = Launcher.start(t, mappings, at: placement(s), berthThreads: options.plan.fairThreads)
             } catch {
                 for r in rows { results.note(k, r.id, t.name, "\(error)", unsupported: false) }
                 continue
             }
             defer { f.stop() }
-            guard let address = f.addresses[0] else {
-                for r in rows { results.note(k, r.id, t.name, f.reasons[0] ?? "not started", unsupported: f.unsupported[0]) }
+            guard let address = f.addresses[0], let bulkAddress = f.addresses[1] else {
+                let i = f.addresses[0] == nil ? 0 : 1
+                for r in rows { results.note(k, r.id, t.name, f.reasons[i] ?? "not started", unsupported: f.unsupported[i]) }
                 continue
             }
             do {
                 var summary: [String] = []
-                for mode in ["alone", "bulk"] {
-                    let r = try Load.fairness(to: address, bulk: mode == "bulk", seconds: options.duration, ns: s.clientNS)
+                for (mode, streams) in [("alone", 0), ("bulk", 1), ("bulk8", 8)] {
+                    let r = try Load.fairness(
+                        to: address,
+                        bulkAddress: bulkAddress,
+                        streams: streams,
+                        seconds: options.duration,
+                        ns: s.clientNS
+                    )
                     guard r.latency.completed > 0 else { throw BenchError("no ping answered") }
                     let h = r.latency.histogram
                     results.add(k, "tcp-fair-\(mode)-p50", t.name, Double(h.valueAtPercentile(50)) / 1000)
                     results.add(k, "tcp-fair-\(mode)-p99", t.name, Double(h.valueAtPercentile(99)) / 1000)
                     results.add(k, "tcp-fair-\(mode)-max", t.name, Double(h.max) / 1000)
                     results.countErrors(k, "tcp-fair-\(mode)-p50", t.name, r.latency.errors)
-                    if mode == "bulk" { results.add(k, "tcp-fair-bulk-gbps", t.name, r.bulkBitsPerSecond / 1e9) }
+                    if streams > 0 { results.add(k, "tcp-fair-\(mode)-gbps", t.name, r.bulkBitsPerSecond / 1e9) }
                     summary.append(
                         "\(mode) p50 \(fmt(Double(h.valueAtPercentile(50)) / 1000)) max \(fmt(Double(h.max) / 1000)) µs"
                     )
-                    if mode == "bulk" { summary.append("download \(fmt(r.bulkBitsPerSecond / 1e9)) Gbit/s") }
+                    if streams > 0 { summary.append("download \(fmt(r.bulkBitsPerSecond / 1e9)) Gbit/s") }
                 }
                 log("  tcp-fair \(t.name): " + summary.joined(separator: ", "))
             } catch {
