@@ -85,7 +85,7 @@ let package = Package(
             pkgConfig: "libnftnl",
             providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
         ),
-        .target(name: "Netfilter", dependencies: ["CNetfilter", "Mappings"]),
+        .target(name: "Netfilter", dependencies: ["CNetfilter", "Mappings", "LinuxIO"]),
         // Drives Netfilter inside throwaway network namespaces for NetfilterTests (it reads the
         // ruleset back with nft); test-only, not a product.
         .executableTarget(

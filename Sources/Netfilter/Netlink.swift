@@ -1,6 +1,7 @@
 // Netlink plumbing shared by the nftables and ctnetlink code: one owned socket, a reader that
 // walks the messages of a receive buffer, and a walker over netlink attributes.
 import CNetfilter
+import LinuxIO
 
 #if canImport(Glibc)
 import Glibc
@@ -34,9 +35,8 @@ struct NetlinkSocket: ~Copyable {
         self.sequence = UInt32(truncatingIfNeeded: time(nil)) &* 2_654_435_761
         // Errors echo only the failing message's header, not its (possibly large) payload, and
         // carry extended-ack attributes (an offset into the message, sometimes a text).
-        var on: Int32 = 1
-        _ = setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &on, socklen_t(MemoryLayout<Int32>.size))
-        _ = setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &on, socklen_t(MemoryLayout<Int32>.size))
+        try? Socket.setOption(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        try? Socket.setOption(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1)
         sendBufferSize = Self.bufferSize(fd, SO_SNDBUF)
     }
 
@@ -66,26 +66,23 @@ struct NetlinkSocket: ~Copyable {
 
     private static func raise(_ fd: Int32, force: Int32, plain: Int32, to bytes: Int) {
         // The kernel doubles the value it is given (bookkeeping overhead); ask for half.
-        var half = Int32(clamping: (bytes + 1) / 2)
-        let size = socklen_t(MemoryLayout<Int32>.size)
-        if setsockopt(fd, SOL_SOCKET, force, &half, size) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, plain, &half, size)
+        let half = Int32(clamping: (bytes + 1) / 2)
+        if (try? Socket.setOption(fd, SOL_SOCKET, force, half)) == nil {
+            try? Socket.setOption(fd, SOL_SOCKET, plain, half)
         }
     }
 
     private static func bufferSize(_ fd: Int32, _ option: Int32) -> Int {
-        var value: Int32 = 0
-        var size = socklen_t(MemoryLayout<Int32>.size)
-        return getsockopt(fd, SOL_SOCKET, option, &value, &size) == 0 ? Int(value) : 0
+        (try? Socket.getOption(fd, SOL_SOCKET, option)).map(Int.init) ?? 0
     }
 
-    /// Sends one buffer (one batch, or one request) to the kernel in a single sendmsg.
+    /// Sends one buffer (one batch, or one request) to the kernel in a single sendmsg, through
+    /// LinuxIO's one retry loop (EINTR).
     func send(_ bytes: UnsafeRawBufferPointer, _ what: @autoclosure () -> String) throws(NetfilterError) {
-        while true {
-            let sent = mnl_socket_sendto(handle, bytes.baseAddress, bytes.count)
-            if sent >= 0 { return }
-            if Glibc.errno == EINTR { continue }
-            throw NetfilterError(what(), errno: Glibc.errno)
+        do {
+            _ = try syscall("sendto") { mnl_socket_sendto(handle, bytes.baseAddress, bytes.count) }
+        } catch {
+            throw NetfilterError(what(), errno: error.errno.rawValue)
         }
     }
 
@@ -98,22 +95,23 @@ struct NetlinkSocket: ~Copyable {
     )
         throws(NetfilterError) -> Int
     {
-        while true {
-            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pfd, 1, timeoutMs)
-            if ready < 0 {
-                if Glibc.errno == EINTR { continue }
-                throw NetfilterError(what(), errno: Glibc.errno)
+        do {
+            while true {
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if try syscall("poll", { poll(&pfd, 1, timeoutMs) }) == 0 { return 0 }
+                switch try syscallNonBlocking(
+                    "recv",
+                    { recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT)) }
+                ) {
+                case .done(let got): return got
+                case .wouldBlock: continue
+                }
             }
-            if ready == 0 { return 0 }
-            let got = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
-            if got >= 0 { return got }
-            switch Glibc.errno {
-            case EINTR, EAGAIN: continue
-            case ENOBUFS:
+        } catch {
+            if error.errno == .noBufferSpace {
                 throw NetfilterError(what(), errno: ENOBUFS, extra: "replies overflowed the receive buffer")
-            default: throw NetfilterError(what(), errno: Glibc.errno)
             }
+            throw NetfilterError(what(), errno: error.errno.rawValue)
         }
     }
 }
