@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Mappings", targets: ["Mappings"]),
         .library(name: "Netfilter", targets: ["Netfilter"]),
         .library(name: "Control", targets: ["Control"]),
+        .library(name: "JSON", targets: ["JSON"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
@@ -58,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "BerthCLI",
             dependencies: [
-                "Publishing", "Mappings", "Control", "LogSinks",
+                "Publishing", "Mappings", "Control", "JSON", "LogSinks",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -66,12 +67,14 @@ let package = Package(
         .target(
             name: "Control",
             dependencies: [
-                "Publishing", "Mappings", "LinuxIO", "CControlParsers",
+                "Publishing", "Mappings", "LinuxIO", "JSON", "CControlParsers",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The CNI plugin: runtimeConfig.portMappings through a berth daemon, or a shared nftables table.
-        .target(name: "CNI", dependencies: ["Control", "Netfilter", "Mappings", "LinuxIO"]),
+        // JSON bodies, as the control API, its client and berth-cni read and write them (cJSON, strictly).
+        .target(name: "JSON", dependencies: ["CControlParsers", "Mappings"]),
+        .target(name: "CNI", dependencies: ["Control", "JSON", "Netfilter", "Mappings", "LinuxIO"]),
         .executableTarget(
             name: "BerthCNI",
             dependencies: ["CNI", "Control", "LinuxIO", "Mappings"]
@@ -97,9 +100,9 @@ let package = Package(
         .testTarget(name: "MappingsTests", dependencies: ["Mappings"]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "TestSupport"]),
         .testTarget(name: "RelayTests", dependencies: ["Relay", "LinuxIO", "Mappings", "TestSupport"]),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "Publishing", "Mappings", "LinuxIO", "TestSupport"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "JSON", "Publishing", "Mappings", "LinuxIO", "TestSupport"]),
         .testTarget(name: "PublishingTests", dependencies: ["Publishing", "Mappings", "LinuxIO", "TestSupport"]),
-        .testTarget(name: "CNITests", dependencies: ["CNI", "Control", "Mappings", "Netfilter", "LinuxIO", "TestSupport"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "Control", "JSON", "Mappings", "Netfilter", "LinuxIO", "TestSupport"]),
         .testTarget(name: "LogSinksTests", dependencies: ["LogSinks", "LinuxIO", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["LinuxIO", "TestSupport", "Control", "Mappings"]),
     ],
@@ -125,12 +128,12 @@ if Context.environment["BERTH_FUZZ"] == "1" {
         ),
         .executableTarget(
             name: "ControlRequestFuzzer",
-            dependencies: ["FuzzSupport", "Control", "Publishing"],
+            dependencies: ["FuzzSupport", "Control", "JSON", "Publishing"],
             path: "Fuzz/ControlRequestFuzzer"
         ),
         .executableTarget(
             name: "CNIConfigFuzzer",
-            dependencies: ["FuzzSupport", "CNI", "Control", "Mappings"],
+            dependencies: ["FuzzSupport", "CNI", "Control", "JSON", "Mappings"],
             path: "Fuzz/CNIConfigFuzzer"
         ),
     ]

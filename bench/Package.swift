@@ -44,6 +44,7 @@ let package = Package(
             name: "berth-daemon-bench",
             dependencies: [
                 .product(name: "Control", package: "berth"),
+                .product(name: "JSON", package: "berth"),
                 .product(name: "LinuxIO", package: "berth"),
             ],
             path: "Sources/DaemonBench"

@@ -11,6 +11,7 @@ import CNI
 import Control
 import FuzzSupport
 import Glibc
+import JSON
 import Mappings
 
 func checkError(_ error: CNIError, _ what: String) {

@@ -10,6 +10,7 @@
 import Control
 import FuzzSupport
 import Glibc
+import JSON
 import Mappings
 import Publishing
 

@@ -1,5 +1,6 @@
 import Control
 import Glibc
+import JSON
 import Logging
 import Mappings
 import Publishing

@@ -2,6 +2,7 @@
 // message and details, printed as JSON on stdout with a non-zero exit.
 
 import Control
+import JSON
 import Mappings
 
 public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {

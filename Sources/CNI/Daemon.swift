@@ -1,6 +1,7 @@
 // The berth daemon as the plugin drives it: berth's own port API over the control socket.
 
 import Control
+import JSON
 import Mappings
 
 package struct Daemon {

@@ -8,6 +8,7 @@
 // take a port. The state is the daemon's and the kernel's, never a file of ours.
 
 import Control
+import JSON
 import LinuxIO
 import Mappings
 import Netfilter

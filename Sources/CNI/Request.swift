@@ -1,6 +1,7 @@
 // What one plugin call is given: the CNI_* environment and the plugin configuration on stdin.
 
 import Control
+import JSON
 import Mappings
 
 public enum CNICommand: String, Sendable {

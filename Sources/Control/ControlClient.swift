@@ -1,6 +1,7 @@
 // The daemon's client side, for `berth port`: one request over the control socket, one answer.
 
 import Glibc
+import JSON
 import LinuxIO
 
 public enum ControlClient {

@@ -4,6 +4,7 @@
 // with `Connection: close`), so pipelining never comes up.
 
 import CControlParsers
+import JSON
 
 /// A request as the router sees it.
 public struct HTTPRequest: Sendable, Equatable {

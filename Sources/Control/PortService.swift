@@ -2,6 +2,7 @@
 // port API (so its clients work unchanged) and as berth's own API (Docker `-p` specs towards a
 // container, with an owner). Runs on the control thread only; Publisher does the binding.
 
+import JSON
 import LinuxIO
 import Mappings
 import Publishing

@@ -3,6 +3,7 @@
 
 import Control
 import Glibc
+import JSON
 import LinuxIO
 import Mappings
 import Synchronization

@@ -3,6 +3,7 @@
 // reach; more ports than allowed; what lies at the socket's path; scrapers that never read.
 
 import Glibc
+import JSON
 import LinuxIO
 import Logging
 import Mappings

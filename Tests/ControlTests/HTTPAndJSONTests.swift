@@ -1,4 +1,5 @@
 import Control
+import JSON
 import XCTest
 
 final class HTTPAndJSONTests: XCTestCase {

@@ -1,6 +1,7 @@
 // The control API's answers, request by request, against a real Publisher on loopback.
 
 import Glibc
+import JSON
 import LinuxIO
 import Mappings
 import Publishing

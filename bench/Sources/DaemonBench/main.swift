@@ -10,6 +10,7 @@
 
 import Control
 import Glibc
+import JSON
 import LinuxIO
 
 struct Options {
