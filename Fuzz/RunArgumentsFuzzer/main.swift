@@ -17,8 +17,11 @@ func commandLine(_ arguments: RunArguments) -> [String] {
         "--udp-max-flows", "\(arguments.udpMaxFlows)",
         "--busy-poll", "\(arguments.busyPoll)",
         "--pipe-size", "\(arguments.pipeSize)",
+        "--bulk-after", "\(arguments.bulkAfter)",
+        "--bulk-nice", "\(arguments.bulkNice)",
         "--log-level", arguments.logLevel,
     ]
+    if let bulkLoops = arguments.bulkLoops { args += ["--bulk-loops", "\(bulkLoops)"] }
     if let unreplied = arguments.udpTimeoutUnreplied { args += ["--udp-timeout-unreplied", "\(unreplied)"] }
     if let threads = arguments.threads { args += ["--threads", "\(threads)"] }
     if let mode = arguments.mode { args += ["--mode", mode.rawValue] }
