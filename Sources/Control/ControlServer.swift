@@ -86,11 +86,16 @@ public final class ControlServer {
         let socket = try Self.prepare(path, group: options.group)
         do { loop = try EventLoop() } catch { throw ControlError("control socket \(path): \(error)") }
         metrics = MetricsCache(interval: options.metricsInterval)
+        let renderer: MetricsRenderer
         do {
             renderer = try MetricsRenderer(render: render, loop: loop, cache: metrics)
         } catch {
             throw ControlError("control socket \(path): \(error)")
         }
+        self.renderer = renderer
+        // A listener that cannot start ends the start: the metrics thread goes with it.
+        var started = false
+        defer { if !started { renderer.stop() } }
         let shared = ControlListener.Shared(
             service: service,
             metrics: metrics,
@@ -107,16 +112,9 @@ public final class ControlServer {
             shared: shared,
             keepsReserve: true
         )
-        do { try listener.start(on: loop) } catch {
-            renderer.stop()
-            throw ControlError("control socket \(path): \(error)")
-        }
+        do { try listener.start(on: loop) } catch { throw ControlError("control socket \(path): \(error)") }
         if let address = options.metrics {
-            let socket: Descriptor
-            do { socket = try Self.listenTCP(address) } catch {
-                renderer.stop()
-                throw error
-            }
+            let socket = try Self.listenTCP(address)
             let open = ControlListener(
                 socket: socket,
                 name: "--metrics \(address)",
@@ -125,12 +123,10 @@ public final class ControlServer {
                 keepsReserve: false,
                 metricsOnly: true
             )
-            do { try open.start(on: loop) } catch {
-                renderer.stop()
-                throw ControlError("--metrics \(address): \(error)")
-            }
+            do { try open.start(on: loop) } catch { throw ControlError("--metrics \(address): \(error)") }
             metricsListener = open
         }
+        started = true
     }
 
     private static func listenTCP(_ address: SocketAddress) throws(ControlError) -> Descriptor {

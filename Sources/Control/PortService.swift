@@ -225,8 +225,9 @@ public final class PortService {
 
     private static func port(_ value: JSONValue?, allowZero: Bool) -> Int? {
         guard let value else { return allowZero ? 0 : nil }
-        guard case .number(let n) = value, n == n.rounded(), n >= (allowZero ? 0 : 1), n <= 65535 else { return nil }
-        return Int(n)
+        guard case .number(let n) = value, let port = Int(exactly: n), port >= (allowZero ? 0 : 1), port <= 65535
+        else { return nil }
+        return port
     }
 
     // MARK: berth's own API
