@@ -5,6 +5,7 @@
 import LogSinks
 import Logging
 import Mappings
+import Publishing
 
 /// The file and syslog socket berth logs to, kept for SIGHUP.
 final class LogOutputs: Sendable {
@@ -34,7 +35,7 @@ final class LogOutputs: Sendable {
             do { file = try LogFile(path: path) } catch { throw StartError("\(fileOrigin): \(error)") }
         }
         if settings.syslog {
-            let path = Console.environment(syslogSocketVariable) ?? SyslogSocket.defaultPath
+            let path = ProcessStart.environment(syslogSocketVariable) ?? SyslogSocket.defaultPath
             do { syslog = try SyslogSocket(path: path) } catch { throw StartError("\(syslogOrigin): \(error)") }
         }
         let outputs = LogOutputs(file: file, syslog: syslog)

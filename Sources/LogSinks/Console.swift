@@ -13,7 +13,4 @@ public enum Console {
     public static func writeStderr(_ text: String) {
         File.writeAll(2, text)
     }
-
-    /// A variable of the process's environment (where a log sink is configured from).
-    public static func environment(_ name: String) -> String? { ThisProcess.environment(name) }
 }
