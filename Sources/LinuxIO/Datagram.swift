@@ -38,7 +38,7 @@ extension Socket {
     /// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE first (root or CAP_NET_ADMIN may go past
     /// net.core.rmem_max), else SO_RCVBUF, which the kernel silently caps at rmem_max. Best effort:
     /// a smaller buffer only means drops under bursts, never an error.
-    public static func setReceiveBuffer(_ fd: Int32, bytes: Int) {
+    public static func setReceiveBuffer(_ fd: borrowing Descriptor, bytes: Int) {
         let value = Int32(clamping: bytes)
         if (try? setOption(fd, SOL_SOCKET, CBerthLinux_SO_RCVBUFFORCE, value)) == nil {
             _ = try? setOption(fd, SOL_SOCKET, SO_RCVBUF, value)
@@ -46,13 +46,13 @@ extension Socket {
     }
 
     /// SO_RCVBUF as the kernel reports it: twice what was granted (it counts its bookkeeping too).
-    public static func receiveBufferSize(_ fd: Int32) -> Int {
+    public static func receiveBufferSize(_ fd: borrowing Descriptor) -> Int {
         Int((try? getOption(fd, SOL_SOCKET, SO_RCVBUF)) ?? 0)
     }
 
     /// IP_PKTINFO (IPv4) or IPV6_RECVPKTINFO (IPv6): each datagram received then says which local
     /// address it was sent to.
-    public static func setPacketInfo(_ fd: Int32, v6: Bool, _ enabled: Bool) throws(SyscallError) {
+    public static func setPacketInfo(_ fd: borrowing Descriptor, v6: Bool, _ enabled: Bool) throws(SyscallError) {
         if v6 {
             try setOption(fd, Int32(IPPROTO_IPV6), CBerthLinux_IPV6_RECVPKTINFO, enabled ? 1 : 0)
         } else {
@@ -146,7 +146,8 @@ public final class DatagramBatch {
     /// recvmmsg: up to `capacity` datagrams into slots 0..<n. `.wouldBlock` when none waits.
     /// A pending socket error (ECONNREFUSED from an ICMP port unreachable) is thrown, and cleared.
     @inline(__always)
-    public func receive(from fd: Int32) throws(SyscallError) -> IOResult<Int> {
+    public func receive(from fd: borrowing Descriptor) throws(SyscallError) -> IOResult<Int> {
+        let fd = fd.raw
         for i in 0..<dirty {
             messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
             messages[i].msg_hdr.msg_controllen = Self.controlSpace
@@ -269,12 +270,13 @@ public final class DatagramBatch {
     /// Returns how many went; an error is about the first datagram that did not.
     @inline(__always)
     public func send(
-        _ fd: Int32,
+        _ fd: borrowing Descriptor,
         queued range: Range<Int>,
         to peer: UnsafeRawPointer? = nil,
         length: socklen_t = 0,
         from source: PacketInfo? = nil
     ) throws(SyscallError) -> IOResult<Int> {
+        let fd = fd.raw
         let controlLength = source.map { writeControl($0) } ?? 0
         let name = UnsafeMutableRawPointer(mutating: peer)
         for k in range {

@@ -23,6 +23,21 @@ public struct Descriptor: ~Copyable, Sendable {
 
     /// Closes now. Same as dropping it, but reads better where the moment matters.
     public consuming func close() {}
+
+    /// Not an owner: a number someone else closes, viewed as a `Descriptor` for the length of
+    /// `body` and never closed here. Only for the transitional raw-number calls (RawCalls.swift).
+    private init(lent raw: Int32) { self.raw = raw }
+
+    private consuming func forget() { discard self }
+
+    @inline(__always)
+    static func lending<R, E: Error>(_ raw: Int32, _ body: (borrowing Descriptor) throws(E) -> R) throws(E) -> R {
+        let lent = Descriptor(lent: raw)
+        let result: Result<R, E>
+        do throws(E) { result = .success(try body(lent)) } catch { result = .failure(error) }
+        lent.forget()
+        return try result.get()
+    }
 }
 
 /// The one close(2) of berth. EBADF means the number was closed already (or never ours):

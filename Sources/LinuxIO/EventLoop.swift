@@ -189,11 +189,16 @@ public final class EventLoop {
     /// Handlers waiting on the ready list.
     public var readyCount: Int { readyList.count }
 
-    public func add(_ fd: Int32, _ interest: Interest, for id: HandlerID, tag: UInt8) throws(SyscallError) {
+    public func add(
+        _ fd: borrowing Descriptor,
+        _ interest: Interest,
+        for id: HandlerID,
+        tag: UInt8
+    ) throws(SyscallError) {
         try selector.add(fd, interest, token: EventLoop.token(id.slot, id.generation, tag))
     }
 
-    public func remove(_ fd: Int32) { selector.remove(fd) }
+    public func remove(_ fd: borrowing Descriptor) { selector.remove(fd) }
 
     @inline(__always)
     private static func token(_ slot: UInt32, _ generation: UInt32, _ tag: UInt8) -> UInt64 {

@@ -35,25 +35,23 @@ public enum Splice {
     /// `.done(0)` means end of file on `from`.
     @inline(__always)
     public static func move(
-        from: Int32,
-        to: Int32,
-        length: Int,
-        more: Bool = false
+        from: borrowing Descriptor,
+        to: borrowing Descriptor,
+        length: Int
     ) throws(SyscallError) -> IOResult<Int> {
-        let flags = CBerthLinux_SPLICE_F_NONBLOCK | (more ? CBerthLinux_SPLICE_F_MORE : 0)
-        return try syscallNonBlocking("splice") { CBerthLinux_splice(from, to, length, flags) }
+        let (source, target) = (from.raw, to.raw)
+        return try syscallNonBlocking("splice") {
+            CBerthLinux_splice(source, target, length, CBerthLinux_SPLICE_F_NONBLOCK)
+        }
     }
 }
 
 extension Pipe {
-    /// write(2) into a pipe's write end without blocking: bytes taken, or `.wouldBlock`.
+    /// write(2) into the pipe without blocking: bytes taken, or `.wouldBlock`.
     @inline(__always)
-    public static func write(
-        _ fd: Int32,
-        from buffer: UnsafeRawPointer,
-        count: Int
-    ) throws(SyscallError) -> IOResult<Int> {
-        try syscallNonBlocking("write") { Glibc.write(fd, buffer, count) }
+    public func write(from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> IOResult<Int> {
+        let fd = write.raw
+        return try syscallNonBlocking("write") { Glibc.write(fd, buffer, count) }
     }
 
     /// Puts a pipe together from descriptors a pool kept.

@@ -46,24 +46,30 @@ public struct Selector: ~Copyable {
 
     deinit { events.deallocate() }
 
-    public func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws(SyscallError) {
+    public func add(_ fd: borrowing Descriptor, _ interest: Interest, token: UInt64) throws(SyscallError) {
         try control(EPOLL_CTL_ADD, fd, interest, token)
     }
 
-    public func modify(_ fd: Int32, _ interest: Interest, token: UInt64) throws(SyscallError) {
+    public func modify(_ fd: borrowing Descriptor, _ interest: Interest, token: UInt64) throws(SyscallError) {
         try control(EPOLL_CTL_MOD, fd, interest, token)
     }
 
-    public func remove(_ fd: Int32) {
+    public func remove(_ fd: borrowing Descriptor) {
+        let fd = fd.raw
         // ENOENT/EBADF after the descriptor was closed: it left the set by itself.
         _ = epoll_ctl(epoll.raw, EPOLL_CTL_DEL, fd, nil)
     }
 
-    private func control(_ op: Int32, _ fd: Int32, _ interest: Interest, _ token: UInt64) throws(SyscallError) {
+    private func control(
+        _ op: Int32,
+        _ fd: borrowing Descriptor,
+        _ interest: Interest,
+        _ token: UInt64
+    ) throws(SyscallError) {
         var event = epoll_event()
         event.events = interest.rawValue
         event.data.u64 = token
-        _ = try syscall("epoll_ctl") { epoll_ctl(epoll.raw, op, fd, &event) }
+        _ = try syscall("epoll_ctl") { epoll_ctl(epoll.raw, op, fd.raw, &event) }
     }
 
     /// Waits up to `timeoutMilliseconds` (-1: forever); the events are then `event(i)` for i < count.

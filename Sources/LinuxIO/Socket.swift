@@ -16,19 +16,31 @@ public enum Socket {
         return Descriptor(taking: try syscall("socket") { Glibc.socket(family, flags, 0) })
     }
 
-    public static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(SyscallError) {
+    public static func setOption(
+        _ fd: borrowing Descriptor,
+        _ level: Int32,
+        _ name: Int32,
+        _ value: Int32
+    ) throws(SyscallError) {
+        let fd = fd.raw
         var v = value
         _ = try syscall("setsockopt") { setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
     }
 
-    public static func getOption(_ fd: Int32, _ level: Int32, _ name: Int32) throws(SyscallError) -> Int32 {
+    public static func getOption(
+        _ fd: borrowing Descriptor,
+        _ level: Int32,
+        _ name: Int32
+    ) throws(SyscallError) -> Int32 {
+        let fd = fd.raw
         var v: Int32 = 0
         var len = socklen_t(MemoryLayout<Int32>.size)
         _ = try syscall("getsockopt") { getsockopt(fd, level, name, &v, &len) }
         return v
     }
 
-    public static func bind(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) {
+    public static func bind(_ fd: borrowing Descriptor, _ address: SocketAddress) throws(SyscallError) {
+        let fd = fd.raw
         do {
             _ = try syscall("bind") { address.withSockAddr { Glibc.bind(fd, $0, $1) } }
         } catch {
@@ -36,33 +48,41 @@ public enum Socket {
         }
     }
 
-    public static func listen(_ fd: Int32, backlog: Int32) throws(SyscallError) {
+    public static func listen(_ fd: borrowing Descriptor, backlog: Int32) throws(SyscallError) {
+        let fd = fd.raw
         _ = try syscall("listen") { Glibc.listen(fd, backlog) }
     }
 
-    public static func localAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
+    public static func localAddress(_ fd: borrowing Descriptor) throws(SyscallError) -> SocketAddress {
+        let fd = fd.raw
         var address = SocketAddress()
         _ = try syscall("getsockname") { address.withMutableSockAddr { getsockname(fd, $0, $1) } }
         return address
     }
 
-    public static func peerAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
+    public static func peerAddress(_ fd: borrowing Descriptor) throws(SyscallError) -> SocketAddress {
+        let fd = fd.raw
         var address = SocketAddress()
         _ = try syscall("getpeername") { address.withMutableSockAddr { getpeername(fd, $0, $1) } }
         return address
     }
 
     /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; the peer's address is not asked for.
-    public static func accept(_ fd: Int32) throws(SyscallError) -> Int32? {
+    public static func accept(_ listener: borrowing Descriptor) throws(SyscallError) -> Descriptor? {
+        let fd = listener.raw
         let flags = CBerthLinux_SOCK_NONBLOCK | CBerthLinux_SOCK_CLOEXEC
         switch try syscallNonBlocking("accept4", { CBerthLinux_accept4(fd, nil, nil, flags) }) {
-        case .done(let client): return client
+        case .done(let client): return Descriptor(taking: client)
         case .wouldBlock: return nil
         }
     }
 
     /// Starts a connect on a non-blocking socket. Completion shows as writability; then ask `pendingError`.
-    public static func connect(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) -> ConnectResult {
+    public static func connect(
+        _ fd: borrowing Descriptor,
+        _ address: SocketAddress
+    ) throws(SyscallError) -> ConnectResult {
+        let fd = fd.raw
         while true {
             let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
             if rc == 0 { return .connected }
@@ -73,7 +93,7 @@ public enum Socket {
     }
 
     /// SO_ERROR: the outcome of a non-blocking connect, or the error that woke us.
-    public static func pendingError(_ fd: Int32) -> Errno? {
+    public static func pendingError(_ fd: borrowing Descriptor) -> Errno? {
         let v = (try? getOption(fd, SOL_SOCKET, SO_ERROR)) ?? 0
         return v == 0 ? nil : Errno(rawValue: v)
     }
@@ -82,11 +102,12 @@ public enum Socket {
     /// the bytes stay queued (MSG_PEEK).
     @inline(__always)
     public static func receive(
-        _ fd: Int32,
+        _ fd: borrowing Descriptor,
         into buffer: UnsafeMutableRawPointer,
         count: Int,
         peek: Bool = false
     ) throws(SyscallError) -> IOResult<Int> {
+        let fd = fd.raw
         let flags = Int32(MSG_DONTWAIT) | (peek ? Int32(MSG_PEEK) : 0)
         return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, flags) }
     }
@@ -94,16 +115,18 @@ public enum Socket {
     /// send(2) without blocking and without SIGPIPE: bytes the socket took, or `.wouldBlock`.
     @inline(__always)
     public static func send(
-        _ fd: Int32,
+        _ fd: borrowing Descriptor,
         from buffer: UnsafeRawPointer,
         count: Int
     ) throws(SyscallError) -> IOResult<Int> {
-        try syscallNonBlocking("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        let fd = fd.raw
+        return try syscallNonBlocking("send") { Glibc.send(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
     }
 
     /// SO_RCVTIMEO and SO_SNDTIMEO: a blocking socket's calls give up after `seconds` with EAGAIN
     /// (for a unix socket, connect too).
-    public static func setTimeouts(_ fd: Int32, seconds: Int) throws(SyscallError) {
+    public static func setTimeouts(_ fd: borrowing Descriptor, seconds: Int) throws(SyscallError) {
+        let fd = fd.raw
         var limit = timeval(tv_sec: seconds, tv_usec: 0)
         let size = socklen_t(MemoryLayout<timeval>.size)
         _ = try syscall("setsockopt") { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, size) }
@@ -111,20 +134,25 @@ public enum Socket {
     }
 
     /// send(2) on a blocking socket, without SIGPIPE: the bytes it took. EAGAIN is its timeout.
-    public static func sendBlocking(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> Int
-    {
-        try syscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL)) }
+    public static func sendBlocking(
+        _ fd: borrowing Descriptor,
+        from buffer: UnsafeRawPointer,
+        count: Int
+    ) throws(SyscallError) -> Int {
+        let fd = fd.raw
+        return try syscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL)) }
     }
 
     /// recv(2) on a blocking socket: the bytes read, 0 at the peer's FIN. EAGAIN is its timeout.
     public static func receiveBlocking(
-        _ fd: Int32,
+        _ fd: borrowing Descriptor,
         into buffer: UnsafeMutableRawPointer,
         count: Int
     ) throws(SyscallError)
         -> Int
     {
-        try syscall("recv") { Glibc.recv(fd, buffer, count, 0) }
+        let fd = fd.raw
+        return try syscall("recv") { Glibc.recv(fd, buffer, count, 0) }
     }
 
     /// Whether some socket holds `address` so that binding it would fail with EADDRINUSE: a
@@ -135,10 +163,10 @@ public enum Socket {
             family: address.isV6 ? AF_INET6 : AF_INET,
             type: Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue)
         )
-        if !udp { try setOption(fd.raw, SOL_SOCKET, SO_REUSEADDR, 1) }
-        if address.isV6 { try setOption(fd.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+        if !udp { try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
+        if address.isV6 { try setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         do {
-            try bind(fd.raw, address)
+            try bind(fd, address)
             return false
         } catch  where error.errno == .addressInUse {
             return true
@@ -147,34 +175,38 @@ public enum Socket {
 
     /// SO_REUSEPORT: sockets of one process on one port, each with its own queue; the kernel
     /// spreads connections (and UDP clients) over them by a hash of their addresses.
-    public static func setReusePort(_ fd: Int32) throws(SyscallError) {
+    public static func setReusePort(_ fd: borrowing Descriptor) throws(SyscallError) {
         try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
     }
 
-    public static func shutdownWrite(_ fd: Int32) {
+    public static func shutdownWrite(_ fd: borrowing Descriptor) {
+        let fd = fd.raw
         // ENOTCONN when the peer is gone already: nothing left to tell it.
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
     /// SO_LINGER {on, 0}: the close that follows sends RST instead of FIN.
-    public static func setResetOnClose(_ fd: Int32) {
+    public static func setResetOnClose(_ fd: borrowing Descriptor) {
+        let fd = fd.raw
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
     }
 
-    public static func setNoDelay(_ fd: Int32) {
+    public static func setNoDelay(_ fd: borrowing Descriptor) {
+        let fd = fd.raw
         var one: Int32 = 1
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
     /// Makes a descriptor we were handed (fd 4 from dockerd) non-blocking and close-on-exec.
-    public static func makeNonBlocking(_ fd: Int32) throws(SyscallError) {
+    public static func makeNonBlocking(_ fd: borrowing Descriptor) throws(SyscallError) {
+        let fd = fd.raw
         let flags = try syscall("fcntl") { fcntl(fd, F_GETFL) }
         _ = try syscall("fcntl") { fcntl(fd, F_SETFL, flags | CBerthLinux_O_NONBLOCK) }
         _ = try syscall("fcntl") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
     }
 
-    public static func type(_ fd: Int32) throws(SyscallError) -> Int32 {
+    public static func type(_ fd: borrowing Descriptor) throws(SyscallError) -> Int32 {
         try getOption(fd, SOL_SOCKET, SO_TYPE)
     }
 }
@@ -205,12 +237,12 @@ extension Socket {
     }
 
     /// IPV6_V6ONLY of an IPv6 socket: false for a dual-stack `::` socket, which also takes IPv4.
-    public static func isV6Only(_ fd: Int32) throws(SyscallError) -> Bool {
+    public static func isV6Only(_ fd: borrowing Descriptor) throws(SyscallError) -> Bool {
         try getOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY) != 0
     }
 
     /// SO_ACCEPTCONN: whether listen(2) was called on it.
-    public static func isListening(_ fd: Int32) throws(SyscallError) -> Bool {
+    public static func isListening(_ fd: borrowing Descriptor) throws(SyscallError) -> Bool {
         try getOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0
     }
 }

@@ -98,11 +98,12 @@ public enum UnixSocket {
     /// the first one, to own; any others in the same message are closed here (and the kernel
     /// closes those that did not fit). Without blocking.
     public static func receive(
-        _ fd: Int32,
+        _ fd: borrowing Descriptor,
         into buffer: UnsafeMutableRawPointer,
         count: Int,
         passed: (consuming Descriptor) -> Void
     ) throws(SyscallError) -> IOResult<Int> {
+        let fd = fd.raw
         let space = CBerthLinux_CMSG_SPACE(MemoryLayout<Int32>.size * 4)
         let control = UnsafeMutableRawPointer.allocate(byteCount: space, alignment: 8)
         defer { control.deallocate() }
@@ -141,11 +142,12 @@ public enum UnixSocket {
     /// Sends `count` bytes with `descriptors` attached (SCM_RIGHTS): the receiver gets its own
     /// copies. Blocking unless the socket is not; without SIGPIPE.
     public static func send(
-        _ fd: Int32,
+        _ fd: borrowing Descriptor,
         from buffer: UnsafeRawPointer,
         count: Int,
         passing descriptors: [Int32]
     ) throws(SyscallError) -> Int {
+        let fd = fd.raw
         let size = MemoryLayout<Int32>.size * descriptors.count
         let space = CBerthLinux_CMSG_SPACE(size)
         let control = UnsafeMutableRawPointer.allocate(byteCount: space, alignment: 8)
@@ -170,7 +172,8 @@ public enum UnixSocket {
         }
     }
 
-    public static func peerCredentials(_ fd: Int32) throws(SyscallError) -> Credentials {
+    public static func peerCredentials(_ fd: borrowing Descriptor) throws(SyscallError) -> Credentials {
+        let fd = fd.raw
         var pid: Int32 = 0
         var uid: UInt32 = 0
         var gid: UInt32 = 0

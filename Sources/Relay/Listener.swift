@@ -47,17 +47,17 @@ public final class Listener: Sendable {
         sharing: PortSharing = .none
     ) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
-        try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
-        if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+        try Socket.setOption(socket, SOL_SOCKET, SO_REUSEADDR, 1)
+        if address.isV6 { try Socket.setOption(socket, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         // Accepted sockets inherit it: one setsockopt per listener instead of one per client.
-        Socket.setNoDelay(socket.raw)
-        try bind(socket.raw, address, sharing: sharing)
+        Socket.setNoDelay(socket)
+        try bind(socket, address, sharing: sharing)
         do {
-            if listen { try Socket.listen(socket.raw, backlog: backlog) }
+            if listen { try Socket.listen(socket, backlog: backlog) }
         } catch {
             throw error.about(address.description)
         }
-        let bound = try Socket.localAddress(socket.raw)
+        let bound = try Socket.localAddress(socket)
         return Listener(descriptor: socket, address: bound, isTCP: true)
     }
 
@@ -78,11 +78,11 @@ public final class Listener: Sendable {
         sharing: PortSharing = .none
     ) throws(SyscallError) -> Listener {
         let socket = try Socket.make(family: address.family, type: Int32(SOCK_DGRAM.rawValue))
-        if address.isV6 { try Socket.setOption(socket.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
-        Socket.setReceiveBuffer(socket.raw, bytes: receiveBuffer)
-        if address.isWildcard { try Socket.setPacketInfo(socket.raw, v6: address.isV6, true) }
-        try bind(socket.raw, address, sharing: sharing)
-        let bound = try Socket.localAddress(socket.raw)
+        if address.isV6 { try Socket.setOption(socket, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+        Socket.setReceiveBuffer(socket, bytes: receiveBuffer)
+        if address.isWildcard { try Socket.setPacketInfo(socket, v6: address.isV6, true) }
+        try bind(socket, address, sharing: sharing)
+        let bound = try Socket.localAddress(socket)
         return Listener(descriptor: socket, address: bound, isTCP: false)
     }
 
@@ -91,7 +91,11 @@ public final class Listener: Sendable {
     /// with a single socket. The kernel checks the flag when the next socket binds. What this
     /// cannot stop: a process of the same user that binds with SO_REUSEPORT later joins the
     /// group and gets a share of the clients, as it would with any SO_REUSEPORT server.
-    private static func bind(_ fd: Int32, _ address: SocketAddress, sharing: PortSharing) throws(SyscallError) {
+    private static func bind(
+        _ fd: borrowing Descriptor,
+        _ address: SocketAddress,
+        sharing: PortSharing
+    ) throws(SyscallError) {
         if sharing == .member { try Socket.setReusePort(fd) }
         try Socket.bind(fd, address)
         if sharing == .first { try Socket.setReusePort(fd) }

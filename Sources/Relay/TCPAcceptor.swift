@@ -56,7 +56,7 @@ public final class TCPAcceptor: EventHandler {
     public func start() throws(SyscallError) {
         let id = context.loop.attach(self)
         self.id = id
-        try context.loop.add(listener.fd, interest, for: id, tag: 0)
+        try context.loop.add(listener.descriptor, interest, for: id, tag: 0)
     }
 
     /// Stops accepting; established connections go on. Clients still waiting are reset.
@@ -119,10 +119,10 @@ public final class TCPAcceptor: EventHandler {
     }
 
     private func stopAccepting() {
-        while let client = waiting.popFirst() { Socket.setResetOnClose(client.raw) }
+        while let client = waiting.popFirst() { Socket.setResetOnClose(client) }
         guard accepting else { return }
         accepting = false
-        if id != nil && !paused { context.loop.remove(listener.fd) }
+        if id != nil && !paused { context.loop.remove(listener.descriptor) }
     }
 
     public func teardown(loop: EventLoop) { stop() }
@@ -139,7 +139,7 @@ public final class TCPAcceptor: EventHandler {
                 pause(error)
                 return client
             default:
-                Socket.setResetOnClose(client.raw)
+                Socket.setResetOnClose(client)
                 context.counters.refused &+= 1
                 mapping.pointer.pointee.refused &+= 1
                 return nil
@@ -170,8 +170,8 @@ public final class TCPAcceptor: EventHandler {
         for _ in 0..<limit {
             let client: Descriptor
             do {
-                guard let fd = try Socket.accept(listener.fd) else { return }
-                client = Descriptor(taking: fd)
+                guard let accepted = try Socket.accept(listener.descriptor) else { return }
+                client = accepted
             } catch {
                 switch error.errno {
                 case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
@@ -195,9 +195,9 @@ public final class TCPAcceptor: EventHandler {
     /// (the kernel wakes exclusive waiters from the front).
     private func rejoinLine() {
         guard let id else { return }
-        context.loop.remove(listener.fd)
+        context.loop.remove(listener.descriptor)
         do {
-            try context.loop.add(listener.fd, interest, for: id, tag: 0)
+            try context.loop.add(listener.descriptor, interest, for: id, tag: 0)
         } catch {
             mapping.logger.error("\(listener.address): cannot watch the listener again: \(error)")
         }
@@ -207,7 +207,7 @@ public final class TCPAcceptor: EventHandler {
         guard let id, !paused else { return }
         paused = true
         context.counters.acceptPauses &+= 1
-        context.loop.remove(listener.fd)
+        context.loop.remove(listener.descriptor)
         context.loop.schedule(at: context.loop.now + context.config.descriptorPause, for: id, tag: 0)
         // A fresh clock, not the loop's: loops' batch times differ, and this is shared.
         let now = Instant.now().nanoseconds
@@ -234,7 +234,7 @@ public final class TCPAcceptor: EventHandler {
             }
         }
         do {
-            try loop.add(listener.fd, interest, for: id, tag: 0)
+            try loop.add(listener.descriptor, interest, for: id, tag: 0)
         } catch {
             mapping.logger.error("\(listener.address): cannot watch the listener again: \(error)")
             return

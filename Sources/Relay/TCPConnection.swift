@@ -63,18 +63,17 @@ final class TCPConnection: EventHandler {
 
     /// A socket and the stream read from it.
     struct Side: ~Copyable {
-        let fd: Int32
         /// 0 for the client, 1 for the backend: its epoll tag.
         let tag: UInt8
-        var socket: Descriptor?
+        /// Closes with the connection (when the loop lets go of it, right after `close`).
+        let socket: Descriptor
         var readable = false
         var writable = false
         /// The peer's FIN (or a hang-up) was reported: a short read has reached the end.
         var hangup = false
         /// Bytes read from this side that wait for the other; the pipe only while some are in flight.
         var pipe: Pipe?
-        var pipeRead: Int32 = -1
-        var pipeWrite: Int32 = -1
+        /// The pipe's capacity, as granted, while it has one.
         var capacity = 0
         var buffered = 0
         var readDone = false
@@ -84,9 +83,43 @@ final class TCPConnection: EventHandler {
         var errored = false
 
         init(_ socket: consuming Descriptor, tag: UInt8) {
-            fd = socket.raw
             self.tag = tag
-            self.socket = consume socket
+            self.socket = socket
+        }
+
+        var hasPipe: Bool {
+            switch pipe {
+            case .some: return true
+            case .none: return false
+            }
+        }
+
+        /// splice(2) from the socket into its pipe (there is one: the caller took it).
+        @inline(__always)
+        func fillPipe(length: Int) throws(SyscallError) -> IOResult<Int> {
+            switch pipe {
+            case .some(let p): return try Splice.move(from: socket, to: p.write, length: length)
+            case .none: return .wouldBlock
+            }
+        }
+
+        /// splice(2) from its pipe into `target` (there is one: it holds the bytes).
+        @inline(__always)
+        func drainPipe(into target: borrowing Descriptor, length: Int) throws(SyscallError) -> IOResult<Int> {
+            switch pipe {
+            case .some(let p): return try Splice.move(from: p.read, to: target, length: length)
+            case .none: return .wouldBlock
+            }
+        }
+
+        /// Puts bytes the target did not take into the (empty) pipe: how many it took.
+        func stash(_ buffer: UnsafeRawPointer, count: Int) -> Int {
+            switch pipe {
+            case .some(let p):
+                if case .done(let took)? = try? p.write(from: buffer, count: count) { return took }
+                return 0
+            case .none: return 0
+            }
         }
 
         mutating func note(_ readiness: Readiness) {
@@ -177,12 +210,12 @@ final class TCPConnection: EventHandler {
         group: ConnectionGroup? = nil
     ) {
         // The client inherits TCP_NODELAY from its listener (Listener.tcp sets it there).
-        Socket.setNoDelay(backend.raw)
+        Socket.setNoDelay(backend)
         let connected: Bool
         do {
-            connected = try Socket.connect(backend.raw, target) == .connected
+            connected = try Socket.connect(backend, target) == .connected
         } catch {
-            Socket.setResetOnClose(client.raw)
+            Socket.setResetOnClose(client)
             context.counters.refused &+= 1
             mapping.pointer.pointee.refused &+= 1
             mapping.logger.debug("connect \(target): \(error)")
@@ -214,8 +247,8 @@ final class TCPConnection: EventHandler {
         mapping.pointer.pointee.active += 1
         if context.isBulk { mapping.pointer.pointee.bulk += 1 }
         do {
-            try loop.add(a.fd, Self.interest, for: id, tag: 0)
-            try loop.add(b.fd, Self.interest, for: id, tag: 1)
+            try loop.add(a.socket, Self.interest, for: id, tag: 0)
+            try loop.add(b.socket, Self.interest, for: id, tag: 1)
         } catch {
             mapping.logger.warning("\(error)")
             close(reset: true)
@@ -232,12 +265,12 @@ final class TCPConnection: EventHandler {
             // The client's bytes (and even its reset) wait until the backend answers.
             guard tag == 1, readiness.writable || readiness.error else { return }
             // Success is a plain write edge; a refusal also sets EPOLLERR, so only then ask SO_ERROR.
-            if readiness.error || readiness.hangup, let error = Socket.pendingError(b.fd) {
+            if readiness.error || readiness.hangup, let error = Socket.pendingError(b.socket) {
                 context.counters.refused &+= 1
                 mapping.pointer.pointee.refused &+= 1
                 mapping.logger.debug("connect: \(SyscallError.text(error))")
                 b.failed = true
-                Socket.setResetOnClose(a.fd)
+                Socket.setResetOnClose(a.socket)
                 close(reset: false)
                 return
             }
@@ -291,13 +324,14 @@ final class TCPConnection: EventHandler {
     /// protocols). False when it could not go out whole: then the connection is reset.
     private func sendProxyHeader() -> Bool {
         guard let version = mapping.options.proxyProtocol else { return true }
-        guard let client = try? Socket.peerAddress(a.fd), let local = try? Socket.localAddress(a.fd) else {
+        guard let client = try? Socket.peerAddress(a.socket), let local = try? Socket.localAddress(a.socket) else {
             mapping.logger.debug("PROXY header: the client's addresses are gone")
             return false
         }
         let buffer = context.scratch
         let length = ProxyHeader.write(version, stream: true, source: client, destination: local, into: buffer)
-        guard let base = buffer.baseAddress, case .done(let sent)? = try? Socket.send(b.fd, from: base, count: length),
+        guard let base = buffer.baseAddress,
+            case .done(let sent)? = try? Socket.send(b.socket, from: base, count: length),
             sent == length
         else {
             mapping.logger.warning("PROXY header to the backend did not go out whole; resetting the connection")
@@ -365,12 +399,10 @@ final class TCPConnection: EventHandler {
         while true {
             var progressed = false
             let wantsRead = !s.readDone && !t.failed && s.readable && budget > 0
-            if wantsRead && (s.pipeWrite < 0 || s.buffered < s.capacity) {
-                if s.pipeWrite < 0 && !copyOnly {
+            if wantsRead && (!s.hasPipe || s.buffered < s.capacity) {
+                if !s.hasPipe && !copyOnly {
                     do {
                         let p = try context.pipes.take()
-                        s.pipeRead = p.read.raw
-                        s.pipeWrite = p.write.raw
                         s.capacity = p.capacity
                         s.pipe = consume p
                     } catch {
@@ -378,7 +410,7 @@ final class TCPConnection: EventHandler {
                         context.counters.copyFallbacks &+= 1
                     }
                 }
-                if s.pipeWrite < 0 {
+                if !s.hasPipe {
                     let n = copy(from: &s, to: &t, budget: budget)
                     budget -= n
                     return (moved || n > 0, budget <= 0 && s.readable && !s.readDone && t.writable)
@@ -391,7 +423,7 @@ final class TCPConnection: EventHandler {
                 } else {
                     context.counters.spliceCalls &+= 1
                     do {
-                        switch try Splice.move(from: s.fd, to: s.pipeWrite, length: s.capacity - s.buffered) {
+                        switch try s.fillPipe(length: s.capacity - s.buffered) {
                         case .done(0):
                             s.readDone = true
                         case .done(let n):
@@ -414,7 +446,7 @@ final class TCPConnection: EventHandler {
             if s.buffered > 0 && t.writable && !t.failed {
                 context.counters.spliceCalls &+= 1
                 do {
-                    switch try Splice.move(from: s.pipeRead, to: t.fd, length: s.buffered) {
+                    switch try s.drainPipe(into: t.socket, length: s.buffered) {
                     case .done(let n):
                         s.buffered -= n
                         delivered(n, to: t)
@@ -430,10 +462,8 @@ final class TCPConnection: EventHandler {
             moved = true
         }
         // An empty pipe goes back to the pool; one holding bytes for a failed side is closed.
-        if s.pipeWrite >= 0 && (s.buffered == 0 || t.failed) {
+        if s.hasPipe && (s.buffered == 0 || t.failed) {
             if let p = s.pipe.take(), s.buffered == 0 { context.pipes.give(p) }
-            s.pipeRead = -1
-            s.pipeWrite = -1
         }
         return (moved, budget <= 0 && s.readable && !s.readDone && !t.failed)
     }
@@ -442,7 +472,7 @@ final class TCPConnection: EventHandler {
     /// failed write it is read to its end (what it sent before the error, then the error or
     /// EOF), so that its last bytes are not lost.
     private func fail(_ side: inout Side, _ error: SyscallError, reading: Bool) {
-        if !side.failed { mapping.logger.trace("fd \(side.fd): \(error)") }
+        if !side.failed { mapping.logger.trace("fd \(side.socket.raw): \(error)") }
         side.failed = true
         side.writable = false
         if reading { side.readDone = true } else if !side.readDone { side.readable = true }
@@ -469,7 +499,7 @@ final class TCPConnection: EventHandler {
         guard s.readDone && s.buffered == 0 && !s.finForwarded else { return }
         s.finForwarded = true
         lastActivity = context.loop.now
-        if !t.finForwarded { Socket.shutdownWrite(t.fd) }
+        if !t.finForwarded { Socket.shutdownWrite(t.socket) }
     }
 
     /// Small messages: recv into the loop's buffer and send at once. Two system calls where splice
@@ -485,7 +515,7 @@ final class TCPConnection: EventHandler {
         context.counters.copyCalls &+= 1
         let n: Int
         do {
-            switch try Socket.receive(s.fd, into: buffer, count: want) {
+            switch try Socket.receive(s.socket, into: buffer, count: want) {
             case .done(0):
                 s.readDone = true
                 return 0
@@ -501,7 +531,7 @@ final class TCPConnection: EventHandler {
         }
         var sent = 0
         do {
-            switch try Socket.send(t.fd, from: buffer, count: n) {
+            switch try Socket.send(t.socket, from: buffer, count: n) {
             case .done(let took): sent = took
             case .wouldBlock: t.writable = false
             }
@@ -513,12 +543,11 @@ final class TCPConnection: EventHandler {
         if sent < n {
             // Into the empty pipe, which holds at least `want` bytes: nothing is lost or reordered.
             let rest = n - sent
-            var stashed = 0
-            if case .done(let took)? = try? Pipe.write(s.pipeWrite, from: buffer + sent, count: rest) { stashed = took }
+            let stashed = s.stash(buffer + sent, count: rest)
             if stashed < rest {
                 // Cannot happen with a pipe this size; if it does, this connection alone is reset.
                 mapping.logger.error(
-                    "fd \(s.fd): an empty pipe took \(stashed) of \(rest) bytes; resetting the connection"
+                    "fd \(s.socket.raw): an empty pipe took \(stashed) of \(rest) bytes; resetting the connection"
                 )
                 s.failed = true
                 t.failed = true
@@ -546,7 +575,7 @@ final class TCPConnection: EventHandler {
         while s.readable && t.writable && !s.readDone && !t.failed && moved < budget {
             let peeked: Int
             do {
-                switch try Socket.receive(s.fd, into: buffer, count: context.scratch.count, peek: true) {
+                switch try Socket.receive(s.socket, into: buffer, count: context.scratch.count, peek: true) {
                 case .done(0):
                     s.readDone = true
                     return moved
@@ -562,7 +591,7 @@ final class TCPConnection: EventHandler {
             }
             let sent: Int
             do {
-                switch try Socket.send(t.fd, from: buffer, count: peeked) {
+                switch try Socket.send(t.socket, from: buffer, count: peeked) {
                 case .done(let n): sent = n
                 case .wouldBlock:
                     t.writable = false
@@ -573,7 +602,7 @@ final class TCPConnection: EventHandler {
                 return moved
             }
             // Consumes exactly what went out; the peeked bytes are still first in the queue.
-            _ = try? Socket.receive(s.fd, into: buffer, count: sent)
+            _ = try? Socket.receive(s.socket, into: buffer, count: sent)
             delivered(sent, to: t)
             moved += sent
         }
@@ -604,8 +633,8 @@ final class TCPConnection: EventHandler {
     /// that owns it (see "Bulk and interactive").
     private func move(to destination: RelayContext) {
         let loop = context.loop
-        loop.remove(a.fd)
-        loop.remove(b.fd)
+        loop.remove(a.socket)
+        loop.remove(b.socket)
         loop.detach(id)
         id = .none
         onReadyList = false
@@ -657,8 +686,8 @@ final class TCPConnection: EventHandler {
     /// open is reset, as a stopping loop resets what it owned; the sockets close as it goes.
     deinit {
         if phase != .closed {
-            Socket.setResetOnClose(a.fd)
-            Socket.setResetOnClose(b.fd)
+            Socket.setResetOnClose(a.socket)
+            Socket.setResetOnClose(b.socket)
         }
     }
 
@@ -668,12 +697,12 @@ final class TCPConnection: EventHandler {
         queue?.leave(self)
         group?.untrack(self)
         if reset {
-            Socket.setResetOnClose(a.fd)
-            Socket.setResetOnClose(b.fd)
+            Socket.setResetOnClose(a.socket)
+            Socket.setResetOnClose(b.socket)
         }
+        // The sockets close with the connection, which the loop just let go of: no event
+        // reaches it again, and nothing else holds it once it left its queue and group.
         context.loop.detach(id)
-        a.socket = nil
-        b.socket = nil
         // Pipes with bytes in them are closed, never pooled.
         if a.buffered == 0, let p = a.pipe.take() { context.pipes.give(p) }
         if b.buffered == 0, let p = b.pipe.take() { context.pipes.give(p) }
