@@ -45,7 +45,7 @@ public enum ControlClient {
         while sent < bytes.count {
             let result = bytes.withUnsafeBytes { raw in
                 Result { () throws(SyscallError) in
-                    try Socket.sendBlocking(socket.raw, from: raw.baseAddress! + sent, count: raw.count - sent)
+                    try Socket.sendBlocking(socket, from: raw.baseAddress! + sent, count: raw.count - sent)
                 }
             }
             switch result {
@@ -61,7 +61,7 @@ public enum ControlClient {
         while true {
             let received = buffer.withUnsafeMutableBytes { raw in
                 Result { () throws(SyscallError) in
-                    try Socket.receiveBlocking(socket.raw, into: raw.baseAddress!, count: raw.count)
+                    try Socket.receiveBlocking(socket, into: raw.baseAddress!, count: raw.count)
                 }
             }
             let n: Int

@@ -286,7 +286,7 @@ final class ControlListener: EventHandler {
         self.loop = loop
         if keepsReserve { reserve = try Self.makeReserve() }
         id = loop.attach(self)
-        try loop.add(socket.raw, .read, for: id, tag: 0)
+        try loop.add(socket, .read, for: id, tag: 0)
     }
 
     /// Any descriptor will do; an unbound datagram socket costs nothing.
@@ -305,11 +305,11 @@ final class ControlListener: EventHandler {
             guard watching else { return }
             let client: Descriptor
             do {
-                guard let fd = try Socket.accept(socket.raw) else {
+                guard let accepted = try Socket.accept(socket) else {
                     endShortage()
                     return
                 }
-                client = Descriptor(taking: fd)
+                client = accepted
             } catch {
                 switch error.errno {
                 case .tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory:
@@ -335,15 +335,14 @@ final class ControlListener: EventHandler {
     private func acceptFromReserve() -> Descriptor? {
         guard reserve != nil else { return nil }
         reserve = nil
-        guard let fd = try? Socket.accept(socket.raw) else { return nil }
-        return Descriptor(taking: fd)
+        return (try? Socket.accept(socket)) ?? nil
     }
 
     private func serve(_ client: consuming Descriptor, onReserve: Bool, loop: EventLoop) {
         var allowed = true
         var peer: UnixSocket.Credentials?
         if let policy {
-            peer = try? UnixSocket.peerCredentials(client.raw)
+            peer = try? UnixSocket.peerCredentials(client)
             allowed = peer.map(policy.allows) ?? false
         }
         clients += 1
@@ -351,7 +350,7 @@ final class ControlListener: EventHandler {
         connection.start(on: loop, refuse: !allowed)
         if clients >= shared.maxClients && watching {
             fullPause = true
-            loop.remove(socket.raw)
+            loop.remove(socket)
         }
     }
 
@@ -372,7 +371,7 @@ final class ControlListener: EventHandler {
             )
         }
         shortPauses += 1
-        if watching { loop.remove(socket.raw) }
+        if watching { loop.remove(socket) }
         descriptorPause = true
         loop.schedule(at: loop.now + shared.descriptorPause, for: id, tag: 0)
     }
@@ -393,7 +392,7 @@ final class ControlListener: EventHandler {
     /// Level-triggered: clients that waited are reported at the next wait.
     private func rewatch() {
         guard let loop else { return }
-        do { try loop.add(socket.raw, .read, for: id, tag: 0) } catch {
+        do { try loop.add(socket, .read, for: id, tag: 0) } catch {
             shared.logger.error("\(name): cannot watch the listener again: \(error)")
         }
     }
@@ -401,8 +400,8 @@ final class ControlListener: EventHandler {
 
 /// One client: read a request, answer, close.
 final class ControlConnection: EventHandler {
+    /// Open until `close()`; every call on it goes through `withSocket`.
     private var socket: Descriptor?
-    private let fd: Int32
     private let listener: ControlListener
     private let reader: HTTPReader
     private let metricsOnly: Bool
@@ -433,7 +432,6 @@ final class ControlConnection: EventHandler {
         self.peer = peer
         // A scrape has no body to send.
         reader = HTTPReader(maximumBody: metricsOnly ? 0 : HTTPReader.maximumBody)
-        fd = socket.raw
         self.socket = consume socket
     }
 
@@ -445,7 +443,15 @@ final class ControlConnection: EventHandler {
             answer(.error(403, "permission denied: the control socket takes root, berth's own user or --control-group"))
             return
         }
-        do { try loop.add(fd, .read, for: id, tag: 0) } catch { close() }
+        do { try withSocket { (s) throws(SyscallError) in try loop.add(s, .read, for: id, tag: 0) } } catch { close() }
+    }
+
+    /// `body` with the socket, while it is open (nil once closed).
+    private func withSocket<R>(_ body: (borrowing Descriptor) throws(SyscallError) -> R) throws(SyscallError) -> R? {
+        switch socket {
+        case .some(let s): return try body(s)
+        case .none: return nil
+        }
     }
 
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
@@ -459,17 +465,19 @@ final class ControlConnection: EventHandler {
         while true {
             let got: Int
             do {
-                switch try buffer.withUnsafeMutableBytes({ (raw) throws(SyscallError) -> IOResult<Int> in
+                switch try buffer.withUnsafeMutableBytes({ (raw) throws(SyscallError) -> IOResult<Int>? in
                     guard let base = raw.baseAddress else { return .done(0) }
-                    guard peer != nil else { return try Socket.receive(fd, into: base, count: raw.count) }
-                    // One passed descriptor per connection; a second one is closed with `received`.
-                    return try UnixSocket.receive(fd, into: base, count: raw.count) {
-                        (received: consuming Descriptor) in
-                        if passed == nil { passed = .some(received) }
+                    return try withSocket { (fd) throws(SyscallError) in
+                        guard peer != nil else { return try Socket.receive(fd, into: base, count: raw.count) }
+                        // One passed descriptor per connection; a second one is closed with `received`.
+                        return try UnixSocket.receive(fd, into: base, count: raw.count) {
+                            (received: consuming Descriptor) in
+                            if passed == nil { passed = .some(received) }
+                        }
                     }
                 }) {
-                case .done(let n): got = n
-                case .wouldBlock: return
+                case .done(let n)?: got = n
+                case .wouldBlock?, nil: return
                 }
             } catch {
                 close()
@@ -498,7 +506,7 @@ final class ControlConnection: EventHandler {
             }
             // Nothing more to read; the answer comes when a rendering is ready.
             state = .waitingForMetrics
-            loop.remove(fd)
+            _ = try? withSocket { loop.remove($0) }
             let shared = listener.shared
             if shared.metrics.request(now: loop.now, deliver: { [weak self] body in self?.answerMetrics(body) }) {
                 shared.renderer.render()
@@ -526,7 +534,7 @@ final class ControlConnection: EventHandler {
         // Small: it fits the socket's buffer; a shim that does not read it is closed.
         let written = head.withUnsafeBytes { raw -> IOResult<Int>? in
             guard let base = raw.baseAddress else { return nil }
-            return try? Socket.send(fd, from: base, count: raw.count)
+            return try? withSocket { (fd) throws(SyscallError) in try Socket.send(fd, from: base, count: raw.count) } ?? nil
         }
         guard case .done(head.count)? = written else { return close() }
         // Still watched for reading: the end of file is the shim's goodbye.
@@ -534,7 +542,7 @@ final class ControlConnection: EventHandler {
 
     private func holdingReady(_ entry: Int) {
         var byte: UInt8 = 0
-        let result = try? Socket.receive(fd, into: &byte, count: 1)
+        let result = (try? withSocket { (fd) throws(SyscallError) in try Socket.receive(fd, into: &byte, count: 1) }) ?? nil
         if case .wouldBlock? = result { return }
         // End of file, an error, or bytes a shim never sends: the port goes.
         listener.shared.service.shimGone(entry)
@@ -567,7 +575,7 @@ final class ControlConnection: EventHandler {
         head = response.head(contentLength: bodyBytes.count)
         body = bodyBytes
         sent = 0
-        loop?.remove(fd)
+        if let loop { _ = try? withSocket { loop.remove($0) } }
         flush()
     }
 
@@ -579,14 +587,18 @@ final class ControlConnection: EventHandler {
             let result = (inHead ? head : body).withUnsafeBytes { raw -> IOResult<Int>? in
                 guard let base = raw.baseAddress else { return nil }
                 let offset = inHead ? sent : sent - head.count
-                return try? Socket.send(fd, from: base + offset, count: raw.count - offset)
+                return try? withSocket { (fd) throws(SyscallError) in
+                    try Socket.send(fd, from: base + offset, count: raw.count - offset)
+                } ?? nil
             }
             switch result {
             case .done(let n)?: sent += n
             case .wouldBlock?:
                 if let loop, !watchingWrite {
                     watchingWrite = true
-                    do { try loop.add(fd, .write, for: id, tag: 0) } catch { return close() }
+                    do { try withSocket { (s) throws(SyscallError) in try loop.add(s, .write, for: id, tag: 0) } } catch {
+                        return close()
+                    }
                 }
                 return
             case nil:
