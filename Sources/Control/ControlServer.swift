@@ -534,7 +534,8 @@ final class ControlConnection: EventHandler {
         // Small: it fits the socket's buffer; a shim that does not read it is closed.
         let written = head.withUnsafeBytes { raw -> IOResult<Int>? in
             guard let base = raw.baseAddress else { return nil }
-            return try? withSocket { (fd) throws(SyscallError) in try Socket.send(fd, from: base, count: raw.count) } ?? nil
+            return try? withSocket { (fd) throws(SyscallError) in try Socket.send(fd, from: base, count: raw.count) }
+                ?? nil
         }
         guard case .done(head.count)? = written else { return close() }
         // Still watched for reading: the end of file is the shim's goodbye.
@@ -542,7 +543,8 @@ final class ControlConnection: EventHandler {
 
     private func holdingReady(_ entry: Int) {
         var byte: UInt8 = 0
-        let result = (try? withSocket { (fd) throws(SyscallError) in try Socket.receive(fd, into: &byte, count: 1) }) ?? nil
+        let result =
+            (try? withSocket { (fd) throws(SyscallError) in try Socket.receive(fd, into: &byte, count: 1) }) ?? nil
         if case .wouldBlock? = result { return }
         // End of file, an error, or bytes a shim never sends: the port goes.
         listener.shared.service.shimGone(entry)
@@ -596,7 +598,8 @@ final class ControlConnection: EventHandler {
             case .wouldBlock?:
                 if let loop, !watchingWrite {
                     watchingWrite = true
-                    do { try withSocket { (s) throws(SyscallError) in try loop.add(s, .write, for: id, tag: 0) } } catch {
+                    do { try withSocket { (s) throws(SyscallError) in try loop.add(s, .write, for: id, tag: 0) } } catch
+                    {
                         return close()
                     }
                 }
