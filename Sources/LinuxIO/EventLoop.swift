@@ -66,8 +66,8 @@ public final class LoopWaker: Sendable {
     private let stopFlag = Atomic<Bool>(false)
     /// Work posted from other threads, run on the loop's thread at its next wake-up.
     private let inbox = Mutex<[@Sendable () -> Void]>([])
-    private let descriptor: Descriptor
-    var eventFD: Int32 { descriptor.raw }
+    fileprivate let descriptor: Descriptor
+    private var eventFD: Int32 { descriptor.raw }
 
     init() throws(SyscallError) {
         descriptor = Descriptor(taking: try syscall("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) })
@@ -156,7 +156,7 @@ public final class EventLoop {
     public init(eventCapacity: Int = 256) throws(SyscallError) {
         selector = try Selector(capacity: eventCapacity)
         waker = try LoopWaker()
-        try selector.add(waker.eventFD, .read, token: EventLoop.token(EventLoop.internalSlot, 0, EventLoop.wakeTag))
+        try selector.add(waker.descriptor, .read, token: EventLoop.token(EventLoop.internalSlot, 0, EventLoop.wakeTag))
     }
 
     // MARK: handlers and descriptors
@@ -277,9 +277,9 @@ public final class EventLoop {
         sigemptyset(&set)
         for s in signals { sigaddset(&set, s) }
         let fd = try syscall("signalfd") { signalfd(-1, &set, Int32(SFD_NONBLOCK | SFD_CLOEXEC)) }
-        var owned: Descriptor? = Descriptor(taking: fd)
-        try selector.add(fd, .read, token: EventLoop.token(EventLoop.internalSlot, 0, EventLoop.signalTag))
-        signalFD = owned.take()
+        let owned = Descriptor(taking: fd)  // closed here if it cannot be watched
+        try selector.add(owned, .read, token: EventLoop.token(EventLoop.internalSlot, 0, EventLoop.signalTag))
+        signalFD = consume owned
         onSignal = handler
     }
 
@@ -372,7 +372,7 @@ public final class EventLoop {
         if slot == EventLoop.internalSlot {
             if tag == EventLoop.wakeTag {
                 var value: UInt64 = 0
-                _ = read(waker.eventFD, &value, 8)
+                _ = read(waker.descriptor.raw, &value, 8)
                 for body in waker.takePosted() { body() }
             } else {
                 readSignals()

@@ -49,7 +49,7 @@ public enum UnixSocket {
         let bindErrno = errno
         umask(old)
         if rc != 0 { throw SyscallError("bind", .init(rawValue: bindErrno), subject: path) }
-        try Socket.listen(socket.raw, backlog: backlog)
+        try Socket.listen(socket, backlog: backlog)
         return socket
     }
 
@@ -85,7 +85,7 @@ public enum UnixSocket {
                 Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CBerthLinux_SOCK_CLOEXEC, 0)
             }
         )
-        if let timeoutSeconds { try Socket.setTimeouts(socket.raw, seconds: timeoutSeconds) }
+        if let timeoutSeconds { try Socket.setTimeouts(socket, seconds: timeoutSeconds) }
         while true {
             let rc = try withAddress(path) { Glibc.connect(socket.raw, $0, $1) }
             if rc == 0 { return socket }
