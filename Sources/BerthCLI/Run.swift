@@ -8,9 +8,9 @@ enum Run {
     /// The exit code: 0 after SIGINT/SIGTERM, 1 for a failed start, 2 for a bad command line.
     static func main(_ args: [String]) -> Int32 {
         // First: whatever systemd passed is read and the variables are unset, so no child inherits them.
-        let activation: ListenFDs?
+        let activation: PassedSockets?
         do {
-            activation = try Publishing.takeListenFDs()
+            activation = try Publishing.takeListenSockets()
         } catch {
             complain(error.description)
             return 2
@@ -37,18 +37,12 @@ enum Run {
         let options = Self.options(arguments)
         let logger = Logger(label: "berth")
         do {
-            var sockets: [PassedSocket] = []
-            if let activation {
-                for (fd, name) in zip(activation.descriptors, activation.names) {
-                    sockets.append(try PassedSocket.inspect(fd, name: name))
-                }
-            }
             let publisher = try Publisher.start(
                 mappings,
                 mode: arguments.mode,
                 options: options,
                 logger: logger,
-                sockets: sockets,
+                sockets: activation,
                 notice: complain
             )
             for port in publisher.ports { say(port.line) }

@@ -15,9 +15,11 @@ import Glibc
 import LinuxIO
 import Mappings
 
-/// A socket a service manager passed, as berth found it.
+/// A socket another process bound and passed (a service manager's, dockerd's fd 4), as berth
+/// found it. The descriptor itself is owned by `PassedSockets` (or the caller) until adopted.
 public struct PassedSocket: Sendable, CustomStringConvertible {
-    public let fd: Int32
+    /// How messages name it: `fd 3`, the number it was passed as.
+    public let label: String
     /// Its name in LISTEN_FDNAMES (FileDescriptorName=), "unknown" without one.
     public let name: String
     public let address: SocketAddress
@@ -25,17 +27,24 @@ public struct PassedSocket: Sendable, CustomStringConvertible {
     /// An IPv6 wildcard socket without IPV6_V6ONLY: it takes IPv4 clients too.
     public let dualStack: Bool
 
-    public init(fd: Int32, name: String = "unknown", address: SocketAddress, proto: Proto, dualStack: Bool = false) {
-        self.fd = fd
+    public init(label: String, name: String = "unknown", address: SocketAddress, proto: Proto, dualStack: Bool = false)
+    {
+        self.label = label
         self.name = name
         self.address = address
         self.proto = proto
         self.dualStack = dualStack
     }
 
-    /// What the socket on `fd` is: getsockname, SO_TYPE, SO_PROTOCOL and IPV6_V6ONLY.
-    public static func inspect(_ fd: Int32, name: String = "unknown") throws(PublishError) -> PassedSocket {
-        let what = "socket activation: fd \(fd)" + (name == "unknown" ? "" : " (\(name))")
+    /// What `fd` is: getsockname, SO_TYPE, SO_PROTOCOL and IPV6_V6ONLY. Errors begin with
+    /// `context` and the socket's label (`socket activation: fd 3 (web)`, `-use-listen-fd: fd 4`).
+    public static func inspect(
+        _ fd: borrowing Descriptor,
+        name: String = "unknown",
+        context: String = "socket activation"
+    ) throws(PublishError) -> PassedSocket {
+        let label = "fd \(fd.raw)"
+        let what = "\(context): \(label)" + (name == "unknown" ? "" : " (\(name))")
         do {
             let address = try Socket.localAddress(fd)
             guard address.family == AF_INET || address.family == AF_INET6 else {
@@ -52,7 +61,7 @@ public struct PassedSocket: Sendable, CustomStringConvertible {
                 throw PublishError("\(what) is neither a TCP nor a UDP socket")
             }
             let dualStack = address.isV6 && address.isWildcard ? !(try Socket.isV6Only(fd)) : false
-            return PassedSocket(fd: fd, name: name, address: address, proto: proto, dualStack: dualStack)
+            return PassedSocket(label: label, name: name, address: address, proto: proto, dualStack: dualStack)
         } catch let error as PublishError {
             throw error
         } catch {
@@ -62,8 +71,46 @@ public struct PassedSocket: Sendable, CustomStringConvertible {
 
     /// `fd 3 [::]:8080/tcp`, with its name when it has one: `fd 3 "web" [::]:8080/tcp`.
     public var description: String {
-        "fd \(fd) " + (name == "unknown" ? "" : "\"\(name)\" ") + "\(address)/\(proto)"
+        "\(label) " + (name == "unknown" ? "" : "\"\(name)\" ") + "\(address)/\(proto)"
     }
+}
+
+/// The sockets a service manager passed (LISTEN_FDS), owned here until a publisher adopts them;
+/// what is not adopted closes with this.
+public struct PassedSockets: ~Copyable {
+    /// One per socket, in order: LISTEN_FDNAMES' names, or "unknown".
+    public let names: [String]
+    private let owned: DescriptorSlots
+
+    /// Takes ownership of `descriptors`.
+    init(taking descriptors: Range<Int32>, names: [String]) {
+        self.names = names
+        owned = DescriptorSlots(capacity: descriptors.count)
+        for (slot, raw) in descriptors.enumerated() { _ = owned.put(Descriptor(taking: raw), at: slot) }
+    }
+
+    public var count: Int { names.count }
+
+    /// What each socket is, in order; the first that is not an IPv4 or IPv6 TCP or UDP socket
+    /// is an error. Each still here, or none of them if one was adopted already.
+    public func inspect() throws(PublishError) -> [PassedSocket] {
+        var found: [PassedSocket] = []
+        for slot in 0..<count {
+            guard let socket = owned.take(slot) else {
+                throw PublishError("socket activation: the passed sockets were adopted already")
+            }
+            let inspected: Result<PassedSocket, PublishError>
+            do { inspected = .success(try PassedSocket.inspect(socket, name: names[slot])) } catch {
+                inspected = .failure(error)
+            }
+            _ = owned.put(socket, at: slot)
+            found.append(try inspected.get())
+        }
+        return found
+    }
+
+    /// The descriptor of socket `slot`, now the caller's; nil if it was taken before.
+    func take(_ slot: Int) -> Descriptor? { owned.take(slot) }
 }
 
 /// Which passed socket serves which host addresses of which mapping (the rules at the top).

@@ -1,18 +1,24 @@
 // Adoption: listeners bound by someone else (dockerd's -use-listen-fd, a docker-proxy shim's
-// socket passed over the control socket, systemd's sockets) published like berth's own.
+// socket passed over the control socket, systemd's sockets) published like berth's own, through
+// one path: `listener(adopting:)` makes a TCP socket listen if it only is bound and hands the
+// descriptor to `Listener.adopt` (non-blocking, close-on-exec).
 
 import Glibc
 import LinuxIO
-import Logging
 import Mappings
-import Netfilter
 import Relay
-import Synchronization
 
 extension Publisher {
-    /// Adopts a listener bound by someone else (dockerd's `-use-listen-fd`).
-    public func adopt(_ fd: Int32, mapping: PortMapping) throws(PublishError) -> BoundPort {
-        try serialized { () throws(PublishError) in try adoptSerialized(fd, mapping: mapping, owner: nil).port }
+    /// Adopts dockerd's `-use-listen-fd` socket, checked by `serve(_:inherited:)` to be `found`.
+    func adopt(
+        _ socket: consuming Descriptor,
+        as found: PassedSocket,
+        mapping: PortMapping
+    ) throws(PublishError)
+        -> BoundPort
+    {
+        let listener = try Self.listener(adopting: socket, proto: found.proto, label: "-use-listen-fd: \(found.label)")
+        return try serialized { () throws(PublishError) in publishAdopted(listener, mapping: mapping, owner: nil).port }
     }
 
     /// Adopts a listener another process bound and passed over (a docker-proxy shim's, through
@@ -22,72 +28,72 @@ extension Publisher {
         mapping: PortMapping,
         owner: String?
     ) throws(PublishError) -> (id: PublicationID, port: BoundPort) {
-        let fd = socket.release()
+        let listener = try Self.listener(adopting: socket, proto: mapping.proto, label: "passed socket")
+        let (id, port) = try serialized { () throws(PublishError) in
+            publishAdopted(listener, mapping: mapping, owner: owner)
+        }
+        return (PublicationID(raw: id), port)
+    }
+
+    /// The one adoption of a passed socket: listening if TCP (dockerd and systemd listen before
+    /// they hand one over; one that is only bound is made to listen here), then the listener.
+    private static func listener(
+        adopting socket: consuming Descriptor,
+        proto: Proto,
+        label: String
+    ) throws(PublishError) -> Listener {
         do {
-            let (id, port) = try serialized { () throws(PublishError) in
-                try adoptSerialized(fd, mapping: mapping, owner: owner)
-            }
-            return (PublicationID(raw: id), port)
+            if proto == .tcp, try !Socket.isListening(socket) { try Socket.listen(socket, backlog: 4096) }
+            return try Listener.adopt(socket)
         } catch {
-            // Listener.adopt failed before it took the descriptor over.
-            Descriptor(taking: fd).close()
-            throw error
+            throw PublishError("\(label): \(error)")
         }
     }
 
-    func adoptSerialized(
-        _ fd: Int32,
+    private func publishAdopted(
+        _ listener: Listener,
         mapping: PortMapping,
         owner: String?
-    ) throws(PublishError) -> (id: Int, port: BoundPort) {
-        let listener: Listener
-        do {
-            listener = try Listener.adopt(fd)
-        } catch {
-            throw PublishError("listen fd \(fd): \(error)")
-        }
+    ) -> (id: Int, port: BoundPort) {
         let port = BoundPort(mapping: mapping, address: listener.address, target: Self.target(of: mapping))
-        // The engine that passed it (dockerd, a shim) sets up its own DNAT, if any.
-        let id = try newPublication(installing: [])
+        // The engine that passed it (dockerd, a shim's dockerd) sets up its own DNAT, if any.
+        let id = nextPublicationID()
         publish([Binding(port: port, listeners: [listener])], id: id, owner: owner)
         return (id, port)
     }
 
     /// Serves `mappings` through sockets a service manager passed (systemd socket activation)
     /// instead of binding: each socket serves the host addresses of the mapping it matches
-    /// (`ActivationPlan`), and is adopted (non-blocking, close-on-exec, listening if TCP). All or
-    /// nothing, as `bind`: DNAT rules are installed before any socket is adopted, so a refused
-    /// table leaves the sockets to a fallback publisher.
+    /// (`ActivationPlan`), and is adopted. All or nothing, as `bind`: DNAT rules are installed
+    /// before any socket is taken, so a refused table leaves every socket to a fallback publisher.
     @discardableResult
-    public func adopt(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort] {
-        try serialized { () throws(PublishError) in try adoptSerialized(mappings, sockets: sockets) }
-    }
-
-    func adoptSerialized(_ mappings: [PortMapping], sockets: [PassedSocket]) throws(PublishError) -> [BoundPort] {
+    public func adopt(_ mappings: [PortMapping], sockets: borrowing PassedSockets) throws(PublishError) -> [BoundPort] {
+        let found = try sockets.inspect()
         if options.mode == .kernel {
             // Its loops serve no listener: clients of the passed sockets would wait in their backlog.
             throw PublishError(
                 "socket activation: --mode kernel serves no socket it is passed (use hybrid or userspace)"
             )
         }
-        let plan = try ActivationPlan(mappings: mappings, sockets: sockets, hostAddresses: hostAddresses)
+        let plan = try ActivationPlan(mappings: mappings, sockets: found, hostAddresses: hostAddresses)
         let newPorts = plan.entries.flatMap(\.ports)
-        let id = try newPublication(installing: newPorts)
-        var bound: [Binding] = []
-        for entry in plan.entries {
-            let socket = sockets[entry.socket]
-            let listener: Listener
-            do {
-                if socket.proto == .tcp, try !Socket.isListening(socket.fd) {
-                    try Socket.listen(socket.fd, backlog: 4096)
+        return try serialized { () throws(PublishError) in
+            let id = try newPublication(installing: newPorts)
+            var bound: [Binding] = []
+            for entry in plan.entries {
+                let passed = found[entry.socket]
+                guard let socket = sockets.take(entry.socket) else {
+                    throw PublishError("socket activation: \(passed) was adopted already")
                 }
-                listener = try Listener.adopt(socket.fd)
-            } catch {
-                throw PublishError("\(socket): \(error)")
+                bound.append(
+                    Binding(
+                        ports: entry.ports,
+                        listeners: [try Self.listener(adopting: socket, proto: passed.proto, label: "\(passed)")]
+                    )
+                )
             }
-            bound.append(Binding(ports: entry.ports, listeners: [listener]))
+            publish(bound, id: id)
+            return newPorts
         }
-        publish(bound, id: id)
-        return newPorts
     }
 }

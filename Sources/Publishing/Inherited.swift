@@ -67,35 +67,23 @@ extension Publisher {
             throw PublishError("unsupported protocol sctp")
         }
         guard invocation.useListenFD else { return try bind([invocation.mapping])[0] }
-        let fd = InheritedDescriptors.listenFD
         if let problem = inherited.listenFDProblem { throw PublishError("-use-listen-fd: \(problem)") }
-        do {
-            let family = try Socket.localAddress(fd).family
-            guard family == AF_INET || family == AF_INET6 else {
-                throw PublishError("-use-listen-fd: fd \(fd) is not an IPv4 or IPv6 socket")
-            }
-            let stream = Int32(SOCK_STREAM.rawValue)
-            let datagram = Int32(SOCK_DGRAM.rawValue)
-            let type = try Socket.type(fd)
-            guard type == (invocation.proto == .tcp ? stream : datagram) else {
-                let what = type == stream ? "a TCP" : type == datagram ? "a UDP" : "an unusable"
-                throw PublishError("-use-listen-fd: fd \(fd) is \(what) socket, not \(invocation.proto)")
-            }
-            // dockerd listens before handing it over; a socket that is only bound is made to listen here.
-            if invocation.proto == .tcp, try !Socket.isListening(fd) { try Socket.listen(fd, backlog: 4096) }
-        } catch let error as PublishError {
-            throw error
-        } catch {
-            throw PublishError("-use-listen-fd: fd \(fd): \(error)")
+        let socket = Descriptor(taking: InheritedDescriptors.listenFD)
+        // What a service manager's socket is checked for, and then that it is the protocol asked;
+        // -host-ip only told the family, which the socket knows.
+        let found = try PassedSocket.inspect(socket, context: "-use-listen-fd")
+        guard found.proto == invocation.proto else {
+            throw PublishError(
+                "-use-listen-fd: \(found.label) is a \(found.proto == .tcp ? "TCP" : "UDP") socket, not \(invocation.proto)"
+            )
         }
-        // Made non-blocking and close-on-exec; -host-ip only told the family, which the socket knows.
-        return try adopt(fd, mapping: invocation.mapping)
+        return try adopt(socket, as: found, mapping: invocation.mapping)
     }
 }
 
 /// sd_listen_fds(unset_environment: 1) with names: the sockets passed to this process, made
-/// close-on-exec; LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are unset whatever they held.
-public func takeListenFDs() throws(EnvironmentError) -> ListenFDs? {
+/// close-on-exec and owned; LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are unset whatever they held.
+public func takeListenSockets() throws(EnvironmentError) -> PassedSockets? {
     let values = ListenFDs.variables.map { ThisProcess.environment($0) }
     for name in ListenFDs.variables { ThisProcess.unsetEnvironment(name) }
     guard
@@ -109,7 +97,7 @@ public func takeListenFDs() throws(EnvironmentError) -> ListenFDs? {
     for fd in passed.descriptors {
         do { try File.setCloseOnExec(fd) } catch { throw EnvironmentError("LISTEN_FDS: \(error)") }
     }
-    return passed
+    return PassedSockets(taking: passed.descriptors, names: passed.names)
 }
 
 /// What every berth process does before anything else, and what its commands ask of the process.

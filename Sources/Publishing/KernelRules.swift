@@ -14,10 +14,14 @@ extension Publisher {
     /// kernel and hybrid mode (all or none: a refused batch throws and publishes nothing). The
     /// one step `add` and `adopt` share before their listeners go to the loops.
     func newPublication(installing ports: [BoundPort]) throws(PublishError) -> Int {
-        let id = nextID
-        if options.mode != .userspace && !ports.isEmpty { rulesByID[id] = try installRules(for: ports) }
-        nextID += 1
-        return id
+        if options.mode != .userspace && !ports.isEmpty { rulesByID[nextID] = try installRules(for: ports) }
+        return nextPublicationID()
+    }
+
+    /// The next publication's id, taken.
+    func nextPublicationID() -> Int {
+        defer { nextID += 1 }
+        return nextID
     }
 
     func installRules(for newPorts: [BoundPort]) throws(PublishError) -> [DNATRule] {

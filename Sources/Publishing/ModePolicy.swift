@@ -15,7 +15,7 @@ extension Publisher {
         mode: Mode?,
         options: PublishOptions,
         logger: Logger,
-        sockets: [PassedSocket] = [],
+        sockets: borrowing PassedSockets? = nil,
         notice: (String) -> Void
     ) throws(PublishError) -> Publisher {
         var options = options
@@ -40,11 +40,8 @@ extension Publisher {
             options.mode = picked
         }
         let publisher = Publisher(options: options, logger: logger)
-        func publish(_ publisher: Publisher) throws(PublishError) {
-            if sockets.isEmpty { try publisher.bind(mappings) } else { try publisher.adopt(mappings, sockets: sockets) }
-        }
         do {
-            try publish(publisher)
+            try publisher.bindOrAdopt(mappings, sockets)
             return publisher
         } catch  where error.isKernelPathFailure && automatic {
             notice("notice: no kernel fast path (\(error)): forwarding in userspace only")
@@ -52,7 +49,14 @@ extension Publisher {
         publisher.close()
         options.mode = .userspace
         let fallback = Publisher(options: options, logger: logger)
-        try publish(fallback)
+        try fallback.bindOrAdopt(mappings, sockets)
         return fallback
+    }
+
+    private func bindOrAdopt(_ mappings: [PortMapping], _ sockets: borrowing PassedSockets?) throws(PublishError) {
+        switch sockets {
+        case .some(let passed): try adopt(mappings, sockets: passed)
+        case .none: try bind(mappings)
+        }
     }
 }

@@ -102,7 +102,8 @@ public final class Listener: Sendable {
     }
 
     /// Adopts a socket someone else bound (dockerd's `-use-listen-fd`): made non-blocking.
-    public static func adopt(_ fd: Int32) throws(SyscallError) -> Listener {
+    /// The descriptor is the listener's from here on, also when this throws (then it is closed).
+    public static func adopt(_ fd: consuming Descriptor) throws(SyscallError) -> Listener {
         try Socket.makeNonBlocking(fd)
         let type = try Socket.type(fd)
         let bound = try Socket.localAddress(fd)
@@ -112,6 +113,6 @@ public final class Listener: Sendable {
             // Best effort: without it replies leave from whatever address the kernel picks.
             try? Socket.setPacketInfo(fd, v6: bound.isV6, true)
         }
-        return Listener(descriptor: Descriptor(taking: fd), address: bound, isTCP: isTCP)
+        return Listener(descriptor: fd, address: bound, isTCP: isTCP)
     }
 }

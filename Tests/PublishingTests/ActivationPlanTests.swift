@@ -21,7 +21,7 @@ final class ActivationPlanTests: XCTestCase {
         _ proto: Proto = .tcp,
         dualStack: Bool = false
     ) -> PassedSocket {
-        PassedSocket(fd: fd, address: SocketAddress(ip: ip, port: port)!, proto: proto, dualStack: dualStack)
+        PassedSocket(label: "fd \(fd)", address: SocketAddress(ip: ip, port: port)!, proto: proto, dualStack: dualStack)
     }
 
     private func plan(_ mappings: [PortMapping], _ sockets: [PassedSocket]) throws -> [(Int, [String])] {
@@ -106,22 +106,20 @@ final class ActivationPlanTests: XCTestCase {
         let v6 = try Socket.make(family: AF_INET6, type: Int32(SOCK_STREAM.rawValue))
         try Socket.setOption(v6.raw, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 0)
         try Socket.bind(v6.raw, SocketAddress(ip: "::", port: 0)!)
-        let passed = try PassedSocket.inspect(v6.raw, name: "web")
+        let passed = try PassedSocket.inspect(v6, name: "web")
         XCTAssertEqual(passed.proto, .tcp)
         XCTAssertTrue(passed.dualStack)
         XCTAssertEqual("\(passed)", "fd \(v6.raw) \"web\" [::]:\(passed.address.port)/tcp")
         let udp = try Socket.make(family: AF_INET, type: Int32(SOCK_DGRAM.rawValue))
         try Socket.bind(udp.raw, SocketAddress(ip: "127.0.0.1", port: 0)!)
-        let u = try PassedSocket.inspect(udp.raw)
+        let u = try PassedSocket.inspect(udp)
         XCTAssertEqual(u.proto, .udp)
         XCTAssertFalse(u.dualStack)
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
-        defer {
-            close(fds[0])
-            close(fds[1])
-        }
-        XCTAssertThrowsError(try PassedSocket.inspect(fds[0])) {
+        let unix = Descriptor(taking: fds[0])
+        defer { close(fds[1]) }
+        XCTAssertThrowsError(try PassedSocket.inspect(unix)) {
             XCTAssertEqual("\($0)", "socket activation: fd \(fds[0]) is not an IPv4 or IPv6 socket")
         }
     }

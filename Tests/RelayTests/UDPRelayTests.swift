@@ -310,7 +310,7 @@ final class UDPRelayTests: XCTestCase {
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
             let any = SocketAddress(ip: "0.0.0.0", port: 0)!
             XCTAssertEqual(any.withSockAddr { bind(fd, $0, $1) }, 0)
-            return try Listener.adopt(fd)
+            return try Listener.adopt(Descriptor(taking: fd))
         }
         // Adopting a wildcard socket turns IP_PKTINFO on.
         let adopted = try RelayHarness(listener: adoptedWildcard(), target: server.address)
