@@ -60,6 +60,8 @@ SHIM_SOURCES = Sources/BerthShim/main.swift Sources/BerthShim/entry.c Sources/Be
 # swift-format ships with the toolchain; .swift-format holds the rules.
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests Fuzz
+	@if grep -rn 'lending(' Sources --include='*.swift' | grep -v '^Sources/LinuxIO/'; then \
+		echo "lint: only LinuxIO lends a raw descriptor number to its calls; product code passes owners"; exit 1; fi
 
 test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)

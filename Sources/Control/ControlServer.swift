@@ -131,11 +131,7 @@ public final class ControlServer {
 
     private static func listenTCP(_ address: SocketAddress) throws(ControlError) -> Descriptor {
         do {
-            let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
-            try Socket.setOption(socket.raw, SOL_SOCKET, SO_REUSEADDR, 1)
-            try Socket.bind(socket.raw, address)
-            try Socket.listen(socket.raw, backlog: 64)
-            return socket
+            return try Socket.tcpListener(address, backlog: 64)
         } catch {
             throw ControlError("--metrics: \(error)")
         }

@@ -31,7 +31,8 @@ public struct Descriptor: ~Copyable, Sendable {
     private consuming func forget() { discard self }
 
     @inline(__always)
-    static func lending<R, E: Error>(_ raw: Int32, _ body: (borrowing Descriptor) throws(E) -> R) throws(E) -> R {
+    package static func lending<R, E: Error>(_ raw: Int32, _ body: (borrowing Descriptor) throws(E) -> R) throws(E) -> R
+    {
         let lent = Descriptor(lent: raw)
         let result: Result<R, E>
         do throws(E) { result = .success(try body(lent)) } catch { result = .failure(error) }
@@ -124,9 +125,18 @@ public struct DescriptorSlots: ~Copyable {
         storage.deallocate()
     }
 
-    /// The descriptor in `slot`, still owned here; -1 if none.
+    /// Whether `slot` holds a descriptor.
     @inline(__always)
-    public subscript(slot: Int) -> Int32 { storage[slot] }
+    public func holds(_ slot: Int) -> Bool { storage[slot] >= 0 }
+
+    /// `body` with the descriptor in `slot`, which stays owned here; nil (and `body` not run)
+    /// when the slot is empty.
+    @inline(__always)
+    public func with<R, E: Error>(_ slot: Int, _ body: (borrowing Descriptor) throws(E) -> R) throws(E) -> R? {
+        let raw = storage[slot]
+        guard raw >= 0 else { return nil }
+        return try Descriptor.lending(raw, body)
+    }
 
     /// Takes ownership of `descriptor` in `slot`. False if the slot holds one already (a table
     /// that lost track of its slots): then `descriptor` is closed and the slot keeps its own.

@@ -50,10 +50,6 @@ public struct Selector: ~Copyable {
         try control(EPOLL_CTL_ADD, fd, interest, token)
     }
 
-    public func modify(_ fd: borrowing Descriptor, _ interest: Interest, token: UInt64) throws(SyscallError) {
-        try control(EPOLL_CTL_MOD, fd, interest, token)
-    }
-
     public func remove(_ fd: borrowing Descriptor) {
         let fd = fd.raw
         // ENOENT/EBADF after the descriptor was closed: it left the set by itself.

@@ -184,7 +184,7 @@ public final class SyslogSocket: LogSink {
                     Result { () throws(SyscallError) -> IOResult<Int> in
                         // Never empty: it starts with <PRI>.
                         guard let base = bytes.baseAddress else { return .done(0) }
-                        return try Socket.send(current.raw, from: base, count: bytes.count)
+                        return try Socket.send(current, from: base, count: bytes.count)
                     }
                 }
                 switch sent {

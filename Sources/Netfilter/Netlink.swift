@@ -7,42 +7,36 @@ import LinuxIO
 import Glibc
 #endif
 
-/// A NETLINK_NETFILTER socket (libmnl), closed when it goes away.
+/// A NETLINK_NETFILTER socket, closed when it goes away (libmnl builds the messages; the socket
+/// and its calls are LinuxIO's).
 ///
 /// For an nftables table with the owner flag this socket *is* the table's life: the kernel
 /// removes the table when the socket closes, so keep it for as long as the table should live.
 struct NetlinkSocket: ~Copyable {
-    let handle: OpaquePointer  // struct mnl_socket *
+    private let socket: Descriptor
     let portID: UInt32
     private(set) var sendBufferSize: Int
     private var sequence: UInt32
 
     /// `what` names the user in errors: `nftables` or `conntrack`.
     init(_ what: String) throws(NetfilterError) {
-        guard let handle = mnl_socket_open2(NETLINK_NETFILTER, Int32(SOCK_CLOEXEC.rawValue)) else {
-            throw NetfilterError("\(what): open netlink socket", errno: Glibc.errno)
+        do {
+            let socket = try Socket.netlink(NETLINK_NETFILTER)
+            portID = try Socket.netlinkPortID(socket)
+            self.socket = socket
+        } catch {
+            throw NetfilterError("\(what): open netlink socket (\(error.call))", errno: error.errno.rawValue)
         }
-        guard mnl_socket_bind(handle, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
-            let code = Glibc.errno
-            mnl_socket_close(handle)
-            throw NetfilterError("\(what): bind netlink socket", errno: code)
-        }
-        self.handle = handle
-        self.portID = mnl_socket_get_portid(handle)
         self.sendBufferSize = 0
         // Sequence numbers only need to be distinct within this socket; start somewhere
         // unpredictable so a reply to an earlier socket with the same port id is not mistaken.
         self.sequence = UInt32(truncatingIfNeeded: time(nil)) &* 2_654_435_761
         // Errors echo only the failing message's header, not its (possibly large) payload, and
         // carry extended-ack attributes (an offset into the message, sometimes a text).
-        try? Socket.setOption(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        try? Socket.setOption(fd, SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        sendBufferSize = Self.bufferSize(fd, SO_SNDBUF)
+        try? Socket.setOption(socket, SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        try? Socket.setOption(socket, SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        sendBufferSize = Self.bufferSize(socket, SO_SNDBUF)
     }
-
-    deinit { mnl_socket_close(handle) }
-
-    var fd: Int32 { mnl_socket_get_fd(handle) }
 
     /// The sequence number the next request should use.
     var nextSequence: UInt32 { sequence }
@@ -55,16 +49,16 @@ struct NetlinkSocket: ~Copyable {
     /// larger than the send buffer fails with EMSGSIZE.
     mutating func ensureSendBuffer(_ bytes: Int) {
         guard bytes > sendBufferSize else { return }
-        Self.raise(fd, force: SO_SNDBUFFORCE, plain: SO_SNDBUF, to: bytes)
-        sendBufferSize = Self.bufferSize(fd, SO_SNDBUF)
+        Self.raise(socket, force: SO_SNDBUFFORCE, plain: SO_SNDBUF, to: bytes)
+        sendBufferSize = Self.bufferSize(socket, SO_SNDBUF)
     }
 
     func ensureReceiveBuffer(_ bytes: Int) {
-        guard bytes > Self.bufferSize(fd, SO_RCVBUF) else { return }
-        Self.raise(fd, force: SO_RCVBUFFORCE, plain: SO_RCVBUF, to: bytes)
+        guard bytes > Self.bufferSize(socket, SO_RCVBUF) else { return }
+        Self.raise(socket, force: SO_RCVBUFFORCE, plain: SO_RCVBUF, to: bytes)
     }
 
-    private static func raise(_ fd: Int32, force: Int32, plain: Int32, to bytes: Int) {
+    private static func raise(_ fd: borrowing Descriptor, force: Int32, plain: Int32, to bytes: Int) {
         // The kernel doubles the value it is given (bookkeeping overhead); ask for half.
         let half = Int32(clamping: (bytes + 1) / 2)
         if (try? Socket.setOption(fd, SOL_SOCKET, force, half)) == nil {
@@ -72,7 +66,7 @@ struct NetlinkSocket: ~Copyable {
         }
     }
 
-    private static func bufferSize(_ fd: Int32, _ option: Int32) -> Int {
+    private static func bufferSize(_ fd: borrowing Descriptor, _ option: Int32) -> Int {
         (try? Socket.getOption(fd, SOL_SOCKET, option)).map(Int.init) ?? 0
     }
 
@@ -80,7 +74,9 @@ struct NetlinkSocket: ~Copyable {
     /// LinuxIO's one retry loop (EINTR).
     func send(_ bytes: UnsafeRawBufferPointer, _ what: @autoclosure () -> String) throws(NetfilterError) {
         do {
-            _ = try syscall("sendto") { mnl_socket_sendto(handle, bytes.baseAddress, bytes.count) }
+            // Unconnected: a netlink send without an address goes to the kernel (port id 0).
+            guard let base = bytes.baseAddress else { return }
+            _ = try Socket.sendBlocking(socket, from: base, count: bytes.count)
         } catch {
             throw NetfilterError(what(), errno: error.errno.rawValue)
         }
@@ -97,12 +93,9 @@ struct NetlinkSocket: ~Copyable {
     {
         do {
             while true {
-                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                if try syscall("poll", { poll(&pfd, 1, timeoutMs) }) == 0 { return 0 }
-                switch try syscallNonBlocking(
-                    "recv",
-                    { recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT)) }
-                ) {
+                guard let base = buffer.baseAddress else { return 0 }
+                if try !Socket.waitReadable(socket, timeoutMs: timeoutMs) { return 0 }
+                switch try Socket.receive(socket, into: base, count: buffer.count) {
                 case .done(let got): return got
                 case .wouldBlock: continue
                 }

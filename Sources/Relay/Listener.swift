@@ -2,17 +2,6 @@ import Glibc
 import LinuxIO
 import Synchronization
 
-/// How a listener shares its port with the other loops' listeners (SO_REUSEPORT).
-public enum PortSharing: Sendable {
-    /// Alone on its port.
-    case none
-    /// The first of a group: bound without SO_REUSEPORT, so the bind fails if anyone else
-    /// holds the port (another berth's group included), and only then opened to the others.
-    case first
-    /// Joins the group `first` opened (same port, same user).
-    case member
-}
-
 /// A bound socket that receives clients: a TCP listener or a UDP socket. Owns its descriptor;
 /// the loop that serves it (or the loops, for a shared one) borrow the number.
 public final class Listener: Sendable {
@@ -20,8 +9,6 @@ public final class Listener: Sendable {
     /// The address actually bound: with the port the kernel chose when asked for 0.
     public let address: SocketAddress
     public let isTCP: Bool
-
-    public var fd: Int32 { descriptor.raw }
 
     /// When any loop last ran out of descriptors on this listener (monotonic nanoseconds), and
     /// whether a warning is out that no "accepting again" has answered yet. One warning per
@@ -46,17 +33,7 @@ public final class Listener: Sendable {
         listen: Bool = true,
         sharing: PortSharing = .none
     ) throws(SyscallError) -> Listener {
-        let socket = try Socket.make(family: address.family, type: Int32(SOCK_STREAM.rawValue))
-        try Socket.setOption(socket, SOL_SOCKET, SO_REUSEADDR, 1)
-        if address.isV6 { try Socket.setOption(socket, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
-        // Accepted sockets inherit it: one setsockopt per listener instead of one per client.
-        Socket.setNoDelay(socket)
-        try bind(socket, address, sharing: sharing)
-        do {
-            if listen { try Socket.listen(socket, backlog: backlog) }
-        } catch {
-            throw error.about(address.description)
-        }
+        let socket = try Socket.tcpListener(address, backlog: listen ? backlog : nil, sharing: sharing)
         let bound = try Socket.localAddress(socket)
         return Listener(descriptor: socket, address: bound, isTCP: true)
     }
@@ -81,24 +58,9 @@ public final class Listener: Sendable {
         if address.isV6 { try Socket.setOption(socket, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         Socket.setReceiveBuffer(socket, bytes: receiveBuffer)
         if address.isWildcard { try Socket.setPacketInfo(socket, v6: address.isV6, true) }
-        try bind(socket, address, sharing: sharing)
+        try Socket.bind(socket, address, sharing: sharing)
         let bound = try Socket.localAddress(socket)
         return Listener(descriptor: socket, address: bound, isTCP: false)
-    }
-
-    /// SO_REUSEPORT set after the bind for the first of a group: the bind itself is an
-    /// exclusive one, so a port another process (or another berth) holds is "in use", as it is
-    /// with a single socket. The kernel checks the flag when the next socket binds. What this
-    /// cannot stop: a process of the same user that binds with SO_REUSEPORT later joins the
-    /// group and gets a share of the clients, as it would with any SO_REUSEPORT server.
-    private static func bind(
-        _ fd: borrowing Descriptor,
-        _ address: SocketAddress,
-        sharing: PortSharing
-    ) throws(SyscallError) {
-        if sharing == .member { try Socket.setReusePort(fd) }
-        try Socket.bind(fd, address)
-        if sharing == .first { try Socket.setReusePort(fd) }
     }
 
     /// Adopts a socket someone else bound (dockerd's `-use-listen-fd`): made non-blocking.

@@ -111,13 +111,13 @@ public final class UDPRelay: EventHandler {
     public func start() throws(SyscallError) {
         let id = context.loop.attach(self)
         self.id = id
-        try context.loop.add(listener.fd, .read, for: id, tag: 0)
+        try context.loop.add(listener.descriptor, .read, for: id, tag: 0)
     }
 
     /// Stops reading the listener and closes every flow. Call on the loop's thread, or after it ended.
     public func stop() {
         guard let id else { return }
-        context.loop.remove(listener.fd)
+        context.loop.remove(listener.descriptor)
         context.loop.detach(id)
         self.id = nil
         expiryArmedAt = (nil, nil)
@@ -136,7 +136,7 @@ public final class UDPRelay: EventHandler {
         for _ in 0..<Self.listenerBatchesPerWake {
             let count: Int
             do {
-                switch try batch.receive(from: listener.fd) {
+                switch try batch.receive(from: listener.descriptor) {
                 case .done(let n): count = n
                 case .wouldBlock: return
                 }
@@ -210,13 +210,16 @@ public final class UDPRelay: EventHandler {
     @inline(__always)
     private func flush(_ batch: DatagramBatch, slot: Int, from start: Int) {
         guard slot >= 0, batch.queued > start else { return }
-        send(batch, start..<batch.queued, on: backends[slot], toBackend: true)
+        backends.with(slot) { send(batch, start..<batch.queued, on: $0, toBackend: true) }
     }
 
     // MARK: backend → client
 
     fileprivate func backendReady(slot: Int) {
-        let fd = backends[slot]
+        backends.with(slot) { backendReady(slot: slot, $0) }
+    }
+
+    private func backendReady(slot: Int, _ fd: borrowing Descriptor) {
         let batch = context.datagrams
         for _ in 0..<Self.flowBatchesPerWake {
             let count: Int
@@ -253,7 +256,7 @@ public final class UDPRelay: EventHandler {
                     send(
                         batch,
                         0..<batch.queued,
-                        on: listener.fd,
+                        on: listener.descriptor,
                         toBackend: false,
                         to: peer,
                         length: length,
@@ -271,7 +274,7 @@ public final class UDPRelay: EventHandler {
     private func send(
         _ batch: DatagramBatch,
         _ range: Range<Int>,
-        on fd: Int32,
+        on fd: borrowing Descriptor,
         toBackend: Bool,
         to peer: UnsafeRawPointer? = nil,
         length: socklen_t = 0,
@@ -359,9 +362,9 @@ public final class UDPRelay: EventHandler {
             }
             return nil
         }
-        Socket.setReceiveBuffer(socket.raw, bytes: Self.flowReceiveBuffer)
+        Socket.setReceiveBuffer(socket, bytes: Self.flowReceiveBuffer)
         do {
-            _ = try Socket.connect(socket.raw, target)
+            _ = try Socket.connect(socket, target)
         } catch {
             context.counters.udpBackendErrors &+= 1
             mapping.pointer.pointee.backendErrors &+= 1
@@ -373,7 +376,6 @@ public final class UDPRelay: EventHandler {
             mapping.logger.notice("\(listener.address): opening UDP flows again")
         }
         let slot = flows.insert(key, now: now).slot
-        let fd = socket.raw
         guard backends.put(socket, at: slot) else {
             // The table gave out a slot whose socket is still open: drop this datagram, keep berth.
             mapping.logger.error("\(listener.address): UDP flow slot \(slot) is still in use; datagram dropped")
@@ -383,7 +385,7 @@ public final class UDPRelay: EventHandler {
         let id = context.loop.attach(handler(for: slot))
         flowIDs[slot] = id
         do {
-            try context.loop.add(fd, .read, for: id, tag: 0)
+            try backends.with(slot) { (fd) throws(SyscallError) in try context.loop.add(fd, .read, for: id, tag: 0) }
         } catch {
             mapping.logger.error("\(listener.address): cannot watch a UDP flow socket: \(error)")
             context.loop.detach(id)

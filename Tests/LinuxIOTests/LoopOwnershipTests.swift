@@ -164,15 +164,16 @@ final class LoopOwnershipTests: XCTestCase {
             let slots = DescriptorSlots(capacity: 8)
             XCTAssertTrue(slots.put(Descriptor(taking: dup(0)), at: 3))
             XCTAssertTrue(slots.put(Descriptor(taking: dup(0)), at: 5))
-            let held = slots[5]
+            let held = slots.with(5) { $0.raw }
             // An occupied slot keeps its own; the one handed in is closed, not leaked, and no trap.
             XCTAssertFalse(slots.put(Descriptor(taking: dup(0)), at: 5))
-            XCTAssertEqual(slots[5], held)
+            XCTAssertEqual(slots.with(5) { $0.raw }, held)
             XCTAssertEqual(openDescriptorCount(), before + 2)
-            XCTAssertGreaterThanOrEqual(slots[3], 0)
-            XCTAssertEqual(slots[4], -1)
+            XCTAssertTrue(slots.holds(3))
+            XCTAssertFalse(slots.holds(4))
+            XCTAssertNil(slots.with(4) { $0.raw }, "an empty slot lends nothing")
             if let d = slots.take(3) { d.close() } else { XCTFail("slot 3 was empty") }
-            XCTAssertEqual(slots[3], -1)
+            XCTAssertFalse(slots.holds(3))
             if slots.take(3) != nil { XCTFail("slot 3 handed out twice") }
             XCTAssertEqual(openDescriptorCount(), before + 1)
         }

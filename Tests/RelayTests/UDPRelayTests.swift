@@ -321,7 +321,7 @@ final class UDPRelayTests: XCTestCase {
 
         // Without it, the datagram still goes both ways; the kernel picks the source.
         let listener = try adoptedWildcard()
-        try Socket.setPacketInfo(listener.fd, v6: false, false)
+        try Socket.setPacketInfo(listener.descriptor, v6: false, false)
         let plain = try RelayHarness(listener: listener, target: server.address)
         try client.send(Array("plain".utf8), to: SocketAddress(ip: "127.0.0.2", port: plain.address.port)!)
         let (bytes, from) = try client.receiveFrom()

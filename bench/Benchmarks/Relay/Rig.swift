@@ -33,7 +33,7 @@ func blockingListener() throws -> (fd: Int32, address: SocketAddress) {
     let any = SocketAddress(ip: "127.0.0.1", port: 0)!
     _ = try check(any.withSockAddr { bind(fd, $0, $1) }, "bind")
     _ = try check(listen(fd, 1024), "listen")
-    return (fd, try Socket.localAddress(fd))
+    return (fd, try boundAddress(fd))
 }
 
 func blockingConnect(_ address: SocketAddress) -> Int32 {
@@ -263,7 +263,7 @@ final class DatagramRig {
         _ = try check(any.withSockAddr { bind(sinkFD, $0, $1) }, "bind")
         var tv = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(sinkFD, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let sinkAddress = try Socket.localAddress(sinkFD)
+        let sinkAddress = try boundAddress(sinkFD)
         listener = try Listener.udp(any)
         loop = try EventLoop()
         context = RelayContext(loop: loop)
@@ -348,4 +348,11 @@ func flowKeys(_ count: Int) -> [FlowKey] {
         keys.append(FlowKey(SocketAddress(ip: ip, port: port)))
     }
     return keys
+}
+
+/// getsockname(2) of a socket the rig made with libc (berth's `Socket.localAddress` takes an owner).
+func boundAddress(_ fd: Int32) throws -> SocketAddress {
+    var address = SocketAddress()
+    _ = try check(address.withMutableSockAddr { getsockname(fd, $0, $1) }, "getsockname")
+    return address
 }

@@ -154,7 +154,7 @@ enum Load {
                 guard fd >= 0 else { continue }
                 switch states[i] {
                 case .connecting:
-                    if readiness.error || Socket.pendingError(fd) != nil {
+                    if readiness.error || pendingError(fd) != 0 {
                         finish(i, ok: false)
                         continue
                     }

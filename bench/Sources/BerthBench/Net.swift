@@ -97,7 +97,7 @@ enum Net {
                 throw BenchError("bind \(address): \(e)")
             }
             if type == tcp { try check(listen(fd, 4096), "listen \(address)") }
-            return (fd, try Socket.localAddress(fd))
+            return (fd, try boundAddress(fd))
         }
     }
 
@@ -174,29 +174,66 @@ enum Net {
     }
 }
 
-/// epoll for the generators and backends, through berth's LinuxIO Selector.
+// The generators and backends keep thousands of plain descriptor numbers in arrays, opened and
+// closed with libc; berth's LinuxIO calls take owners, so these few are the bench's own.
+
+/// getsockname(2).
+func boundAddress(_ fd: Int32) throws -> SocketAddress {
+    var address = SocketAddress()
+    guard address.withMutableSockAddr({ getsockname(fd, $0, $1) }) == 0 else {
+        throw BenchError("getsockname: \(errnoText())")
+    }
+    return address
+}
+
+/// SO_ERROR: a connect's outcome (0: connected), -1 if it cannot be read.
+func pendingError(_ fd: Int32) -> Int32 {
+    var value: Int32 = 0
+    var length = socklen_t(MemoryLayout<Int32>.size)
+    return getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0 ? value : -1
+}
+
+/// epoll for the generators and backends, edge- or level-triggered as `Interest` says, with
+/// berth's `Readiness` reading of the events.
 final class Poller {
-    var selector: Selector
+    private let epoll: Int32
+    private var events: UnsafeMutableBufferPointer<epoll_event>
 
     init(capacity: Int = 256) throws {
-        selector = try Selector(capacity: capacity)
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard epoll >= 0 else { throw BenchError("epoll_create1: \(errnoText())") }
+        events = .allocate(capacity: capacity)
     }
 
-    func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws {
-        try selector.add(fd, interest, token: token)
+    deinit {
+        close(epoll)
+        events.deallocate()
     }
+
+    func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws { try control(EPOLL_CTL_ADD, fd, interest, token) }
 
     func modify(_ fd: Int32, _ interest: Interest, token: UInt64) throws {
-        try selector.modify(fd, interest, token: token)
+        try control(EPOLL_CTL_MOD, fd, interest, token)
     }
 
-    func remove(_ fd: Int32) { selector.remove(fd) }
+    func remove(_ fd: Int32) { _ = epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil) }
+
+    private func control(_ op: Int32, _ fd: Int32, _ interest: Interest, _ token: UInt64) throws {
+        var event = epoll_event()
+        event.events = interest.rawValue
+        event.data.u64 = token
+        guard epoll_ctl(epoll, op, fd, &event) == 0 else { throw BenchError("epoll_ctl: \(errnoText())") }
+    }
 
     @inline(__always)
-    func wait(milliseconds: Int32) -> Int { (try? selector.wait(timeoutMilliseconds: milliseconds)) ?? 0 }
+    func wait(milliseconds: Int32) -> Int {
+        max(0, Int(epoll_wait(epoll, events.baseAddress, Int32(events.count), milliseconds)))
+    }
 
     @inline(__always)
-    func event(_ i: Int) -> (token: UInt64, readiness: Readiness) { selector.event(i) }
+    func event(_ i: Int) -> (token: UInt64, readiness: Readiness) {
+        (events[i].data.u64, Readiness(rawValue: events[i].events))
+    }
 }
 
 /// Raises the descriptor limit that forwarders inherit: to fs.nr_open (at most 2^20) when

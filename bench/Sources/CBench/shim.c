@@ -105,3 +105,7 @@ int CBench_terminal_columns(int fd) {
     struct winsize w;
     return ioctl(fd, TIOCGWINSZ, &w) == 0 ? w.ws_col : 0;
 }
+
+int CBench_accept_nonblocking(int listener) {
+    return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}

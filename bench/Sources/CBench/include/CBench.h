@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
 #include <spawn.h>
 
 struct CBench_mmsghdr {
@@ -42,6 +43,9 @@ int CBench_bound_ports(int family, int protocol, unsigned int states, uint16_t *
 int CBench_pin(pid_t tid, int cpu);
 // The highest-numbered CPU the calling thread may run on, or -1.
 int CBench_last_cpu(void);
+
+// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (not in Swift's Glibc module): the client, or -1.
+int CBench_accept_nonblocking(int listener);
 
 // Columns of the terminal on `fd` (ioctl is variadic, which Swift cannot call), 0 if none.
 int CBench_terminal_columns(int fd);

@@ -1,9 +1,11 @@
-// Transitional (issue 21): the calls as they were, on a raw descriptor number, for call sites
-// not converted to borrowing owners yet (Publishing, Control, CNI, the UDP relay, the tests and
-// bench, which other work was changing at the same time). Each lends the number to the owner-taking
-// call and closes nothing. Delete this file once nothing calls it; new code takes owners.
+// LinuxIO's calls on a raw descriptor number, for tests only: a test makes sockets with plain
+// libc calls (a peer that misbehaves, an inherited descriptor, a socketpair) and inspects them
+// with berth's own calls. Each lends the number to the owner-taking call and closes nothing.
+// Product code takes owners (`Descriptor`); nothing under Sources/ can see these (make lint
+// checks that nothing there lends a raw number outside LinuxIO).
 
 import Glibc
+import LinuxIO
 import SystemPackage
 
 extension Socket {
@@ -167,10 +169,6 @@ extension UnixSocket {
 extension Selector {
     public func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try add(d, interest, token: token) }
-    }
-
-    public func modify(_ fd: Int32, _ interest: Interest, token: UInt64) throws(SyscallError) {
-        try Descriptor.lending(fd) { (d) throws(SyscallError) in try modify(d, interest, token: token) }
     }
 
     public func remove(_ fd: Int32) { Descriptor.lending(fd) { remove($0) } }
