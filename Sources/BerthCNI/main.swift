@@ -10,8 +10,8 @@ import Mappings
 
 signal(SIGPIPE, SIG_IGN)
 
-func printOut(_ text: String) { File.writeAll(1, text + "\n") }
-func printErr(_ text: String) { File.writeAll(2, "berth-cni: \(text)\n") }
+func printOut(_ text: String) { File.writeAll(.output, text + "\n") }
+func printErr(_ text: String) { File.writeAll(.error, "berth-cni: \(text)\n") }
 
 /// The spec's error JSON on stdout, one line on stderr, exit 1.
 func fail(_ error: CNIError, cniVersion: String = "1.1.0") -> Never {
@@ -64,7 +64,7 @@ do throws(CNIError) {
     fail(error)
 }
 do {
-    stdinBytes = try File.readAll(0)
+    stdinBytes = try File.readAll(.input)
 } catch {
     fail(CNIError(CNIError.ioFailure, "cannot read the configuration on stdin", details: "\(error)"))
 }

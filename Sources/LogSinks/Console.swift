@@ -6,11 +6,11 @@ import LinuxIO
 public enum Console {
     /// A line (or text) on stdout.
     public static func say(_ line: String, newline: Bool = true) {
-        File.writeAll(1, newline ? line + "\n" : line)
+        File.writeAll(.output, newline ? line + "\n" : line)
     }
 
     /// Text on stderr, as it is.
     public static func writeStderr(_ text: String) {
-        File.writeAll(2, text)
+        File.writeAll(.error, text)
     }
 }

@@ -138,7 +138,7 @@ public final class LogFile: LogSink {
         let line = LogLine.file(level, message, metadata: metadata, time: clock(), pid: pid)
         descriptor.withLock { current in
             // Nowhere to report a failed log write (a full disk): the line is lost.
-            _ = withBytes(line) { try? File.write(current.raw, $0) }
+            _ = withBytes(line) { try? File.write(current, $0) }
         }
     }
 }

@@ -26,9 +26,9 @@ public struct InheritedDescriptors: Sendable {
 
     public static func probe() -> InheritedDescriptors {
         InheritedDescriptors(
-            hasStatusPipe: File.type(statusFD) == S_IFIFO,
+            hasStatusPipe: File.type(inherited: statusFD) == S_IFIFO,
             listenFDProblem: {
-                switch File.type(listenFD) {
+                switch File.type(inherited: listenFD) {
                 case nil: return "fd \(listenFD) is not open"
                 case S_IFSOCK: return nil
                 default: return "fd \(listenFD) is not a socket"
@@ -45,7 +45,7 @@ public struct StatusPipe: ~Copyable {
     /// Takes fd 3 when it is an inherited pipe (close-on-exec from now on); nil when run by hand.
     public init?(_ inherited: InheritedDescriptors) {
         guard inherited.hasStatusPipe else { return nil }
-        try? File.setCloseOnExec(InheritedDescriptors.statusFD)
+        try? File.setCloseOnExec(inherited: InheritedDescriptors.statusFD)
         descriptor = Descriptor(taking: InheritedDescriptors.statusFD)
     }
 
@@ -53,7 +53,7 @@ public struct StatusPipe: ~Copyable {
     /// SIGPIPE is ignored (`ProcessStart.ignoreBrokenPipes`), as a Go program ignores it on
     /// descriptors other than 1 and 2.
     public consuming func report(_ text: String) {
-        File.writeAll(descriptor.raw, text)
+        File.writeAll(descriptor, text)
     }
 }
 
@@ -95,7 +95,7 @@ public func takeListenSockets() throws(EnvironmentError) -> PassedSockets? {
         )
     else { return nil }
     for fd in passed.descriptors {
-        do { try File.setCloseOnExec(fd) } catch { throw EnvironmentError("LISTEN_FDS: \(error)") }
+        do { try File.setCloseOnExec(inherited: fd) } catch { throw EnvironmentError("LISTEN_FDS: \(error)") }
     }
     return PassedSockets(taking: passed.descriptors, names: passed.names)
 }
