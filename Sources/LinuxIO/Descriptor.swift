@@ -4,7 +4,9 @@ import Glibc
 /// so a leak or a double close is a compile-time matter. `close` is never retried:
 /// on Linux the descriptor is gone even when close reports EINTR.
 public struct Descriptor: ~Copyable, Sendable {
-    public let raw: Int32
+    /// The number, for LinuxIO's calls and for log lines. Package access, and no call outside
+    /// LinuxIO takes it: a copy of it is not an owner (`make lint` checks that nothing lends it).
+    package let raw: Int32
 
     /// Takes ownership of `raw`.
     public init(taking raw: Int32) {
@@ -15,7 +17,7 @@ public struct Descriptor: ~Copyable, Sendable {
     deinit { closeDescriptor(raw) }
 
     /// Hands the number to someone else, who now must close it.
-    public consuming func release() -> Int32 {
+    package consuming func release() -> Int32 {
         let raw = self.raw
         discard self
         return raw
