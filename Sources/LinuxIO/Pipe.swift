@@ -23,8 +23,9 @@ public struct Pipe: ~Copyable {
         read = Descriptor(taking: fds.0)
         write = Descriptor(taking: fds.1)
         if size > 0 {
-            // EPERM past /proc/sys/fs/pipe-max-size for unprivileged users: keep the default.
-            _ = fcntl(write.raw, CBerthLinux_F_SETPIPE_SZ, Int32(size))
+            // EPERM past /proc/sys/fs/pipe-max-size for unprivileged users, EINVAL past what the
+            // kernel can round: keep the default. Clamped: a size past Int32 is refused, not a trap.
+            _ = fcntl(write.raw, CBerthLinux_F_SETPIPE_SZ, Int32(clamping: size))
         }
         capacity = Int(fcntl(write.raw, CBerthLinux_F_GETPIPE_SZ))
     }

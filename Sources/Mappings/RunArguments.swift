@@ -25,7 +25,7 @@ public struct RunArguments: Sendable, Equatable {
     public var bulkNice = 10
     /// Microseconds.
     public var busyPoll = 0
-    public var pipeSize = 1 << 20
+    public var pipeSize = Self.defaultPipeSize
     /// nil lets berth pick.
     public var mode: Mode?
     /// nil: `berth_<pid>`.
@@ -45,6 +45,9 @@ public struct RunArguments: Sendable, Equatable {
         self.specs = specs
         self.target = target
     }
+
+    /// Bytes asked of F_SETPIPE_SZ per splice pipe: the relay's default too (`RelayConfig`).
+    public static let defaultPipeSize = 1 << 20
 
     /// The names of swift-log's `Logger.Level`.
     public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -202,6 +205,8 @@ extension RunArguments {
             throw RunArgumentError("--busy-poll must be between 0 and 1000000 microseconds")
         }
         if pipeSize < 4096 { throw RunArgumentError("--pipe-size must be at least 4096 bytes") }
+        // The kernel's own bound (fs/pipe.c rounds at most 2^31); more than a GiB per pipe is a typo.
+        if pipeSize > 1 << 30 { throw RunArgumentError("--pipe-size must be at most 1073741824 bytes (1 GiB)") }
         if logFile?.isEmpty == true { throw RunArgumentError("--log-file needs a path") }
     }
 

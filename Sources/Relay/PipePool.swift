@@ -39,4 +39,9 @@ final class PipePool {
     }
 
     var idle: Int { reads.count }
+
+    /// What one stream may move per wake-up: a pipe's worth as the kernel granted it
+    /// (F_SETPIPE_SZ rounds up to pages, or keeps 64 KiB when refused); until the pool made its
+    /// first pipe, the size asked for.
+    var budget: Int { capacity > 0 ? capacity : size }
 }

@@ -8,8 +8,9 @@ public struct RelayConfig: Sendable {
     public var connectTimeout: Duration = .seconds(5)
     /// How long a half-closed TCP connection (one direction done) may sit with nothing moving.
     public var halfCloseTimeout: Duration = .seconds(3600)
-    /// Bytes per pipe (F_SETPIPE_SZ); the kernel may round it or keep its default.
-    public var pipeSize: Int = 1 << 20
+    /// Bytes per pipe (F_SETPIPE_SZ); the kernel may round it or keep its default, and the
+    /// per-wake budget follows what it granted (`PipePool.budget`).
+    public var pipeSize: Int = RunArguments.defaultPipeSize
     /// Empty pipes a loop keeps for reuse; beyond that they are closed.
     public var pipePoolLimit: Int = 64
     /// Connections accepted per wake-up of a listener, so one busy port cannot starve the rest.
@@ -191,6 +192,8 @@ public final class RelayContext {
     package var idlePipes: Int { pipes.idle }
     /// Pipes the loop's pool has made; on the loop's thread.
     package var pipesMade: UInt64 { pipes.created }
+    /// Bytes one stream may move per wake-up (`PipePool.budget`).
+    package var wakeBudget: Int { pipes.budget }
 
     deinit { scratch.deallocate() }
 

@@ -393,7 +393,7 @@ final class TCPConnection: EventHandler {
     @inline(__always)
     private func pump(from s: inout Side, to t: inout Side) -> (moved: Bool, more: Bool) {
         var moved = false
-        var budget = context.config.pipeSize
+        var budget = context.pipes.budget
         // The first read of a wake-up may copy (see `copySmall`); bulk goes on with splice.
         var copyFirst = true
         while true {

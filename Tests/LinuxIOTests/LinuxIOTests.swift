@@ -45,6 +45,12 @@ final class LinuxIOTests: XCTestCase {
         close(raw)
     }
 
+    func testAPipeSizeTheKernelRefusesKeepsItsDefaultAndDoesNotTrap() throws {
+        // Past Int32 (and past what F_SETPIPE_SZ rounds): refused, so the default 64 KiB stays.
+        let pipe = try Pipe(size: 3_000_000_000)
+        XCTAssertEqual(pipe.capacity, 65536)
+    }
+
     func testSocketAddressText() {
         XCTAssertEqual(SocketAddress(ip: "127.0.0.1", port: 80)!.description, "127.0.0.1:80")
         XCTAssertEqual(SocketAddress(ip: "::1", port: 8080)!.description, "[::1]:8080")

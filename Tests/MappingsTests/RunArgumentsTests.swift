@@ -271,6 +271,7 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         (minimal + ["--bulk-nice", "-1"], "--bulk-nice must be between 0 and 19"),
         (minimal + ["--busy-poll", "1000001"], "--busy-poll must be between 0 and 1000000 microseconds"),
         (minimal + ["--pipe-size", "4095"], "--pipe-size must be at least 4096 bytes"),
+        (minimal + ["--pipe-size", "3000000000"], "--pipe-size must be at most 1073741824 bytes (1 GiB)"),
         (minimal + ["--connect-timeout", "0", "--threads", "0"], "--connect-timeout must be more than 0 seconds"),
         (["-p", "80", "localhost"], #"target IP "localhost" is not an IPv4 or IPv6 address"#),
         (["-p", "80", "[::1]"], #"target IP "[::1]" is not an IPv4 or IPv6 address"#),

@@ -53,6 +53,9 @@ final class RelayHarness {
         return context.counters
     }
 
+    /// Bytes one stream may move per wake-up; read after `stop()`.
+    var wakeBudget: Int { context.wakeBudget }
+
     /// Entries in the loop's timer heap; read after `stop()`.
     var pendingTimers: Int { loop.pendingTimers }
 

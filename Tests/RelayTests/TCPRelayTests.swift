@@ -20,6 +20,21 @@ final class TCPRelayTests: XCTestCase {
         XCTAssertEqual(counters.bytesToClient, 12)
     }
 
+    func testThePerWakeBudgetIsThePipeTheKernelGrantedNotTheSizeAsked() throws {
+        // A size the kernel refuses (past Int32): the pipes keep 64 KiB, and so does the budget.
+        let server = try TestServer.echo()
+        var config = RelayConfig()
+        config.pipeSize = 3_000_000_000
+        let relay = try RelayHarness(target: server.address, config: config)
+        let client = try TestSocket.connect(relay.address)
+        let bytes = pattern(1 << 20, seed: 7)
+        let sender = try LoopThread(name: "up") { try? client.send(bytes) }
+        XCTAssertEqual(try client.receive(exactly: bytes.count), bytes)
+        sender.join()
+        _ = relay.stop()
+        XCTAssertEqual(relay.wakeBudget, 65536)
+    }
+
     func testSixtyFourMiBBothDirectionsAtOnce() throws {
         let size = 64 << 20
         let chunkUp = pattern(1 << 20, seed: 1)
