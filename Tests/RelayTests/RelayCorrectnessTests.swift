@@ -136,11 +136,11 @@ final class RelayCorrectnessTests: XCTestCase {
         }
         var config = RelayConfig()
         config.halfCloseTimeout = .seconds(1)
-        let relay = try RelayHarness(target: server.address, config: config)
+        let relay = try RelayHarness(target: server.address, config: config, frozenClock: true)
         let client = try TestSocket.connect(relay.address)
         try client.send("hello")
         XCTAssertEqual(try client.receive(exactly: 5), Array("hello".utf8))
-        usleep(1_500_000)  // longer than the half-close timeout, with nothing moving
+        relay.advanceClock(by: .milliseconds(1500))  // longer than the half-close timeout, nothing moving
         client.shutdownWrite()
         var got: [UInt8] = []
         while true {

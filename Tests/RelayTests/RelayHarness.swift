@@ -13,8 +13,20 @@ final class RelayHarness {
 
     var address: SocketAddress { listener.address }
 
-    convenience init(target: SocketAddress, host: String = "127.0.0.1", config: RelayConfig = RelayConfig()) throws {
-        try self.init(listener: Listener.tcp(SocketAddress(ip: host, port: 0)!), target: target, config: config)
+    /// With `frozenClock`, the loop's clock stands still until `advanceClock(by:)` moves it: timeouts
+    /// fire when the test says, never from wall time.
+    convenience init(
+        target: SocketAddress,
+        host: String = "127.0.0.1",
+        config: RelayConfig = RelayConfig(),
+        frozenClock: Bool = false
+    ) throws {
+        try self.init(
+            listener: Listener.tcp(SocketAddress(ip: host, port: 0)!),
+            target: target,
+            config: config,
+            frozenClock: frozenClock
+        )
     }
 
     /// A UDP relay listening on `host:port` (port 0: the kernel picks).
@@ -22,15 +34,27 @@ final class RelayHarness {
         udpTarget target: SocketAddress,
         host: String = "127.0.0.1",
         port: UInt16 = 0,
-        config: RelayConfig = RelayConfig()
+        config: RelayConfig = RelayConfig(),
+        frozenClock: Bool = false
     ) throws {
-        try self.init(listener: Listener.udp(SocketAddress(ip: host, port: port)!), target: target, config: config)
+        try self.init(
+            listener: Listener.udp(SocketAddress(ip: host, port: port)!),
+            target: target,
+            config: config,
+            frozenClock: frozenClock
+        )
     }
 
     /// Serves a listener made elsewhere (an adopted socket, say).
-    init(listener: Listener, target: SocketAddress, config: RelayConfig = RelayConfig()) throws {
+    init(
+        listener: Listener,
+        target: SocketAddress,
+        config: RelayConfig = RelayConfig(),
+        frozenClock: Bool = false
+    ) throws {
         self.listener = listener
         loop = try EventLoop()
+        if frozenClock { loop.frozenNow = loop.now }
         context = RelayContext(loop: loop, config: config)
         if listener.isTCP {
             try TCPAcceptor(listener: listener, target: target, context: context).start()
@@ -51,6 +75,22 @@ final class RelayHarness {
         thread?.join()
         thread = nil
         return context.counters
+    }
+
+    /// Moves a frozen clock on by `duration`, on the loop's thread, and returns once the loop has
+    /// served what that made due (timers fire in the same wake-up).
+    func advanceClock(by duration: Duration) {
+        let done = Semaphore()
+        let loop = Handover(self.loop)
+        self.loop.waker.post {
+            if let now = loop.value.frozenNow { loop.value.frozenNow = now + duration }
+            done.signal()
+        }
+        done.wait()
+        // One more round trip: the timers the move made due have fired by the time it runs.
+        let fired = Semaphore()
+        self.loop.waker.post { fired.signal() }
+        fired.wait()
     }
 
     /// Bytes one stream may move per wake-up; read after `stop()`.

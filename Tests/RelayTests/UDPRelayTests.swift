@@ -19,12 +19,13 @@ final class UDPRelayTests: XCTestCase {
     /// A relay in front of a backend socket that the test answers from itself, and a client
     /// connected to the relay; `configure` adjusts the relay's settings.
     private func relayToBackend(
+        frozenClock: Bool = false,
         _ configure: (inout RelayConfig) -> Void = { _ in }
     ) throws -> (backend: TestUDPSocket, relay: RelayHarness, client: TestUDPSocket) {
         let backend = try TestUDPSocket()
         var config = RelayConfig()
         configure(&config)
-        let relay = try RelayHarness(udpTarget: backend.localAddress, config: config)
+        let relay = try RelayHarness(udpTarget: backend.localAddress, config: config, frozenClock: frozenClock)
         let client = try TestUDPSocket()
         try client.connect(relay.address)
         return (backend, relay, client)
@@ -165,21 +166,23 @@ final class UDPRelayTests: XCTestCase {
     // MARK: expiry and eviction
 
     func testOneWayStreamKeepsItsBackendPortAndAfterIdleANewFlowGetsANewOne() throws {
-        let (backend, relay, client) = try relayToBackend { $0.udpTimeout = .seconds(1) }
-        // 2.5 s of datagrams, one every 50 ms, never answered: more than twice the timeout.
+        let (backend, relay, client) = try relayToBackend(frozenClock: true) { $0.udpTimeout = .seconds(1) }
+        // 2.5 s of datagrams on the loop's clock, one every 50 ms, never answered: more than twice
+        // the timeout.
         var ports = Set<UInt16>()
         for i in 0..<50 {
             try client.send("one way \(i)")
             let (bytes, from) = try backend.receiveFrom()
             XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "one way \(i)")
             ports.insert(from.port)
-            usleep(50_000)
+            relay.advanceClock(by: .milliseconds(50))
         }
         XCTAssertEqual(ports.count, 1, "client → backend traffic alone keeps the flow and its port")
         let oldPort = try XCTUnwrap(ports.first)
 
         // Idle now: the flow expires, closing its socket, which frees its port. Holding that
         // port then makes sure the next flow cannot get the same one back by chance.
+        relay.advanceClock(by: .seconds(2))
         var held: TestUDPSocket?
         XCTAssertTrue(
             eventually {
@@ -199,13 +202,13 @@ final class UDPRelayTests: XCTestCase {
     }
 
     func testBackendToClientStreamAloneKeepsTheFlowAlive() throws {
-        let (backend, relay, client) = try relayToBackend { $0.udpTimeout = .seconds(1) }
+        let (backend, relay, client) = try relayToBackend(frozenClock: true) { $0.udpTimeout = .seconds(1) }
         try client.send("open")
         let (_, flow) = try backend.receiveFrom()
         for i in 0..<50 {
             try backend.send(Array("down \(i)".utf8), to: flow)
             XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "down \(i)")
-            usleep(50_000)
+            relay.advanceClock(by: .milliseconds(50))
         }
         XCTAssertNil(claimUDPPort("127.0.0.1", flow.port), "the flow's socket is still open")
         let counters = relay.stop()
