@@ -41,7 +41,7 @@ public final class SharedNatTable {
     /// Makes the table with berth's chains, maps and rules, unless a table of that name exists.
     public func create() throws(NetfilterError) {
         var batch = Batch(firstSequence: socket.nextSequence)
-        NatTable.buildLayout(into: &batch, table: name, owner: false)
+        TableMessages.buildLayout(into: &batch, table: name, owner: false)
         batch.end()
         do {
             try socket.commit(batch, "create table inet \(name)")
@@ -70,7 +70,7 @@ public final class SharedNatTable {
         var hairpins: [ElementKey: DNATRule] = [:]
         for rule in rules { hairpins[rule.hairpin] = rule }
         for rule in rules {
-            NatTable.appendElement(
+            TableMessages.appendElement(
                 into: &batch,
                 add: true,
                 table: name,
@@ -84,7 +84,7 @@ public final class SharedNatTable {
         // A hairpin element may be there already (another mapping to the same container port).
         let pins = Array(hairpins)
         for (index, (key, rule)) in pins.enumerated() {
-            NatTable.appendElement(
+            TableMessages.appendElement(
                 into: &batch,
                 add: true,
                 table: name,
@@ -111,7 +111,7 @@ public final class SharedNatTable {
         for (index, (map, element)) in chosen.enumerated() {
             let rule = DNATRule(map: map, key: element.key, data: element.data)
             if let rule { removed.append(TaggedRule(rule: rule, tag: element.comment)) }
-            NatTable.appendElement(
+            TableMessages.appendElement(
                 into: &batch,
                 add: false,
                 table: name,
@@ -129,7 +129,7 @@ public final class SharedNatTable {
     /// Deletes the whole table (for tests and for a user who wants it gone); no table is no error.
     public func delete() throws(NetfilterError) {
         var batch = Batch(firstSequence: socket.nextSequence)
-        NatTable.appendDeleteTable(into: &batch, table: name)
+        TableMessages.appendDeleteTable(into: &batch, table: name)
         batch.end()
         do {
             try socket.commit(batch, "delete table inet \(name)")
