@@ -41,6 +41,22 @@ func check(_ response: HTTPResponse, _ what: @autoclosure () -> String) {
     }
 }
 
+/// Removes whatever an input added, through the API as a client would: the list, then a DELETE
+/// of each id, each of which must succeed.
+func removeEverything() {
+    let listing = service.handle(HTTPRequest(method: "GET", path: "/v1/berth/ports"))
+    guard listing.status == 200, case .success(.array(let entries)) = JSONValue.parse(listing.body) else {
+        fatalError("GET /v1/berth/ports: status \(listing.status)")
+    }
+    for entry in entries {
+        guard case .number(let id)? = entry[member: "id"], let n = Int(exactly: id) else {
+            fatalError("an entry without an id: \(String(decoding: listing.body, as: UTF8.self))")
+        }
+        let removed = service.handle(HTTPRequest(method: "DELETE", path: "/v1/berth/ports/\(n)"))
+        if removed.status != 200 { fatalError("DELETE /v1/berth/ports/\(n): status \(removed.status)") }
+    }
+}
+
 func answer(_ request: HTTPRequest) {
     let response = service.handle(request)
     check(response, "\(request.method) \(request.path)")
@@ -61,7 +77,7 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case .request(let request):
         answer(request)
         if let variant = spoiled(request.body) {
-            service.removeAll()
+            removeEverything()
             var changed = request
             changed.body = variant
             answer(changed)
@@ -72,7 +88,7 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case .needMore, .response:
         break
     }
-    service.removeAll()
+    removeEverything()
     return 0
 }
 

@@ -97,11 +97,6 @@ public final class PortService {
         Array(publisher.metrics().prometheusText().utf8)
     }
 
-    /// Removes every entry (the fuzzer's clean slate between inputs).
-    public func removeAll() {
-        for entry in entries.values { _ = unpublish(entry) }
-    }
-
     // MARK: rootlesskit's API
 
     private func info() -> HTTPResponse {
