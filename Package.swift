@@ -3,14 +3,14 @@ import PackageDescription
 
 let package = Package(
     name: "berth",
+    // The libraries are what bench/ builds on (a package of its own, it sees only `public`);
+    // Publishing, Netfilter, CNI, LogSinks and Control but its client are `package` access.
     products: [
         .executable(name: "berth", targets: ["BerthCLI"]),
         .executable(name: "berth-cni", targets: ["BerthCNI"]),
-        .library(name: "Publishing", targets: ["Publishing"]),
         .library(name: "Relay", targets: ["Relay"]),
         .library(name: "LinuxIO", targets: ["LinuxIO"]),
         .library(name: "Mappings", targets: ["Mappings"]),
-        .library(name: "Netfilter", targets: ["Netfilter"]),
         .library(name: "Control", targets: ["Control"]),
         .library(name: "JSON", targets: ["JSON"]),
     ],

@@ -5,14 +5,14 @@ import Control
 import JSON
 import Mappings
 
-public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var code: Int
-    public var msg: String
-    public var details: String
+package struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
+    package var code: Int
+    package var msg: String
+    package var details: String
 
     /// `msg` and `details` are one line each whatever they quote: a line break that JSON leaves
     /// raw (U+2028, NEL, in a member name the message shows, or in the daemon's answer) is escaped.
-    public init(_ code: Int, _ msg: String, details: String = "") {
+    package init(_ code: Int, _ msg: String, details: String = "") {
         self.code = code
         self.msg = Self.oneLine(msg)
         self.details = Self.oneLine(details)
@@ -32,23 +32,23 @@ public struct CNIError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     // The spec's codes (SPEC.md, "Error").
-    public static let incompatibleVersion = 1
-    public static let invalidEnvironment = 4
-    public static let ioFailure = 5
-    public static let decodeFailure = 6
-    public static let invalidConfig = 7
-    public static let notAvailable = 50
+    package static let incompatibleVersion = 1
+    package static let invalidEnvironment = 4
+    package static let ioFailure = 5
+    package static let decodeFailure = 6
+    package static let invalidConfig = 7
+    package static let notAvailable = 50
     // berth's own.
     /// A host port another attachment or a host process holds.
-    public static let hostPortTaken = 100
+    package static let hostPortTaken = 100
     /// A mapping only a berth daemon can serve (loopback, or across address families).
-    public static let needsDaemon = 101
+    package static let needsDaemon = 101
     /// CHECK: a mapping ADD made is not there any more.
-    public static let mappingMissing = 102
+    package static let mappingMissing = 102
 
-    public var description: String { details.isEmpty ? msg : "\(msg): \(details)" }
+    package var description: String { details.isEmpty ? msg : "\(msg): \(details)" }
 
-    public func json(cniVersion: String) -> JSONValue {
+    package func json(cniVersion: String) -> JSONValue {
         .object([
             ("cniVersion", .string(cniVersion)), ("code", .number(Double(code))), ("msg", .string(msg)),
             ("details", .string(details)),

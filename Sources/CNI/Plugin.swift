@@ -18,14 +18,14 @@ import Glibc
 #endif
 
 /// What a successful call prints: the result on stdout (nil for none) and notices for stderr.
-public struct PluginOutput: Sendable, Equatable {
-    public var stdout: String?
-    public var notices: [String] = []
+package struct PluginOutput: Sendable, Equatable {
+    package var stdout: String?
+    package var notices: [String] = []
 }
 
-public enum Plugin {
+package enum Plugin {
     /// Runs one call. `stdin` is the configuration as the runtime sent it.
-    public static func run(_ environment: CNIEnvironment, stdin: [UInt8]) -> Result<PluginOutput, CNIError> {
+    package static func run(_ environment: CNIEnvironment, stdin: [UInt8]) -> Result<PluginOutput, CNIError> {
         do throws(CNIError) {
             if environment.command == .version { return .success(version(stdin)) }
             let config = try PluginConfig.parse(stdin)

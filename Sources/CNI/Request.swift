@@ -4,7 +4,7 @@ import Control
 import JSON
 import Mappings
 
-public enum CNICommand: String, Sendable {
+package enum CNICommand: String, Sendable {
     case add = "ADD"
     case del = "DEL"
     case check = "CHECK"
@@ -14,13 +14,13 @@ public enum CNICommand: String, Sendable {
 }
 
 /// The CNI_* parameters (SPEC.md section 2), checked for the command at hand.
-public struct CNIEnvironment: Sendable, Equatable {
-    public var command: CNICommand
-    public var containerID: String
-    public var netns: String
-    public var ifname: String
+package struct CNIEnvironment: Sendable, Equatable {
+    package var command: CNICommand
+    package var containerID: String
+    package var netns: String
+    package var ifname: String
 
-    public init(command: CNICommand, containerID: String = "", netns: String = "", ifname: String = "") {
+    package init(command: CNICommand, containerID: String = "", netns: String = "", ifname: String = "") {
         self.command = command
         self.containerID = containerID
         self.netns = netns
@@ -28,7 +28,7 @@ public struct CNIEnvironment: Sendable, Equatable {
     }
 
     /// Reads the parameters through `lookup` (the process environment in the plugin).
-    public static func read(_ lookup: (String) -> String?) throws(CNIError) -> CNIEnvironment {
+    package static func read(_ lookup: (String) -> String?) throws(CNIError) -> CNIEnvironment {
         guard let text = lookup("CNI_COMMAND"), !text.isEmpty else {
             throw CNIError(
                 CNIError.invalidEnvironment,
@@ -92,13 +92,13 @@ extension Unicode.Scalar {
 }
 
 /// One entry of `runtimeConfig.portMappings` (CONVENTIONS.md): hostIP nil for all addresses.
-public struct PortMapEntry: Sendable, Hashable, CustomStringConvertible {
-    public var hostPort: UInt16
-    public var containerPort: UInt16
-    public var proto: Proto
-    public var hostIP: IPAddress?
+package struct PortMapEntry: Sendable, Hashable, CustomStringConvertible {
+    package var hostPort: UInt16
+    package var containerPort: UInt16
+    package var proto: Proto
+    package var hostIP: IPAddress?
 
-    public init(hostPort: UInt16, containerPort: UInt16, proto: Proto, hostIP: IPAddress? = nil) {
+    package init(hostPort: UInt16, containerPort: UInt16, proto: Proto, hostIP: IPAddress? = nil) {
         self.hostPort = hostPort
         self.containerPort = containerPort
         self.proto = proto
@@ -106,9 +106,9 @@ public struct PortMapEntry: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `8080/tcp`, `127.0.0.1:8080/tcp`, `[::1]:8080/tcp`: the host side a user publishes.
-    public var hostSide: String { "\(hostIP.map { "\($0.bracketed):" } ?? "")\(hostPort)/\(proto)" }
+    package var hostSide: String { "\(hostIP.map { "\($0.bracketed):" } ?? "")\(hostPort)/\(proto)" }
 
-    public var description: String { "\(hostSide) -> \(containerPort)" }
+    package var description: String { "\(hostSide) -> \(containerPort)" }
 
     /// The Docker `-p` spec of this mapping, for the daemon.
     package var spec: String {
@@ -122,39 +122,39 @@ public struct PortMapEntry: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// The plugin configuration (the plugin's object of the network list, as the runtime derives it).
-public struct PluginConfig: Sendable {
-    public static let supportedVersions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
-    public static let defaultControl = "/run/berth/berth.sock"
-    public static let defaultTable = "berth_cni"
+package struct PluginConfig: Sendable {
+    package static let supportedVersions = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+    package static let defaultControl = "/run/berth/berth.sock"
+    package static let defaultTable = "berth_cni"
 
-    public var cniVersion: String
-    public var name: String
-    public var portMappings: [PortMapEntry] = []
-    public var prevResult: JSONValue?
+    package var cniVersion: String
+    package var name: String
+    package var portMappings: [PortMapEntry] = []
+    package var prevResult: JSONValue?
     /// The berth daemon's control socket; when nobody answers there, the plugin programs nftables.
-    public var control: String = defaultControl
+    package var control: String = defaultControl
     /// The shared nftables table (inet family) for calls without a daemon.
-    public var table: String = defaultTable
+    package var table: String = defaultTable
     /// GC's `cni.dev/valid-attachments`: `containerID/ifname` each.
-    public var validAttachments: Set<String>?
+    package var validAttachments: Set<String>?
 
     /// The `cniVersion` a call's stdin asks for, "1.1.0" where it says none: what VERSION answers
     /// with, and the version an error is written in.
-    public static func askedVersion(_ stdin: [UInt8]) -> String {
+    package static func askedVersion(_ stdin: [UInt8]) -> String {
         guard case .success(let value) = JSONValue.parse(stdin),
             case .string(let version)? = value[member: "cniVersion"]
         else { return "1.1.0" }
         return version
     }
 
-    public init(cniVersion: String, name: String) {
+    package init(cniVersion: String, name: String) {
         self.cniVersion = cniVersion
         self.name = name
     }
 
     /// Parses the configuration. `cniVersion` is checked first, so a caller of a version berth does
     /// not speak gets code 1 whatever else is wrong.
-    public static func parse(_ bytes: [UInt8]) throws(CNIError) -> PluginConfig {
+    package static func parse(_ bytes: [UInt8]) throws(CNIError) -> PluginConfig {
         let value: JSONValue
         switch JSONValue.parse(bytes) {
         case .success(let v): value = v
@@ -318,7 +318,7 @@ public struct PluginConfig: Sendable {
     /// whose interface index names `ifname` inside a sandbox, or IPs with no interface index. An
     /// index that is no integer (1.5, 1e300) is an error; an integer that names no interface is
     /// skipped.
-    public func containerAddresses(ifname: String) throws(CNIError) -> (v4: IPAddress?, v6: IPAddress?) {
+    package func containerAddresses(ifname: String) throws(CNIError) -> (v4: IPAddress?, v6: IPAddress?) {
         var interfaces: [JSONValue] = []
         if case .array(let list)? = prevResult?[member: "interfaces"] { interfaces = list }
         guard case .array(let ips)? = prevResult?[member: "ips"] else { return (nil, nil) }

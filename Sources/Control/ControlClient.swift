@@ -4,6 +4,11 @@ import Glibc
 import JSON
 import LinuxIO
 
+public struct ControlError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
 public enum ControlClient {
     /// How long a request may take, connect to answer: a daemon that hangs must not hang its
     /// clients (a CNI runtime waits on berth-cni).

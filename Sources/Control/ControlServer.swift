@@ -28,30 +28,25 @@ import LinuxIO
 import Logging
 import Mappings
 
-public struct ControlError: Error, Sendable, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
-public final class ControlServer {
-    public struct Options: Sendable {
+package final class ControlServer {
+    package struct Options: Sendable {
         /// Members may use the control socket too (besides root and the daemon's own user).
-        public var group: gid_t?
+        package var group: gid_t?
         /// Also a TCP listener here that answers `GET /metrics` to anyone who can reach it
         /// (choose its address accordingly: 127.0.0.1, or a management network).
-        public var metrics: SocketAddress?
+        package var metrics: SocketAddress?
         /// For one client's whole exchange.
-        public var clientTimeout: Duration = .seconds(10)
+        package var clientTimeout: Duration = .seconds(10)
         /// Connections each listener serves at once.
-        public var maxClients = 64
+        package var maxClients = 64
         /// `/metrics` is rendered at most this often; scrapers in between share a rendering.
-        public var metricsInterval: Duration = .seconds(1)
+        package var metricsInterval: Duration = .seconds(1)
         /// How long a listener stops accepting after EMFILE or ENFILE.
-        public var descriptorPause: Duration = .milliseconds(250)
-        public init() {}
+        package var descriptorPause: Duration = .milliseconds(250)
+        package init() {}
     }
 
-    public let path: String
+    package let path: String
     private let loop: EventLoop
     private let listener: ControlListener
     private var metricsListener: ControlListener?
@@ -62,7 +57,7 @@ public final class ControlServer {
 
     /// Makes the socket at `path` (see `prepare`) and the listeners; serves from `start()`.
     /// `render` makes `/metrics`'s body; it runs on the metrics thread (PortService's by default).
-    public convenience init(
+    package convenience init(
         path: String,
         service: PortService,
         logger: Logger,
@@ -74,7 +69,7 @@ public final class ControlServer {
         }
     }
 
-    public init(
+    package init(
         path: String,
         service: PortService,
         logger: Logger,
@@ -178,7 +173,7 @@ public final class ControlServer {
     }
 
     /// Serves on a thread of the server's own until `stop()`.
-    public func start() throws(ControlError) {
+    package func start() throws(ControlError) {
         guard thread == nil else { return }
         let handover = Handover(self)
         do {
@@ -192,7 +187,7 @@ public final class ControlServer {
 
     /// Stops serving, waits for both threads, and removes the socket file. From the thread that
     /// called `start`; more calls do nothing.
-    public func stop() {
+    package func stop() {
         loop.waker.stop()
         thread?.join()
         thread = nil
@@ -205,7 +200,7 @@ public final class ControlServer {
 
 extension ControlServer.Options {
     /// What `berth daemon`'s command line asks; a `--control-group` that names no group is an error.
-    public init(_ arguments: DaemonArguments) throws(ControlError) {
+    package init(_ arguments: DaemonArguments) throws(ControlError) {
         self.init()
         if let name = arguments.controlGroup {
             guard let gid = FileSystem.groupID(name) else {

@@ -7,15 +7,15 @@ import CControlParsers
 import JSON
 
 /// A request as the router sees it.
-public struct HTTPRequest: Sendable, Equatable {
-    public var method: String
+package struct HTTPRequest: Sendable, Equatable {
+    package var method: String
     /// The path without the query (`/v1/ports/3`).
-    public var path: String
+    package var path: String
     /// The query's `name=value` pairs, percent-decoded.
-    public var query: [String: String]
-    public var body: [UInt8]
+    package var query: [String: String]
+    package var body: [UInt8]
 
-    public init(method: String, path: String, query: [String: String] = [:], body: [UInt8] = []) {
+    package init(method: String, path: String, query: [String: String] = [:], body: [UInt8] = []) {
         self.method = method
         self.path = path
         self.query = query
@@ -24,31 +24,31 @@ public struct HTTPRequest: Sendable, Equatable {
 }
 
 /// An answer: a status and a JSON (or text) body.
-public struct HTTPResponse: Sendable, Equatable {
-    public var status: Int
-    public var contentType: String
-    public var body: [UInt8]
+package struct HTTPResponse: Sendable, Equatable {
+    package var status: Int
+    package var contentType: String
+    package var body: [UInt8]
 
-    public init(status: Int, contentType: String = "application/json", body: [UInt8]) {
+    package init(status: Int, contentType: String = "application/json", body: [UInt8]) {
         self.status = status
         self.contentType = contentType
         self.body = body
     }
 
-    public init(status: Int, json: JSONValue) {
+    package init(status: Int, json: JSONValue) {
         self.init(status: status, body: Array(json.serialized().utf8))
     }
 
     /// `{"message": ...}`: rootlesskit's error shape, which berth's own endpoints share.
-    public static func error(_ status: Int, _ message: String) -> HTTPResponse {
+    package static func error(_ status: Int, _ message: String) -> HTTPResponse {
         HTTPResponse(status: status, json: .object([("message", .string(message))]))
     }
 
     /// The bytes on the wire.
-    public var serialized: [UInt8] { head(contentLength: body.count) + body }
+    package var serialized: [UInt8] { head(contentLength: body.count) + body }
 
     /// The status line and headers, for a body of `contentLength` bytes sent after them.
-    public func head(contentLength: Int) -> [UInt8] {
+    package func head(contentLength: Int) -> [UInt8] {
         Array(
             ("HTTP/1.1 \(status) \(Self.reason(status))\r\nContent-Type: \(contentType)\r\n"
                 + "Content-Length: \(contentLength)\r\nConnection: close\r\n\r\n").utf8
@@ -74,8 +74,8 @@ public struct HTTPResponse: Sendable, Equatable {
 }
 
 /// Reads one HTTP message from bytes as they arrive.
-public final class HTTPReader {
-    public enum Outcome: Equatable {
+package final class HTTPReader {
+    package enum Outcome: Equatable {
         case needMore
         case request(HTTPRequest)
         case response(status: Int, body: [UInt8])
@@ -83,7 +83,7 @@ public final class HTTPReader {
         case bad(status: Int, message: String)
     }
 
-    public static let maximumBody = 1 << 20
+    package static let maximumBody = 1 << 20
 
     private let maximumBody: Int
     private var parser = http_parser()
@@ -95,7 +95,7 @@ public final class HTTPReader {
     fileprivate var tooLarge = false
 
     /// `maximumBody`: bytes of body taken at most (0: a request must have none).
-    public init(requests: Bool = true, maximumBody: Int = HTTPReader.maximumBody) {
+    package init(requests: Bool = true, maximumBody: Int = HTTPReader.maximumBody) {
         isRequest = requests
         self.maximumBody = maximumBody
         http_parser_init(&parser, requests ? HTTP_REQUEST : HTTP_RESPONSE)
@@ -130,7 +130,7 @@ public final class HTTPReader {
     }
 
     /// Feeds the next bytes (an empty buffer: the peer closed).
-    public func feed(_ bytes: UnsafeRawBufferPointer) -> Outcome {
+    package func feed(_ bytes: UnsafeRawBufferPointer) -> Outcome {
         if complete { return finished() }
         let consumed = withExtendedLifetime(self) { () -> Int in
             parser.data = Unmanaged.passUnretained(self).toOpaque()
@@ -154,7 +154,7 @@ public final class HTTPReader {
         return .needMore
     }
 
-    public func feed(_ bytes: [UInt8]) -> Outcome { bytes.withUnsafeBytes { feed($0) } }
+    package func feed(_ bytes: [UInt8]) -> Outcome { bytes.withUnsafeBytes { feed($0) } }
 
     private func finished() -> Outcome {
         if !isRequest { return .response(status: Int(parser.status_code), body: body) }

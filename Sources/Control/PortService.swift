@@ -7,7 +7,7 @@ import LinuxIO
 import Mappings
 import Publishing
 
-public final class PortService {
+package final class PortService {
     /// One add: what was asked and what was bound.
     struct Entry {
         let id: Int
@@ -26,14 +26,14 @@ public final class PortService {
     }
 
     /// What the API may do, beside what Publisher checks (descriptors, binds).
-    public struct Policy: Sendable {
+    package struct Policy: Sendable {
         /// Targets refused unless allowed (loopback, unspecified, multicast).
-        public var targets = TargetPolicy()
+        package var targets = TargetPolicy()
         /// Where a rootlesskit add without `childIP` goes; nil: such an add is refused.
-        public var defaultTarget: IPAddress?
+        package var defaultTarget: IPAddress?
         /// Mappings published at once, over every entry.
-        public var maxPorts = DaemonArguments.defaultMaxPorts
-        public init() {}
+        package var maxPorts = DaemonArguments.defaultMaxPorts
+        package init() {}
     }
 
     private let publisher: Publisher
@@ -43,14 +43,14 @@ public final class PortService {
     private var nextID = 1
     private var mappingCount = 0
 
-    public init(publisher: Publisher, drain: Duration, policy: Policy = Policy()) {
+    package init(publisher: Publisher, drain: Duration, policy: Policy = Policy()) {
         self.publisher = publisher
         self.drain = drain
         self.policy = policy
     }
 
     /// The answer to one request.
-    public func handle(_ request: HTTPRequest) -> HTTPResponse {
+    package func handle(_ request: HTTPRequest) -> HTTPResponse {
         let parts = request.path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         let method = request.method
         if parts.count >= 2, parts[0] == "v1", parts[1] == "info", parts.count == 2 {
@@ -93,7 +93,7 @@ public final class PortService {
     /// `GET /metrics`'s body: Prometheus text, scraped through the loops. ControlServer calls it
     /// on its metrics thread (Publisher.metrics may be called beside the control thread's adds
     /// and removes); it reads nothing of this service's own state.
-    public func metricsText() -> [UInt8] {
+    package func metricsText() -> [UInt8] {
         Array(publisher.metrics().prometheusText().utf8)
     }
 
@@ -310,7 +310,7 @@ public final class PortService {
     /// with the shim's bound socket attached (SCM_RIGHTS): served from now on, as its own entry
     /// owned by `docker-proxy/PID/TARGET`. The answer's second value is the entry's id: the
     /// caller keeps the shim's connection and calls `shimGone` when it ends.
-    public func adoptShim(
+    package func adoptShim(
         _ request: HTTPRequest,
         socket: consuming Descriptor?,
         pid: Int32
@@ -378,7 +378,7 @@ public final class PortService {
 
     /// The shim of entry `id` is gone (its connection ended: it stopped, or was killed): the
     /// port stops accepting at once and its connections drain.
-    public func shimGone(_ id: Int) {
+    package func shimGone(_ id: Int) {
         guard let entry = entries[id] else { return }
         _ = unpublish(entry)
     }
@@ -488,7 +488,7 @@ public final class PortService {
 extension PortService.Policy {
     /// What `berth daemon`'s command line asks. `--default-target` is allowed as a target too:
     /// its operator named it.
-    public init(_ arguments: DaemonArguments) {
+    package init(_ arguments: DaemonArguments) {
         self.init()
         targets = arguments.targets
         if let target = arguments.defaultTarget, let range = AddressRange(target.description) {
@@ -502,4 +502,4 @@ extension PortService.Policy {
 extension HTTPResponse: Error {}
 
 /// The version the API reports.
-public let berthAPIVersion = BerthVersion.line()
+package let berthAPIVersion = BerthVersion.line()

@@ -3,14 +3,14 @@
 
 import LinuxIO
 
-public enum Console {
+package enum Console {
     /// A line (or text) on stdout.
-    public static func say(_ line: String, newline: Bool = true) {
+    package static func say(_ line: String, newline: Bool = true) {
         File.writeAll(.output, newline ? line + "\n" : line)
     }
 
     /// Text on stderr, as it is.
-    public static func writeStderr(_ text: String) {
+    package static func writeStderr(_ text: String) {
         File.writeAll(.error, text)
     }
 }

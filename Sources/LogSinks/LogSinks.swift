@@ -10,9 +10,9 @@ import Logging
 import Synchronization
 
 /// The text of log lines, as pure functions of what goes in them (tests fix the clock, host, pid).
-public enum LogLine {
+package enum LogLine {
     /// RFC 3339 in UTC with microseconds, as RFC 5424's TIMESTAMP allows: `2026-12-02T12:43:08.123456Z`.
-    public static func timestamp(_ time: WallTime) -> String {
+    package static func timestamp(_ time: WallTime) -> String {
         let days = time.seconds >= 0 ? time.seconds / 86_400 : (time.seconds - 86_399) / 86_400
         let secondOfDay = time.seconds - days * 86_400
         // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
@@ -34,7 +34,7 @@ public enum LogLine {
     }
 
     /// syslog severity of a swift-log level (RFC 5424 section 6.2.1); trace has none finer than debug.
-    public static func severity(_ level: Logger.Level) -> Int {
+    package static func severity(_ level: Logger.Level) -> Int {
         switch level {
         case .trace, .debug: return 7
         case .info: return 6
@@ -46,11 +46,11 @@ public enum LogLine {
     }
 
     /// Facility daemon (3).
-    public static let facility = 3
+    package static let facility = 3
 
     /// `key=value` pairs sorted by key, then the message, on one line: a newline in either is
     /// written `\n`, so that one entry stays one line.
-    public static func text(_ message: String, metadata: Logger.Metadata) -> String {
+    package static func text(_ message: String, metadata: Logger.Metadata) -> String {
         let pairs = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         let text = (pairs + [message]).joined(separator: " ")
         guard text.utf8.contains(where: { $0 == 10 || $0 == 13 }) else { return text }
@@ -66,7 +66,7 @@ public enum LogLine {
     }
 
     /// A log file's line: `2026-12-02T12:43:08.123456Z notice berth[4242]: mapping=80/tcp message\n`.
-    public static func file(
+    package static func file(
         _ level: Logger.Level,
         _ message: String,
         metadata: Logger.Metadata = [:],
@@ -79,7 +79,7 @@ public enum LogLine {
     /// An RFC 5424 message, `<PRI>1 TIMESTAMP HOSTNAME berth PID - - MSG`, without MSGID or
     /// structured data (the metadata is in MSG) and without a trailing newline (one datagram is one
     /// message). A host name that is empty or not printable ASCII is `-`, the nil value.
-    public static func syslog(
+    package static func syslog(
         _ level: Logger.Level,
         _ message: String,
         metadata: Logger.Metadata = [:],
@@ -96,7 +96,7 @@ public enum LogLine {
 }
 
 /// Where a `SinkLogHandler` sends what it is given; safe to call from any thread.
-public protocol LogSink: Sendable {
+package protocol LogSink: Sendable {
     func emit(_ level: Logger.Level, _ message: String, metadata: Logger.Metadata)
 }
 
@@ -108,13 +108,13 @@ private func withBytes<R>(_ text: String, _ body: (UnsafeRawBufferPointer) -> R)
 
 /// A log file opened for appending (created 0640), one write(2) per line. `reopen` (on SIGHUP)
 /// opens the path anew, so that after logrotate renamed the file berth writes to a fresh one.
-public final class LogFile: LogSink {
-    public let path: String
+package final class LogFile: LogSink {
+    package let path: String
     private let descriptor: Mutex<Descriptor>
     private let pid: Int32
     private let clock: @Sendable () -> WallTime
 
-    public init(
+    package init(
         path: String,
         pid: Int32 = ThisProcess.id,
         clock: @escaping @Sendable () -> WallTime = WallTime.now
@@ -127,14 +127,14 @@ public final class LogFile: LogSink {
 
     /// Opens the path again and writes there from now on. If it cannot be opened, the old file
     /// stays in use and the error says why.
-    public func reopen() throws(SyscallError) {
+    package func reopen() throws(SyscallError) {
         let path = self.path
         try descriptor.withLock { (current: inout Descriptor) throws(SyscallError) in
             current = try File.openForAppending(path)  // the old one closes here
         }
     }
 
-    public func emit(_ level: Logger.Level, _ message: String, metadata: Logger.Metadata) {
+    package func emit(_ level: Logger.Level, _ message: String, metadata: Logger.Metadata) {
         let line = LogLine.file(level, message, metadata: metadata, time: clock(), pid: pid)
         descriptor.withLock { current in
             // Nowhere to report a failed log write (a full disk): the line is lost.
@@ -146,15 +146,15 @@ public final class LogFile: LogSink {
 /// syslog's unix datagram socket (`/dev/log`), one RFC 5424 message per datagram. The socket is
 /// non-blocking: when syslog cannot keep up the line is dropped rather than stall an event loop.
 /// A syslog daemon that restarted (the socket refuses, or is gone) is connected to again once per line.
-public final class SyslogSocket: LogSink {
-    public static let defaultPath = "/dev/log"
-    public let path: String
+package final class SyslogSocket: LogSink {
+    package static let defaultPath = "/dev/log"
+    package let path: String
     private let socket: Mutex<Descriptor>
     private let hostname: String
     private let pid: Int32
     private let clock: @Sendable () -> WallTime
 
-    public init(
+    package init(
         path: String = SyslogSocket.defaultPath,
         hostname: String = ThisProcess.hostname,
         pid: Int32 = ThisProcess.id,
@@ -168,14 +168,14 @@ public final class SyslogSocket: LogSink {
     }
 
     /// Connects again (on SIGHUP, or after syslog restarted).
-    public func reconnect() throws(SyscallError) {
+    package func reconnect() throws(SyscallError) {
         let path = self.path
         try socket.withLock { (current: inout Descriptor) throws(SyscallError) in
             current = try Socket.connectUnixDatagram(path)
         }
     }
 
-    public func emit(_ level: Logger.Level, _ message: String, metadata: Logger.Metadata) {
+    package func emit(_ level: Logger.Level, _ message: String, metadata: Logger.Metadata) {
         let line = LogLine.syslog(level, message, metadata: metadata, time: clock(), hostname: hostname, pid: pid)
         let path = self.path
         socket.withLock { current in
@@ -202,24 +202,24 @@ public final class SyslogSocket: LogSink {
 }
 
 /// A swift-log handler that hands each entry, with its metadata, to a sink.
-public struct SinkLogHandler: LogHandler {
-    public var logLevel: Logger.Level
-    public var metadata: Logger.Metadata = [:]
-    public var metadataProvider: Logger.MetadataProvider?
-    public let sink: any LogSink
+package struct SinkLogHandler: LogHandler {
+    package var logLevel: Logger.Level
+    package var metadata: Logger.Metadata = [:]
+    package var metadataProvider: Logger.MetadataProvider?
+    package let sink: any LogSink
 
-    public init(sink: any LogSink, level: Logger.Level, metadataProvider: Logger.MetadataProvider? = nil) {
+    package init(sink: any LogSink, level: Logger.Level, metadataProvider: Logger.MetadataProvider? = nil) {
         self.sink = sink
         self.logLevel = level
         self.metadataProvider = metadataProvider
     }
 
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
         if let own = event.metadata { merged.merge(own) { _, new in new } }

@@ -13,12 +13,12 @@ import Mappings
 import Glibc
 #endif
 
-public enum Conntrack {
+package enum Conntrack {
     /// Deletes the conntrack entries of UDP flows to `containerIP:port`: entries whose reply
     /// comes from there (DNATed flows) or whose original destination is there (direct flows).
     /// The family follows `containerIP`. Returns how many entries were deleted; entries that
     /// expire while this runs are not counted and are not an error.
-    public static func deleteUDPFlows(to containerIP: IPAddress, port: UInt16) throws(NetfilterError) -> Int {
+    package static func deleteUDPFlows(to containerIP: IPAddress, port: UInt16) throws(NetfilterError) -> Int {
         let target = containerIP.unmapped
         return try deleteEntries(
             family: UInt8(target.isV6 ? AF_INET6 : AF_INET),
@@ -34,7 +34,7 @@ public enum Conntrack {
     /// that began before a DNAT element for the port existed. nat sees only a flow's first packet,
     /// so without this a client that keeps sending (a DNS resolver, a game) would keep reaching the
     /// host, not the container, for as long as it sends. portmap does the same on ADD.
-    public static func deleteUnNATedUDPFlows(toPort port: UInt16, v6: Bool) throws(NetfilterError) -> Int {
+    package static func deleteUnNATedUDPFlows(toPort port: UInt16, v6: Bool) throws(NetfilterError) -> Int {
         try deleteEntries(family: UInt8(v6 ? AF_INET6 : AF_INET), "conntrack: delete udp flows to port \(port)") {
             entry in
             entry.proto == 17 && entry.originalDestinationPort == port && entry.replySourcePort == port

@@ -1,31 +1,31 @@
 import Mappings
 
 /// The address family of a rule: which wildcard map a rule without a host address lives in.
-public enum IPFamily: Sendable, Hashable, CustomStringConvertible {
+package enum IPFamily: Sendable, Hashable, CustomStringConvertible {
     case v4, v6
 
-    public var description: String { self == .v4 ? "ipv4" : "ipv6" }
+    package var description: String { self == .v4 ? "ipv4" : "ipv6" }
 }
 
 extension IPAddress {
     /// The family of this address (IPv4-mapped IPv6 counts as IPv6 here: call `unmapped` first).
-    public var family: IPFamily { isV6 ? .v6 : .v4 }
+    package var family: IPFamily { isV6 ? .v6 : .v4 }
 }
 
 /// One published port served by the kernel: packets to `hostIP:hostPort` (or to any local address
 /// of `family` when `hostIP` is nil) are DNATed to `containerIP:containerPort`.
-public struct DNATRule: Sendable, Hashable, CustomStringConvertible {
+package struct DNATRule: Sendable, Hashable, CustomStringConvertible {
     /// `.tcp` or `.udp`.
-    public var proto: Proto
+    package var proto: Proto
     /// nil: any local, non-loopback address of `family` (a wildcard binding).
-    public var hostIP: IPAddress?
+    package var hostIP: IPAddress?
     /// Which wildcard map a nil `hostIP` goes to; always the family of `containerIP`.
-    public var family: IPFamily
-    public var hostPort: UInt16
-    public var containerIP: IPAddress
-    public var containerPort: UInt16
+    package var family: IPFamily
+    package var hostPort: UInt16
+    package var containerIP: IPAddress
+    package var containerPort: UInt16
 
-    public init(
+    package init(
         proto: Proto,
         hostIP: IPAddress?,
         family: IPFamily,
@@ -43,7 +43,7 @@ public struct DNATRule: Sendable, Hashable, CustomStringConvertible {
 
     /// A rule whose family follows `containerIP`. IPv4-mapped addresses become IPv4, and an
     /// unspecified host address (`0.0.0.0`, `::`) becomes the wildcard (nil).
-    public init(proto: Proto, hostIP: IPAddress?, hostPort: UInt16, containerIP: IPAddress, containerPort: UInt16) {
+    package init(proto: Proto, hostIP: IPAddress?, hostPort: UInt16, containerIP: IPAddress, containerPort: UInt16) {
         let container = containerIP.unmapped
         let host = hostIP.map { $0.unmapped }
         self.init(
@@ -57,7 +57,7 @@ public struct DNATRule: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `198.18.0.1:8080/tcp -> 198.18.0.2:80`, `*4:8080/tcp -> ...` for a wildcard.
-    public var description: String {
+    package var description: String {
         let host = hostIP?.bracketed ?? (family == .v4 ? "*4" : "*6")
         return "\(host):\(hostPort)/\(proto) -> \(containerIP.bracketed):\(containerPort)"
     }

@@ -12,9 +12,9 @@ import Glibc
 /// the process dies, even by SIGKILL), and no other socket or process can change it.
 ///
 /// Not thread-safe: use one table from one thread (or under one lock).
-public final class NatTable {
+package final class NatTable {
     /// The table's name, in the `inet` family: `nft list table inet <name>`.
-    public let name: String
+    package let name: String
     private var socket: NetlinkSocket
     /// What the kernel holds, by element key: map elements and hairpin references.
     private var installed: [ElementKey: DNATRule] = [:]
@@ -25,12 +25,12 @@ public final class NatTable {
     private var live = false
 
     /// `berth_<pid>`: each berth process gets its own table, so several coexist.
-    public static func defaultName(pid: Int32 = getpid()) -> String { "berth_\(pid)" }
+    package static func defaultName(pid: Int32 = getpid()) -> String { "berth_\(pid)" }
 
     /// Creates the table, its chains, maps and rules in one batch. If anything fails, the kernel
     /// rolls the whole batch back: nothing is left behind. Fails with EEXIST if a table of that
     /// name exists, EPERM if another socket owns it.
-    public init(name: String) throws(NetfilterError) {
+    package init(name: String) throws(NetfilterError) {
         self.name = name
         socket = try NetlinkSocket("nftables")
         socket.ensureReceiveBuffer(1 << 20)
@@ -47,13 +47,13 @@ public final class NatTable {
     }
 
     /// The rules the kernel serves now.
-    public var rules: [DNATRule] { Array(installed.values) }
+    package var rules: [DNATRule] { Array(installed.values) }
 
     /// Adds rules in one batch. A rule already installed is left alone (its counters too);
     /// existing elements are never rewritten. A rule whose host side is taken by a different
     /// target fails the whole call, as does any rule the kernel path cannot serve (loopback host
     /// address, a protocol other than tcp/udp, mixed families).
-    public func add(_ rules: [DNATRule]) throws(NetfilterError) {
+    package func add(_ rules: [DNATRule]) throws(NetfilterError) {
         try add(rules, extraElementIn: nil)
     }
 
@@ -125,7 +125,7 @@ public final class NatTable {
 
     /// Removes rules in one batch. Rules that are not installed are ignored. Conntrack entries of
     /// flows already going to the old target stay: see `Conntrack.deleteUDPFlows`.
-    public func remove(_ rules: [DNATRule]) throws(NetfilterError) {
+    package func remove(_ rules: [DNATRule]) throws(NetfilterError) {
         try checkAlive("remove rules")
         var removals: [(key: ElementKey, rule: DNATRule)] = []
         var seen: Set<ElementKey> = []
@@ -168,7 +168,7 @@ public final class NatTable {
     /// Packets and bytes per installed rule, read from the map elements' counters. The maps are
     /// looked up in nat chains, which see the first packet of each connection or UDP flow only:
     /// `packets` counts new connections/flows, `bytes` the size of those first packets.
-    public func counters() throws(NetfilterError) -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
+    package func counters() throws(NetfilterError) -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
         try checkAlive("read counters")
         var result: [DNATRule: (packets: UInt64, bytes: UInt64)] = [:]
         let maps = Set(installed.keys.map(\.map))
@@ -181,7 +181,7 @@ public final class NatTable {
     }
 
     /// Removes the whole table (chains, maps, rules) in one batch. The table is unusable afterwards.
-    public func delete() throws(NetfilterError) {
+    package func delete() throws(NetfilterError) {
         try checkAlive("delete table")
         var batch = Batch(firstSequence: socket.nextSequence)
         TableMessages.appendDeleteTable(into: &batch, table: name)

@@ -5,21 +5,21 @@ import Glibc
 /// A failed netfilter operation: which object, what was attempted, and why (with the errno text).
 ///
 /// `description` reads like `nftables: add map inet berth_123 dnat4: Operation not permitted`.
-public struct NetfilterError: Error, CustomStringConvertible, Sendable {
+package struct NetfilterError: Error, CustomStringConvertible, Sendable {
     /// What was attempted, naming the object: `nftables: add map inet berth_123 dnat4`.
-    public let operation: String
+    package let operation: String
     /// The errno the kernel (or libc) reported; 0 when the failure is ours, not the kernel's.
-    public let errno: Int32
+    package let errno: Int32
     /// `strerror(errno)`, or our own words when `errno` is 0.
-    public let reason: String
+    package let reason: String
 
-    public init(_ operation: String, errno: Int32) {
+    package init(_ operation: String, errno: Int32) {
         self.operation = operation
         self.errno = errno
         self.reason = String(cString: strerror(errno))
     }
 
-    public init(_ operation: String, reason: String) {
+    package init(_ operation: String, reason: String) {
         self.operation = operation
         self.errno = 0
         self.reason = reason
@@ -32,5 +32,5 @@ public struct NetfilterError: Error, CustomStringConvertible, Sendable {
         self.reason = extra.map { "\(text) (\($0))" } ?? text
     }
 
-    public var description: String { "\(operation): \(reason)" }
+    package var description: String { "\(operation): \(reason)" }
 }

@@ -11,35 +11,35 @@ import Glibc
 #endif
 
 /// A rule in a shared table and the tag it was added with.
-public struct TaggedRule: Sendable, Hashable, CustomStringConvertible {
-    public var rule: DNATRule
-    public var tag: String?
+package struct TaggedRule: Sendable, Hashable, CustomStringConvertible {
+    package var rule: DNATRule
+    package var tag: String?
 
-    public init(rule: DNATRule, tag: String?) {
+    package init(rule: DNATRule, tag: String?) {
         self.rule = rule
         self.tag = tag
     }
 
-    public var description: String { "\(rule) (\(tag ?? "no tag"))" }
+    package var description: String { "\(rule) (\(tag ?? "no tag"))" }
 }
 
 /// A berth table without the owner flag: it stays when this process exits, and any process with
 /// CAP_NET_ADMIN in this network namespace may change it. Changes are single batches: an add
 /// whose element exists already fails as a whole (EEXIST), so two adds of one key cannot both win.
-public final class SharedNatTable {
+package final class SharedNatTable {
     /// The table's name, in the `inet` family.
-    public let name: String
+    package let name: String
     private var socket: NetlinkSocket
 
     /// Opens a netlink socket for the table; nothing changes in the kernel yet.
-    public init(name: String) throws(NetfilterError) {
+    package init(name: String) throws(NetfilterError) {
         self.name = name
         socket = try NetlinkSocket("nftables")
         socket.ensureReceiveBuffer(1 << 20)
     }
 
     /// Makes the table with berth's chains, maps and rules, unless a table of that name exists.
-    public func create() throws(NetfilterError) {
+    package func create() throws(NetfilterError) {
         var batch = Batch(firstSequence: socket.nextSequence)
         TableMessages.buildLayout(into: &batch, table: name, owner: false)
         batch.end()
@@ -51,7 +51,7 @@ public final class SharedNatTable {
     }
 
     /// Every rule in the table with its tag; none when there is no table.
-    public func rules() throws(NetfilterError) -> [TaggedRule] {
+    package func rules() throws(NetfilterError) -> [TaggedRule] {
         try elements().compactMap { map, element in
             DNATRule(map: map, key: element.key, data: element.data).map { TaggedRule(rule: $0, tag: element.comment) }
         }
@@ -59,7 +59,7 @@ public final class SharedNatTable {
 
     /// Adds `rules` tagged `tag` in one batch, with the hairpin elements they need. A rule whose
     /// host side is in the table already fails the whole batch with EEXIST, naming the element.
-    public func add(_ rules: [DNATRule], tag: String) throws(NetfilterError) {
+    package func add(_ rules: [DNATRule], tag: String) throws(NetfilterError) {
         for rule in rules {
             if let reason = rule.unsupportedReason {
                 throw NetfilterError("nftables: add \(rule) to table inet \(name)", reason: reason)
@@ -103,7 +103,7 @@ public final class SharedNatTable {
     /// Removes, in one batch, every element (map and hairpin alike) whose tag `matches` accepts,
     /// and returns the rules removed. No table, or nothing tagged so: nothing to do.
     @discardableResult
-    public func remove(where matches: (String) -> Bool) throws(NetfilterError) -> [TaggedRule] {
+    package func remove(where matches: (String) -> Bool) throws(NetfilterError) -> [TaggedRule] {
         let chosen = try elements().filter { _, element in element.comment.map(matches) ?? false }
         guard !chosen.isEmpty else { return [] }
         var batch = Batch(firstSequence: socket.nextSequence, capacity: 256 + 160 * chosen.count)
@@ -127,7 +127,7 @@ public final class SharedNatTable {
     }
 
     /// Deletes the whole table (for tests and for a user who wants it gone); no table is no error.
-    public func delete() throws(NetfilterError) {
+    package func delete() throws(NetfilterError) {
         var batch = Batch(firstSequence: socket.nextSequence)
         TableMessages.appendDeleteTable(into: &batch, table: name)
         batch.end()

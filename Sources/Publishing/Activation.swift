@@ -17,17 +17,17 @@ import Mappings
 
 /// A socket another process bound and passed (a service manager's, dockerd's fd 4), as berth
 /// found it. The descriptor itself is owned by `PassedSockets` (or the caller) until adopted.
-public struct PassedSocket: Sendable, CustomStringConvertible {
+package struct PassedSocket: Sendable, CustomStringConvertible {
     /// How messages name it: `fd 3`, the number it was passed as.
-    public let label: String
+    package let label: String
     /// Its name in LISTEN_FDNAMES (FileDescriptorName=), "unknown" without one.
-    public let name: String
-    public let address: SocketAddress
-    public let proto: Proto
+    package let name: String
+    package let address: SocketAddress
+    package let proto: Proto
     /// An IPv6 wildcard socket without IPV6_V6ONLY: it takes IPv4 clients too.
-    public let dualStack: Bool
+    package let dualStack: Bool
 
-    public init(label: String, name: String = "unknown", address: SocketAddress, proto: Proto, dualStack: Bool = false)
+    package init(label: String, name: String = "unknown", address: SocketAddress, proto: Proto, dualStack: Bool = false)
     {
         self.label = label
         self.name = name
@@ -38,7 +38,7 @@ public struct PassedSocket: Sendable, CustomStringConvertible {
 
     /// What `fd` is: getsockname, SO_TYPE, SO_PROTOCOL and IPV6_V6ONLY. Errors begin with
     /// `context` and the socket's label (`socket activation: fd 3 (web)`, `-use-listen-fd: fd 4`).
-    public static func inspect(
+    package static func inspect(
         _ fd: borrowing Descriptor,
         name: String = "unknown",
         context: String = "socket activation"
@@ -70,16 +70,16 @@ public struct PassedSocket: Sendable, CustomStringConvertible {
     }
 
     /// `fd 3 [::]:8080/tcp`, with its name when it has one: `fd 3 "web" [::]:8080/tcp`.
-    public var description: String {
+    package var description: String {
         "\(label) " + (name == "unknown" ? "" : "\"\(name)\" ") + "\(address)/\(proto)"
     }
 }
 
 /// The sockets a service manager passed (LISTEN_FDS), owned here until a publisher adopts them;
 /// what is not adopted closes with this.
-public struct PassedSockets: ~Copyable {
+package struct PassedSockets: ~Copyable {
     /// One per socket, in order: LISTEN_FDNAMES' names, or "unknown".
-    public let names: [String]
+    package let names: [String]
     private let owned: DescriptorSlots
 
     /// Takes ownership of `descriptors`.
@@ -89,11 +89,11 @@ public struct PassedSockets: ~Copyable {
         for (slot, raw) in descriptors.enumerated() { _ = owned.put(Descriptor(taking: raw), at: slot) }
     }
 
-    public var count: Int { names.count }
+    package var count: Int { names.count }
 
     /// What each socket is, in order; the first that is not an IPv4 or IPv6 TCP or UDP socket
     /// is an error. Each still here, or none of them if one was adopted already.
-    public func inspect() throws(PublishError) -> [PassedSocket] {
+    package func inspect() throws(PublishError) -> [PassedSocket] {
         var found: [PassedSocket] = []
         for slot in 0..<count {
             guard let socket = owned.take(slot) else {

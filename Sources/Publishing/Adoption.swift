@@ -23,7 +23,7 @@ extension Publisher {
 
     /// Adopts a listener another process bound and passed over (a docker-proxy shim's, through
     /// the control socket), as its own publication: removed with `remove`, like an add's.
-    public func adopt(
+    package func adopt(
         _ socket: consuming Descriptor,
         mapping: PortMapping,
         owner: String?
@@ -67,7 +67,8 @@ extension Publisher {
     /// (`ActivationPlan`), and is adopted. All or nothing, as `bind`: DNAT rules are installed
     /// before any socket is taken, so a refused table leaves every socket to a fallback publisher.
     @discardableResult
-    public func adopt(_ mappings: [PortMapping], sockets: borrowing PassedSockets) throws(PublishError) -> [BoundPort] {
+    package func adopt(_ mappings: [PortMapping], sockets: borrowing PassedSockets) throws(PublishError) -> [BoundPort]
+    {
         let found = try sockets.inspect()
         if options.mode == .kernel {
             // Its loops serve no listener: clients of the passed sockets would wait in their backlog.

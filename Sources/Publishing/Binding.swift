@@ -14,7 +14,7 @@ extension Publisher {
     /// batch before returning, so a reported port is served. All or nothing: on any failure
     /// what was bound is closed again and no rule is left.
     @discardableResult
-    public func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
+    package func bind(_ mappings: [PortMapping]) throws(PublishError) -> [BoundPort] {
         try add(mappings).ports
     }
 
@@ -22,7 +22,7 @@ extension Publisher {
     /// `owner` (a container, a client of the control API) labels the ports' metrics.
     /// `proxyProtocol` and `proxyProtocolUDP` ask these ports for PROXY protocol headers on top of
     /// what the options ask of every port; the relay alone sends them, so only in userspace mode.
-    public func add(
+    package func add(
         _ mappings: [PortMapping],
         owner: String? = nil,
         proxyProtocol: ProxyProtocol? = nil,

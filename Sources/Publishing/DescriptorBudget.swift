@@ -8,20 +8,20 @@ import Mappings
 
 /// The descriptors that binding a set of mappings takes: its listening sockets plus a reserve for
 /// berth itself.
-public struct DescriptorBudget: Sendable, Equatable {
+package struct DescriptorBudget: Sendable, Equatable {
     /// One per host address per event loop: every loop owns its own SO_REUSEPORT listener for each
     /// mapping, and an all-address mapping binds `0.0.0.0` and `::` (one address in kernel mode, as
     /// `Publisher.hostAddresses` decides).
-    public let listeners: Int
+    package let listeners: Int
     /// `listeners` plus the reserve.
-    public let descriptors: Int
+    package let descriptors: Int
 
     /// What berth holds besides listeners: standard streams, the netlink socket, /proc reads.
-    public static let reserve = 16
+    package static let reserve = 16
     /// What each loop holds of its own: epoll, its eventfd, its timer.
-    public static let reservePerLoop = 3
+    package static let reservePerLoop = 3
 
-    public init(_ mappings: [PortMapping], options: PublishOptions) {
+    package init(_ mappings: [PortMapping], options: PublishOptions) {
         let loops = max(1, options.threads)
         var addresses = 0
         for mapping in mappings {
@@ -35,7 +35,7 @@ public struct DescriptorBudget: Sendable, Equatable {
     /// of earlier adds, connections), is over `limit` (the soft RLIMIT_NOFILE); nil when it fits.
     /// What a fresh process holds (standard streams and the like) is in `reserve` already: only
     /// what is open beyond it counts again.
-    public func refusal(limit: UInt64, open: Int = 0) -> PublishError? {
+    package func refusal(limit: UInt64, open: Int = 0) -> PublishError? {
         let already = max(0, open - Self.reserve)
         guard UInt64(descriptors) + UInt64(already) > limit else { return nil }
         let noun = listeners == 1 ? "listening socket needs" : "listening sockets need"
@@ -47,7 +47,7 @@ public struct DescriptorBudget: Sendable, Equatable {
 
     /// Raises the soft limit on open files to the hard limit, then refuses mappings that need more
     /// descriptors than that. Publisher.bind calls it before it binds anything.
-    public static func check(_ mappings: [PortMapping], options: PublishOptions) throws(PublishError) {
+    package static func check(_ mappings: [PortMapping], options: PublishOptions) throws(PublishError) {
         let limit: ResourceLimit
         do {
             limit = try Limits.raiseOpenFiles()

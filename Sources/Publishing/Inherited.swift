@@ -14,17 +14,17 @@ import Mappings
 
 /// What dockerd hands its userland proxy besides argv. Probed first thing in `main`, before berth
 /// opens a descriptor of its own: once berth has made a socket, that socket may be number 3 or 4 itself.
-public struct InheritedDescriptors: Sendable {
-    public static let statusFD: Int32 = 3
-    public static let listenFD: Int32 = 4
+package struct InheritedDescriptors: Sendable {
+    package static let statusFD: Int32 = 3
+    package static let listenFD: Int32 = 4
 
     /// fd 3 is open and a pipe or FIFO: someone waits for the readiness report on it. Anything else on
     /// fd 3 (a terminal, a file a shell left open) is not ours to write to.
-    public let hasStatusPipe: Bool
+    package let hasStatusPipe: Bool
     /// What fd 4 is: nil when it is an open socket, else why it cannot be the `-use-listen-fd` socket.
-    public let listenFDProblem: String?
+    package let listenFDProblem: String?
 
-    public static func probe() -> InheritedDescriptors {
+    package static func probe() -> InheritedDescriptors {
         InheritedDescriptors(
             hasStatusPipe: File.type(inherited: statusFD) == S_IFIFO,
             listenFDProblem: {
@@ -39,11 +39,11 @@ public struct InheritedDescriptors: Sendable {
 }
 
 /// dockerd's status pipe on fd 3: one report, then closed, so that dockerd reads it to end of file.
-public struct StatusPipe: ~Copyable {
+package struct StatusPipe: ~Copyable {
     private let descriptor: Descriptor
 
     /// Takes fd 3 when it is an inherited pipe (close-on-exec from now on); nil when run by hand.
-    public init?(_ inherited: InheritedDescriptors) {
+    package init?(_ inherited: InheritedDescriptors) {
         guard inherited.hasStatusPipe else { return nil }
         try? File.setCloseOnExec(inherited: InheritedDescriptors.statusFD)
         descriptor = Descriptor(taking: InheritedDescriptors.statusFD)
@@ -52,7 +52,7 @@ public struct StatusPipe: ~Copyable {
     /// Writes `text` whole and closes the pipe. A reader that is gone (EPIPE) is not an error here:
     /// SIGPIPE is ignored (`ProcessStart.ignoreBrokenPipes`), as a Go program ignores it on
     /// descriptors other than 1 and 2.
-    public consuming func report(_ text: String) {
+    package consuming func report(_ text: String) {
         File.writeAll(descriptor, text)
     }
 }
@@ -60,7 +60,7 @@ public struct StatusPipe: ~Copyable {
 extension Publisher {
     /// docker-proxy's host side: bound here, or dockerd's socket on fd 4 (`-use-listen-fd`),
     /// checked to be the protocol asked, made to listen if it only is bound, and adopted.
-    public func serve(_ invocation: ProxyInvocation, inherited: InheritedDescriptors) throws(PublishError) -> BoundPort
+    package func serve(_ invocation: ProxyInvocation, inherited: InheritedDescriptors) throws(PublishError) -> BoundPort
     {
         if invocation.proto == .sctp {
             // Linux without the sctp module says "protocol not supported"; berth has no SCTP relay at all.
@@ -83,7 +83,7 @@ extension Publisher {
 
 /// sd_listen_fds(unset_environment: 1) with names: the sockets passed to this process, made
 /// close-on-exec and owned; LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are unset whatever they held.
-public func takeListenSockets() throws(EnvironmentError) -> PassedSockets? {
+package func takeListenSockets() throws(EnvironmentError) -> PassedSockets? {
     let values = ListenFDs.variables.map { ThisProcess.environment($0) }
     for name in ListenFDs.variables { ThisProcess.unsetEnvironment(name) }
     guard
@@ -101,20 +101,20 @@ public func takeListenSockets() throws(EnvironmentError) -> PassedSockets? {
 }
 
 /// What every berth process does before anything else, and what its commands ask of the process.
-public enum ProcessStart {
+package enum ProcessStart {
     /// ld.so is done with the relocation table: its pages are a tenth of berth's idle memory.
-    public static func releaseRelocationTable() { Memory.releaseRelocationTable() }
+    package static func releaseRelocationTable() { Memory.releaseRelocationTable() }
 
     /// splice(2) has no MSG_NOSIGNAL: writing to a socket whose peer reset must be an EPIPE that the
     /// relay turns into a reset of the other side, never a signal that ends berth.
-    public static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
+    package static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
 
     /// Blocks `signals` in every thread started from now on, so that the loops' signalfd gets them.
-    public static func blockSignals(_ signals: [Int32]) { EventLoop.blockSignals(signals) }
+    package static func blockSignals(_ signals: [Int32]) { EventLoop.blockSignals(signals) }
 
     /// The CPUs this process may run on (its affinity mask): one loop each by default.
-    public static var usableCPUs: Int { LinuxIO.usableCPUs() }
+    package static var usableCPUs: Int { LinuxIO.usableCPUs() }
 
     /// A variable of this process's environment.
-    public static func environment(_ name: String) -> String? { ThisProcess.environment(name) }
+    package static func environment(_ name: String) -> String? { ThisProcess.environment(name) }
 }

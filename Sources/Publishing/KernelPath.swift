@@ -8,7 +8,7 @@ import Netfilter
 extension Mode {
     /// The mode berth picks when none is asked for, and the notice to print when it cannot
     /// have the fast path.
-    public static func automatic() -> (Mode, notice: String?) {
+    package static func automatic() -> (Mode, notice: String?) {
         if Capability.hasNetAdmin() { return (.hybrid, nil) }
         return (
             .userspace,

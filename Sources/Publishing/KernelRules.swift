@@ -58,7 +58,7 @@ extension Publisher {
     }
 
     /// Per-rule counters of the kernel path: new connections/flows DNATed, and their first packets' bytes.
-    public func kernelCounters() -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
+    package func kernelCounters() -> [DNATRule: (packets: UInt64, bytes: UInt64)] {
         controlLock.withLock { _ in (try? natTable?.counters()) ?? [:] }
     }
 }

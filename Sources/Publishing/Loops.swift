@@ -16,7 +16,7 @@ extension Publisher {
     /// so the ports can be bound again; DNAT rules stay until `close()`. Runs once.
     /// With `onHangup`, SIGHUP is watched too and calls it on loop 0's thread (berth reopens its
     /// log file) instead of stopping.
-    public func run(signals: [Int32] = [SIGINT, SIGTERM], onHangup: (() -> Void)? = nil) throws(PublishError) {
+    package func run(signals: [Int32] = [SIGINT, SIGTERM], onHangup: (() -> Void)? = nil) throws(PublishError) {
         let signals = signals + (onHangup == nil ? [] : [SIGHUP])
         if !signals.isEmpty { EventLoop.blockSignals(signals) }
         let loopCount = max(1, options.threads)
@@ -162,10 +162,10 @@ extension Publisher {
     }
 
     /// Stops every loop; from another thread use `stopper.stop()`.
-    public func stop() { stopper.stop() }
+    package func stop() { stopper.stop() }
 
     /// Counters of all loops, summed. Call after `run` returns.
-    public var counters: RelayCounters { finalCounters }
+    package var counters: RelayCounters { finalCounters }
 }
 
 /// What one loop serves, by publication. Made before the loop runs, then touched only on the

@@ -9,45 +9,45 @@ import Netfilter
 import Relay
 
 /// One scrape of a running `Publisher`: per mapping, summed over the loops, and per process.
-public struct PublisherMetrics: Sendable {
+package struct PublisherMetrics: Sendable {
     /// One served host address of a publication (a listener per loop, counted together).
-    public struct Mapping: Sendable {
-        public var publication: PublicationID
-        public var proto: Proto
+    package struct Mapping: Sendable {
+        package var publication: PublicationID
+        package var proto: Proto
         /// Where it listens (the port the kernel chose, for an ephemeral one).
-        public var host: SocketAddress
+        package var host: SocketAddress
         /// The container side.
-        public var target: SocketAddress
+        package var target: SocketAddress
         /// `add(_:owner:)`'s owner; nil when none was given.
-        public var owner: String?
-        public var counters: MappingCounters
+        package var owner: String?
+        package var counters: MappingCounters
     }
 
     /// One DNAT rule of the kernel path, with its map element's counters.
-    public struct KernelRule: Sendable {
-        public var rule: DNATRule
-        public var owner: String?
+    package struct KernelRule: Sendable {
+        package var rule: DNATRule
+        package var owner: String?
         /// New connections (TCP) or flows (UDP) DNATed, and their first packets' bytes.
-        public var packets: UInt64
-        public var bytes: UInt64
+        package var packets: UInt64
+        package var bytes: UInt64
     }
 
-    public var mappings: [Mapping] = []
-    public var kernel: [KernelRule] = []
+    package var mappings: [Mapping] = []
+    package var kernel: [KernelRule] = []
     /// Event loops running; 0 when `run` is not running.
-    public var loops = 0
+    package var loops = 0
     /// Loops that answered the scrape in time; the others' counters are missing.
-    public var loopsAnswered = 0
-    public var openDescriptors: Int?
+    package var loopsAnswered = 0
+    package var openDescriptors: Int?
     /// The soft RLIMIT_NOFILE.
-    public var descriptorLimit: UInt64?
+    package var descriptorLimit: UInt64?
     /// Empty pipes kept for reuse, over all loops.
-    public var pipesPooled = 0
+    package var pipesPooled = 0
 
-    public init() {}
+    package init() {}
 
     /// The Prometheus text exposition: `# HELP` and `# TYPE` once per metric, then its samples.
-    public func prometheusText() -> String {
+    package func prometheusText() -> String {
         var out = Exposition()
         out.gauge("berth_loops", "Event loops running.", Double(loops))
         out.gauge("berth_loops_answered", "Event loops that answered this scrape in time.", Double(loopsAnswered))

@@ -10,7 +10,7 @@ extension Publisher {
     /// protocol headers come from the relay only, so they mean userspace mode.
     /// `notice` gets each line to tell the user; the ports bound are the publisher's `ports`.
     /// With `sockets` (systemd socket activation) the mappings are served through them, not bound.
-    public static func start(
+    package static func start(
         _ mappings: [PortMapping],
         mode: Mode?,
         options: PublishOptions,

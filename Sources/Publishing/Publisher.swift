@@ -12,13 +12,13 @@ import Synchronization
 import SystemPackage
 
 /// Something went wrong while publishing; the text is the one line a user sees.
-public struct PublishError: Error, CustomStringConvertible, Sendable {
-    public let description: String
+package struct PublishError: Error, CustomStringConvertible, Sendable {
+    package let description: String
     /// The kernel refused berth's nftables table: the userspace relay alone could still serve.
-    public let isKernelPathFailure: Bool
+    package let isKernelPathFailure: Bool
     /// Why binding a host port failed (EADDRINUSE, EACCES), for callers that answer by kind.
-    public let bindErrno: Errno?
-    public init(_ description: String, isKernelPathFailure: Bool = false, bindErrno: Errno? = nil) {
+    package let bindErrno: Errno?
+    package init(_ description: String, isKernelPathFailure: Bool = false, bindErrno: Errno? = nil) {
         self.description = description
         self.isKernelPathFailure = isKernelPathFailure
         self.bindErrno = bindErrno
@@ -26,45 +26,45 @@ public struct PublishError: Error, CustomStringConvertible, Sendable {
 }
 
 /// One bound listener: which mapping it serves and where it listens.
-public struct BoundPort: Sendable {
-    public let mapping: PortMapping
-    public let address: SocketAddress
-    public let target: SocketAddress
+package struct BoundPort: Sendable {
+    package let mapping: PortMapping
+    package let address: SocketAddress
+    package let target: SocketAddress
 
     /// `docker port` style: `80/tcp -> 0.0.0.0:49153`.
-    public var line: String { "\(mapping.containerSide) -> \(address)" }
+    package var line: String { "\(mapping.containerSide) -> \(address)" }
 }
 
-public struct PublishOptions: Sendable {
-    public var relay = RelayConfig()
+package struct PublishOptions: Sendable {
+    package var relay = RelayConfig()
     /// Event loops (threads). Each loop has its own listener per mapping and host address
     /// (SO_REUSEPORT; the kernel spreads TCP clients and UDP flows over them). An adopted
     /// socket (`-use-listen-fd`) is one: every loop serves it if TCP, one loop if UDP.
-    public var threads = 1
+    package var threads = 1
     /// Loops for bulk TCP connections (`RelayConfig.bulkAfter`), besides `threads`; 0: none, every
     /// connection stays on the loop that accepted it.
-    public var bulkLoops = 0
+    package var bulkLoops = 0
     /// The bulk loops' threads run SCHED_BATCH at this nice value (0 to 19).
-    public var bulkNice: Int32 = 10
-    public var mode = Mode.userspace
+    package var bulkNice: Int32 = 10
+    package var mode = Mode.userspace
     /// How long each loop polls before it sleeps (0: never polls). Cuts the wake-up latency of an
     /// idle CPU, at the cost of CPU time while traffic pauses.
-    public var busyPoll: Duration = .zero
+    package var busyPoll: Duration = .zero
     /// berth's nftables table (`inet` family); nil: `berth_<pid>`, so several berths coexist.
-    public var tableName: String?
-    public init() {}
+    package var tableName: String?
+    package init() {}
 }
 
 /// The ports of one `add` (or `bind`), removed together.
-public struct PublicationID: Hashable, Sendable, CustomStringConvertible {
-    public let raw: Int
-    public var description: String { "\(raw)" }
+package struct PublicationID: Hashable, Sendable, CustomStringConvertible {
+    package let raw: Int
+    package var description: String { "\(raw)" }
 }
 
 /// Binds and runs. `bind`, `add`, `remove` and `close` come from one control thread at a time
 /// (the caller's, or a daemon's control thread while `run` runs on another); the loops learn
 /// of changes through messages (`LoopWaker.post`) and are never touched from another thread.
-public final class Publisher {
+package final class Publisher {
     /// One host address of a mapping: a listener per loop, or one that the loops share. A
     /// dual-stack `::` socket passed by systemd serves two host addresses (`0.0.0.0` and `::`).
     struct Binding: Sendable {
@@ -93,7 +93,7 @@ public final class Publisher {
         var running = false
     }
 
-    public let options: PublishOptions
+    package let options: PublishOptions
     let live = Mutex<Live>(Live())
     /// Held by the control calls and by a scrape's kernel counters; see `serialized`.
     let controlLock = Mutex(())
@@ -102,19 +102,19 @@ public final class Publisher {
     let logger: Logger
     var natTable: NatTable?
     /// The DNAT rules installed for `ports`.
-    public internal(set) var kernelRules: [DNATRule] = []
+    package internal(set) var kernelRules: [DNATRule] = []
     /// Stops the loops from any thread, also before they start.
-    public let stopper = Stopper()
+    package let stopper = Stopper()
     /// The loops' counters, summed when `run` returned.
     var finalCounters = RelayCounters()
 
-    public init(options: PublishOptions = PublishOptions(), logger: Logger = Logger(label: "berth")) {
+    package init(options: PublishOptions = PublishOptions(), logger: Logger = Logger(label: "berth")) {
         self.options = options
         self.logger = logger
     }
 
     /// Every port published now, in the order added.
-    public var ports: [BoundPort] {
+    package var ports: [BoundPort] {
         live.withLock { state in state.publications.sorted { $0.key < $1.key }.flatMap { $0.value.flatMap(\.ports) } }
     }
 
@@ -161,7 +161,7 @@ public final class Publisher {
     /// the ports are free), removes their DNAT rules and the conntrack entries of their UDP
     /// flows; open TCP connections get `drain` to finish, then are reset. UDP flows close.
     @discardableResult
-    public func remove(_ id: PublicationID, drain: Duration = .seconds(10)) throws(PublishError) -> [BoundPort] {
+    package func remove(_ id: PublicationID, drain: Duration = .seconds(10)) throws(PublishError) -> [BoundPort] {
         try serialized { () throws(PublishError) in try removeSerialized(id, drain: drain) }
     }
 
@@ -195,7 +195,7 @@ public final class Publisher {
     /// Removes the DNAT rules in one batch (the table goes), forgets the conntrack entries of UDP
     /// flows they created (or those flows would keep going to the container for minutes), and
     /// closes every listener. The loops must have stopped.
-    public func close() {
+    package func close() {
         controlLock.withLock { _ in closeSerialized() }
     }
 

@@ -17,7 +17,7 @@ extension Publisher {
     /// within `timeout` is left out (`loopsAnswered` says so): a stuck loop cannot hang a scrape.
     /// From the control thread, like `add` and `remove` (the kernel counters use their netlink
     /// socket); the loops go on meanwhile. Allocates: never on a loop's thread.
-    public func metrics(timeout: Duration = .seconds(1)) -> PublisherMetrics {
+    package func metrics(timeout: Duration = .seconds(1)) -> PublisherMetrics {
         let answers = LoopAnswers()
         let (loopCount, owners): (Int, [Int: String]) = live.withLock { state in
             guard state.running else { return (0, state.owners) }
