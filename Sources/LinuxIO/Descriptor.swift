@@ -127,10 +127,6 @@ public struct DescriptorSlots: ~Copyable {
         storage.deallocate()
     }
 
-    /// Whether `slot` holds a descriptor.
-    @inline(__always)
-    public func holds(_ slot: Int) -> Bool { storage[slot] >= 0 }
-
     /// `body` with the descriptor in `slot`, which stays owned here; nil (and `body` not run)
     /// when the slot is empty.
     @inline(__always)

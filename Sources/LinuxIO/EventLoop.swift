@@ -67,7 +67,6 @@ public final class LoopWaker: Sendable {
     /// Work posted from other threads, run on the loop's thread at its next wake-up.
     private let inbox = Mutex<[@Sendable () -> Void]>([])
     fileprivate let descriptor: Descriptor
-    private var eventFD: Int32 { descriptor.raw }
 
     init() throws(SyscallError) {
         descriptor = Descriptor(taking: try syscall("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) })
@@ -82,7 +81,7 @@ public final class LoopWaker: Sendable {
 
     public func wake() {
         var one: UInt64 = 1
-        _ = write(eventFD, &one, 8)
+        _ = write(descriptor.raw, &one, 8)
     }
 
     /// Runs `body` on the loop's thread, after the events of the batch it wakes (runtime

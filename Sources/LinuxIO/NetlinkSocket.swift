@@ -45,10 +45,4 @@ extension Socket {
         }
         return address.portID
     }
-
-    /// Waits until `fd` has something to read, at most `timeoutMs` (poll(2)): false on timeout.
-    public static func waitReadable(_ fd: borrowing Descriptor, timeoutMs: Int32) throws(SyscallError) -> Bool {
-        var pfd = pollfd(fd: fd.raw, events: Int16(POLLIN), revents: 0)
-        return try syscall("poll") { poll(&pfd, 1, timeoutMs) } > 0
-    }
 }

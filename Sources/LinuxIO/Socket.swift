@@ -192,6 +192,12 @@ public enum Socket {
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
     }
 
+    /// Waits until `fd` has something to read, at most `timeoutMs` (poll(2)): false on timeout.
+    public static func waitReadable(_ fd: borrowing Descriptor, timeoutMs: Int32) throws(SyscallError) -> Bool {
+        var pfd = pollfd(fd: fd.raw, events: Int16(POLLIN), revents: 0)
+        return try syscall("poll") { poll(&pfd, 1, timeoutMs) } > 0
+    }
+
     public static func setNoDelay(_ fd: borrowing Descriptor) {
         let fd = fd.raw
         var one: Int32 = 1

@@ -96,15 +96,16 @@ package struct PassedSockets: ~Copyable {
     package func inspect() throws(PublishError) -> [PassedSocket] {
         var found: [PassedSocket] = []
         for slot in 0..<count {
-            guard let socket = owned.take(slot) else {
+            let name = names[slot]
+            guard
+                let socket = try owned.with(
+                    slot,
+                    { (s) throws(PublishError) in try PassedSocket.inspect(s, name: name) }
+                )
+            else {
                 throw PublishError("socket activation: the passed sockets were adopted already")
             }
-            let inspected: Result<PassedSocket, PublishError>
-            do { inspected = .success(try PassedSocket.inspect(socket, name: names[slot])) } catch {
-                inspected = .failure(error)
-            }
-            _ = owned.put(socket, at: slot)
-            found.append(try inspected.get())
+            found.append(socket)
         }
         return found
     }

@@ -69,13 +69,13 @@ extension Publisher {
     @discardableResult
     package func adopt(_ mappings: [PortMapping], sockets: borrowing PassedSockets) throws(PublishError) -> [BoundPort]
     {
-        let found = try sockets.inspect()
         if options.mode == .kernel {
             // Its loops serve no listener: clients of the passed sockets would wait in their backlog.
             throw PublishError(
                 "socket activation: --mode kernel serves no socket it is passed (use hybrid or userspace)"
             )
         }
+        let found = try sockets.inspect()
         let plan = try ActivationPlan(mappings: mappings, sockets: found, hostAddresses: hostAddresses)
         let newPorts = plan.entries.flatMap(\.ports)
         return try serialized { () throws(PublishError) in
