@@ -25,7 +25,7 @@ extension Publisher {
         var shares: [LoopShare] = []
         defer {
             for loop in loops { loop.closeAll() }
-            finalCounters = shares.map(\.context.counters).reduce(RelayCounters(), +)
+            finalCounters = shares.map(\.context.counters).reduce(MappingCounters(), +)
             // The loops closed every listener they served: nothing is published any more.
             live.withLock { state in
                 state.running = false
@@ -165,7 +165,7 @@ extension Publisher {
     package func stop() { stopper.stop() }
 
     /// Counters of all loops, summed. Call after `run` returns.
-    package var counters: RelayCounters { finalCounters }
+    package var counters: MappingCounters { finalCounters }
 }
 
 /// What one loop serves, by publication. Made before the loop runs, then touched only on the

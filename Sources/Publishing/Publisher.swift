@@ -106,7 +106,7 @@ package final class Publisher {
     /// Stops the loops from any thread, also before they start.
     package let stopper = Stopper()
     /// The loops' counters, summed when `run` returned.
-    var finalCounters = RelayCounters()
+    var finalCounters = MappingCounters()
 
     package init(options: PublishOptions = PublishOptions(), logger: Logger = Logger(label: "berth")) {
         self.options = options

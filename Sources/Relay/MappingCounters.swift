@@ -4,7 +4,7 @@ import Mappings
 /// Counters of one served mapping on one loop: one `TCPAcceptor` (and the connections it let
 /// in) or one `UDPRelay`. Plain integers, written only on the loop's thread, no atomics; a
 /// scrape copies them on that thread (`Publisher.metrics()`) and sums them over the loops.
-/// The loop's `RelayCounters` still count the same events for the whole loop.
+/// The one counter set: a loop's totals are the sum of its mappings' (`RelayContext.counters()`).
 public struct MappingCounters: Sendable, Equatable {
     // TCP
     public var accepted: UInt64 = 0
@@ -40,6 +40,18 @@ public struct MappingCounters: Sendable, Equatable {
     public var dropped: UInt64 = 0
     /// Errors the backend's side reported (ICMP port unreachable): counted, the flow goes on.
     public var backendErrors: UInt64 = 0
+    // How the TCP relay worked, for tests and benchmarks (not exported as metrics).
+    public var spliceCalls: UInt64 = 0
+    /// Times a connection used up its budget with bytes still to move and waited its turn.
+    public var yields: UInt64 = 0
+    /// Streams that copied without a pipe because none could be had (out of descriptors).
+    public var copyFallbacks: UInt64 = 0
+    /// recv calls of the small-message copy path.
+    public var copyCalls: UInt64 = 0
+    /// Copies the target took only in part, the rest left in the pipe.
+    public var copyStashes: UInt64 = 0
+    /// Times the acceptor stopped accepting for want of descriptors.
+    public var acceptPauses: UInt64 = 0
 
     public init() {}
 
@@ -72,12 +84,19 @@ public struct MappingCounters: Sendable, Equatable {
         s.truncated &+= b.truncated
         s.dropped &+= b.dropped
         s.backendErrors &+= b.backendErrors
+        s.spliceCalls &+= b.spliceCalls
+        s.yields &+= b.yields
+        s.copyFallbacks &+= b.copyFallbacks
+        s.copyCalls &+= b.copyCalls
+        s.copyStashes &+= b.copyStashes
+        s.acceptPauses &+= b.acceptPauses
     }
 }
 
 /// A `MappingCounters` at a fixed address, shared by an acceptor and its connections (each holds
 /// the box). Written through `pointer`, a `let`: no exclusivity check, no retain per count.
-/// A connection that outlives its acceptor (stopped, draining) keeps the box alive.
+/// A connection that outlives its acceptor (stopped, draining) keeps the box alive. Made by the
+/// loop's `RelayContext.counterBox`, which holds every box of its loop until nothing else does.
 public final class MappingCounterBox {
     let pointer: UnsafeMutablePointer<MappingCounters>
     /// The mapping's own settings and logger (its lines carry `mapping=...`), for the acceptor or
@@ -116,5 +135,38 @@ public struct MappingOptions: Sendable, Equatable {
         self.proxyProtocol = proxyProtocol
         self.proxyProtocolUDP = proxyProtocolUDP
         self.name = name
+    }
+}
+
+/// Every counter box of one loop, for the loop's totals. A box that only this list still holds
+/// (its acceptor or relay and all their connections are gone) is folded into `retired` and let
+/// go, so a daemon that adds and removes ports keeps one box per live mapping, not one per
+/// mapping it ever served. On the loop's thread only.
+struct CounterBoxes {
+    private var boxes: [MappingCounterBox] = []
+    private var retired = MappingCounters()
+
+    mutating func add(_ box: MappingCounterBox) {
+        fold()
+        boxes.append(box)
+    }
+
+    /// The loop's totals: its live mappings' counters and those of mappings gone.
+    mutating func total() -> MappingCounters {
+        fold()
+        return boxes.reduce(retired) { $0 + $1.value }
+    }
+
+    private mutating func fold() {
+        var i = 0
+        while i < boxes.count {
+            if isKnownUniquelyReferenced(&boxes[i]) {
+                retired += boxes[i].value
+                boxes.swapAt(i, boxes.count - 1)
+                boxes.removeLast()
+            } else {
+                i += 1
+            }
+        }
     }
 }

@@ -56,94 +56,13 @@ public struct RelayConfig: Sendable {
     public init() {}
 }
 
-/// Per-loop counters: plain integers, no atomics (one loop, one thread); summed when read.
-public struct RelayCounters: Sendable, Equatable {
-    public var accepted: UInt64 = 0
-    public var active: Int = 0
-    public var closed: UInt64 = 0
-    public var refused: UInt64 = 0
-    public var connectTimeouts: UInt64 = 0
-    public var resets: UInt64 = 0
-    public var halfCloseTimeouts: UInt64 = 0
-    /// Connections of a removed port still open when its drain time was up, and reset.
-    public var drainResets: UInt64 = 0
-    public var bytesToBackend: UInt64 = 0
-    public var bytesToClient: UInt64 = 0
-    public var spliceCalls: UInt64 = 0
-    /// Times a connection used up its budget with bytes still to move and waited its turn.
-    public var yields: UInt64 = 0
-    /// Streams that copied without a pipe because none could be had (out of descriptors).
-    public var copyFallbacks: UInt64 = 0
-    /// recv calls of the small-message copy path.
-    public var copyCalls: UInt64 = 0
-    /// Copies the target took only in part, the rest left in the pipe.
-    public var copyStashes: UInt64 = 0
-    public var acceptPauses: UInt64 = 0
-    /// TCP connections handed to another loop (to a bulk loop, or back home), counted by the loop
-    /// they left.
-    public var moves: UInt64 = 0
-    /// UDP datagrams and their payload bytes, client → backend and backend → client.
-    public var udpDatagramsToBackend: UInt64 = 0
-    public var udpDatagramsToClient: UInt64 = 0
-    public var udpBytesToBackend: UInt64 = 0
-    public var udpBytesToClient: UInt64 = 0
-    public var udpFlowsCreated: UInt64 = 0
-    public var udpFlowsActive: Int = 0
-    public var udpFlowsExpired: UInt64 = 0
-    public var udpFlowsEvicted: UInt64 = 0
-    /// Flows that became assured (and got the long timeout).
-    public var udpFlowsAssured: UInt64 = 0
-    /// Errors the backend's side reported (ECONNREFUSED after an ICMP port unreachable,
-    /// unreachable hosts): counted, the flow goes on.
-    public var udpBackendErrors: UInt64 = 0
-    /// Datagrams larger than the buffer (MSG_TRUNC), dropped rather than forwarded cut short.
-    public var udpTruncated: UInt64 = 0
-    /// Datagrams dropped for other reasons: a full send buffer, no descriptor for a new flow.
-    public var udpDropped: UInt64 = 0
-
-    public init() {}
-
-    public static func + (a: RelayCounters, b: RelayCounters) -> RelayCounters {
-        var s = RelayCounters()
-        s.accepted = a.accepted + b.accepted
-        s.active = a.active + b.active
-        s.closed = a.closed + b.closed
-        s.refused = a.refused + b.refused
-        s.connectTimeouts = a.connectTimeouts + b.connectTimeouts
-        s.resets = a.resets + b.resets
-        s.halfCloseTimeouts = a.halfCloseTimeouts + b.halfCloseTimeouts
-        s.drainResets = a.drainResets + b.drainResets
-        s.bytesToBackend = a.bytesToBackend + b.bytesToBackend
-        s.bytesToClient = a.bytesToClient + b.bytesToClient
-        s.spliceCalls = a.spliceCalls + b.spliceCalls
-        s.yields = a.yields + b.yields
-        s.copyFallbacks = a.copyFallbacks + b.copyFallbacks
-        s.copyCalls = a.copyCalls + b.copyCalls
-        s.copyStashes = a.copyStashes + b.copyStashes
-        s.acceptPauses = a.acceptPauses + b.acceptPauses
-        s.moves = a.moves + b.moves
-        s.udpDatagramsToBackend = a.udpDatagramsToBackend + b.udpDatagramsToBackend
-        s.udpDatagramsToClient = a.udpDatagramsToClient + b.udpDatagramsToClient
-        s.udpBytesToBackend = a.udpBytesToBackend + b.udpBytesToBackend
-        s.udpBytesToClient = a.udpBytesToClient + b.udpBytesToClient
-        s.udpFlowsCreated = a.udpFlowsCreated + b.udpFlowsCreated
-        s.udpFlowsActive = a.udpFlowsActive + b.udpFlowsActive
-        s.udpFlowsExpired = a.udpFlowsExpired + b.udpFlowsExpired
-        s.udpFlowsEvicted = a.udpFlowsEvicted + b.udpFlowsEvicted
-        s.udpFlowsAssured = a.udpFlowsAssured + b.udpFlowsAssured
-        s.udpBackendErrors = a.udpBackendErrors + b.udpBackendErrors
-        s.udpTruncated = a.udpTruncated + b.udpTruncated
-        s.udpDropped = a.udpDropped + b.udpDropped
-        return s
-    }
-}
-
 /// What every handler of one loop shares: settings, the pipe pool, counters, the logger.
 /// Owned by one loop's thread; never touched from another.
 public final class RelayContext {
     public let config: RelayConfig
     public let loop: EventLoop
-    public var counters = RelayCounters()
+    /// The counters of every mapping served here (`counterBox`), summed by `counters()`.
+    private var boxes = CounterBoxes()
     let pipes: PipePool
     let logger: Logger
     /// Copy buffer for the no-pipe fallback; one per loop, never per event.
@@ -197,6 +116,17 @@ public final class RelayContext {
 
     deinit { scratch.deallocate() }
 
+    /// A new mapping's counters on this loop.
+    func counterBox(options: MappingOptions, logger: Logger) -> MappingCounterBox {
+        let box = MappingCounterBox(options: options, logger: logger)
+        boxes.add(box)
+        return box
+    }
+
+    /// This loop's totals over every mapping it served, those removed included; on its thread.
+    /// A sum over the loop's mappings, for a test, a benchmark or the end of a run: not per event.
+    public var counters: MappingCounters { boxes.total() }
+
     /// Whether its connections may move between loops at all.
     var movesBulk: Bool { config.bulkAfter > 0 && (isBulk || !bulkLoops.isEmpty) }
 
@@ -210,7 +140,7 @@ public final class RelayContext {
     func arrivals(from origin: MappingCounterBox) -> Arrivals {
         arrivals = arrivals.filter { $0.value.origin != nil }
         if let known = arrivals[ObjectIdentifier(origin)], known.origin === origin { return known }
-        let made = Arrivals(origin: origin, loop: loop)
+        let made = Arrivals(origin: origin, context: self)
         arrivals[ObjectIdentifier(origin)] = made
         return made
     }
@@ -235,9 +165,9 @@ final class Arrivals {
     let mapping: MappingCounterBox
     let group: ConnectionGroup
 
-    init(origin: MappingCounterBox, loop: EventLoop) {
+    init(origin: MappingCounterBox, context: RelayContext) {
         self.origin = origin
-        mapping = MappingCounterBox(options: origin.options, logger: origin.logger)
-        group = ConnectionGroup(loop: loop)
+        mapping = context.counterBox(options: origin.options, logger: origin.logger)
+        group = ConnectionGroup(loop: context.loop)
     }
 }

@@ -40,7 +40,7 @@ public final class TCPAcceptor: EventHandler {
         shared: Bool = false,
         options: MappingOptions? = nil
     ) {
-        mapping = MappingCounterBox(
+        mapping = context.counterBox(
             options: options ?? MappingOptions(proxyProtocol: context.config.proxyProtocol),
             logger: context.logger
         )
@@ -140,7 +140,6 @@ public final class TCPAcceptor: EventHandler {
                 return client
             default:
                 Socket.setResetOnClose(client)
-                context.counters.refused &+= 1
                 mapping.pointer.pointee.refused &+= 1
                 return nil
             }
@@ -182,7 +181,6 @@ public final class TCPAcceptor: EventHandler {
                     continue
                 }
             }
-            context.counters.accepted &+= 1
             mapping.pointer.pointee.accepted &+= 1
             if let unserved = serve(client) {
                 waiting.append(unserved)
@@ -206,7 +204,7 @@ public final class TCPAcceptor: EventHandler {
     private func pause(_ error: SyscallError) {
         guard let id, !paused else { return }
         paused = true
-        context.counters.acceptPauses &+= 1
+        mapping.pointer.pointee.acceptPauses &+= 1
         context.loop.remove(listener.descriptor)
         context.loop.schedule(at: context.loop.now + context.config.descriptorPause, for: id, tag: 0)
         // A fresh clock, not the loop's: loops' batch times differ, and this is shared.

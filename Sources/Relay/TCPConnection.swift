@@ -61,83 +61,6 @@ import SystemPackage
 final class TCPConnection: EventHandler {
     private enum Phase { case connecting, relaying, closed }
 
-    /// A socket and the stream read from it.
-    struct Side: ~Copyable {
-        /// 0 for the client, 1 for the backend: its epoll tag.
-        let tag: UInt8
-        /// Closes with the connection (when the loop lets go of it, right after `close`).
-        let socket: Descriptor
-        var readable = false
-        var writable = false
-        /// The peer's FIN (or a hang-up) was reported: a short read has reached the end.
-        var hangup = false
-        /// Bytes read from this side that wait for the other; the pipe only while some are in flight.
-        var pipe: Pipe?
-        /// The pipe's capacity, as granted, while it has one.
-        var capacity = 0
-        var buffered = 0
-        var readDone = false
-        var failed = false
-        var finForwarded = false
-        /// EPOLLERR was reported: a short read is not the end, the error is still to come.
-        var errored = false
-
-        init(_ socket: consuming Descriptor, tag: UInt8) {
-            self.tag = tag
-            self.socket = socket
-        }
-
-        var hasPipe: Bool {
-            switch pipe {
-            case .some: return true
-            case .none: return false
-            }
-        }
-
-        /// splice(2) from the socket into its pipe (there is one: the caller took it).
-        @inline(__always)
-        func fillPipe(length: Int) throws(SyscallError) -> IOResult<Int> {
-            switch pipe {
-            case .some(let p): return try Splice.move(from: socket, to: p.write, length: length)
-            case .none: return .wouldBlock
-            }
-        }
-
-        /// splice(2) from its pipe into `target` (there is one: it holds the bytes).
-        @inline(__always)
-        func drainPipe(into target: borrowing Descriptor, length: Int) throws(SyscallError) -> IOResult<Int> {
-            switch pipe {
-            case .some(let p): return try Splice.move(from: p.read, to: target, length: length)
-            case .none: return .wouldBlock
-            }
-        }
-
-        /// Puts bytes the target did not take into the (empty) pipe: how many it took.
-        func stash(_ buffer: UnsafeRawPointer, count: Int) -> Int {
-            switch pipe {
-            case .some(let p):
-                if case .done(let took)? = try? p.write(from: buffer, count: count) { return took }
-                return 0
-            case .none: return 0
-            }
-        }
-
-        mutating func note(_ readiness: Readiness) {
-            if readiness.readable { readable = true }
-            if readiness.writable { writable = true }
-            if readiness.readHangup { hangup = true }
-            // Let the next read and write report the error, each after what is queued before it.
-            if readiness.error {
-                errored = true
-                readable = true
-                writable = true
-            }
-        }
-
-        /// Everything this side sent has reached the other side, or never can.
-        func delivered(toFailedPeer peerFailed: Bool) -> Bool { (readDone && buffered == 0) || peerFailed }
-    }
-
     private static let interest: Interest = [.read, .write, .readHangup, .edge]
     /// Reads up to this size copy instead of splicing (see `copySmall`).
     private static let smallCopy = 16 << 10
@@ -161,8 +84,7 @@ final class TCPConnection: EventHandler {
     private var id: HandlerID
     private var phase: Phase
     /// Side 0, the client, and side 1, the backend (their epoll tags).
-    private var a: Side
-    private var b: Side
+    private var sides: Sides
     /// Streams copy instead of splicing: splice is off, or the kernel does not support it here.
     private var copyOnly: Bool
     /// Waiting on the loop's ready list for another turn.
@@ -190,8 +112,7 @@ final class TCPConnection: EventHandler {
         self.mapping = mapping
         home = context
         homeMapping = mapping
-        a = Side(client, tag: 0)
-        b = Side(backend, tag: 1)
+        sides = Sides(client: client, backend: backend)
         copyOnly = !context.config.splice
         phase = connected ? .relaying : .connecting
         lastActivity = context.loop.now
@@ -216,7 +137,6 @@ final class TCPConnection: EventHandler {
             connected = try Socket.connect(backend, target) == .connected
         } catch {
             Socket.setResetOnClose(client)
-            context.counters.refused &+= 1
             mapping.pointer.pointee.refused &+= 1
             mapping.logger.debug("connect \(target): \(error)")
             return
@@ -243,12 +163,10 @@ final class TCPConnection: EventHandler {
     private func attach() -> Bool {
         let loop = context.loop
         id = loop.attach(self)
-        context.counters.active += 1
         mapping.pointer.pointee.active += 1
         if context.isBulk { mapping.pointer.pointee.bulk += 1 }
         do {
-            try loop.add(a.socket, Self.interest, for: id, tag: 0)
-            try loop.add(b.socket, Self.interest, for: id, tag: 1)
+            for tag in Sides.tags { try loop.add(sides[tag].socket, Self.interest, for: id, tag: tag) }
         } catch {
             mapping.logger.warning("\(error)")
             close(reset: true)
@@ -260,17 +178,16 @@ final class TCPConnection: EventHandler {
     // MARK: events
 
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
-        if tag == 0 { a.note(readiness) } else { b.note(readiness) }
+        sides[tag].note(readiness)
         if phase == .connecting {
             // The client's bytes (and even its reset) wait until the backend answers.
             guard tag == 1, readiness.writable || readiness.error else { return }
             // Success is a plain write edge; a refusal also sets EPOLLERR, so only then ask SO_ERROR.
-            if readiness.error || readiness.hangup, let error = Socket.pendingError(b.socket) {
-                context.counters.refused &+= 1
+            if readiness.error || readiness.hangup, let error = Socket.pendingError(sides.backend.socket) {
                 mapping.pointer.pointee.refused &+= 1
                 mapping.logger.debug("connect: \(SyscallError.text(error))")
-                b.failed = true
-                Socket.setResetOnClose(a.socket)
+                sides.backend.failed = true
+                Socket.setResetOnClose(sides.client.socket)
                 close(reset: false)
                 return
             }
@@ -292,7 +209,6 @@ final class TCPConnection: EventHandler {
     func timer(tag: UInt8, loop: EventLoop) {
         switch (tag, phase) {
         case (Self.connectTimerTag, .connecting):
-            context.counters.connectTimeouts &+= 1
             mapping.pointer.pointee.connectTimeouts &+= 1
             mapping.logger.debug("connect: timed out after \(context.config.connectTimeout)")
             close(reset: true)
@@ -300,7 +216,6 @@ final class TCPConnection: EventHandler {
             if loop.now < lastActivity + context.config.halfCloseTimeout {
                 context.halfClosed.join(self, since: lastActivity)
             } else {
-                context.counters.halfCloseTimeouts &+= 1
                 mapping.pointer.pointee.halfCloseTimeouts &+= 1
                 close(reset: true)
             }
@@ -314,7 +229,6 @@ final class TCPConnection: EventHandler {
 
     /// Its port was removed and the drain time is up.
     func drainExpired() {
-        context.counters.drainResets &+= 1
         mapping.pointer.pointee.drainResets &+= 1
         close(reset: true)
     }
@@ -324,14 +238,16 @@ final class TCPConnection: EventHandler {
     /// protocols). False when it could not go out whole: then the connection is reset.
     private func sendProxyHeader() -> Bool {
         guard let version = mapping.options.proxyProtocol else { return true }
-        guard let client = try? Socket.peerAddress(a.socket), let local = try? Socket.localAddress(a.socket) else {
+        guard let client = try? Socket.peerAddress(sides.client.socket),
+            let local = try? Socket.localAddress(sides.client.socket)
+        else {
             mapping.logger.debug("PROXY header: the client's addresses are gone")
             return false
         }
         let buffer = context.scratch
         let length = ProxyHeader.write(version, stream: true, source: client, destination: local, into: buffer)
         guard let base = buffer.baseAddress,
-            case .done(let sent)? = try? Socket.send(b.socket, from: base, count: length),
+            case .done(let sent)? = try? Socket.send(sides.backend.socket, from: base, count: length),
             sent == length
         else {
             mapping.logger.warning("PROXY header to the backend did not go out whole; resetting the connection")
@@ -346,27 +262,27 @@ final class TCPConnection: EventHandler {
         guard phase == .relaying else { return }
         let moves = context.movesBulk
         if moves { startWindow() }
-        var up = pump(from: &a, to: &b)
-        let down = pump(from: &b, to: &a)
-        if a.failed && !a.readDone && a.readable {
+        var up = sides.pair(0) { pump(from: &$0, to: &$1) }
+        let down = sides.pair(1) { pump(from: &$0, to: &$1) }
+        if sides.client.failed && !sides.client.readDone && sides.client.readable {
             // A write to the client failed after its stream had its turn: read it out now.
-            let again = pump(from: &a, to: &b)
+            let again = sides.pair(0) { pump(from: &$0, to: &$1) }
             up = (up.moved || again.moved, again.more)
         }
         if up.moved || down.moved { lastActivity = context.loop.now }
 
-        if a.failed || b.failed {
+        if sides.anyFailed {
             // The stream of a failed side goes out first; then the reset goes both ways.
-            if a.delivered(toFailedPeer: b.failed) && b.delivered(toFailedPeer: a.failed) {
-                context.counters.resets &+= 1
+            if sides.client.delivered(toFailedPeer: sides.backend.failed)
+                && sides.backend.delivered(toFailedPeer: sides.client.failed)
+            {
                 mapping.pointer.pointee.resets &+= 1
                 close(reset: true)
                 return
             }
         } else {
-            forwardFIN(from: &a, to: &b)
-            forwardFIN(from: &b, to: &a)
-            if a.finForwarded && b.finForwarded {
+            for tag in Sides.tags { sides.pair(tag) { forwardFIN(from: &$0, to: &$1) } }
+            if sides.client.finForwarded && sides.backend.finForwarded {
                 close(reset: false)
                 return
             }
@@ -378,12 +294,12 @@ final class TCPConnection: EventHandler {
         if up.more || down.more {
             if !onReadyList {
                 onReadyList = true
-                context.counters.yields &+= 1
+                mapping.pointer.pointee.yields &+= 1
                 context.loop.requeue(id)
             }
         }
         // Half-closed, or draining towards a reset: bounded by the half-close timeout.
-        if queue == nil && (a.finForwarded || b.finForwarded || a.failed || b.failed) {
+        if queue == nil && (sides.client.finForwarded || sides.backend.finForwarded || sides.anyFailed) {
             context.halfClosed.join(self, since: lastActivity)
         }
     }
@@ -407,7 +323,7 @@ final class TCPConnection: EventHandler {
                         s.pipe = consume p
                     } catch {
                         // Out of descriptors: copy instead, holding nothing between events.
-                        context.counters.copyFallbacks &+= 1
+                        mapping.pointer.pointee.copyFallbacks &+= 1
                     }
                 }
                 if !s.hasPipe {
@@ -421,7 +337,7 @@ final class TCPConnection: EventHandler {
                     budget -= n
                     copyFirst = n == 0 || !s.readable
                 } else {
-                    context.counters.spliceCalls &+= 1
+                    mapping.pointer.pointee.spliceCalls &+= 1
                     do {
                         switch try s.fillPipe(length: s.capacity - s.buffered) {
                         case .done(0):
@@ -444,7 +360,7 @@ final class TCPConnection: EventHandler {
                 }
             }
             if s.buffered > 0 && t.writable && !t.failed {
-                context.counters.spliceCalls &+= 1
+                mapping.pointer.pointee.spliceCalls &+= 1
                 do {
                     switch try s.drainPipe(into: t.socket, length: s.buffered) {
                     case .done(let n):
@@ -483,10 +399,8 @@ final class TCPConnection: EventHandler {
     private func delivered(_ n: Int, to t: borrowing Side) {
         windowBytes &+= n
         if t.tag == 1 {
-            context.counters.bytesToBackend &+= UInt64(n)
             mapping.pointer.pointee.bytesToBackend &+= UInt64(n)
         } else {
-            context.counters.bytesToClient &+= UInt64(n)
             mapping.pointer.pointee.bytesToClient &+= UInt64(n)
         }
     }
@@ -512,7 +426,7 @@ final class TCPConnection: EventHandler {
     private func copySmall(from s: inout Side, to t: inout Side) -> Int {
         let want = min(Self.smallCopy, s.capacity, context.scratch.count)
         guard let buffer = context.scratch.baseAddress else { return 0 }
-        context.counters.copyCalls &+= 1
+        mapping.pointer.pointee.copyCalls &+= 1
         let n: Int
         do {
             switch try Socket.receive(s.socket, into: buffer, count: want) {
@@ -557,7 +471,7 @@ final class TCPConnection: EventHandler {
             }
             s.buffered = rest
             t.writable = false
-            context.counters.copyStashes &+= 1
+            mapping.pointer.pointee.copyStashes &+= 1
         }
         delivered(sent, to: t)
         // Short: the receive queue is empty. If the peer's FIN is in already, nothing follows it;
@@ -624,7 +538,7 @@ final class TCPConnection: EventHandler {
     /// Bulk on an interactive loop, or quiet on a bulk loop. Not while its port drains (its
     /// group's timer is on this loop) or with a failed side (it closes soon).
     private func shouldMove() -> Bool {
-        if group?.draining == true || a.failed || b.failed { return false }
+        if group?.draining == true || sides.anyFailed { return false }
         if context.isBulk { return quiet && windowBytes < context.config.bulkAfter }
         return windowBytes >= context.config.bulkAfter
     }
@@ -633,8 +547,7 @@ final class TCPConnection: EventHandler {
     /// that owns it (see "Bulk and interactive").
     private func move(to destination: RelayContext) {
         let loop = context.loop
-        loop.remove(a.socket)
-        loop.remove(b.socket)
+        for tag in Sides.tags { loop.remove(sides[tag].socket) }
         loop.detach(id)
         id = .none
         onReadyList = false
@@ -643,8 +556,6 @@ final class TCPConnection: EventHandler {
         queue?.leave(self)
         let tracked = group != nil
         group?.untrack(self)
-        context.counters.active -= 1
-        context.counters.moves &+= 1
         mapping.pointer.pointee.active -= 1
         mapping.pointer.pointee.moves &+= 1
         if context.isBulk { mapping.pointer.pointee.bulk -= 1 }
@@ -686,8 +597,7 @@ final class TCPConnection: EventHandler {
     /// open is reset, as a stopping loop resets what it owned; the sockets close as it goes.
     deinit {
         if phase != .closed {
-            Socket.setResetOnClose(a.socket)
-            Socket.setResetOnClose(b.socket)
+            for tag in Sides.tags { Socket.setResetOnClose(sides[tag].socket) }
         }
     }
 
@@ -696,22 +606,16 @@ final class TCPConnection: EventHandler {
         phase = .closed
         queue?.leave(self)
         group?.untrack(self)
-        if reset {
-            Socket.setResetOnClose(a.socket)
-            Socket.setResetOnClose(b.socket)
+        // Pipes with bytes in them are closed, never pooled.
+        for tag in Sides.tags {
+            if reset { Socket.setResetOnClose(sides[tag].socket) }
+            if let p = sides[tag].pipe.take(), sides[tag].buffered == 0 { context.pipes.give(p) }
         }
         // The sockets close with the connection, which the loop just let go of: no event
         // reaches it again, and nothing else holds it once it left its queue and group.
         context.loop.detach(id)
-        // Pipes with bytes in them are closed, never pooled.
-        if a.buffered == 0, let p = a.pipe.take() { context.pipes.give(p) }
-        if b.buffered == 0, let p = b.pipe.take() { context.pipes.give(p) }
-        a.pipe = nil
-        b.pipe = nil
-        context.counters.active -= 1
         mapping.pointer.pointee.active -= 1
         if context.isBulk { mapping.pointer.pointee.bulk -= 1 }
-        context.counters.closed &+= 1
         mapping.pointer.pointee.closed &+= 1
     }
 }

@@ -86,7 +86,7 @@ public final class UDPRelay: EventHandler {
         budget: UDPFlowBudget? = nil
     ) {
         precondition(!listener.isTCP, "UDPRelay needs a UDP listener")
-        mapping = MappingCounterBox(
+        mapping = context.counterBox(
             options: options ?? MappingOptions(proxyProtocolUDP: context.config.proxyProtocolUDP),
             logger: context.logger
         )
@@ -142,7 +142,6 @@ public final class UDPRelay: EventHandler {
                 }
             } catch {
                 // Not expected on an unconnected socket (ENOMEM); level-triggered, so we come back.
-                context.counters.udpDropped &+= 1
                 mapping.pointer.pointee.dropped &+= 1
                 mapping.logger.debug("\(listener.address): \(error)")
                 return
@@ -158,7 +157,6 @@ public final class UDPRelay: EventHandler {
         var runStart = 0
         for i in 0..<count {
             if batch.isTruncated(i) {
-                context.counters.udpTruncated &+= 1
                 mapping.pointer.pointee.truncated &+= 1
                 continue
             }
@@ -173,7 +171,6 @@ public final class UDPRelay: EventHandler {
                 flush(batch, slot: runSlot, from: runStart)
                 runSlot = -1
                 guard let opened = openFlow(key, now: now) else {
-                    context.counters.udpDropped &+= 1
                     mapping.pointer.pointee.dropped &+= 1
                     continue
                 }
@@ -231,11 +228,9 @@ public final class UDPRelay: EventHandler {
             } catch {
                 if Self.isBackendError(error.errno) {
                     // An earlier datagram met a closed port; reading cleared the error.
-                    context.counters.udpBackendErrors &+= 1
                     mapping.pointer.pointee.backendErrors &+= 1
                     continue
                 }
-                context.counters.udpDropped &+= 1
                 mapping.pointer.pointee.dropped &+= 1
                 mapping.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
                 return
@@ -244,7 +239,6 @@ public final class UDPRelay: EventHandler {
             batch.clearQueue()
             for i in 0..<count {
                 if batch.isTruncated(i) {
-                    context.counters.udpTruncated &+= 1
                     mapping.pointer.pointee.truncated &+= 1
                 } else {
                     batch.queue(i)
@@ -289,27 +283,21 @@ public final class UDPRelay: EventHandler {
                     var bytes = 0
                     for k in next..<(next + sent) { bytes += batch.queuedLength(k) }
                     if toBackend {
-                        context.counters.udpDatagramsToBackend &+= UInt64(sent)
                         mapping.pointer.pointee.datagramsToBackend &+= UInt64(sent)
-                        context.counters.udpBytesToBackend &+= UInt64(bytes)
                         mapping.pointer.pointee.bytesToBackend &+= UInt64(bytes)
                     } else {
-                        context.counters.udpDatagramsToClient &+= UInt64(sent)
                         mapping.pointer.pointee.datagramsToClient &+= UInt64(sent)
-                        context.counters.udpBytesToClient &+= UInt64(bytes)
                         mapping.pointer.pointee.bytesToClient &+= UInt64(bytes)
                     }
                     next += sent
                     retried = false
                 case .wouldBlock:
                     // The send buffer is full: UDP drops rather than waits.
-                    context.counters.udpDropped &+= UInt64(range.upperBound - next)
                     mapping.pointer.pointee.dropped &+= UInt64(range.upperBound - next)
                     return
                 }
             } catch {
                 if Self.isBackendError(error.errno) {
-                    context.counters.udpBackendErrors &+= 1
                     mapping.pointer.pointee.backendErrors &+= 1
                     // The error was left by an earlier datagram and is cleared now; this one has not gone.
                     if !retried {
@@ -318,7 +306,6 @@ public final class UDPRelay: EventHandler {
                     }
                 }
                 // EMSGSIZE (65,527 bytes into IPv4), EPERM (a firewall), ...: drop this one, go on.
-                context.counters.udpDropped &+= 1
                 mapping.pointer.pointee.dropped &+= 1
                 next += 1
                 retried = false
@@ -346,7 +333,6 @@ public final class UDPRelay: EventHandler {
             // may need, and its place in the budget passes to the new flow.
             guard let victim = flows.oldest else { return nil }
             closeFlow(victim, keepingBudget: true)
-            context.counters.udpFlowsEvicted &+= 1
             mapping.pointer.pointee.flowsEvicted &+= 1
         }
         var opened = false
@@ -366,7 +352,6 @@ public final class UDPRelay: EventHandler {
         do {
             _ = try Socket.connect(socket, target)
         } catch {
-            context.counters.udpBackendErrors &+= 1
             mapping.pointer.pointee.backendErrors &+= 1
             mapping.logger.debug("connect \(target): \(error)")
             return nil
@@ -393,9 +378,7 @@ public final class UDPRelay: EventHandler {
             flows.remove(slot)
             return nil
         }
-        context.counters.udpFlowsCreated &+= 1
         mapping.pointer.pointee.flowsCreated &+= 1
-        context.counters.udpFlowsActive += 1
         mapping.pointer.pointee.flowsActive += 1
         opened = true
         armExpiry()
@@ -414,7 +397,6 @@ public final class UDPRelay: EventHandler {
         // Closing takes it out of epoll too: nobody else holds this socket.
         backends.take(slot)?.close()
         flows.remove(slot)
-        context.counters.udpFlowsActive -= 1
         mapping.pointer.pointee.flowsActive -= 1
     }
 
@@ -437,7 +419,6 @@ public final class UDPRelay: EventHandler {
 
     /// A flow just became assured: it waits out the long timeout from now.
     private func assured() {
-        context.counters.udpFlowsAssured &+= 1
         mapping.pointer.pointee.flowsAssured &+= 1
         armExpiry()
     }
@@ -447,7 +428,6 @@ public final class UDPRelay: EventHandler {
         if tag == 1, let pending = expiryArmedAt.assured, pending <= loop.now { expiryArmedAt.assured = nil }
         while let slot = flows.expired(now: loop.now) {
             closeFlow(slot)
-            context.counters.udpFlowsExpired &+= 1
             mapping.pointer.pointee.flowsExpired &+= 1
         }
         armExpiry()

@@ -192,7 +192,7 @@ final class ProxyProtocolTests: XCTestCase {
             XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "reply \(i)")
         }
         XCTAssertEqual(
-            relay.stop().udpBytesToBackend,
+            relay.stop().bytesToBackend,
             UInt64(3 * "datagram 0".utf8.count),
             "payload bytes, headers not counted"
         )

@@ -70,7 +70,7 @@ final class RelayHarness {
     /// Stops the loop and returns its counters (read after the thread has ended). The loop
     /// closed everything it owned on its way out: listener, connections, flows, pipes.
     @discardableResult
-    func stop() -> RelayCounters {
+    func stop() -> MappingCounters {
         loop.waker.stop()
         thread?.join()
         thread = nil

@@ -39,12 +39,12 @@ final class UDPRelayTests: XCTestCase {
         try client.send("hello, berth")
         XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "hello, berth")
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpDatagramsToBackend, 1)
-        XCTAssertEqual(counters.udpDatagramsToClient, 1)
-        XCTAssertEqual(counters.udpBytesToBackend, 12)
-        XCTAssertEqual(counters.udpBytesToClient, 12)
-        XCTAssertEqual(counters.udpFlowsCreated, 1)
-        XCTAssertEqual(counters.udpDropped, 0)
+        XCTAssertEqual(counters.datagramsToBackend, 1)
+        XCTAssertEqual(counters.datagramsToClient, 1)
+        XCTAssertEqual(counters.bytesToBackend, 12)
+        XCTAssertEqual(counters.bytesToClient, 12)
+        XCTAssertEqual(counters.flowsCreated, 1)
+        XCTAssertEqual(counters.dropped, 0)
     }
 
     func testTwentyClientsEachGetExactlyTheirOwnReplies() throws {
@@ -91,9 +91,9 @@ final class UDPRelayTests: XCTestCase {
         XCTAssertEqual(failures.all, [])
         XCTAssertEqual(server.senders.count, 20, "one backend source address per client")
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpFlowsCreated, 20)
-        XCTAssertEqual(counters.udpDatagramsToBackend, 4000)
-        XCTAssertEqual(counters.udpDatagramsToClient, 4000)
+        XCTAssertEqual(counters.flowsCreated, 20)
+        XCTAssertEqual(counters.datagramsToBackend, 4000)
+        XCTAssertEqual(counters.datagramsToClient, 4000)
     }
 
     private func checkEverySize(listener: String, backend: String, sizes: [Int]) throws {
@@ -110,12 +110,12 @@ final class UDPRelayTests: XCTestCase {
         }
         let counters = relay.stop()
         let total = UInt64(sizes.reduce(0, +))
-        XCTAssertEqual(counters.udpDatagramsToBackend, UInt64(sizes.count))
-        XCTAssertEqual(counters.udpDatagramsToClient, UInt64(sizes.count))
-        XCTAssertEqual(counters.udpBytesToBackend, total)
-        XCTAssertEqual(counters.udpBytesToClient, total)
-        XCTAssertEqual(counters.udpTruncated, 0)
-        XCTAssertEqual(counters.udpDropped, 0)
+        XCTAssertEqual(counters.datagramsToBackend, UInt64(sizes.count))
+        XCTAssertEqual(counters.datagramsToClient, UInt64(sizes.count))
+        XCTAssertEqual(counters.bytesToBackend, total)
+        XCTAssertEqual(counters.bytesToClient, total)
+        XCTAssertEqual(counters.truncated, 0)
+        XCTAssertEqual(counters.dropped, 0)
     }
 
     func testEverySizeUpToTheMaximumBothWaysOverIPv4() throws {
@@ -143,8 +143,8 @@ final class UDPRelayTests: XCTestCase {
         try client.send("next")
         XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "next")
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpDropped, 1)
-        XCTAssertEqual(counters.udpFlowsCreated, 1)
+        XCTAssertEqual(counters.dropped, 1)
+        XCTAssertEqual(counters.flowsCreated, 1)
     }
 
     func testZeroLengthDatagramsAreForwardedBothWays() throws {
@@ -159,8 +159,8 @@ final class UDPRelayTests: XCTestCase {
         XCTAssertEqual(try client.receive(), Array("after".utf8))
         XCTAssertEqual(try client.receive(), [])
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpDatagramsToBackend, 1)
-        XCTAssertEqual(counters.udpDatagramsToClient, 3)
+        XCTAssertEqual(counters.datagramsToBackend, 1)
+        XCTAssertEqual(counters.datagramsToClient, 3)
     }
 
     // MARK: expiry and eviction
@@ -196,8 +196,8 @@ final class UDPRelayTests: XCTestCase {
         XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "after idle")
         XCTAssertNotEqual(from.port, oldPort, "a new flow, from a new port")
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpFlowsCreated, 2)
-        XCTAssertEqual(counters.udpFlowsExpired, 1)
+        XCTAssertEqual(counters.flowsCreated, 2)
+        XCTAssertEqual(counters.flowsExpired, 1)
         withExtendedLifetime(held) {}
     }
 
@@ -212,9 +212,9 @@ final class UDPRelayTests: XCTestCase {
         }
         XCTAssertNil(claimUDPPort("127.0.0.1", flow.port), "the flow's socket is still open")
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpFlowsExpired, 0)
-        XCTAssertEqual(counters.udpFlowsCreated, 1)
-        XCTAssertEqual(counters.udpDatagramsToClient, 50)
+        XCTAssertEqual(counters.flowsExpired, 0)
+        XCTAssertEqual(counters.flowsCreated, 1)
+        XCTAssertEqual(counters.datagramsToClient, 50)
     }
 
     func testAFullTableEvictsTheLeastRecentlyActiveFlow() throws {
@@ -253,8 +253,8 @@ final class UDPRelayTests: XCTestCase {
         XCTAssertEqual(try roundTrip(0), a)
         XCTAssertEqual(try roundTrip(3), d)
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpFlowsCreated, 5)
-        XCTAssertEqual(counters.udpFlowsEvicted, 2)
+        XCTAssertEqual(counters.flowsCreated, 5)
+        XCTAssertEqual(counters.flowsEvicted, 2)
         withExtendedLifetime(heldB) {}
     }
 
@@ -277,7 +277,7 @@ final class UDPRelayTests: XCTestCase {
         try connected.connect(SocketAddress(ip: "127.0.0.2", port: port)!)
         try connected.send("connected")
         XCTAssertEqual(String(decoding: try connected.receive(), as: UTF8.self), "connected")
-        XCTAssertEqual(relay.stop().udpFlowsCreated, 2)
+        XCTAssertEqual(relay.stop().flowsCreated, 2)
     }
 
     func testOnAnIPv6WildcardListenerTheReplyComesFromTheAddressTheClientSentTo() throws {
@@ -303,8 +303,8 @@ final class UDPRelayTests: XCTestCase {
             try client.send("to \(host)")
             XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "to \(host)")
         }
-        XCTAssertEqual(v4.stop().udpFlowsCreated, 1, "IPv4 clients reach the IPv4 socket")
-        XCTAssertEqual(v6.stop().udpFlowsCreated, 1, "and IPv6 ones the IPv6 socket (V6ONLY)")
+        XCTAssertEqual(v4.stop().flowsCreated, 1, "IPv4 clients reach the IPv4 socket")
+        XCTAssertEqual(v6.stop().flowsCreated, 1, "and IPv6 ones the IPv6 socket (V6ONLY)")
     }
 
     func testAnAdoptedListenerWithoutPacketInfoStillRepliesFromWhereTheKernelChooses() throws {
@@ -361,8 +361,8 @@ final class UDPRelayTests: XCTestCase {
         XCTAssertTrue(answered, "no reply once the backend was up")
         XCTAssertEqual(server.senders.count, 1)
         let counters = relay.stop()
-        XCTAssertGreaterThanOrEqual(counters.udpBackendErrors, 1)
-        XCTAssertEqual(counters.udpFlowsCreated, 1, "the flow lived through the backend's absence")
+        XCTAssertGreaterThanOrEqual(counters.backendErrors, 1)
+        XCTAssertEqual(counters.flowsCreated, 1, "the flow lived through the backend's absence")
     }
 
     func testFlowSocketsAreClosedWhenTheRelayStops() throws {
@@ -381,8 +381,8 @@ final class UDPRelayTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(openSocketCount(), before + 200, "a socket per flow, beside each client's own")
         let counters = relay.stop()
-        XCTAssertEqual(counters.udpFlowsCreated, 100)
-        XCTAssertEqual(counters.udpFlowsActive, 0)
+        XCTAssertEqual(counters.flowsCreated, 100)
+        XCTAssertEqual(counters.flowsActive, 0)
         XCTAssertEqual(openSocketCount(), before + 100, "only the clients' sockets remain")
         clients.removeAll()
         XCTAssertEqual(openSocketCount(), before)

@@ -155,13 +155,13 @@ let benchmarks: @Sendable () -> Void = {
         )
     ) { benchmark in
         guard let rig = datagrams else { fatalError("no rig") }
-        let sent = rig.context.counters.udpDatagramsToBackend
+        let sent = rig.context.counters.datagramsToBackend
         let waits = rig.loop.waits
         let start = Instant.now()
         benchmark.startMeasurement()
         do { try rig.burst(burst) } catch { fatalError("\(error)") }
         benchmark.stopMeasurement()
-        let moved = rig.context.counters.udpDatagramsToBackend - sent
+        let moved = rig.context.counters.datagramsToBackend - sent
         let elapsed = Double(Instant.now().nanoseconds - start.nanoseconds) / 1e9
         benchmark.measurement(datagramsPerSecond, Int(Double(moved) / elapsed))
         benchmark.measurement(

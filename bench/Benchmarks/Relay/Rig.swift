@@ -113,7 +113,7 @@ final class RelayUnderTest {
     /// A wait with connections on the ready list does not sleep and may see no event while
     /// those connections move bytes: that is work, not idleness.
     @inline(__always)
-    func run(until done: (RelayCounters) -> Bool) throws {
+    func run(until done: (MappingCounters) -> Bool) throws {
         while !done(context.counters) {
             let before = loop.eventsHandled
             let queued = loop.readyCount
@@ -308,9 +308,9 @@ final class DatagramRig {
     }
 
     func burst(_ count: Int) throws {
-        let target = context.counters.udpDatagramsToBackend + UInt64(count)
+        let target = context.counters.datagramsToBackend + UInt64(count)
         commands.send(UInt64(count))
-        while context.counters.udpDatagramsToBackend < target {
+        while context.counters.datagramsToBackend < target {
             let before = loop.eventsHandled
             try loop.runOnce(timeoutMilliseconds: 1000)
             if loop.eventsHandled == before { return }
