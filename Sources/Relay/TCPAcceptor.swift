@@ -247,7 +247,7 @@ public final class TCPAcceptor: EventHandler {
 /// connections of each mapping that moved to it.
 final class ConnectionGroup: EventHandler {
     private let loop: EventLoop
-    private var head: TCPConnection?
+    private var connections = IntrusiveList<GroupLinks>()
     private var id = HandlerID.none
     /// When the drain time is (or was) up; nil: not draining.
     private var drainDeadline: Instant?
@@ -260,32 +260,27 @@ final class ConnectionGroup: EventHandler {
 
     func track(_ c: TCPConnection) {
         c.group = self
-        c.groupNext = head
-        head?.groupPrevious = c
-        head = c
+        connections.insert(c, after: nil)
     }
 
     func untrack(_ c: TCPConnection) {
         guard c.group === self else { return }
-        if let p = c.groupPrevious { p.groupNext = c.groupNext } else { head = c.groupNext }
-        c.groupNext?.groupPrevious = c.groupPrevious
-        c.groupNext = nil
-        c.groupPrevious = nil
+        connections.remove(c)
         c.group = nil
         // Draining, and the last one is gone: nothing left to wait for.
-        if head == nil && id != .none { finish() }
+        if connections.isEmpty && id != .none { finish() }
     }
 
     /// Lets the connections go on untracked: none may point at a group that is gone.
     func release() {
         released = true
-        while let c = head { untrack(c) }
+        while let c = connections.first { untrack(c) }
     }
 
     func drain(for duration: Duration) {
         guard drainDeadline == nil else { return }
         drainDeadline = loop.now + duration
-        if head != nil { waitForDeadline() }
+        if !connections.isEmpty { waitForDeadline() }
     }
 
     /// A connection coming from another loop: tracked as if it had never left. False when its
@@ -305,7 +300,7 @@ final class ConnectionGroup: EventHandler {
     }
 
     func timer(tag: UInt8, loop: EventLoop) {
-        while let c = head { c.drainExpired() }
+        while let c = connections.first { c.drainExpired() }
         finish()
     }
 
@@ -317,5 +312,13 @@ final class ConnectionGroup: EventHandler {
         let attached = id
         id = .none
         loop.detach(attached)
+    }
+}
+
+/// A connection's links in its acceptor's group.
+enum GroupLinks: ListLinks {
+    static subscript(_ c: TCPConnection) -> Links<TCPConnection> {
+        get { c.groupLinks }
+        _modify { yield &c.groupLinks }
     }
 }

@@ -92,14 +92,12 @@ final class TCPConnection: EventHandler {
     private var lastActivity: Instant
     /// Links of the `TimeoutQueue` the connection waits in, if any (connecting, or half-closed).
     unowned(unsafe) var queue: TimeoutQueue?
-    var queueNext: TCPConnection?
-    unowned(unsafe) var queuePrevious: TCPConnection?
+    var queueLinks = Links<TCPConnection>()
     var queueDeadline = Instant(nanoseconds: 0)
     /// Links of its acceptor's `ConnectionGroup`, which resets those still open when a removed
     /// port's drain time is up.
     unowned(unsafe) var group: ConnectionGroup?
-    var groupNext: TCPConnection?
-    unowned(unsafe) var groupPrevious: TCPConnection?
+    var groupLinks = Links<TCPConnection>()
 
     private init(
         client: consuming Descriptor,

@@ -14,8 +14,7 @@ final class TimeoutQueue: EventHandler {
     /// The tag the connections' `timer(tag:)` is called with.
     private let tag: UInt8
     private var id = HandlerID.none
-    private var head: TCPConnection?
-    private unowned(unsafe) var tail: TCPConnection?
+    private var connections = IntrusiveList<QueueLinks>()
     /// The earliest loop timer pending, if any: never later than the head's deadline.
     private var armedAt: Instant?
 
@@ -33,33 +32,22 @@ final class TimeoutQueue: EventHandler {
         c.queue?.leave(c)
         c.queue = self
         c.queueDeadline = since + timeout
-        var after = tail
-        while let a = after, c.queueDeadline < a.queueDeadline { after = a.queuePrevious }
-        c.queuePrevious = after
-        if let a = after {
-            c.queueNext = a.queueNext
-            a.queueNext = c
-        } else {
-            c.queueNext = head
-            head = c
-        }
-        if let next = c.queueNext { next.queuePrevious = c } else { tail = c }
+        var after = connections.last
+        while let a = after, c.queueDeadline < a.queueDeadline { after = connections.previous(a) }
+        connections.insert(c, after: after)
         arm()
     }
 
     func leave(_ c: TCPConnection) {
         guard c.queue === self else { return }
-        if let p = c.queuePrevious { p.queueNext = c.queueNext } else { head = c.queueNext }
-        if let n = c.queueNext { n.queuePrevious = c.queuePrevious } else { tail = c.queuePrevious }
-        c.queueNext = nil
-        c.queuePrevious = nil
+        connections.remove(c)
         c.queue = nil
     }
 
     /// A connection that walked back to the head may be due before the pending timer: then it
     /// gets one of its own (the later one fires to no effect).
     private func arm() {
-        guard let first = head else { return }
+        guard let first = connections.first else { return }
         if let pending = armedAt, pending <= first.queueDeadline { return }
         if id == .none { id = loop.attach(self) }
         armedAt = first.queueDeadline
@@ -70,7 +58,7 @@ final class TimeoutQueue: EventHandler {
 
     /// The loop stops: the connections are torn down by the loop too; let go of them.
     func teardown(loop: EventLoop) {
-        while let first = head { leave(first) }
+        while let first = connections.first { leave(first) }
         id = .none
         armedAt = nil
     }
@@ -79,10 +67,18 @@ final class TimeoutQueue: EventHandler {
     /// (it may join again), then waits for the next deadline.
     func timer(tag _: UInt8, loop: EventLoop) {
         if let pending = armedAt, pending <= loop.now { armedAt = nil }
-        while let first = head, first.queueDeadline <= loop.now {
+        while let first = connections.first, first.queueDeadline <= loop.now {
             leave(first)
             first.timer(tag: tag, loop: loop)
         }
         arm()
+    }
+}
+
+/// A connection's links in its timeout queue.
+enum QueueLinks: ListLinks {
+    static subscript(_ c: TCPConnection) -> Links<TCPConnection> {
+        get { c.queueLinks }
+        _modify { yield &c.queueLinks }
     }
 }
