@@ -28,18 +28,18 @@ public indirect enum JSONValue: Sendable, Equatable {
 
     /// What a document may hold. cJSON itself parses in linear time; these bound what is built
     /// from it, so a body of 1 MiB cannot make the control thread busy for seconds.
-    public struct Limits: Sendable {
-        public var depth = 32
-        public var members = 4096
-        public var elements = 1 << 16
+    package struct Limits: Sendable {
+        package var depth = 32
+        package var members = 4096
+        package var elements = 1 << 16
         /// Bytes of one string (a member name included).
-        public var stringBytes = 1 << 16
+        package var stringBytes = 1 << 16
         /// Control characters (U+0000 to U+001F, U+007F) in strings: refused in control API
         /// requests, where every string is a name, an address or a spec.
-        public var controlCharacters = true
+        package var controlCharacters = true
 
         /// A control API request: every field is small and printable.
-        public static let request = Limits(
+        package static let request = Limits(
             depth: 8,
             members: 64,
             elements: 4096,
@@ -47,14 +47,14 @@ public indirect enum JSONValue: Sendable, Equatable {
             controlCharacters: false
         )
         /// Any other document (CNI's stdin, the daemon's answers): generous, but bounded.
-        public static let document = Limits()
+        package static let document = Limits()
     }
 
     /// Parses a whole document; the error is one line a user can act on. Refused besides what is
     /// not JSON: anything but whitespace after the document, a NUL in a string (`\u0000`: C
     /// strings cannot hold it, and `web\u0000x` would alias `web`), invalid UTF-8 (never
     /// repaired), and what is over `limits`.
-    public static func parse(_ bytes: [UInt8], limits: Limits = .document) -> Result<JSONValue, JSONError> {
+    package static func parse(_ bytes: [UInt8], limits: Limits = .document) -> Result<JSONValue, JSONError> {
         guard !bytes.isEmpty else { return .failure(JSONError("the body is empty: expected a JSON object")) }
         if let problem = scan(bytes) { return .failure(problem) }
         // Checked on the bytes, not only on cJSON's strings: it drops what follows a bad escape.
@@ -195,7 +195,7 @@ public indirect enum JSONValue: Sendable, Equatable {
         }
     }
 
-    public func serialized() -> String {
+    package func serialized() -> String {
         switch self {
         case .object(let members):
             return "{" + members.map { "\(Self.quote($0.0)):\($0.1.serialized())" }.joined(separator: ",") + "}"
@@ -236,13 +236,13 @@ public indirect enum JSONValue: Sendable, Equatable {
     // MARK: reading fields
 
     /// The member `name` of an object (parse refuses a name twice); nil for anything else.
-    public subscript(member name: String) -> JSONValue? {
+    package subscript(member name: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
         return members.first { $0.0 == name }?.1
     }
 
     /// The members of an object that has only the `allowed` fields; the error names the first other one.
-    public func fields(allowed: [String]) -> Result<[String: JSONValue], JSONError> {
+    package func fields(allowed: [String]) -> Result<[String: JSONValue], JSONError> {
         guard case .object(let members) = self else { return .failure(JSONError("the body must be a JSON object")) }
         var result: [String: JSONValue] = [:]
         for (name, value) in members {
@@ -253,7 +253,7 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 }
 
-public struct JSONError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+package struct JSONError: Error, Sendable, Equatable, CustomStringConvertible {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }

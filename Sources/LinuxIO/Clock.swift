@@ -21,7 +21,7 @@ public struct Instant: Comparable, Sendable, Hashable {
 
 extension Duration {
     /// Whole nanoseconds, clamped to UInt64.
-    public var nanosecondsClamped: UInt64 {
+    package var nanosecondsClamped: UInt64 {
         let (s, atto) = components
         if s < 0 { return 0 }
         let (mul, over) = UInt64(s).multipliedReportingOverflow(by: 1_000_000_000)

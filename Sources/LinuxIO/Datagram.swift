@@ -12,16 +12,16 @@ import Glibc
 
 /// The local address a datagram was sent to, as IP_PKTINFO / IPV6_PKTINFO report it. A reply
 /// sent with it leaves from that address, which is what a client of a wildcard socket expects.
-public struct PacketInfo: Sendable, Hashable {
+package struct PacketInfo: Sendable, Hashable {
     /// The address as raw network-order memory; IPv4 in the first 4 bytes of `high`.
-    public var high: UInt64
-    public var low: UInt64
-    public var isV6: Bool
+    package var high: UInt64
+    package var low: UInt64
+    package var isV6: Bool
     /// The interface index, kept only for IPv6 link-local addresses (a reply from one must
     /// name its link); 0 otherwise, so that routing picks the way out as for any reply.
-    public var interface: UInt32
+    package var interface: UInt32
 
-    public init(high: UInt64, low: UInt64, isV6: Bool, interface: UInt32) {
+    package init(high: UInt64, low: UInt64, isV6: Bool, interface: UInt32) {
         self.high = high
         self.low = low
         self.isV6 = isV6
@@ -29,7 +29,7 @@ public struct PacketInfo: Sendable, Hashable {
     }
 
     /// The address with port 0, for logs and tests.
-    public var address: SocketAddress {
+    package var address: SocketAddress {
         withUnsafeBytes(of: (high, low)) { raw in SocketAddress(ip: Array(raw.prefix(isV6 ? 16 : 4)), port: 0) }
     }
 }
@@ -38,7 +38,7 @@ extension Socket {
     /// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE first (root or CAP_NET_ADMIN may go past
     /// net.core.rmem_max), else SO_RCVBUF, which the kernel silently caps at rmem_max. Best effort:
     /// a smaller buffer only means drops under bursts, never an error.
-    public static func setReceiveBuffer(_ fd: borrowing Descriptor, bytes: Int) {
+    package static func setReceiveBuffer(_ fd: borrowing Descriptor, bytes: Int) {
         let value = Int32(clamping: bytes)
         if (try? setOption(fd, SOL_SOCKET, CBerthLinux_SO_RCVBUFFORCE, value)) == nil {
             _ = try? setOption(fd, SOL_SOCKET, SO_RCVBUF, value)
@@ -46,13 +46,13 @@ extension Socket {
     }
 
     /// SO_RCVBUF as the kernel reports it: twice what was granted (it counts its bookkeeping too).
-    public static func receiveBufferSize(_ fd: borrowing Descriptor) -> Int {
+    package static func receiveBufferSize(_ fd: borrowing Descriptor) -> Int {
         Int((try? getOption(fd, SOL_SOCKET, SO_RCVBUF)) ?? 0)
     }
 
     /// IP_PKTINFO (IPv4) or IPV6_RECVPKTINFO (IPv6): each datagram received then says which local
     /// address it was sent to.
-    public static func setPacketInfo(_ fd: borrowing Descriptor, v6: Bool, _ enabled: Bool) throws(SyscallError) {
+    package static func setPacketInfo(_ fd: borrowing Descriptor, v6: Bool, _ enabled: Bool) throws(SyscallError) {
         if v6 {
             try setOption(fd, Int32(IPPROTO_IPV6), CBerthLinux_IPV6_RECVPKTINFO, enabled ? 1 : 0)
         } else {
@@ -62,12 +62,12 @@ extension Socket {
 }
 
 /// Receive and send buffers for `capacity` datagrams per system call; one per event loop.
-public final class DatagramBatch {
+package final class DatagramBatch {
     /// Datagrams per recvmmsg/sendmmsg call.
-    public let capacity: Int
+    package let capacity: Int
     /// Bytes per datagram buffer: 65,536 holds the largest UDP payload of either family
     /// (65,507 over IPv4, 65,527 over IPv6 without jumbograms), so nothing is truncated.
-    public let bufferSize: Int
+    package let bufferSize: Int
 
     /// Control space per received datagram: a pktinfo message needs 32 (IPv4) or 40 (IPv6);
     /// the rest leaves room for options an adopted socket may carry (timestamps), so the
@@ -85,17 +85,17 @@ public final class DatagramBatch {
     /// Room for each outgoing datagram's prefix.
     private let prefixes: UnsafeMutableRawPointer
     /// Bytes of prefix room per datagram.
-    public static let prefixSpace = 64
+    package static let prefixSpace = 64
     private let replyControl: UnsafeMutableRawPointer
     /// Receive headers the kernel wrote last time, whose lengths must be reset.
     private var dirty: Int
     /// Datagrams queued for sending.
-    public private(set) var queued = 0
+    package private(set) var queued = 0
 
     private static let v4InfoSize = MemoryLayout<in_pktinfo>.size
     private static let v6InfoSize = MemoryLayout<CBerthLinux_in6_pktinfo>.size
 
-    public init(capacity: Int = 32, bufferSize: Int = 1 << 16) {
+    package init(capacity: Int = 32, bufferSize: Int = 1 << 16) {
         precondition(capacity > 0 && bufferSize > 0)
         self.capacity = capacity
         self.bufferSize = bufferSize
@@ -146,7 +146,7 @@ public final class DatagramBatch {
     /// recvmmsg: up to `capacity` datagrams into slots 0..<n. `.wouldBlock` when none waits.
     /// A pending socket error (ECONNREFUSED from an ICMP port unreachable) is thrown, and cleared.
     @inline(__always)
-    public func receive(from fd: borrowing Descriptor) throws(SyscallError) -> IOResult<Int> {
+    package func receive(from fd: borrowing Descriptor) throws(SyscallError) -> IOResult<Int> {
         let fd = fd.raw
         for i in 0..<dirty {
             messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -172,25 +172,25 @@ public final class DatagramBatch {
 
     /// Bytes of received datagram `i`.
     @inline(__always)
-    public func length(_ i: Int) -> Int { Int(messages[i].msg_len) }
+    package func length(_ i: Int) -> Int { Int(messages[i].msg_len) }
 
     /// MSG_TRUNC: datagram `i` was larger than its buffer, and what arrived is not all of it.
     @inline(__always)
-    public func isTruncated(_ i: Int) -> Bool { messages[i].msg_hdr.msg_flags & CBerthLinux_MSG_TRUNC != 0 }
+    package func isTruncated(_ i: Int) -> Bool { messages[i].msg_hdr.msg_flags & CBerthLinux_MSG_TRUNC != 0 }
 
     /// The sender of datagram `i` as a `sockaddr`; valid until the next `receive`.
     @inline(__always)
-    public func source(_ i: Int) -> UnsafeRawPointer { UnsafeRawPointer(names + i) }
+    package func source(_ i: Int) -> UnsafeRawPointer { UnsafeRawPointer(names + i) }
 
     /// The bytes of datagram `i`; valid until the next `receive`.
-    public func bytes(_ i: Int) -> UnsafeRawBufferPointer {
+    package func bytes(_ i: Int) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: buffers + i * bufferSize, count: length(i))
     }
 
     /// The local address datagram `i` was sent to, from its IP_PKTINFO / IPV6_PKTINFO control
     /// message; nil when the socket does not ask for it, or the address cannot be a reply's
     /// source (IPv6 multicast).
-    public func destination(_ i: Int) -> PacketInfo? {
+    package func destination(_ i: Int) -> PacketInfo? {
         guard messages[i].msg_hdr.msg_controllen > 0 else { return nil }
         let header = UnsafeMutableRawPointer(messages + i).assumingMemoryBound(to: msghdr.self)
         var next = CBerthLinux_CMSG_FIRSTHDR(header)
@@ -231,11 +231,11 @@ public final class DatagramBatch {
 
     /// Empties the send queue.
     @inline(__always)
-    public func clearQueue() { queued = 0 }
+    package func clearQueue() { queued = 0 }
 
     /// Queues received datagram `i` to be sent from where it lies.
     @inline(__always)
-    public func queue(_ i: Int) {
+    package func queue(_ i: Int) {
         let k = 2 * queued
         outgoingIovecs[k].iov_base = iovecs[i].iov_base
         outgoingIovecs[k].iov_len = Int(messages[i].msg_len)
@@ -247,7 +247,7 @@ public final class DatagramBatch {
     /// (`prefixSpace` bytes), returning its length: one datagram, prefix and payload, with no copy
     /// of the payload.
     @inline(__always)
-    public func queue(_ i: Int, prefix write: (UnsafeMutableRawBufferPointer) -> Int) {
+    package func queue(_ i: Int, prefix write: (UnsafeMutableRawBufferPointer) -> Int) {
         let room = UnsafeMutableRawBufferPointer(start: prefixes + queued * Self.prefixSpace, count: Self.prefixSpace)
         let length = min(write(room), Self.prefixSpace)
         let k = 2 * queued
@@ -261,7 +261,7 @@ public final class DatagramBatch {
 
     /// Payload bytes of queued datagram `k` (its prefix not counted).
     @inline(__always)
-    public func queuedLength(_ k: Int) -> Int {
+    package func queuedLength(_ k: Int) -> Int {
         outgoingIovecs[2 * k + Int(outgoing[k].msg_hdr.msg_iovlen) - 1].iov_len
     }
 
@@ -269,7 +269,7 @@ public final class DatagramBatch {
     /// connected socket), else to `peer`, from `source` when given (IP_PKTINFO / IPV6_PKTINFO).
     /// Returns how many went; an error is about the first datagram that did not.
     @inline(__always)
-    public func send(
+    package func send(
         _ fd: borrowing Descriptor,
         queued range: Range<Int>,
         to peer: UnsafeRawPointer? = nil,

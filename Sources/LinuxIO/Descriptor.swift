@@ -3,13 +3,13 @@ import Glibc
 /// A file descriptor with exactly one owner. It closes itself when it goes out of scope,
 /// so a leak or a double close is a compile-time matter. `close` is never retried:
 /// on Linux the descriptor is gone even when close reports EINTR.
-public struct Descriptor: ~Copyable, Sendable {
+package struct Descriptor: ~Copyable, Sendable {
     /// The number, for LinuxIO's calls and for log lines. Package access, and no call outside
     /// LinuxIO takes it: a copy of it is not an owner (`make lint` checks that nothing lends it).
     package let raw: Int32
 
     /// Takes ownership of `raw`.
-    public init(taking raw: Int32) {
+    package init(taking raw: Int32) {
         precondition(raw >= 0, "negative descriptor")
         self.raw = raw
     }
@@ -24,7 +24,7 @@ public struct Descriptor: ~Copyable, Sendable {
     }
 
     /// Closes now. Same as dropping it, but reads better where the moment matters.
-    public consuming func close() {}
+    package consuming func close() {}
 
     /// Not an owner: a number someone else closes, viewed as a `Descriptor` for the length of
     /// `body` and never closed here. Only for the transitional raw-number calls (RawCalls.swift).
@@ -56,12 +56,12 @@ func closeDescriptor(_ raw: Int32) {
 /// Descriptors owned as a group, in first-in first-out order: a pool's spare pipes, clients
 /// waiting for a descriptor of their own. Taking one out hands over its ownership; whatever
 /// is left is closed with the list. Grows by doubling, so pushing allocates only when it grows.
-public struct DescriptorQueue: ~Copyable {
+package struct DescriptorQueue: ~Copyable {
     private var storage: UnsafeMutableBufferPointer<Int32>
     private var head = 0
-    public private(set) var count = 0
+    package private(set) var count = 0
 
-    public init(capacity: Int = 8) {
+    package init(capacity: Int = 8) {
         storage = .allocate(capacity: max(1, capacity))
     }
 
@@ -70,23 +70,23 @@ public struct DescriptorQueue: ~Copyable {
         storage.deallocate()
     }
 
-    public var isEmpty: Bool { count == 0 }
+    package var isEmpty: Bool { count == 0 }
 
-    public mutating func append(_ descriptor: consuming Descriptor) {
+    package mutating func append(_ descriptor: consuming Descriptor) {
         if count == storage.count { grow() }
         storage[(head + count) % storage.count] = descriptor.release()
         count += 1
     }
 
     /// Puts one back in front of the others (the oldest goes first again).
-    public mutating func prepend(_ descriptor: consuming Descriptor) {
+    package mutating func prepend(_ descriptor: consuming Descriptor) {
         if count == storage.count { grow() }
         head = (head + storage.count - 1) % storage.count
         storage[head] = descriptor.release()
         count += 1
     }
 
-    public mutating func popFirst() -> Descriptor? {
+    package mutating func popFirst() -> Descriptor? {
         guard count > 0 else { return nil }
         let raw = storage[head]
         head = (head + 1) % storage.count
@@ -94,14 +94,14 @@ public struct DescriptorQueue: ~Copyable {
         return Descriptor(taking: raw)
     }
 
-    public mutating func popLast() -> Descriptor? {
+    package mutating func popLast() -> Descriptor? {
         guard count > 0 else { return nil }
         count -= 1
         return Descriptor(taking: storage[(head + count) % storage.count])
     }
 
     /// The number of the oldest, still owned here.
-    public var first: Int32? { count > 0 ? storage[head] : nil }
+    package var first: Int32? { count > 0 ? storage[head] : nil }
 
     private mutating func grow() {
         let bigger = UnsafeMutableBufferPointer<Int32>.allocate(capacity: storage.count * 2)
@@ -114,10 +114,10 @@ public struct DescriptorQueue: ~Copyable {
 
 /// Descriptors owned by slot number, for tables whose entries come and go (UDP flows): a slot
 /// holds at most one, taking it out hands it over, and what is left closes with the table.
-public struct DescriptorSlots: ~Copyable {
+package struct DescriptorSlots: ~Copyable {
     private let storage: UnsafeMutableBufferPointer<Int32>
 
-    public init(capacity: Int) {
+    package init(capacity: Int) {
         storage = .allocate(capacity: max(1, capacity))
         storage.initialize(repeating: -1)
     }
@@ -130,7 +130,7 @@ public struct DescriptorSlots: ~Copyable {
     /// `body` with the descriptor in `slot`, which stays owned here; nil (and `body` not run)
     /// when the slot is empty.
     @inline(__always)
-    public func with<R, E: Error>(_ slot: Int, _ body: (borrowing Descriptor) throws(E) -> R) throws(E) -> R? {
+    package func with<R, E: Error>(_ slot: Int, _ body: (borrowing Descriptor) throws(E) -> R) throws(E) -> R? {
         let raw = storage[slot]
         guard raw >= 0 else { return nil }
         return try Descriptor.lending(raw, body)
@@ -138,13 +138,13 @@ public struct DescriptorSlots: ~Copyable {
 
     /// Takes ownership of `descriptor` in `slot`. False if the slot holds one already (a table
     /// that lost track of its slots): then `descriptor` is closed and the slot keeps its own.
-    public func put(_ descriptor: consuming Descriptor, at slot: Int) -> Bool {
+    package func put(_ descriptor: consuming Descriptor, at slot: Int) -> Bool {
         guard storage[slot] < 0 else { return false }
         storage[slot] = descriptor.release()
         return true
     }
 
-    public func take(_ slot: Int) -> Descriptor? {
+    package func take(_ slot: Int) -> Descriptor? {
         let raw = storage[slot]
         guard raw >= 0 else { return nil }
         storage[slot] = -1

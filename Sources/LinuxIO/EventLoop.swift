@@ -34,7 +34,7 @@ import Glibc
 import Synchronization
 
 /// Something the loop wakes: a listener, a connection, a UDP flow table.
-public protocol EventHandler: AnyObject {
+package protocol EventHandler: AnyObject {
     /// A descriptor registered with `tag` is ready.
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop)
     /// A deadline scheduled with `tag` passed (maybe one the handler has since moved).
@@ -47,22 +47,22 @@ public protocol EventHandler: AnyObject {
 }
 
 extension EventHandler {
-    public func timer(tag: UInt8, loop: EventLoop) {}
-    public func resumed(loop: EventLoop) {}
-    public func teardown(loop: EventLoop) {}
+    package func timer(tag: UInt8, loop: EventLoop) {}
+    package func resumed(loop: EventLoop) {}
+    package func teardown(loop: EventLoop) {}
 }
 
 /// A handler's place in its loop; stale once detached.
-public struct HandlerID: Hashable, Sendable {
+package struct HandlerID: Hashable, Sendable {
     let slot: UInt32
     let generation: UInt32
 
     /// An id that names no handler, for a field set before `attach`.
-    public static let none = HandlerID(slot: .max, generation: .max)
+    package static let none = HandlerID(slot: .max, generation: .max)
 }
 
 /// Stops a loop, or hands it work, from any thread.
-public final class LoopWaker: Sendable {
+package final class LoopWaker: Sendable {
     private let stopFlag = Atomic<Bool>(false)
     /// Work posted from other threads, run on the loop's thread at its next wake-up.
     private let inbox = Mutex<[@Sendable () -> Void]>([])
@@ -72,21 +72,21 @@ public final class LoopWaker: Sendable {
         descriptor = Descriptor(taking: try syscall("eventfd") { eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC)) })
     }
 
-    public var stopRequested: Bool { stopFlag.load(ordering: .acquiring) }
+    package var stopRequested: Bool { stopFlag.load(ordering: .acquiring) }
 
-    public func stop() {
+    package func stop() {
         stopFlag.store(true, ordering: .releasing)
         wake()
     }
 
-    public func wake() {
+    package func wake() {
         var one: UInt64 = 1
         _ = write(descriptor.raw, &one, 8)
     }
 
     /// Runs `body` on the loop's thread, after the events of the batch it wakes (runtime
     /// changes: ports added or removed). The control path only: it allocates.
-    public func post(_ body: @escaping @Sendable () -> Void) {
+    package func post(_ body: @escaping @Sendable () -> Void) {
         inbox.withLock { $0.append(body) }
         wake()
     }
@@ -136,17 +136,17 @@ public final class EventLoop {
     private var onSignal: ((Int32) -> Void)?
 
     /// Time at the start of the current batch of events.
-    public private(set) var now: Instant = .now()
+    package private(set) var now: Instant = .now()
     /// Set, the loop's clock stands at this instant instead of following CLOCK_MONOTONIC: a test
     /// that drives the loop by hand (`runOnce`) moves it on to fire timers, so timeouts are tested
     /// without waiting for them. berth never sets it.
     package var frozenNow: Instant? {
         didSet { if let frozenNow { now = frozenNow } }
     }
-    public let waker: LoopWaker
+    package let waker: LoopWaker
 
     /// Nanoseconds to poll before sleeping in epoll_wait (0: sleep at once).
-    public var busyPoll: UInt64 = 0
+    package var busyPoll: UInt64 = 0
 
     /// Counters of the loop itself, for benchmarks and tests.
     public private(set) var waits: UInt64 = 0
@@ -160,7 +160,7 @@ public final class EventLoop {
 
     // MARK: handlers and descriptors
 
-    public func attach(_ handler: any EventHandler) -> HandlerID {
+    package func attach(_ handler: any EventHandler) -> HandlerID {
         if let slot = freeSlots.popLast() {
             slots[Int(slot)].handler = handler
             return HandlerID(slot: slot, generation: slots[Int(slot)].generation)
@@ -171,7 +171,7 @@ public final class EventLoop {
 
     /// Forgets the handler: its pending events and timers are dropped. Remove or close its
     /// descriptors yourself (a closed descriptor leaves epoll by itself).
-    public func detach(_ id: HandlerID) {
+    package func detach(_ id: HandlerID) {
         let i = Int(id.slot)
         guard i < slots.count, slots[i].generation == id.generation else { return }
         slots[i].handler = nil
@@ -179,16 +179,16 @@ public final class EventLoop {
         freeSlots.append(id.slot)
     }
 
-    public var handlerCount: Int { slots.count - freeSlots.count }
+    package var handlerCount: Int { slots.count - freeSlots.count }
 
     /// Calls the handler's `resumed` after this batch, before the loop sleeps again. A handler
     /// queues itself once per round (it keeps a flag); a stale id is dropped.
-    public func requeue(_ id: HandlerID) { readyList.append(id) }
+    package func requeue(_ id: HandlerID) { readyList.append(id) }
 
     /// Handlers waiting on the ready list.
     public var readyCount: Int { readyList.count }
 
-    public func add(
+    package func add(
         _ fd: borrowing Descriptor,
         _ interest: Interest,
         for id: HandlerID,
@@ -197,7 +197,7 @@ public final class EventLoop {
         try selector.add(fd, interest, token: EventLoop.token(id.slot, id.generation, tag))
     }
 
-    public func remove(_ fd: borrowing Descriptor) { selector.remove(fd) }
+    package func remove(_ fd: borrowing Descriptor) { selector.remove(fd) }
 
     @inline(__always)
     private static func token(_ slot: UInt32, _ generation: UInt32, _ tag: UInt8) -> UInt64 {
@@ -207,7 +207,7 @@ public final class EventLoop {
     // MARK: timers
 
     /// Calls the handler's `timer(tag:)` at or after `deadline`, unless it was detached.
-    public func schedule(at deadline: Instant, for id: HandlerID, tag: UInt8) {
+    package func schedule(at deadline: Instant, for id: HandlerID, tag: UInt8) {
         timers.append(TimerEntry(deadline: deadline.nanoseconds, slot: id.slot, generation: id.generation, tag: tag))
         var child = timers.count - 1
         while child > 0 {
@@ -237,7 +237,7 @@ public final class EventLoop {
         return top
     }
 
-    public var pendingTimers: Int { timers.count }
+    package var pendingTimers: Int { timers.count }
 
     private func timeoutMilliseconds() -> Int32 {
         guard let next = timers.first?.deadline else { return -1 }
@@ -263,7 +263,7 @@ public final class EventLoop {
 
     /// Blocks these signals in the calling thread (and threads it starts later), so that
     /// only a signalfd sees them. Call before starting other threads.
-    public static func blockSignals(_ signals: [Int32]) {
+    package static func blockSignals(_ signals: [Int32]) {
         var set = sigset_t()
         sigemptyset(&set)
         for s in signals { sigaddset(&set, s) }
@@ -271,7 +271,7 @@ public final class EventLoop {
     }
 
     /// Delivers these (blocked) signals through the loop.
-    public func watchSignals(_ signals: [Int32], _ handler: @escaping (Int32) -> Void) throws(SyscallError) {
+    package func watchSignals(_ signals: [Int32], _ handler: @escaping (Int32) -> Void) throws(SyscallError) {
         var set = sigset_t()
         sigemptyset(&set)
         for s in signals { sigaddset(&set, s) }
@@ -294,7 +294,7 @@ public final class EventLoop {
 
     /// Runs until `waker.stop()` (from any thread) or `stop()`.
     /// Closes everything the loop owns when it returns, also when it fails.
-    public func run() throws(SyscallError) {
+    package func run() throws(SyscallError) {
         defer { closeAll() }
         while !waker.stopRequested {
             try runOnce(timeoutMilliseconds: -1)  // the nearest timer bounds the wait
@@ -304,7 +304,7 @@ public final class EventLoop {
     /// Detaches every handler and hands it `teardown`: listeners, connections and flows close;
     /// work posted and not yet run is dropped.
     /// On the loop's thread, or after it ended. The loop can run again, empty.
-    public func closeAll() {
+    package func closeAll() {
         waker.dropPosted()
         var handlers: [any EventHandler] = []
         for i in slots.indices {
@@ -320,7 +320,7 @@ public final class EventLoop {
         if handlerCount > 0 { closeAll() }
     }
 
-    public func stop() { waker.stop() }
+    package func stop() { waker.stop() }
 
     /// One wait and everything it woke; `timeoutMilliseconds` caps the wait (timers may shorten it).
     public func runOnce(timeoutMilliseconds limit: Int32) throws(SyscallError) {

@@ -6,17 +6,17 @@ import Glibc
 import SystemPackage
 
 /// The standard streams a process starts with: not opened by berth, never closed by it.
-public enum StandardStream: Int32, Sendable {
+package enum StandardStream: Int32, Sendable {
     case input = 0
     case output = 1
     case error = 2
 }
 
 /// Calls on files and on descriptors whatever they are.
-public enum File {
+package enum File {
     /// open(2) for appending, created with `permissions` (minus the umask) if it is missing,
     /// close-on-exec. The error names the path: `open /var/log/berth.log: permission denied`.
-    public static func openForAppending(_ path: String, permissions: mode_t = 0o640) throws(SyscallError) -> Descriptor
+    package static func openForAppending(_ path: String, permissions: mode_t = 0o640) throws(SyscallError) -> Descriptor
     {
         let flags = O_WRONLY | O_APPEND | O_CREAT | CBerthLinux_O_CLOEXEC
         do {
@@ -28,16 +28,16 @@ public enum File {
 
     /// One write(2): the bytes the kernel took (all of them for a file opened for appending,
     /// short of a full disk). EINTR retried; EAGAIN is an error here (log descriptors block).
-    public static func write(_ fd: borrowing Descriptor, _ bytes: UnsafeRawBufferPointer) throws(SyscallError) -> Int {
+    package static func write(_ fd: borrowing Descriptor, _ bytes: UnsafeRawBufferPointer) throws(SyscallError) -> Int {
         let fd = fd.raw
         return try syscall("write") { Glibc.write(fd, bytes.baseAddress, bytes.count) }
     }
 
     /// Writes all of `text`, retrying short writes; gives up quietly on an error (a reader gone).
-    public static func writeAll(_ fd: borrowing Descriptor, _ text: String) { writeAll(raw: fd.raw, text) }
+    package static func writeAll(_ fd: borrowing Descriptor, _ text: String) { writeAll(raw: fd.raw, text) }
 
     /// `writeAll` to stdout or stderr (one that is closed loses the text quietly).
-    public static func writeAll(_ stream: StandardStream, _ text: String) { writeAll(raw: stream.rawValue, text) }
+    package static func writeAll(_ stream: StandardStream, _ text: String) { writeAll(raw: stream.rawValue, text) }
 
     private static func writeAll(raw fd: Int32, _ text: String) {
         var text = text
@@ -54,7 +54,7 @@ public enum File {
     }
 
     /// Reads until end of file (a plugin's stdin), at most `limit` bytes.
-    public static func readAll(_ stream: StandardStream, limit: Int = 16 << 20) throws(SyscallError) -> [UInt8] {
+    package static func readAll(_ stream: StandardStream, limit: Int = 16 << 20) throws(SyscallError) -> [UInt8] {
         let fd = stream.rawValue
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
@@ -68,7 +68,7 @@ public enum File {
 
     /// The `S_IFMT` bits of an open descriptor (S_IFIFO, S_IFSOCK, ...); nil when it is not open.
     /// For descriptors inherited from whoever started berth: a number that may be closed.
-    public static func type(inherited fd: Int32) -> mode_t? {
+    package static func type(inherited fd: Int32) -> mode_t? {
         guard fcntl(fd, F_GETFD) != -1 else { return nil }
         var info = stat()
         guard fstat(fd, &info) == 0 else { return nil }
@@ -78,7 +78,7 @@ public enum File {
     /// fcntl(F_SETFD, FD_CLOEXEC): what sd_listen_fds does to every descriptor it hands over.
     /// A descriptor that is not open is an error here (EBADF), not a trap: the number came from
     /// the environment (LISTEN_FDS), not from berth.
-    public static func setCloseOnExec(inherited fd: Int32) throws(SyscallError) {
+    package static func setCloseOnExec(inherited fd: Int32) throws(SyscallError) {
         while fcntl(fd, F_SETFD, FD_CLOEXEC) == -1 {
             if Glibc.errno == EINTR { continue }
             throw SyscallError("fcntl", Errno(rawValue: Glibc.errno), subject: "fd \(fd)")

@@ -5,20 +5,20 @@
 import Glibc
 
 /// Why the lock was not taken: a failed call, or something at the path that is refused.
-public struct FileLockError: Error, Sendable, CustomStringConvertible {
-    public let description: String
+package struct FileLockError: Error, Sendable, CustomStringConvertible {
+    package let description: String
 
     init(_ description: String) { self.description = description }
     init(_ error: SyscallError) { self.description = error.description }
 }
 
-public enum FileLock {
+package enum FileLock {
     /// Takes an exclusive lock on `directory/name`, waiting for it; it lasts as long as the
     /// returned descriptor, and ends with the process too. `directory` is made (0755) if missing; it
     /// is refused when it is a link, not a directory, owned by another user than root or this one,
     /// or writable by group or others. The file is made (0600) if missing, never truncated, and
     /// refused when it is a link or not a regular file.
-    public static func exclusive(_ name: String, in directory: String) throws(FileLockError) -> Descriptor {
+    package static func exclusive(_ name: String, in directory: String) throws(FileLockError) -> Descriptor {
         guard !name.isEmpty, name != ".", name != "..", !name.utf8.contains(UInt8(ascii: "/")) else {
             throw FileLockError("refusing lock name \"\(name)\": not a file name")
         }

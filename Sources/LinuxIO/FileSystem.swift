@@ -7,7 +7,7 @@ import Glibc
 /// Files and directories the control socket lives among.
 public enum FileSystem {
     /// What is at a path, the path itself (a link is a link, not what it points to).
-    public enum Kind: Sendable, Equatable {
+    package enum Kind: Sendable, Equatable {
         case socket
         case directory
         case link
@@ -15,7 +15,7 @@ public enum FileSystem {
     }
 
     /// lstat(2): nil when nothing is there.
-    public static func kind(_ path: String) throws(SyscallError) -> Kind? {
+    package static func kind(_ path: String) throws(SyscallError) -> Kind? {
         var info = stat()
         if lstat(path, &info) != 0 {
             if errno == ENOENT { return nil }
@@ -30,14 +30,14 @@ public enum FileSystem {
     }
 
     /// Owner and mode of a directory, following links (`/var/run` is one).
-    public struct DirectoryInfo: Sendable, Equatable {
-        public let uid: uid_t
-        public let mode: mode_t
+    package struct DirectoryInfo: Sendable, Equatable {
+        package let uid: uid_t
+        package let mode: mode_t
         /// Others (not its owner or group) may create and remove entries in it.
-        public var othersMayWrite: Bool { mode & S_IWOTH != 0 }
+        package var othersMayWrite: Bool { mode & S_IWOTH != 0 }
     }
 
-    public static func directoryInfo(_ path: String) throws(SyscallError) -> DirectoryInfo {
+    package static func directoryInfo(_ path: String) throws(SyscallError) -> DirectoryInfo {
         var info = stat()
         if stat(path, &info) != 0 { throw SyscallError("stat", .init(rawValue: errno), subject: path) }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw SyscallError("stat", .notDirectory, subject: path) }
@@ -48,7 +48,7 @@ public enum FileSystem {
     /// set through a descriptor opened without following links. False if it was there already
     /// (and then it is left as it is).
     @discardableResult
-    public static func makeDirectory(
+    package static func makeDirectory(
         _ path: String,
         exactMode mode: mode_t,
         group: gid_t?
@@ -72,19 +72,19 @@ public enum FileSystem {
     }
 
     /// chown(2) of the group of `path` itself, never of what a link there points to.
-    public static func setGroupOfLink(_ path: String, _ gid: gid_t) throws(SyscallError) {
+    package static func setGroupOfLink(_ path: String, _ gid: gid_t) throws(SyscallError) {
         do { _ = try syscall("chown") { fchownat(AT_FDCWD, path, uid_t.max, gid, AT_SYMLINK_NOFOLLOW) } } catch {
             throw error.about(path)
         }
     }
 
-    public static func makeDirectory(_ path: String, mode: mode_t) throws(SyscallError) {
+    package static func makeDirectory(_ path: String, mode: mode_t) throws(SyscallError) {
         if mkdir(path, mode) != 0 && errno != EEXIST {
             throw SyscallError("mkdir", .init(rawValue: errno), subject: path)
         }
     }
 
-    public static func remove(_ path: String) throws(SyscallError) {
+    package static func remove(_ path: String) throws(SyscallError) {
         if unlink(path) != 0 && errno != ENOENT { throw SyscallError("unlink", .init(rawValue: errno), subject: path) }
     }
 
@@ -94,18 +94,18 @@ public enum FileSystem {
         _ = try syscall("chmod") { chmod(path, mode) }
     }
 
-    public static func setGroup(_ path: String, _ gid: gid_t) throws(SyscallError) {
+    package static func setGroup(_ path: String, _ gid: gid_t) throws(SyscallError) {
         _ = try syscall("chown") { chown(path, uid_t.max, gid) }
     }
 
     /// The numeric id of group `name`, or nil if there is none.
-    public static func groupID(_ name: String) -> gid_t? {
+    package static func groupID(_ name: String) -> gid_t? {
         guard let entry = getgrnam(name) else { return nil }
         return entry.pointee.gr_gid
     }
 
     /// The supplementary groups of process `pid` (the `Groups:` line of /proc/PID/status).
-    public static func groups(ofProcess pid: Int32) -> [gid_t] {
+    package static func groups(ofProcess pid: Int32) -> [gid_t] {
         guard let text = readSmallFile("/proc/\(pid)/status") else { return [] }
         for line in text.split(separator: "\n") where line.hasPrefix("Groups:") {
             return line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap {

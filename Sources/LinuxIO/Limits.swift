@@ -5,29 +5,29 @@ import Glibc
 
 /// The soft and hard limit on one resource. The kernel enforces the soft one; an unprivileged process
 /// may raise its soft limit up to the hard one.
-public struct ResourceLimit: Sendable, Equatable {
-    public var soft: UInt64
-    public var hard: UInt64
+package struct ResourceLimit: Sendable, Equatable {
+    package var soft: UInt64
+    package var hard: UInt64
 
-    public init(soft: UInt64, hard: UInt64) {
+    package init(soft: UInt64, hard: UInt64) {
         self.soft = soft
         self.hard = hard
     }
 
     /// RLIM_INFINITY: no limit.
-    public static let unlimited = UInt64.max
+    package static let unlimited = UInt64.max
 }
 
-public enum Limits {
+package enum Limits {
     /// getrlimit(RLIMIT_NOFILE).
-    public static func openFiles() throws(SyscallError) -> ResourceLimit {
+    package static func openFiles() throws(SyscallError) -> ResourceLimit {
         var limit = rlimit()
         _ = try syscall("getrlimit") { getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) }
         return ResourceLimit(soft: UInt64(limit.rlim_cur), hard: UInt64(limit.rlim_max))
     }
 
     /// setrlimit(RLIMIT_NOFILE).
-    public static func setOpenFiles(_ new: ResourceLimit) throws(SyscallError) {
+    package static func setOpenFiles(_ new: ResourceLimit) throws(SyscallError) {
         var limit = rlimit(rlim_cur: rlim_t(new.soft), rlim_max: rlim_t(new.hard))
         _ = try syscall("setrlimit") { setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) }
     }
@@ -36,7 +36,7 @@ public enum Limits {
     /// the kernel refuses (a hard limit of RLIM_INFINITY is above `fs.nr_open`), the soft limit stays as
     /// it was, as Go's runtime leaves it.
     @discardableResult
-    public static func raiseOpenFiles() throws(SyscallError) -> ResourceLimit {
+    package static func raiseOpenFiles() throws(SyscallError) -> ResourceLimit {
         var limit = try openFiles()
         guard limit.soft < limit.hard else { return limit }
         do {

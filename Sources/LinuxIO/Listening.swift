@@ -22,7 +22,7 @@ extension Socket {
     /// rather than left waiting. IPv6 sockets are IPV6_V6ONLY, so `::` and `0.0.0.0` on the same
     /// port are two sockets, as Docker does. SO_REUSEADDR lets a restart bind while old
     /// connections sit in TIME_WAIT.
-    public static func tcpListener(
+    package static func tcpListener(
         _ address: SocketAddress,
         backlog: Int32?,
         sharing: PortSharing = .none
@@ -47,7 +47,7 @@ extension Socket {
     /// next socket binds. What this cannot stop: a process of the same user that binds with
     /// SO_REUSEPORT later joins the group and gets a share of the clients, as it would with any
     /// SO_REUSEPORT server.
-    public static func bind(
+    package static func bind(
         _ fd: borrowing Descriptor,
         _ address: SocketAddress,
         sharing: PortSharing

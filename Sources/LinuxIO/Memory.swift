@@ -2,14 +2,14 @@ import CBerthLinux
 import Glibc
 
 /// What berth gives back of its own memory.
-public enum Memory {
+package enum Memory {
     /// Hands back the pages of the program's relocation table. ld.so reads the whole table once
     /// before `main` (640 KiB for berth, linked as PIE) and never again, yet the pages stay
     /// resident: MADV_DONTNEED drops them from this process. They are clean file pages, so a later
     /// read would fetch them again from the file; nothing reads them. Returns the bytes released
     /// (0 where there is no such table, as in a binary linked without PIE).
     @discardableResult
-    public static func releaseRelocationTable() -> Int {
+    package static func releaseRelocationTable() -> Int {
         guard let pages = relocationTablePages(),
             let address = UnsafeMutableRawPointer(bitPattern: pages.start),
             (try? syscall("madvise", { madvise(address, pages.length, MADV_DONTNEED) })) != nil

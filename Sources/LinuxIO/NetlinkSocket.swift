@@ -17,7 +17,7 @@ private struct NetlinkAddress {
 extension Socket {
     /// A netlink socket of `netlinkProtocol` (NETLINK_NETFILTER), blocking and close-on-exec,
     /// bound to a port id the kernel picks (`netlinkPortID`).
-    public static func netlink(_ netlinkProtocol: Int32) throws(SyscallError) -> Descriptor {
+    package static func netlink(_ netlinkProtocol: Int32) throws(SyscallError) -> Descriptor {
         let socket = Descriptor(
             taking: try syscall("socket") {
                 Glibc.socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), netlinkProtocol)
@@ -34,7 +34,7 @@ extension Socket {
     }
 
     /// The port id a bound netlink socket has: replies to it carry it.
-    public static func netlinkPortID(_ fd: borrowing Descriptor) throws(SyscallError) -> UInt32 {
+    package static func netlinkPortID(_ fd: borrowing Descriptor) throws(SyscallError) -> UInt32 {
         var address = NetlinkAddress()
         var length = socklen_t(MemoryLayout<NetlinkAddress>.size)
         let fd = fd.raw

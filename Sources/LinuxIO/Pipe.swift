@@ -3,14 +3,14 @@ import Glibc
 import SystemPackage
 
 /// A kernel pipe used as the buffer between two sockets for splice(2).
-public struct Pipe: ~Copyable {
-    public let read: Descriptor
-    public let write: Descriptor
+package struct Pipe: ~Copyable {
+    package let read: Descriptor
+    package let write: Descriptor
     /// What the kernel granted: F_SETPIPE_SZ may round up, or refuse (then the default stays).
-    public let capacity: Int
+    package let capacity: Int
 
     /// A non-blocking, close-on-exec pipe of about `size` bytes.
-    public init(size: Int) throws(SyscallError) {
+    package init(size: Int) throws(SyscallError) {
         var fds: (Int32, Int32) = (-1, -1)
         _ = try withUnsafeMutableBytes(of: &fds) { (raw) throws(SyscallError) in
             try syscall("pipe2") {
@@ -31,11 +31,11 @@ public struct Pipe: ~Copyable {
     }
 }
 
-public enum Splice {
+package enum Splice {
     /// Moves up to `length` bytes from `from` to `to` without copying to userspace; one side must be a pipe.
     /// `.done(0)` means end of file on `from`.
     @inline(__always)
-    public static func move(
+    package static func move(
         from: borrowing Descriptor,
         to: borrowing Descriptor,
         length: Int
@@ -50,20 +50,20 @@ public enum Splice {
 extension Pipe {
     /// write(2) into the pipe without blocking: bytes taken, or `.wouldBlock`.
     @inline(__always)
-    public func write(from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> IOResult<Int> {
+    package func write(from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> IOResult<Int> {
         let fd = write.raw
         return try syscallNonBlocking("write") { Glibc.write(fd, buffer, count) }
     }
 
     /// Puts a pipe together from descriptors a pool kept.
-    public init(read: consuming Descriptor, write: consuming Descriptor, capacity: Int) {
+    package init(read: consuming Descriptor, write: consuming Descriptor, capacity: Int) {
         self.read = read
         self.write = write
         self.capacity = capacity
     }
 
     /// Takes it apart, for a pool that keeps read and write ends in two queues.
-    public consuming func store(reads: inout DescriptorQueue, writes: inout DescriptorQueue) {
+    package consuming func store(reads: inout DescriptorQueue, writes: inout DescriptorQueue) {
         reads.append(read)
         writes.append(write)
     }

@@ -3,10 +3,10 @@ import SystemPackage
 
 /// What the process holds of the kernel's resources, for metrics: the descriptors open now (the
 /// limit on them is `Limits.openFiles()`).
-public enum Resources {
+package enum Resources {
     /// Descriptors open in this process now: the entries of /proc/self/fd, less the one that
     /// reads them.
-    public static func openDescriptorCount() throws(SyscallError) -> Int {
+    package static func openDescriptorCount() throws(SyscallError) -> Int {
         guard let dir = opendir("/proc/self/fd") else {
             throw SyscallError("opendir", Errno(rawValue: Glibc.errno), subject: "/proc/self/fd")
         }

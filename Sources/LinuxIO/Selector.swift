@@ -12,45 +12,45 @@ public struct Interest: OptionSet, Sendable {
     public static let read = Interest(rawValue: EPOLLIN.rawValue)
     public static let write = Interest(rawValue: EPOLLOUT.rawValue)
     /// The peer shut down its write side (FIN): read returns 0 once drained.
-    public static let readHangup = Interest(rawValue: EPOLLRDHUP.rawValue)
+    package static let readHangup = Interest(rawValue: EPOLLRDHUP.rawValue)
     /// Edge-triggered: woken once per change, not while the condition holds.
-    public static let edge = Interest(rawValue: EPOLLET.rawValue)
+    package static let edge = Interest(rawValue: EPOLLET.rawValue)
     /// With one descriptor in several loops, wake only one of them (no thundering herd).
-    public static let exclusive = Interest(rawValue: EPOLLEXCLUSIVE.rawValue)
+    package static let exclusive = Interest(rawValue: EPOLLEXCLUSIVE.rawValue)
 }
 
 /// What woke us, as returned by epoll_wait.
 public struct Readiness: Sendable {
-    public let rawValue: UInt32
+    package let rawValue: UInt32
     @inline(__always) public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     @inline(__always) public var readable: Bool {
         rawValue & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0
     }
-    @inline(__always) public var writable: Bool { rawValue & (EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 }
+    @inline(__always) package var writable: Bool { rawValue & (EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 }
     /// The peer shut down its write side (or the connection hung up).
-    @inline(__always) public var readHangup: Bool { rawValue & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }
+    @inline(__always) package var readHangup: Bool { rawValue & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }
     @inline(__always) public var error: Bool { rawValue & EPOLLERR.rawValue != 0 }
     @inline(__always) public var hangup: Bool { rawValue & EPOLLHUP.rawValue != 0 }
 }
 
 /// An epoll instance and its event buffer.
-public struct Selector: ~Copyable {
+package struct Selector: ~Copyable {
     let epoll: Descriptor
     private var events: UnsafeMutableBufferPointer<epoll_event>
 
-    public init(capacity: Int = 256) throws(SyscallError) {
+    package init(capacity: Int = 256) throws(SyscallError) {
         epoll = Descriptor(taking: try syscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) })
         events = .allocate(capacity: capacity)
     }
 
     deinit { events.deallocate() }
 
-    public func add(_ fd: borrowing Descriptor, _ interest: Interest, token: UInt64) throws(SyscallError) {
+    package func add(_ fd: borrowing Descriptor, _ interest: Interest, token: UInt64) throws(SyscallError) {
         try control(EPOLL_CTL_ADD, fd, interest, token)
     }
 
-    public func remove(_ fd: borrowing Descriptor) {
+    package func remove(_ fd: borrowing Descriptor) {
         let fd = fd.raw
         // ENOENT/EBADF after the descriptor was closed: it left the set by itself.
         _ = epoll_ctl(epoll.raw, EPOLL_CTL_DEL, fd, nil)
@@ -69,7 +69,7 @@ public struct Selector: ~Copyable {
     }
 
     /// Waits up to `timeoutMilliseconds` (-1: forever); the events are then `event(i)` for i < count.
-    public func wait(timeoutMilliseconds: Int32) throws(SyscallError) -> Int {
+    package func wait(timeoutMilliseconds: Int32) throws(SyscallError) -> Int {
         let rc = epoll_wait(epoll.raw, events.baseAddress, Int32(events.count), timeoutMilliseconds)
         if rc < 0 {
             if errno == EINTR { return 0 }
@@ -79,12 +79,12 @@ public struct Selector: ~Copyable {
     }
 
     @inline(__always)
-    public func event(_ i: Int) -> (token: UInt64, readiness: Readiness) {
+    package func event(_ i: Int) -> (token: UInt64, readiness: Readiness) {
         (events[i].data.u64, Readiness(rawValue: events[i].events))
     }
 
     /// Doubles the buffer after a wait came back full.
-    public mutating func growIfFull(_ count: Int) {
+    package mutating func growIfFull(_ count: Int) {
         guard count == events.count else { return }
         let bigger = events.count * 2
         events.deallocate()

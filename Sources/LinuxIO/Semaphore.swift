@@ -2,10 +2,10 @@ import Glibc
 
 /// A counting semaphore (sem_t) with a deadline: the control path waits on it for answers from
 /// the loops, and a loop that does not answer cannot hold the waiter forever. Not for the data path.
-public final class Semaphore: @unchecked Sendable {
+package final class Semaphore: @unchecked Sendable {
     private let sem: UnsafeMutablePointer<sem_t>
 
-    public init(value: UInt32 = 0) {
+    package init(value: UInt32 = 0) {
         sem = .allocate(capacity: 1)
         sem_init(sem, 0, value)
     }
@@ -15,16 +15,16 @@ public final class Semaphore: @unchecked Sendable {
         sem.deallocate()
     }
 
-    public func signal() { sem_post(sem) }
+    package func signal() { sem_post(sem) }
 
     /// Waits for one `signal`, however long that takes.
-    public func wait() {
+    package func wait() {
         while sem_wait(sem) != 0 && Glibc.errno == EINTR {}
     }
 
     /// Waits for one `signal` until `deadline` (CLOCK_REALTIME, as sem_timedwait wants it); false
     /// when the deadline passed first.
-    public func wait(until deadline: timespec) -> Bool {
+    package func wait(until deadline: timespec) -> Bool {
         var deadline = deadline
         while true {
             if sem_timedwait(sem, &deadline) == 0 { return true }
@@ -34,7 +34,7 @@ public final class Semaphore: @unchecked Sendable {
     }
 
     /// A CLOCK_REALTIME deadline `duration` from now.
-    public static func deadline(after duration: Duration) -> timespec {
+    package static func deadline(after duration: Duration) -> timespec {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let (seconds, attoseconds) = duration.components

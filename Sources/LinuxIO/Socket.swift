@@ -4,19 +4,19 @@ import CBerthLinux
 import Glibc
 import SystemPackage
 
-public enum ConnectResult: Sendable {
+package enum ConnectResult: Sendable {
     case connected
     case inProgress
 }
 
 /// One wrapper per socket call, named after it.
-public enum Socket {
-    public static func make(family: Int32, type: Int32) throws(SyscallError) -> Descriptor {
+package enum Socket {
+    package static func make(family: Int32, type: Int32) throws(SyscallError) -> Descriptor {
         let flags = type | CBerthLinux_SOCK_NONBLOCK | CBerthLinux_SOCK_CLOEXEC
         return Descriptor(taking: try syscall("socket") { Glibc.socket(family, flags, 0) })
     }
 
-    public static func setOption(
+    package static func setOption(
         _ fd: borrowing Descriptor,
         _ level: Int32,
         _ name: Int32,
@@ -27,7 +27,7 @@ public enum Socket {
         _ = try syscall("setsockopt") { setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
     }
 
-    public static func getOption(
+    package static func getOption(
         _ fd: borrowing Descriptor,
         _ level: Int32,
         _ name: Int32
@@ -39,7 +39,7 @@ public enum Socket {
         return v
     }
 
-    public static func bind(_ fd: borrowing Descriptor, _ address: SocketAddress) throws(SyscallError) {
+    package static func bind(_ fd: borrowing Descriptor, _ address: SocketAddress) throws(SyscallError) {
         let fd = fd.raw
         do {
             _ = try syscall("bind") { address.withSockAddr { Glibc.bind(fd, $0, $1) } }
@@ -48,19 +48,19 @@ public enum Socket {
         }
     }
 
-    public static func listen(_ fd: borrowing Descriptor, backlog: Int32) throws(SyscallError) {
+    package static func listen(_ fd: borrowing Descriptor, backlog: Int32) throws(SyscallError) {
         let fd = fd.raw
         _ = try syscall("listen") { Glibc.listen(fd, backlog) }
     }
 
-    public static func localAddress(_ fd: borrowing Descriptor) throws(SyscallError) -> SocketAddress {
+    package static func localAddress(_ fd: borrowing Descriptor) throws(SyscallError) -> SocketAddress {
         let fd = fd.raw
         var address = SocketAddress()
         _ = try syscall("getsockname") { address.withMutableSockAddr { getsockname(fd, $0, $1) } }
         return address
     }
 
-    public static func peerAddress(_ fd: borrowing Descriptor) throws(SyscallError) -> SocketAddress {
+    package static func peerAddress(_ fd: borrowing Descriptor) throws(SyscallError) -> SocketAddress {
         let fd = fd.raw
         var address = SocketAddress()
         _ = try syscall("getpeername") { address.withMutableSockAddr { getpeername(fd, $0, $1) } }
@@ -68,7 +68,7 @@ public enum Socket {
     }
 
     /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC; the peer's address is not asked for.
-    public static func accept(_ listener: borrowing Descriptor) throws(SyscallError) -> Descriptor? {
+    package static func accept(_ listener: borrowing Descriptor) throws(SyscallError) -> Descriptor? {
         let fd = listener.raw
         let flags = CBerthLinux_SOCK_NONBLOCK | CBerthLinux_SOCK_CLOEXEC
         switch try syscallNonBlocking("accept4", { CBerthLinux_accept4(fd, nil, nil, flags) }) {
@@ -78,7 +78,7 @@ public enum Socket {
     }
 
     /// Starts a connect on a non-blocking socket. Completion shows as writability; then ask `pendingError`.
-    public static func connect(
+    package static func connect(
         _ fd: borrowing Descriptor,
         _ address: SocketAddress
     ) throws(SyscallError) -> ConnectResult {
@@ -93,7 +93,7 @@ public enum Socket {
     }
 
     /// SO_ERROR: the outcome of a non-blocking connect, or the error that woke us.
-    public static func pendingError(_ fd: borrowing Descriptor) -> Errno? {
+    package static func pendingError(_ fd: borrowing Descriptor) -> Errno? {
         let v = (try? getOption(fd, SOL_SOCKET, SO_ERROR)) ?? 0
         return v == 0 ? nil : Errno(rawValue: v)
     }
@@ -101,7 +101,7 @@ public enum Socket {
     /// recv(2) without blocking: bytes read (0: the peer's FIN), or `.wouldBlock`. With `peek`
     /// the bytes stay queued (MSG_PEEK).
     @inline(__always)
-    public static func receive(
+    package static func receive(
         _ fd: borrowing Descriptor,
         into buffer: UnsafeMutableRawPointer,
         count: Int,
@@ -114,7 +114,7 @@ public enum Socket {
 
     /// send(2) without blocking and without SIGPIPE: bytes the socket took, or `.wouldBlock`.
     @inline(__always)
-    public static func send(
+    package static func send(
         _ fd: borrowing Descriptor,
         from buffer: UnsafeRawPointer,
         count: Int
@@ -125,7 +125,7 @@ public enum Socket {
 
     /// SO_RCVTIMEO and SO_SNDTIMEO: a blocking socket's calls give up after `seconds` with EAGAIN
     /// (for a unix socket, connect too).
-    public static func setTimeouts(_ fd: borrowing Descriptor, seconds: Int) throws(SyscallError) {
+    package static func setTimeouts(_ fd: borrowing Descriptor, seconds: Int) throws(SyscallError) {
         let fd = fd.raw
         var limit = timeval(tv_sec: seconds, tv_usec: 0)
         let size = socklen_t(MemoryLayout<timeval>.size)
@@ -134,7 +134,7 @@ public enum Socket {
     }
 
     /// send(2) on a blocking socket, without SIGPIPE: the bytes it took. EAGAIN is its timeout.
-    public static func sendBlocking(
+    package static func sendBlocking(
         _ fd: borrowing Descriptor,
         from buffer: UnsafeRawPointer,
         count: Int
@@ -144,7 +144,7 @@ public enum Socket {
     }
 
     /// recv(2) on a blocking socket: the bytes read, 0 at the peer's FIN. EAGAIN is its timeout.
-    public static func receiveBlocking(
+    package static func receiveBlocking(
         _ fd: borrowing Descriptor,
         into buffer: UnsafeMutableRawPointer,
         count: Int
@@ -158,7 +158,7 @@ public enum Socket {
     /// Whether some socket holds `address` so that binding it would fail with EADDRINUSE: a
     /// listener (TCP; SO_REUSEADDR, so connections in TIME_WAIT do not count) or a bound UDP
     /// socket. `::` is probed as IPv6 only. Other bind errors (an address not on this host) throw.
-    public static func portInUse(_ address: SocketAddress, udp: Bool) throws(SyscallError) -> Bool {
+    package static func portInUse(_ address: SocketAddress, udp: Bool) throws(SyscallError) -> Bool {
         let fd = try make(
             family: address.isV6 ? AF_INET6 : AF_INET,
             type: Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue)
@@ -175,51 +175,51 @@ public enum Socket {
 
     /// SO_REUSEPORT: sockets of one process on one port, each with its own queue; the kernel
     /// spreads connections (and UDP clients) over them by a hash of their addresses.
-    public static func setReusePort(_ fd: borrowing Descriptor) throws(SyscallError) {
+    package static func setReusePort(_ fd: borrowing Descriptor) throws(SyscallError) {
         try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
     }
 
-    public static func shutdownWrite(_ fd: borrowing Descriptor) {
+    package static func shutdownWrite(_ fd: borrowing Descriptor) {
         let fd = fd.raw
         // ENOTCONN when the peer is gone already: nothing left to tell it.
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
     /// SO_LINGER {on, 0}: the close that follows sends RST instead of FIN.
-    public static func setResetOnClose(_ fd: borrowing Descriptor) {
+    package static func setResetOnClose(_ fd: borrowing Descriptor) {
         let fd = fd.raw
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
     }
 
     /// Waits until `fd` has something to read, at most `timeoutMs` (poll(2)): false on timeout.
-    public static func waitReadable(_ fd: borrowing Descriptor, timeoutMs: Int32) throws(SyscallError) -> Bool {
+    package static func waitReadable(_ fd: borrowing Descriptor, timeoutMs: Int32) throws(SyscallError) -> Bool {
         var pfd = pollfd(fd: fd.raw, events: Int16(POLLIN), revents: 0)
         return try syscall("poll") { poll(&pfd, 1, timeoutMs) } > 0
     }
 
-    public static func setNoDelay(_ fd: borrowing Descriptor) {
+    package static func setNoDelay(_ fd: borrowing Descriptor) {
         let fd = fd.raw
         var one: Int32 = 1
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
     /// Makes a descriptor we were handed (fd 4 from dockerd) non-blocking and close-on-exec.
-    public static func makeNonBlocking(_ fd: borrowing Descriptor) throws(SyscallError) {
+    package static func makeNonBlocking(_ fd: borrowing Descriptor) throws(SyscallError) {
         let fd = fd.raw
         let flags = try syscall("fcntl") { fcntl(fd, F_GETFL) }
         _ = try syscall("fcntl") { fcntl(fd, F_SETFL, flags | CBerthLinux_O_NONBLOCK) }
         _ = try syscall("fcntl") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
     }
 
-    public static func type(_ fd: borrowing Descriptor) throws(SyscallError) -> Int32 {
+    package static func type(_ fd: borrowing Descriptor) throws(SyscallError) -> Int32 {
         try getOption(fd, SOL_SOCKET, SO_TYPE)
     }
 }
 
 extension Socket {
     /// A non-blocking, close-on-exec unix datagram socket connected to `path` (`/dev/log`).
-    public static func connectUnixDatagram(_ path: String) throws(SyscallError) -> Descriptor {
+    package static func connectUnixDatagram(_ path: String) throws(SyscallError) -> Descriptor {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -243,12 +243,12 @@ extension Socket {
     }
 
     /// IPV6_V6ONLY of an IPv6 socket: false for a dual-stack `::` socket, which also takes IPv4.
-    public static func isV6Only(_ fd: borrowing Descriptor) throws(SyscallError) -> Bool {
+    package static func isV6Only(_ fd: borrowing Descriptor) throws(SyscallError) -> Bool {
         try getOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY) != 0
     }
 
     /// SO_ACCEPTCONN: whether listen(2) was called on it.
-    public static func isListening(_ fd: borrowing Descriptor) throws(SyscallError) -> Bool {
+    package static func isListening(_ fd: borrowing Descriptor) throws(SyscallError) -> Bool {
         try getOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0
     }
 }

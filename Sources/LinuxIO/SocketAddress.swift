@@ -5,7 +5,7 @@ import Glibc
 /// `sockaddr_storage` would take 136 in every listener, mapping and UDP flow key, and in every copy.
 public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     private var storage: sockaddr_in6
-    public private(set) var length: socklen_t
+    package private(set) var length: socklen_t
 
     /// An empty address for the kernel to fill in (accept, getsockname, recvmsg).
     public init() {
@@ -71,7 +71,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The address bytes in network order (4 or 16).
-    public var ipBytes: [UInt8] {
+    package var ipBytes: [UInt8] {
         withUnsafeBytes(of: storage) { raw in
             isV6 ? Array(raw[8..<24]) : Array(raw[4..<8])
         }
@@ -79,21 +79,21 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// The address bytes in network order (4 or 16), without an array.
     @inline(__always)
-    public func withIPBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+    package func withIPBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in
             body(UnsafeRawBufferPointer(rebasing: isV6 ? raw[8..<24] : raw[4..<8]))
         }
     }
 
     /// `::ffff:a.b.c.d`: an IPv4 client on a dual-stack IPv6 socket.
-    public var isV4Mapped: Bool {
+    package var isV4Mapped: Bool {
         withUnsafeBytes(of: storage) { raw in
             isV6 && raw[8..<18].allSatisfy { $0 == 0 } && raw[18] == 0xff && raw[19] == 0xff
         }
     }
 
     /// `0.0.0.0` or `::`: a socket bound to it receives on every local address.
-    public var isWildcard: Bool {
+    package var isWildcard: Bool {
         withUnsafeBytes(of: storage) { raw in
             isV6 ? raw[8..<24].allSatisfy { $0 == 0 } : raw[4..<8].allSatisfy { $0 == 0 }
         }

@@ -11,10 +11,10 @@ import SystemPackage
 public struct SyscallError: Error, Sendable, CustomStringConvertible {
     public let call: StaticString
     /// What the call was about (`0.0.0.0:80`), empty on the hot path to avoid allocating.
-    public var subject: String
-    public let errno: Errno
+    package var subject: String
+    package let errno: Errno
 
-    public init(_ call: StaticString, _ errno: Errno, subject: String = "") {
+    package init(_ call: StaticString, _ errno: Errno, subject: String = "") {
         self.call = call
         self.errno = errno
         self.subject = subject
@@ -27,14 +27,14 @@ public struct SyscallError: Error, Sendable, CustomStringConvertible {
     }
 
     /// strerror text, first letter lowercased, as error lines read in Unix tools.
-    public static func text(_ errno: Errno) -> String {
+    package static func text(_ errno: Errno) -> String {
         let text = String(cString: strerror(errno.rawValue))
         guard let first = text.first else { return text }
         return first.lowercased() + text.dropFirst()
     }
 
     /// The same error about something: `error.about("0.0.0.0:80")`.
-    public func about(_ subject: String) -> SyscallError {
+    package func about(_ subject: String) -> SyscallError {
         var copy = self
         copy.subject = subject
         return copy
@@ -42,7 +42,7 @@ public struct SyscallError: Error, Sendable, CustomStringConvertible {
 }
 
 /// The outcome of a call on a non-blocking descriptor.
-public enum IOResult<Value> {
+package enum IOResult<Value> {
     case done(Value)
     case wouldBlock
 }
@@ -58,7 +58,7 @@ private func checkBug(_ call: StaticString, _ err: Int32) {
 
 /// Runs `body` until it stops failing with EINTR. Throws on any other failure.
 @inline(__always)
-public func syscall<T: BinaryInteger>(_ call: StaticString, _ body: () -> T) throws(SyscallError) -> T {
+package func syscall<T: BinaryInteger>(_ call: StaticString, _ body: () -> T) throws(SyscallError) -> T {
     while true {
         let result = body()
         if result != -1 { return result }
@@ -71,7 +71,7 @@ public func syscall<T: BinaryInteger>(_ call: StaticString, _ body: () -> T) thr
 
 /// Like `syscall`, but EAGAIN/EWOULDBLOCK is an answer, not an error.
 @inline(__always)
-public func syscallNonBlocking<T: BinaryInteger>(
+package func syscallNonBlocking<T: BinaryInteger>(
     _ call: StaticString,
     _ body: () -> T
 ) throws(SyscallError) -> IOResult<T> {

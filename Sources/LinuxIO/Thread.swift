@@ -45,27 +45,27 @@ public final class LoopThread {
 
 /// Lowers the calling thread's scheduling weight (a bulk loop's): SCHED_BATCH if `batch` (never
 /// preempts a woken thread), and `nice` (0 to 19). Other threads of the process keep theirs.
-public func lowerThreadPriority(batch: Bool, nice: Int32) throws(SyscallError) {
+package func lowerThreadPriority(batch: Bool, nice: Int32) throws(SyscallError) {
     _ = try syscall("setpriority") { CBerthLinux_lower_thread_priority(batch ? 1 : 0, nice) }
 }
 
 /// CPUs this process may run on (its affinity mask): the default number of event loops.
-public func usableCPUs() -> Int { Int(CBerthLinux_usable_cpus()) }
+package func usableCPUs() -> Int { Int(CBerthLinux_usable_cpus()) }
 
 /// Moves a non-Sendable value to another thread that becomes its only user.
-public struct Handover<Value>: @unchecked Sendable {
-    public let value: Value
-    public init(_ value: Value) { self.value = value }
+package struct Handover<Value>: @unchecked Sendable {
+    package let value: Value
+    package init(_ value: Value) { self.value = value }
 }
 
 /// Stops a set of loops from any thread, including loops that start after the call.
-public final class Stopper: Sendable {
+package final class Stopper: Sendable {
     private let state = Mutex<(stopped: Bool, wakers: [LoopWaker])>((false, []))
 
-    public init() {}
+    package init() {}
 
     /// Adds a loop's waker; stops it at once if `stop` came first.
-    public func add(_ waker: LoopWaker) {
+    package func add(_ waker: LoopWaker) {
         let stopNow = state.withLock { s in
             s.wakers.append(waker)
             return s.stopped
@@ -73,7 +73,7 @@ public final class Stopper: Sendable {
         if stopNow { waker.stop() }
     }
 
-    public func stop() {
+    package func stop() {
         let wakers = state.withLock { s in
             s.stopped = true
             return s.wakers
@@ -81,10 +81,10 @@ public final class Stopper: Sendable {
         for w in wakers { w.stop() }
     }
 
-    public var stopped: Bool { state.withLock { $0.stopped } }
+    package var stopped: Bool { state.withLock { $0.stopped } }
 
     /// Lets go of the loops' wakers (their eventfds) once the loops have ended; a stop stays a stop.
-    public func forgetLoops() {
+    package func forgetLoops() {
         state.withLock { $0.wakers.removeAll() }
     }
 }

@@ -4,12 +4,12 @@
 import CBerthLinux
 import Glibc
 
-public enum UnixSocket {
+package enum UnixSocket {
     /// The peer of a connected unix socket, as the kernel vouches for it.
-    public struct Credentials: Sendable, Equatable {
-        public let pid: Int32
-        public let uid: UInt32
-        public let gid: UInt32
+    package struct Credentials: Sendable, Equatable {
+        package let pid: Int32
+        package let uid: UInt32
+        package let gid: UInt32
     }
 
     private static func address(_ path: String) throws(SyscallError) -> sockaddr_un {
@@ -38,7 +38,7 @@ public enum UnixSocket {
     /// Binds and listens on `path` (which must not exist), non-blocking and close-on-exec. The
     /// socket file is made with `mode` (the umask is set around bind(2)): no chmod by path, which
     /// would follow a link put there meanwhile.
-    public static func listen(
+    package static func listen(
         path: String,
         mode: mode_t = 0o660,
         backlog: Int32 = 128
@@ -54,7 +54,7 @@ public enum UnixSocket {
     }
 
     /// What a connect to `path` finds.
-    public enum Probe: Sendable, Equatable {
+    package enum Probe: Sendable, Equatable {
         /// Something accepted the connection (or queued it).
         case answers
         /// Something listens, but its queue stayed full for the whole timeout.
@@ -64,7 +64,7 @@ public enum UnixSocket {
     }
 
     /// Connects to `path` and hangs up, waiting at most `timeoutSeconds`.
-    public static func probe(path: String, timeoutSeconds: Int = 1) throws(SyscallError) -> Probe {
+    package static func probe(path: String, timeoutSeconds: Int = 1) throws(SyscallError) -> Probe {
         do {
             _ = try connect(path: path, timeoutSeconds: timeoutSeconds)
             return .answers
@@ -79,7 +79,7 @@ public enum UnixSocket {
 
     /// Connects to `path`, blocking (a client's call), close-on-exec. With `timeoutSeconds` the
     /// connect and every later send and recv give up after that long (EAGAIN).
-    public static func connect(path: String, timeoutSeconds: Int? = nil) throws(SyscallError) -> Descriptor {
+    package static func connect(path: String, timeoutSeconds: Int? = nil) throws(SyscallError) -> Descriptor {
         let socket = Descriptor(
             taking: try syscall("socket") {
                 Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | CBerthLinux_SOCK_CLOEXEC, 0)
@@ -97,7 +97,7 @@ public enum UnixSocket {
     /// recv(2) that also takes a descriptor passed with the bytes (SCM_RIGHTS): `passed` gets
     /// the first one, to own; any others in the same message are closed here (and the kernel
     /// closes those that did not fit). Without blocking.
-    public static func receive(
+    package static func receive(
         _ fd: borrowing Descriptor,
         into buffer: UnsafeMutableRawPointer,
         count: Int,
@@ -141,7 +141,7 @@ public enum UnixSocket {
 
     /// Sends `count` bytes with `descriptors` attached (SCM_RIGHTS): the receiver gets its own
     /// copies. Blocking unless the socket is not; without SIGPIPE.
-    public static func send(
+    package static func send(
         _ fd: borrowing Descriptor,
         from buffer: UnsafeRawPointer,
         count: Int,
@@ -172,7 +172,7 @@ public enum UnixSocket {
         }
     }
 
-    public static func peerCredentials(_ fd: borrowing Descriptor) throws(SyscallError) -> Credentials {
+    package static func peerCredentials(_ fd: borrowing Descriptor) throws(SyscallError) -> Credentials {
         let fd = fd.raw
         var pid: Int32 = 0
         var uid: UInt32 = 0

@@ -3,39 +3,39 @@
 
 /// `berth daemon [<run options>] [--control PATH] [--control-group NAME] [--drain-timeout S]
 /// [-p SPEC ... TARGET]`.
-public struct DaemonArguments: Sendable, Equatable {
-    public static let defaultControl = "/run/berth/berth.sock"
+package struct DaemonArguments: Sendable, Equatable {
+    package static let defaultControl = "/run/berth/berth.sock"
 
     /// berth run's options; `specs` may be empty, and then `target` means nothing.
-    public var run: RunArguments
-    public var control = DaemonArguments.defaultControl
-    public var controlGroup: String?
+    package var run: RunArguments
+    package var control = DaemonArguments.defaultControl
+    package var controlGroup: String?
     /// Seconds a removed port's open connections get to finish.
-    public var drainTimeout: Double = 10
+    package var drainTimeout: Double = 10
     /// `--metrics ADDRESS:PORT`: a TCP listener for `GET /metrics`.
-    public var metricsAddress: IPAddress?
-    public var metricsPort: UInt16 = 0
+    package var metricsAddress: IPAddress?
+    package var metricsPort: UInt16 = 0
     /// `--allow-target CIDR ...`: targets the API may publish towards besides containers'.
-    public var targets = TargetPolicy()
+    package var targets = TargetPolicy()
     /// `--default-target ADDRESS`: where a rootlesskit add without `childIP` goes.
-    public var defaultTarget: IPAddress?
+    package var defaultTarget: IPAddress?
     /// `--max-ports N`: host ports published at once, over every add.
-    public var maxPorts = DaemonArguments.defaultMaxPorts
+    package var maxPorts = DaemonArguments.defaultMaxPorts
     /// `--max-control-clients N`: connections each control listener serves at once.
-    public var maxControlClients = DaemonArguments.defaultMaxControlClients
+    package var maxControlClients = DaemonArguments.defaultMaxControlClients
     /// `--client-timeout S`: what one control client has for its request and answer.
-    public var clientTimeout: Double = 10
+    package var clientTimeout: Double = 10
 
-    public static let defaultMaxPorts = 16384
-    public static let defaultMaxControlClients = 64
+    package static let defaultMaxPorts = 16384
+    package static let defaultMaxControlClients = 64
 
-    public enum Command: Sendable, Equatable {
+    package enum Command: Sendable, Equatable {
         case daemon(DaemonArguments)
         case help
         case version
     }
 
-    public static func parse(_ args: [String]) throws(RunArgumentError) -> Command {
+    package static func parse(_ args: [String]) throws(RunArgumentError) -> Command {
         var control = defaultControl
         var group: String?
         var drain: Double = 10
@@ -160,7 +160,7 @@ public struct DaemonArguments: Sendable, Equatable {
         arg == "-p" || arg.hasPrefix("-p") || arg.hasPrefix("--publish")
     }
 
-    public static let help = """
+    package static let help = """
         OVERVIEW: Run berth as a daemon: publish ports added and removed at run time
         through a control API on a unix socket (HTTP/1.1 and JSON).
 
@@ -223,7 +223,7 @@ private func optionParts(_ arg: String) -> (name: String, inline: String?) {
 }
 
 /// `berth port add|ls|rm`: the daemon's client.
-public enum PortCommand: Sendable, Equatable {
+package enum PortCommand: Sendable, Equatable {
     /// `berth port add [--owner NAME] -p SPEC ... TARGET`
     case add(control: String, specs: [String], target: String, owner: String?)
     /// `berth port ls [--owner NAME] [--json]`
@@ -232,7 +232,7 @@ public enum PortCommand: Sendable, Equatable {
     case remove(control: String, ids: [Int], owner: String?)
     case help
 
-    public static func parse(_ args: [String]) throws(RunArgumentError) -> PortCommand {
+    package static func parse(_ args: [String]) throws(RunArgumentError) -> PortCommand {
         guard let verb = args.first else { throw RunArgumentError("missing a port command: add, ls or rm") }
         if verb == "-h" || verb == "--help" { return .help }
         var control = DaemonArguments.defaultControl
@@ -296,7 +296,7 @@ public enum PortCommand: Sendable, Equatable {
         }
     }
 
-    public static let usage = """
+    package static let usage = """
         OVERVIEW: Add, list and remove ports of a running berth daemon.
 
         USAGE: berth port add [--owner <name>] -p <spec> ... <target-ip>

@@ -3,9 +3,9 @@
 // is this error.
 
 /// An environment variable whose value berth cannot use: print `berth: <description>` and exit 2.
-public struct EnvironmentError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct EnvironmentError: Error, Sendable, Equatable, CustomStringConvertible {
     /// One line, naming the variable.
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
 }

@@ -3,27 +3,27 @@ import Glibc
 #endif
 
 /// An IPv4 or IPv6 address, stored in network byte order.
-public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
+package enum IPAddress: Sendable, Hashable, CustomStringConvertible {
     case v4(UInt8, UInt8, UInt8, UInt8)
     case v6(Bytes16)
 
-    public struct Bytes16: Sendable, Hashable {
-        public var bytes: (UInt64, UInt64)  // raw memory of in6_addr, network order
-        public init(_ bytes: (UInt64, UInt64)) { self.bytes = bytes }
-        public static func == (a: Bytes16, b: Bytes16) -> Bool { a.bytes == b.bytes }
-        public func hash(into hasher: inout Hasher) {
+    package struct Bytes16: Sendable, Hashable {
+        package var bytes: (UInt64, UInt64)  // raw memory of in6_addr, network order
+        package init(_ bytes: (UInt64, UInt64)) { self.bytes = bytes }
+        package static func == (a: Bytes16, b: Bytes16) -> Bool { a.bytes == b.bytes }
+        package func hash(into hasher: inout Hasher) {
             hasher.combine(bytes.0)
             hasher.combine(bytes.1)
         }
     }
 
-    public static let anyV4 = IPAddress.v4(0, 0, 0, 0)
-    public static let anyV6 = IPAddress.v6(Bytes16((0, 0)))
-    public static let loopbackV4 = IPAddress.v4(127, 0, 0, 1)
-    public static var loopbackV6: IPAddress { IPAddress("::1")! }
+    package static let anyV4 = IPAddress.v4(0, 0, 0, 0)
+    package static let anyV6 = IPAddress.v6(Bytes16((0, 0)))
+    package static let loopbackV4 = IPAddress.v4(127, 0, 0, 1)
+    package static var loopbackV6: IPAddress { IPAddress("::1")! }
 
     /// Parses dotted IPv4 or any textual IPv6 (no brackets, no zone). nil if it does not parse.
-    public init?(_ text: String) {
+    package init?(_ text: String) {
         // inet_pton reads a C string: a NUL would end the address early.
         guard !text.utf8.contains(0) else { return nil }
         if text.contains(":") {
@@ -43,11 +43,11 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var isV6: Bool { if case .v6 = self { return true } else { return false } }
+    package var isV6: Bool { if case .v6 = self { return true } else { return false } }
 
-    public var isUnspecified: Bool { self == .anyV4 || self == .anyV6 }
+    package var isUnspecified: Bool { self == .anyV4 || self == .anyV6 }
 
-    public var isLoopback: Bool {
+    package var isLoopback: Bool {
         switch self {
         case .v4(let a, _, _, _): return a == 127
         case .v6: return self == .loopbackV6
@@ -55,7 +55,7 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) as its IPv4 form; otherwise self.
-    public var unmapped: IPAddress {
+    package var unmapped: IPAddress {
         guard case .v6 = self else { return self }
         let b = bytes
         if b[0..<10].allSatisfy({ $0 == 0 }) && b[10] == 0xff && b[11] == 0xff {
@@ -65,14 +65,14 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The address's bytes in network order (4 or 16).
-    public var bytes: [UInt8] {
+    package var bytes: [UInt8] {
         switch self {
         case .v4(let a, let b, let c, let d): return [a, b, c, d]
         case .v6(let raw): return withUnsafeBytes(of: raw.bytes) { Array($0) }
         }
     }
 
-    public init?(bytes: [UInt8]) {
+    package init?(bytes: [UInt8]) {
         switch bytes.count {
         case 4: self = .v4(bytes[0], bytes[1], bytes[2], bytes[3])
         case 16:
@@ -83,7 +83,7 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .v4(let a, let b, let c, let d): return "\(a).\(b).\(c).\(d)"
         case .v6(let raw):
@@ -95,5 +95,5 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// IPv6 in brackets, for `address:port` text.
-    public var bracketed: String { isV6 ? "[\(description)]" : description }
+    package var bracketed: String { isV6 ? "[\(description)]" : description }
 }

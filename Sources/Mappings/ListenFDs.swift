@@ -2,19 +2,19 @@
 // read as sd_listen_fds(3) reads them.
 
 /// The sockets a service manager passed (sd_listen_fds(3)): descriptors 3, 4, ... in order.
-public struct ListenFDs: Sendable, Equatable {
+package struct ListenFDs: Sendable, Equatable {
     /// SD_LISTEN_FDS_START.
-    public static let start: Int32 = 3
+    package static let start: Int32 = 3
     /// The variables sd_listen_fds reads, and unsets (`unset_environment`) whatever it found.
-    public static let variables = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]
+    package static let variables = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]
 
-    public let count: Int32
+    package let count: Int32
     /// One per descriptor: LISTEN_FDNAMES split at colons, or "unknown" each when it is unset.
-    public let names: [String]
+    package let names: [String]
 
-    public var descriptors: Range<Int32> { Self.start..<(Self.start + count) }
+    package var descriptors: Range<Int32> { Self.start..<(Self.start + count) }
 
-    public init(count: Int32, names: [String]) {
+    package init(count: Int32, names: [String]) {
         self.count = count
         self.names = names
     }
@@ -23,7 +23,7 @@ public struct ListenFDs: Sendable, Equatable {
     /// none are meant for it (LISTEN_PID unset or another process's, LISTEN_FDS unset or 0);
     /// an error when they are meant for it and do not parse (a pid or count that is not a positive
     /// decimal number, a LISTEN_FDNAMES with more or fewer names than descriptors).
-    public static func parse(
+    package static func parse(
         listenPID: String?,
         listenFDs: String?,
         listenFDNames: String?,

@@ -2,17 +2,17 @@
 // mode, since dockerd passes no extra flags), read as pure functions of the values.
 
 /// Where log lines go, and from which level on.
-public struct LogSettings: Sendable, Equatable {
+package struct LogSettings: Sendable, Equatable {
     /// Lines on stderr, as swift-log's stream handler writes them.
-    public var stderr: Bool
+    package var stderr: Bool
     /// Appended to this file, reopened on SIGHUP.
-    public var file: String?
+    package var file: String?
     /// RFC 5424 datagrams to syslog's socket (/dev/log), facility daemon.
-    public var syslog: Bool
+    package var syslog: Bool
     /// One of `RunArguments.logLevels`.
-    public var level: String
+    package var level: String
 
-    public init(stderr: Bool = true, file: String? = nil, syslog: Bool = false, level: String = "notice") {
+    package init(stderr: Bool = true, file: String? = nil, syslog: Bool = false, level: String = "notice") {
         self.stderr = stderr
         self.file = file
         self.syslog = syslog
@@ -20,14 +20,14 @@ public struct LogSettings: Sendable, Equatable {
     }
 
     /// Whether there is something SIGHUP should reopen or reconnect.
-    public var wantsHangup: Bool { file != nil || syslog }
+    package var wantsHangup: Bool { file != nil || syslog }
 
     /// Reads `BERTH_LOG`: items separated by commas, each one of
     ///   `stderr`, `syslog`, `file:PATH` (PATH absolute, without commas), `level=LEVEL`.
     /// Examples: `file:/var/log/berth.log`, `syslog,level=debug`, `stderr,file:/tmp/b.log`.
     /// Naming a file or syslog turns stderr off unless `stderr` is named too; `level=` alone keeps
     /// stderr. An empty value is the same as none. Anything else is an error naming the item.
-    public static func parse(
+    package static func parse(
         berthLog value: String,
         defaultLevel: String = "notice"
     ) throws(EnvironmentError) -> LogSettings {
@@ -70,7 +70,7 @@ public struct LogSettings: Sendable, Equatable {
 
 extension RunArguments {
     /// `--log-file`, `--log-syslog` and `--log-level` together; stderr when neither is given.
-    public var logSettings: LogSettings {
+    package var logSettings: LogSettings {
         LogSettings(stderr: logFile == nil && !logSyslog, file: logFile, syslog: logSyslog, level: logLevel)
     }
 }

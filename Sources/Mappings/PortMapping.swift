@@ -2,31 +2,31 @@
 // (PortSpec.swift), the relay and the netfilter layer.
 
 /// A transport protocol as written after the slash in `-p 80/udp`.
-public enum Proto: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+package enum Proto: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
     case tcp, udp, sctp
-    public var description: String { rawValue }
+    package var description: String { rawValue }
 }
 
 /// An inclusive range of ports, `first <= last`.
-public struct PortRange: Sendable, Hashable, CustomStringConvertible {
-    public let first: UInt16
-    public let last: UInt16
+package struct PortRange: Sendable, Hashable, CustomStringConvertible {
+    package let first: UInt16
+    package let last: UInt16
 
-    public init(_ first: UInt16, _ last: UInt16) {
+    package init(_ first: UInt16, _ last: UInt16) {
         precondition(first <= last, "PortRange \(first)-\(last) is reversed")
         self.first = first
         self.last = last
     }
 
-    public init(single port: UInt16) { self.init(port, port) }
+    package init(single port: UInt16) { self.init(port, port) }
 
-    public var count: Int { Int(last) - Int(first) + 1 }
-    public var isSingle: Bool { first == last }
-    public var description: String { isSingle ? "\(first)" : "\(first)-\(last)" }
+    package var count: Int { Int(last) - Int(first) + 1 }
+    package var isSingle: Bool { first == last }
+    package var description: String { isSingle ? "\(first)" : "\(first)-\(last)" }
 }
 
 /// How the host port of one mapping is chosen.
-public enum HostPort: Sendable, Hashable, CustomStringConvertible {
+package enum HostPort: Sendable, Hashable, CustomStringConvertible {
     /// The kernel picks a free port (`-p 80`, `-p 127.0.0.1::80`).
     case ephemeral
     /// Exactly this port (`-p 8080:80`).
@@ -34,7 +34,7 @@ public enum HostPort: Sendable, Hashable, CustomStringConvertible {
     /// The first port of the range that binds (`-p 8000-8010:80`, as Docker does).
     case anyOf(PortRange)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .ephemeral: return ""
         case .fixed(let port): return "\(port)"
@@ -44,15 +44,15 @@ public enum HostPort: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// One published port: a host side to bind and a container side to forward to.
-public struct PortMapping: Sendable, Hashable, CustomStringConvertible {
-    public var proto: Proto
+package struct PortMapping: Sendable, Hashable, CustomStringConvertible {
+    package var proto: Proto
     /// nil means all addresses: both `0.0.0.0` and `::`, each its own socket, as Docker does.
-    public var hostIP: IPAddress?
-    public var hostPort: HostPort
-    public var containerIP: IPAddress
-    public var containerPort: UInt16
+    package var hostIP: IPAddress?
+    package var hostPort: HostPort
+    package var containerIP: IPAddress
+    package var containerPort: UInt16
 
-    public init(
+    package init(
         proto: Proto,
         hostIP: IPAddress?,
         hostPort: HostPort,
@@ -67,16 +67,16 @@ public struct PortMapping: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// `docker port` style name of the container side: `80/tcp`.
-    public var containerSide: String { "\(containerPort)/\(proto)" }
+    package var containerSide: String { "\(containerPort)/\(proto)" }
 
-    public var description: String {
+    package var description: String {
         let host = hostIP.map { $0.bracketed + ":" } ?? ""
         return "\(host)\(hostPort):\(containerIP.bracketed):\(containerPort)/\(proto)"
     }
 }
 
 /// How bytes move.
-public enum Mode: String, Sendable, CaseIterable {
+package enum Mode: String, Sendable, CaseIterable {
     /// berth's own relay only.
     case userspace
     /// nftables DNAT only: no userspace copy; ports are reserved but not served on loopback.

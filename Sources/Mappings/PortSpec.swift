@@ -45,13 +45,14 @@
 ///     addresses too. Docker reads them as `[::1]:8080:80`; the error says to write exactly that.
 public struct PortSpec: Sendable, Hashable, CustomStringConvertible {
     /// nil means all addresses (both `0.0.0.0` and `::`).
-    public var hostIP: IPAddress?
+    package var hostIP: IPAddress?
     /// nil means an ephemeral host port for each container port.
-    public var hostPorts: PortRange?
-    public var containerPorts: PortRange
-    public var proto: Proto
+    package var hostPorts: PortRange?
+    package var containerPorts: PortRange
+    package var proto: Proto
 
-    public init(hostIP: IPAddress? = nil, hostPorts: PortRange? = nil, containerPorts: PortRange, proto: Proto = .tcp) {
+    package init(hostIP: IPAddress? = nil, hostPorts: PortRange? = nil, containerPorts: PortRange, proto: Proto = .tcp)
+    {
         self.hostIP = hostIP
         self.hostPorts = hostPorts
         self.containerPorts = containerPorts
@@ -69,7 +70,7 @@ public struct PortSpec: Sendable, Hashable, CustomStringConvertible {
     /// they pair up in order; a host range for a single container port becomes `HostPort.anyOf`. (A host
     /// range whose length differs from a container range cannot be parsed; set by hand, each mapping gets
     /// `.anyOf` of the whole host range.)
-    public func mappings(to target: IPAddress) -> [PortMapping] {
+    package func mappings(to target: IPAddress) -> [PortMapping] {
         (0..<containerPorts.count).map { offset in
             let hostPort: HostPort
             if let hostPorts {
@@ -106,11 +107,11 @@ public struct PortSpec: Sendable, Hashable, CustomStringConvertible {
 /// A `-p` argument that does not parse. `description` quotes the spec and names the part that is wrong:
 /// `invalid port spec "300.1.1.1:80:80": host IP "300.1.1.1" is not an IPv4 or IPv6 address`.
 public struct PortSpecError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let spec: String
+    package let spec: String
     /// What is wrong, lowercase, one line.
-    public let reason: String
+    package let reason: String
 
-    public init(spec: String, reason: String) {
+    package init(spec: String, reason: String) {
         self.spec = spec
         self.reason = reason
     }

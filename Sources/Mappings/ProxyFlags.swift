@@ -6,19 +6,19 @@
 // those of moby's cmd/docker-proxy/main_linux.go, parsed by Go's `flag` package.
 
 /// One docker-proxy style run: forward `hostIP:hostPort` to `containerIP:containerPort`.
-public struct ProxyInvocation: Sendable, Equatable {
-    public var proto: Proto
-    public var hostIP: IPAddress
+package struct ProxyInvocation: Sendable, Equatable {
+    package var proto: Proto
+    package var hostIP: IPAddress
     /// 0 asks for an ephemeral port. With `useListenFD` the inherited socket is already bound, and this
     /// only labels it (0 when `-host-port` was not given).
-    public var hostPort: UInt16
-    public var containerIP: IPAddress
-    public var containerPort: UInt16
+    package var hostPort: UInt16
+    package var containerIP: IPAddress
+    package var containerPort: UInt16
     /// `-use-listen-fd`: the listening socket is inherited as fd 4 rather than bound by us.
-    public var useListenFD: Bool
+    package var useListenFD: Bool
 
     /// The defaults are docker-proxy's: tcp, host and container IP 0.0.0.0, no listen fd.
-    public init(
+    package init(
         proto: Proto = .tcp,
         hostIP: IPAddress = .anyV4,
         hostPort: UInt16,
@@ -37,7 +37,7 @@ public struct ProxyInvocation: Sendable, Equatable {
     /// The mapping to publish: `hostPort` as `.fixed(hostPort)`, except that 0 is `.ephemeral` (which is
     /// what binding port 0 means). The host IP is always explicit: `0.0.0.0` is IPv4 only, `::` IPv6 only,
     /// as docker-proxy binds them.
-    public var mapping: PortMapping {
+    package var mapping: PortMapping {
         PortMapping(
             proto: proto,
             hostIP: hostIP,
@@ -49,7 +49,7 @@ public struct ProxyInvocation: Sendable, Equatable {
 }
 
 /// What a docker-proxy style command line asks for.
-public enum ProxyCommand: Sendable, Equatable {
+package enum ProxyCommand: Sendable, Equatable {
     case run(ProxyInvocation)
     /// `-v` or `-version`: print one version line to stdout and exit 0.
     case version
@@ -59,13 +59,13 @@ public enum ProxyCommand: Sendable, Equatable {
 
 /// A docker-proxy style command line that does not parse. Print `message`, then `ProxyFlags.usage`, to
 /// stderr and exit 2, as Go's `flag` package does.
-public struct ProxyFlagError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct ProxyFlagError: Error, Sendable, Equatable, CustomStringConvertible {
     /// One lowercase line, worded as Go's `flag` package words it where it has a wording.
-    public let message: String
+    package let message: String
 
-    public init(_ message: String) { self.message = message }
+    package init(_ message: String) { self.message = message }
 
-    public var description: String { message }
+    package var description: String { message }
 }
 
 /// docker-proxy's flags, read as Go's `flag` package reads them.
@@ -94,7 +94,7 @@ public struct ProxyFlagError: Error, Sendable, Equatable, CustomStringConvertibl
 ///   fails only later, when it binds or connects).
 /// - A stray argument is an error: Go stops at it and docker-proxy ignores the rest, so
 ///   `-use-listen-fd false` silently meant true.
-public enum ProxyFlags {
+package enum ProxyFlags {
     /// Flags only docker-proxy has.
     static let proxyNames: Set<Substring> = [
         "proto", "host-ip", "host-port", "container-ip", "container-port", "use-listen-fd",
@@ -110,7 +110,7 @@ public enum ProxyFlags {
     ///
     /// `-h`, `--help` and `--version` alone are berth's own help and version:
     /// they count as docker-proxy style only when a docker-proxy-only flag follows (`-h -proto tcp`).
-    public static func looksLikeProxyInvocation(_ args: [String]) -> Bool {
+    package static func looksLikeProxyInvocation(_ args: [String]) -> Bool {
         guard let first = args.first, let name = splitFlag(first)?.name else { return false }
         if sharedSpellings.contains(first) {
             return args.dropFirst().contains { arg in
@@ -121,7 +121,7 @@ public enum ProxyFlags {
     }
 
     /// Reads a docker-proxy command line (without argv[0]).
-    public static func parse(_ args: [String]) throws(ProxyFlagError) -> ProxyCommand {
+    package static func parse(_ args: [String]) throws(ProxyFlagError) -> ProxyCommand {
         var proto = "tcp"
         var hostIP = IPAddress.anyV4
         var hostPort: UInt16?
@@ -217,10 +217,10 @@ public enum ProxyFlags {
     }
 
     /// The usage text, in the layout of Go's `flag.PrintDefaults`, headed `Usage of docker-proxy:`.
-    public static let usage: String = usage(program: "docker-proxy")
+    package static let usage: String = usage(program: "docker-proxy")
 
     /// The usage text headed with `program` (Go prints `os.Args[0]` there).
-    public static func usage(program: String) -> String {
+    package static func usage(program: String) -> String {
         """
         Usage of \(program):
           -container-ip value

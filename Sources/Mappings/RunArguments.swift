@@ -2,61 +2,61 @@
 // parse in milliseconds, and the binary carries no argument-parsing library.
 
 /// What `berth run` is asked to do. The defaults are those of `berth run --help`.
-public struct RunArguments: Sendable, Equatable {
+package struct RunArguments: Sendable, Equatable {
     /// The `-p` values in the order given, unparsed (`PortSpec(parsing:)` reads them).
-    public var specs: [String]
+    package var specs: [String]
     /// The container's address.
-    public var target: IPAddress
-    public var connectTimeout: Double = 5
-    public var halfCloseTimeout: Double = 3600
+    package var target: IPAddress
+    package var connectTimeout: Double = 5
+    package var halfCloseTimeout: Double = 3600
     /// An assured UDP flow's idle lifetime (conntrack's udp_timeout_stream).
-    public var udpTimeout: Double = 120
+    package var udpTimeout: Double = 120
     /// An unassured UDP flow's (conntrack's udp_timeout); nil: 30, or `udpTimeout` if shorter.
-    public var udpTimeoutUnreplied: Double?
+    package var udpTimeoutUnreplied: Double?
     /// Per mapping, over all loops.
-    public var udpMaxFlows = 4096
+    package var udpMaxFlows = 4096
     /// nil: one event loop per CPU berth may run on.
-    public var threads: Int?
+    package var threads: Int?
     /// Bytes within 100 ms that make a TCP connection bulk; 0: none is.
-    public var bulkAfter = 1 << 20
+    package var bulkAfter = 1 << 20
     /// Loops for bulk connections, besides `threads`; 0: none; nil: as many as `threads`.
-    public var bulkLoops: Int?
+    package var bulkLoops: Int?
     /// The bulk loops' nice value.
-    public var bulkNice = 10
+    package var bulkNice = 10
     /// Microseconds.
-    public var busyPoll = 0
-    public var pipeSize = Self.defaultPipeSize
+    package var busyPoll = 0
+    package var pipeSize = Self.defaultPipeSize
     /// nil lets berth pick.
-    public var mode: Mode?
+    package var mode: Mode?
     /// nil: `berth_<pid>`.
-    public var nftTable: String?
+    package var nftTable: String?
     /// One of `logLevels`.
-    public var logLevel = "notice"
+    package var logLevel = "notice"
     /// A PROXY protocol header ahead of each relayed TCP connection; nil: none.
-    public var proxyProtocol: ProxyProtocol?
+    package var proxyProtocol: ProxyProtocol?
     /// A PROXY protocol v2 header ahead of each relayed UDP datagram.
-    public var proxyProtocolUDP = false
+    package var proxyProtocolUDP = false
     /// `--log-file`: log lines appended to this file (reopened on SIGHUP) instead of stderr.
-    public var logFile: String?
+    package var logFile: String?
     /// `--log-syslog`: log lines to syslog (/dev/log) instead of stderr.
-    public var logSyslog = false
+    package var logSyslog = false
 
-    public init(specs: [String], target: IPAddress) {
+    package init(specs: [String], target: IPAddress) {
         self.specs = specs
         self.target = target
     }
 
     /// Bytes asked of F_SETPIPE_SZ per splice pipe: the relay's default too (`RelayConfig`).
-    public static let defaultPipeSize = 1 << 20
+    package static let defaultPipeSize = 1 << 20
 
     /// The names of swift-log's `Logger.Level`.
-    public static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+    package static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
     /// Longer timeouts overflow `Duration` and the event loop's nanosecond clock; about 31 years is plenty.
     static let maximumSeconds: Double = 1_000_000_000
 }
 
 /// What a `berth run` command line asks for.
-public enum RunCommand: Sendable, Equatable {
+package enum RunCommand: Sendable, Equatable {
     case run(RunArguments)
     /// `-h` or `--help`: print `RunArguments.help` to stdout and exit 0.
     case help
@@ -66,13 +66,13 @@ public enum RunCommand: Sendable, Equatable {
 
 /// A `berth run` command line that does not parse or asks for something out of range: print
 /// `berth: <description>` to stderr and exit 2.
-public struct RunArgumentError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct RunArgumentError: Error, Sendable, Equatable, CustomStringConvertible {
     /// One lowercase line.
-    public let message: String
+    package let message: String
 
-    public init(_ message: String) { self.message = message }
+    package init(_ message: String) { self.message = message }
 
-    public var description: String { message }
+    package var description: String { message }
 }
 
 extension RunArguments {
@@ -83,7 +83,7 @@ extension RunArguments {
     /// is then out of range). `--` ends the options. A later option overrides an earlier one, except `-p`,
     /// which adds a spec. `-h`/`--help` and `--version` win over whatever follows them, not over an error
     /// before them.
-    public static func parse(_ args: [String], requirePublish: Bool = true) throws(RunArgumentError) -> RunCommand {
+    package static func parse(_ args: [String], requirePublish: Bool = true) throws(RunArgumentError) -> RunCommand {
         var parsed = RunArguments(specs: [], target: .anyV4)
         var target: String?
         var optionsEnded = false
@@ -211,7 +211,7 @@ extension RunArguments {
     }
 
     /// The unassured UDP flows' timeout that applies: as given, else 30 s or `udpTimeout` if shorter.
-    public var effectiveUDPTimeoutUnreplied: Double { udpTimeoutUnreplied ?? min(30, udpTimeout) }
+    package var effectiveUDPTimeoutUnreplied: Double { udpTimeoutUnreplied ?? min(30, udpTimeout) }
 
     static func seconds(_ name: Substring, _ text: String) throws(RunArgumentError) -> Double {
         guard let value = Double(text) else {
@@ -237,7 +237,7 @@ extension RunArguments {
     }
 
     /// `berth run --help`.
-    public static let help = """
+    package static let help = """
         OVERVIEW: Publish ports of one container address until SIGINT or SIGTERM.
 
         For every listener it binds, berth prints one line in `docker port` style, e.g.

@@ -6,11 +6,11 @@
 // target on the command line: this policy is the API's only.
 
 /// `10.0.0.0/8`, `fd00::/64`, or one address (a /32 or /128).
-public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
-    public let network: IPAddress
-    public let prefix: Int
+package struct AddressRange: Sendable, Equatable, CustomStringConvertible {
+    package let network: IPAddress
+    package let prefix: Int
 
-    public init?(_ text: String) {
+    package init?(_ text: String) {
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard let first = parts.first, let ip = IPAddress(String(first)) else { return nil }
         let width = ip.isV6 ? 128 : 32
@@ -24,7 +24,7 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// An IPv4-mapped IPv6 address is compared as its IPv4 form.
-    public func contains(_ address: IPAddress) -> Bool {
+    package func contains(_ address: IPAddress) -> Bool {
         let a = address.unmapped
         let n = network.unmapped
         guard a.isV6 == n.isV6 else { return false }
@@ -41,17 +41,17 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
         return true
     }
 
-    public var description: String { "\(network)/\(prefix)" }
+    package var description: String { "\(network)/\(prefix)" }
 }
 
-public struct TargetPolicy: Sendable, Equatable {
+package struct TargetPolicy: Sendable, Equatable {
     /// Ranges the operator allowed besides what is allowed anyway.
-    public var allowed: [AddressRange]
+    package var allowed: [AddressRange]
 
-    public init(allowed: [AddressRange] = []) { self.allowed = allowed }
+    package init(allowed: [AddressRange] = []) { self.allowed = allowed }
 
     /// Why `target` is refused, or nil when it may be published towards.
-    public func refusal(_ target: IPAddress) -> String? {
+    package func refusal(_ target: IPAddress) -> String? {
         let address = target.unmapped
         let kind: String
         if address.isUnspecified {
@@ -77,7 +77,7 @@ public struct TargetPolicy: Sendable, Equatable {
 
 extension IPAddress {
     /// 224.0.0.0/4 or ff00::/8.
-    public var isMulticast: Bool {
+    package var isMulticast: Bool {
         switch unmapped {
         case .v4(let a, _, _, _): return a >= 224 && a <= 239
         case .v6: return bytes[0] == 0xFF

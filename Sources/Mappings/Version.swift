@@ -3,20 +3,20 @@ import CGitCommit
 /// berth's version, written here and nowhere else: `berth --version`, docker-proxy mode's `-v`,
 /// `berth-cni --version` and the control API's `/v1/info` all print it, and the Makefile reads it
 /// from the built binary for the man pages and the Debian package.
-public enum BerthVersion {
+package enum BerthVersion {
     /// The release number.
-    public static let number = "0.1.0"
+    package static let number = "0.1.0"
 
     /// The commit of the git checkout berth was built from (Sources/VersionStamp); empty outside one.
-    public static var commit: String {
+    package static var commit: String {
         var count = 0
         let start = berth_git_commit(&count)
         return String(decoding: UnsafeBufferPointer(start: start, count: count), as: UTF8.self)
     }
 
     /// The number and the commit: `0.1.0 (git 9930a14c2f1e)`.
-    public static var full: String { commit.isEmpty ? number : "\(number) (git \(commit))" }
+    package static var full: String { commit.isEmpty ? number : "\(number) (git \(commit))" }
 
     /// What `--version` prints: `berth 0.1.0 (git 9930a14c2f1e)`.
-    public static func line(_ program: String = "berth") -> String { "\(program) \(full)" }
+    package static func line(_ program: String = "berth") -> String { "\(program) \(full)" }
 }

@@ -5,7 +5,7 @@ import Synchronization
 /// A bound socket that receives clients: a TCP listener or a UDP socket. Owns its descriptor;
 /// the loop that serves it (or the loops, for a shared one) borrow the number.
 public final class Listener: Sendable {
-    public let descriptor: Descriptor
+    package let descriptor: Descriptor
     /// The address actually bound: with the port the kernel chose when asked for 0.
     public let address: SocketAddress
     public let isTCP: Bool
@@ -65,7 +65,7 @@ public final class Listener: Sendable {
 
     /// Adopts a socket someone else bound (dockerd's `-use-listen-fd`): made non-blocking.
     /// The descriptor is the listener's from here on, also when this throws (then it is closed).
-    public static func adopt(_ fd: consuming Descriptor) throws(SyscallError) -> Listener {
+    package static func adopt(_ fd: consuming Descriptor) throws(SyscallError) -> Listener {
         try Socket.makeNonBlocking(fd)
         let type = try Socket.type(fd)
         let bound = try Socket.localAddress(fd)

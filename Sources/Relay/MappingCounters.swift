@@ -7,61 +7,61 @@ import Mappings
 /// The one counter set: a loop's totals are the sum of its mappings' (`RelayContext.counters()`).
 public struct MappingCounters: Sendable, Equatable {
     // TCP
-    public var accepted: UInt64 = 0
-    public var active: Int = 0
+    package var accepted: UInt64 = 0
+    package var active: Int = 0
     public var closed: UInt64 = 0
     /// The backend refused (or its socket could not be made): the client was reset.
     public var refused: UInt64 = 0
     /// Reset after the data, because one side reset.
-    public var resets: UInt64 = 0
-    public var connectTimeouts: UInt64 = 0
-    public var halfCloseTimeouts: UInt64 = 0
+    package var resets: UInt64 = 0
+    package var connectTimeouts: UInt64 = 0
+    package var halfCloseTimeouts: UInt64 = 0
     /// Still open when a removed port's drain time was up, and reset.
-    public var drainResets: UInt64 = 0
+    package var drainResets: UInt64 = 0
     /// Open on a bulk loop now (see `RelayConfig.bulkAfter`).
-    public var bulk: Int = 0
+    package var bulk: Int = 0
     /// Handed from one loop to another: to a bulk loop or back.
-    public var moves: UInt64 = 0
+    package var moves: UInt64 = 0
     // Both: TCP bytes spliced or copied, UDP payload bytes.
     public var bytesToBackend: UInt64 = 0
-    public var bytesToClient: UInt64 = 0
+    package var bytesToClient: UInt64 = 0
     // UDP
     public var datagramsToBackend: UInt64 = 0
     public var datagramsToClient: UInt64 = 0
-    public var flowsActive: Int = 0
-    public var flowsCreated: UInt64 = 0
-    public var flowsExpired: UInt64 = 0
-    public var flowsEvicted: UInt64 = 0
+    package var flowsActive: Int = 0
+    package var flowsCreated: UInt64 = 0
+    package var flowsExpired: UInt64 = 0
+    package var flowsEvicted: UInt64 = 0
     /// Flows that became assured: traffic both ways past 2 s, the long timeout.
-    public var flowsAssured: UInt64 = 0
+    package var flowsAssured: UInt64 = 0
     /// Datagrams larger than the buffer (MSG_TRUNC), dropped.
-    public var truncated: UInt64 = 0
+    package var truncated: UInt64 = 0
     /// Datagrams dropped for other reasons (full send buffer, no descriptor for a flow).
-    public var dropped: UInt64 = 0
+    package var dropped: UInt64 = 0
     /// Errors the backend's side reported (ICMP port unreachable): counted, the flow goes on.
-    public var backendErrors: UInt64 = 0
+    package var backendErrors: UInt64 = 0
     // How the TCP relay worked, for tests and benchmarks (not exported as metrics).
     public var spliceCalls: UInt64 = 0
     /// Times a connection used up its budget with bytes still to move and waited its turn.
     public var yields: UInt64 = 0
     /// Streams that copied without a pipe because none could be had (out of descriptors).
-    public var copyFallbacks: UInt64 = 0
+    package var copyFallbacks: UInt64 = 0
     /// recv calls of the small-message copy path.
-    public var copyCalls: UInt64 = 0
+    package var copyCalls: UInt64 = 0
     /// Copies the target took only in part, the rest left in the pipe.
-    public var copyStashes: UInt64 = 0
+    package var copyStashes: UInt64 = 0
     /// Times the acceptor stopped accepting for want of descriptors.
-    public var acceptPauses: UInt64 = 0
+    package var acceptPauses: UInt64 = 0
 
-    public init() {}
+    package init() {}
 
-    public static func + (a: MappingCounters, b: MappingCounters) -> MappingCounters {
+    package static func + (a: MappingCounters, b: MappingCounters) -> MappingCounters {
         var s = a
         s += b
         return s
     }
 
-    public static func += (s: inout MappingCounters, b: MappingCounters) {
+    package static func += (s: inout MappingCounters, b: MappingCounters) {
         s.accepted &+= b.accepted
         s.active += b.active
         s.closed &+= b.closed
@@ -97,7 +97,7 @@ public struct MappingCounters: Sendable, Equatable {
 /// the box). Written through `pointer`, a `let`: no exclusivity check, no retain per count.
 /// A connection that outlives its acceptor (stopped, draining) keeps the box alive. Made by the
 /// loop's `RelayContext.counterBox`, which holds every box of its loop until nothing else does.
-public final class MappingCounterBox {
+package final class MappingCounterBox {
     let pointer: UnsafeMutablePointer<MappingCounters>
     /// The mapping's own settings and logger (its lines carry `mapping=...`), for the acceptor or
     /// relay and every connection it let in: one reference a connection holds anyway.
@@ -119,7 +119,7 @@ public final class MappingCounterBox {
     }
 
     /// A copy; on the loop's thread only.
-    public var value: MappingCounters { pointer.pointee }
+    package var value: MappingCounters { pointer.pointee }
 }
 
 /// What one mapping asks of the relay beyond the loop's settings.
@@ -127,11 +127,11 @@ public struct MappingOptions: Sendable, Equatable {
     /// A PROXY protocol header to each backend connection, before any client byte.
     public var proxyProtocol: ProxyProtocol?
     /// A v2 header in front of each datagram to the backend.
-    public var proxyProtocolUDP = false
+    package var proxyProtocolUDP = false
     /// How log lines name the mapping (`mapping=...`); nil: they do not.
-    public var name: String?
+    package var name: String?
 
-    public init(proxyProtocol: ProxyProtocol? = nil, proxyProtocolUDP: Bool = false, name: String? = nil) {
+    package init(proxyProtocol: ProxyProtocol? = nil, proxyProtocolUDP: Bool = false, name: String? = nil) {
         self.proxyProtocol = proxyProtocol
         self.proxyProtocolUDP = proxyProtocolUDP
         self.name = name

@@ -5,32 +5,32 @@ import Mappings
 /// Tunables of the userspace relay. Defaults suit a port publisher: generous, never infinite.
 public struct RelayConfig: Sendable {
     /// How long a backend may take to accept a connection before the client is reset.
-    public var connectTimeout: Duration = .seconds(5)
+    package var connectTimeout: Duration = .seconds(5)
     /// How long a half-closed TCP connection (one direction done) may sit with nothing moving.
-    public var halfCloseTimeout: Duration = .seconds(3600)
+    package var halfCloseTimeout: Duration = .seconds(3600)
     /// Bytes per pipe (F_SETPIPE_SZ); the kernel may round it or keep its default, and the
     /// per-wake budget follows what it granted (`PipePool.budget`).
-    public var pipeSize: Int = RunArguments.defaultPipeSize
+    package var pipeSize: Int = RunArguments.defaultPipeSize
     /// Empty pipes a loop keeps for reuse; beyond that they are closed.
-    public var pipePoolLimit: Int = 64
+    package var pipePoolLimit: Int = 64
     /// Connections accepted per wake-up of a listener, so one busy port cannot starve the rest.
-    public var acceptBatch: Int = 64
+    package var acceptBatch: Int = 64
     /// TCP moves bytes with splice(2) through pipes; off, every stream copies through the
     /// loop's buffer (peek, send, consume), as it does anyway when no pipe can be had.
-    public var splice = true
+    package var splice = true
     /// A PROXY protocol header to each backend connection, before any byte of the client's.
-    public var proxyProtocol: ProxyProtocol?
+    package var proxyProtocol: ProxyProtocol?
     /// A PROXY protocol v2 header (DGRAM) in front of each datagram to the backend.
-    public var proxyProtocolUDP = false
+    package var proxyProtocolUDP = false
     /// How long accepting pauses when the process runs out of descriptors.
-    public var descriptorPause: Duration = .milliseconds(100)
+    package var descriptorPause: Duration = .milliseconds(100)
     /// How long an assured UDP flow (traffic both ways, going on: see `UDPFlowTable`) lives with
     /// no datagram in either direction: nf_conntrack_udp_timeout_stream's 120 s.
     /// docker-proxy holds every flow 90 s.
-    public var udpTimeout: Duration = .seconds(120)
+    package var udpTimeout: Duration = .seconds(120)
     /// How long a UDP flow that is not assured (no reply, or one exchange: a DNS query) lives
     /// idle: nf_conntrack_udp_timeout's 30 s. Never longer than `udpTimeout`.
-    public var udpTimeoutUnreplied: Duration = .seconds(30)
+    package var udpTimeoutUnreplied: Duration = .seconds(30)
     /// UDP flows per mapping (a listener's group over all loops, both families of an all-address
     /// mapping together, as `UDPFlowBudget` counts them); when full, a new client evicts the
     /// least recently active unassured flow of its loop, else its least recently active one.
@@ -39,17 +39,17 @@ public struct RelayConfig: Sendable {
     /// 65,536-descriptor limit through a few ports, while real clients active within one
     /// timeout (a busy DNS or game server) still fit. Each loop's table and per-flow arrays take
     /// about 0.5 MiB for 4,096, touched only as flows arrive.
-    public var udpMaxFlows: Int = 4096
+    package var udpMaxFlows: Int = 4096
 
     /// A TCP connection that moves this many bytes (both directions together) within one
     /// `bulkWindow` is bulk: it moves to a bulk loop (`RelayContext.bulkLoops`), whose thread runs
     /// at a lower scheduling weight, so that it cannot delay the interactive connections of its
     /// loop; back on its own loop after a whole window with less. 0, or no bulk loops: never.
-    public var bulkAfter: Int = 1 << 20
-    public var bulkWindow: Duration = .milliseconds(100)
+    package var bulkAfter: Int = 1 << 20
+    package var bulkWindow: Duration = .milliseconds(100)
 
     /// The flow table's lifetimes from the two timeouts.
-    public var udpLifetimes: UDPFlowLifetimes {
+    package var udpLifetimes: UDPFlowLifetimes {
         UDPFlowLifetimes(unreplied: min(udpTimeoutUnreplied, udpTimeout), assured: udpTimeout)
     }
 
@@ -59,8 +59,8 @@ public struct RelayConfig: Sendable {
 /// What every handler of one loop shares: settings, the pipe pool, counters, the logger.
 /// Owned by one loop's thread; never touched from another.
 public final class RelayContext {
-    public let config: RelayConfig
-    public let loop: EventLoop
+    package let config: RelayConfig
+    package let loop: EventLoop
     /// The counters of every mapping served here (`counterBox`), summed by `counters()`.
     private var boxes = CounterBoxes()
     let pipes: PipePool
@@ -85,10 +85,10 @@ public final class RelayContext {
 
     /// A bulk loop (`RelayConfig.bulkAfter`): it serves no listener, only connections that moved
     /// to it, and hands them back to their home loops when they go quiet.
-    public let isBulk: Bool
+    package let isBulk: Bool
     /// The bulk loops this loop's bulk connections move to, in turn; empty: none. Set before the
     /// loops run, then only read: of another loop's context a connection reads the waker only.
-    public var bulkLoops: [RelayContext] = []
+    package var bulkLoops: [RelayContext] = []
     private var nextBulk = 0
     /// On a bulk loop: the connections of each mapping that moved here, by their acceptor's box.
     private var arrivals: [ObjectIdentifier: Arrivals] = [:]
@@ -154,7 +154,7 @@ public final class RelayContext {
 
     /// On a bulk loop: per mapping whose connections moved here (`TCPAcceptor.countersID`), what
     /// they counted here; a scrape adds it to the mapping's own.
-    public func movedInCounters() -> [(countersID: ObjectIdentifier, counters: MappingCounters)] {
+    package func movedInCounters() -> [(countersID: ObjectIdentifier, counters: MappingCounters)] {
         arrivals.compactMap { key, value in value.origin == nil ? nil : (key, value.mapping.value) }
     }
 }

@@ -12,8 +12,8 @@ import SystemPackage
 /// accepted just before the backend socket could not be made waits here too, rather than
 /// being reset, and goes first when descriptors are back.
 public final class TCPAcceptor: EventHandler {
-    public let listener: Listener
-    public let target: SocketAddress
+    package let listener: Listener
+    package let target: SocketAddress
     let context: RelayContext
     /// Several loops serve this listener: accept one client per wake-up, then go to the back
     /// of the listener's line of waiting loops, so that the next client wakes another loop.
@@ -30,7 +30,7 @@ public final class TCPAcceptor: EventHandler {
     /// This mapping's counters on this loop, shared with its connections.
     let mapping: MappingCounterBox
     /// A copy of them; on the loop's thread.
-    public var counters: MappingCounters { mapping.value }
+    package var counters: MappingCounters { mapping.value }
 
     /// `options` nil: the loop's PROXY protocol setting, no mapping name in the log lines.
     public init(
@@ -60,7 +60,7 @@ public final class TCPAcceptor: EventHandler {
     }
 
     /// Stops accepting; established connections go on. Clients still waiting are reset.
-    public func stop() {
+    package func stop() {
         // They go on, no longer tracked.
         connections.release()
         tellBulkLoops(drain: nil)
@@ -75,7 +75,7 @@ public final class TCPAcceptor: EventHandler {
     /// (shutdown(SHUT_RD) on a listener empties it with resets, as close does; measured), so this
     /// accepts until EAGAIN right before the listener goes; a client that completes its handshake
     /// after that came after the removal and is refused as a closed port refuses.
-    public func stop(drain: Duration) {
+    package func stop(drain: Duration) {
         if id != nil { acceptQueued() }
         connections.drain(for: drain)
         tellBulkLoops(drain: drain)
@@ -125,7 +125,7 @@ public final class TCPAcceptor: EventHandler {
         if id != nil && !paused { context.loop.remove(listener.descriptor) }
     }
 
-    public func teardown(loop: EventLoop) { stop() }
+    package func teardown(loop: EventLoop) { stop() }
 
     /// Starts the relay for an accepted client; hands the client back (and pauses accepting)
     /// when the backend socket cannot be made for want of descriptors.
@@ -160,7 +160,7 @@ public final class TCPAcceptor: EventHandler {
         return nil
     }
 
-    public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
+    package func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
         acceptClients(upTo: shared ? 1 : context.config.acceptBatch)
         if shared && !paused { rejoinLine() }
     }
@@ -218,9 +218,9 @@ public final class TCPAcceptor: EventHandler {
     }
 
     /// Names this mapping's counters among a bulk loop's (`RelayContext.movedInCounters`).
-    public var countersID: ObjectIdentifier { ObjectIdentifier(mapping) }
+    package var countersID: ObjectIdentifier { ObjectIdentifier(mapping) }
 
-    public func timer(tag: UInt8, loop: EventLoop) {
+    package func timer(tag: UInt8, loop: EventLoop) {
         guard let id, paused, accepting else { return }
         paused = false
         // Oldest first; paused again, the client still first in line, if descriptors are still short.

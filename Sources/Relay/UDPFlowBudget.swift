@@ -17,12 +17,12 @@ public final class UDPFlowBudget: Sendable {
     public let limit: Int
     /// Flows each loop may hold without the pool: a quarter of an even share, at least one when
     /// the limit allows one per loop.
-    public let reserve: Int
+    package let reserve: Int
     /// What the loops share: the limit less every loop's reserve.
-    public let pool: Int
+    package let pool: Int
     private let used = Atomic<Int>(0)
 
-    public init(limit: Int, loops: Int = 1) {
+    package init(limit: Int, loops: Int = 1) {
         let limit = max(1, limit)
         let loops = max(1, loops)
         self.limit = limit
@@ -31,10 +31,10 @@ public final class UDPFlowBudget: Sendable {
     }
 
     /// The most flows one loop can hold: its reserve and the whole pool.
-    public var perLoop: Int { max(1, reserve + pool) }
+    package var perLoop: Int { max(1, reserve + pool) }
 
     /// Units of the pool taken now.
-    public var pooled: Int { used.load(ordering: .relaxed) }
+    package var pooled: Int { used.load(ordering: .relaxed) }
 
     /// A unit of the pool for a flow beyond a loop's reserve, if one is left.
     func take() -> Bool {

@@ -41,17 +41,17 @@ import LinuxIO
 /// A client's address (IP and port) as a compact hashable value, read straight from a `sockaddr`.
 public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
     /// The address as raw network-order memory: IPv6 in both words, IPv4 in the first 4 bytes of `high`.
-    public var high: UInt64
-    public var low: UInt64
+    package var high: UInt64
+    package var low: UInt64
     /// In network byte order, as in the `sockaddr`.
-    public var rawPort: UInt16
-    public var family: UInt16
+    package var rawPort: UInt16
+    package var family: UInt16
     /// sin6_scope_id: fe80::1%eth0 and fe80::1%eth1 are different clients.
-    public var scope: UInt32
+    package var scope: UInt32
 
     /// Reads an AF_INET or AF_INET6 `sockaddr`.
     @inline(__always)
-    public init(sockaddr raw: UnsafeRawPointer) {
+    package init(sockaddr raw: UnsafeRawPointer) {
         family = raw.loadUnaligned(as: UInt16.self)
         rawPort = raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self)
         if Int32(family) == AF_INET6 {
@@ -69,12 +69,12 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
         self = address.withSockAddr { p, _ in FlowKey(sockaddr: UnsafeRawPointer(p)) }
     }
 
-    public var isV6: Bool { Int32(family) == AF_INET6 }
-    public var port: UInt16 { UInt16(bigEndian: rawPort) }
+    package var isV6: Bool { Int32(family) == AF_INET6 }
+    package var port: UInt16 { UInt16(bigEndian: rawPort) }
 
     /// Calls `body` with the key as a `sockaddr` the kernel can send to; nothing is allocated.
     @inline(__always)
-    public func withSockAddr<R, E: Error>(_ body: (UnsafeRawPointer, socklen_t) throws(E) -> R) throws(E) -> R {
+    package func withSockAddr<R, E: Error>(_ body: (UnsafeRawPointer, socklen_t) throws(E) -> R) throws(E) -> R {
         if isV6 {
             var sin6 = sockaddr_in6()
             sin6.sin6_family = sa_family_t(family)
@@ -97,7 +97,7 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var address: SocketAddress {
+    package var address: SocketAddress {
         withSockAddr { p, _ in
             let bytes =
                 isV6
@@ -113,11 +113,11 @@ public struct FlowKey: Hashable, Sendable, CustomStringConvertible {
 /// How long flows live idle, by lifetime; see the file's comment.
 public struct UDPFlowLifetimes: Sendable, Equatable {
     /// No reply yet, or no datagram since the first reply: nf_conntrack_udp_timeout.
-    public var unreplied: Duration = .seconds(30)
+    package var unreplied: Duration = .seconds(30)
     /// Traffic both ways, going on: nf_conntrack_udp_timeout_stream.
-    public var assured: Duration = .seconds(120)
+    package var assured: Duration = .seconds(120)
     /// How long after it opened a flow can become assured.
-    public var assuredAfter: Duration = .seconds(2)
+    package var assuredAfter: Duration = .seconds(2)
 
     public init(unreplied: Duration = .seconds(30), assured: Duration = .seconds(120)) {
         self.unreplied = unreplied
@@ -145,15 +145,15 @@ public final class UDPFlowTable {
 
     /// What `insert` did: the flow's slot, and the flow evicted to make room, if the table was full.
     public struct Insertion: Sendable {
-        public let slot: Int
-        public let evicted: FlowKey?
+        package let slot: Int
+        package let evicted: FlowKey?
     }
 
-    public let capacity: Int
-    public let lifetimes: UDPFlowLifetimes
-    public private(set) var count = 0
+    package let capacity: Int
+    package let lifetimes: UDPFlowLifetimes
+    package private(set) var count = 0
     /// Flows that are assured now.
-    public private(set) var assuredCount = 0
+    package private(set) var assuredCount = 0
 
     private let entries: UnsafeMutablePointer<Entry>
     private let buckets: UnsafeMutablePointer<UInt64>
@@ -187,8 +187,8 @@ public final class UDPFlowTable {
         free(buckets)
     }
 
-    public var isEmpty: Bool { count == 0 }
-    public var isFull: Bool { count == capacity }
+    package var isEmpty: Bool { count == 0 }
+    package var isFull: Bool { count == capacity }
 
     /// The slot of `key`'s flow, if there is one. Does not count as activity.
     @inline(__always)
@@ -254,7 +254,7 @@ public final class UDPFlowTable {
     /// client: it becomes the most recently active of its lifetime. True when this made it assured.
     @inline(__always)
     @discardableResult
-    public func touch(_ slot: Int, now: Instant, reply: Bool = false) -> Bool {
+    package func touch(_ slot: Int, now: Instant, reply: Bool = false) -> Bool {
         entries[slot].lastActive = now.nanoseconds
         var assured = false
         if Int(entries[slot].list) == Self.unrepliedList {
@@ -288,12 +288,12 @@ public final class UDPFlowTable {
 
     /// The flow to evict first: the least recently active unassured one, else the least
     /// recently active assured one.
-    public var oldest: Int? {
+    package var oldest: Int? {
         if heads.0 >= 0 { return Int(heads.0) }
         return heads.1 < 0 ? nil : Int(heads.1)
     }
 
-    public func isAssured(_ slot: Int) -> Bool { Int(entries[slot].list) == Self.assuredList }
+    package func isAssured(_ slot: Int) -> Bool { Int(entries[slot].list) == Self.assuredList }
 
     /// A flow whose idle time ran out at `now`, if any: the head of either list.
     @inline(__always)
@@ -304,7 +304,7 @@ public final class UDPFlowTable {
     }
 
     /// When the next flow expires if nothing happens before; nil if never.
-    public func nextExpiry() -> Instant? {
+    package func nextExpiry() -> Instant? {
         switch (nextExpiry(assured: false), nextExpiry(assured: true)) {
         case let (unassured?, assured?): return min(unassured, assured)
         case let (unassured, assured): return unassured ?? assured
@@ -314,7 +314,7 @@ public final class UDPFlowTable {
     /// When the next flow of one lifetime expires if nothing happens before; nil if never. Never
     /// earlier than it said before while the list had flows, and no earlier than a deadline it
     /// gave before the list emptied: the relay keeps one timer per lifetime.
-    public func nextExpiry(assured: Bool) -> Instant? {
+    package func nextExpiry(assured: Bool) -> Instant? {
         let head = assured ? heads.1 : heads.0
         guard head >= 0 else { return nil }
         let next = deadline(Int(head))
@@ -329,12 +329,12 @@ public final class UDPFlowTable {
         return overflow ? .max : sum
     }
 
-    public func key(at slot: Int) -> FlowKey { entries[slot].key }
-    public func lastActive(at slot: Int) -> Instant { Instant(nanoseconds: entries[slot].lastActive) }
+    package func key(at slot: Int) -> FlowKey { entries[slot].key }
+    package func lastActive(at slot: Int) -> Instant { Instant(nanoseconds: entries[slot].lastActive) }
 
     /// Keys in the order they would be evicted (unassured, then assured, each least recently
     /// active first), for tests and debugging (this one allocates).
-    public func keysByRecency() -> [FlowKey] {
+    package func keysByRecency() -> [FlowKey] {
         var keys: [FlowKey] = []
         keys.reserveCapacity(count)
         for list in [Self.unrepliedList, Self.assuredList] {

@@ -46,13 +46,13 @@ public final class UDPRelay: EventHandler {
     /// (charged as 2) holds a burst of about 30 maximum-size datagrams or 2,000 small ones
     /// while the loop is busy. It is a limit, not an allocation: memory is used only while
     /// datagrams wait.
-    public static let flowReceiveBuffer = 1 << 20
+    package static let flowReceiveBuffer = 1 << 20
     /// recvmmsg calls per wake-up of the listener (32 datagrams each), and of a flow socket.
     private static let listenerBatchesPerWake = 8
     private static let flowBatchesPerWake = 4
 
-    public let listener: Listener
-    public let target: SocketAddress
+    package let listener: Listener
+    package let target: SocketAddress
     let context: RelayContext
     private let flows: UDPFlowTable
     /// The listener's own address as a flow key's raw words, for PROXY headers.
@@ -68,13 +68,13 @@ public final class UDPRelay: EventHandler {
     /// The expiry timer pending for unassured flows (tag 0) and for assured ones (tag 1), if any.
     private var expiryArmedAt: (unassured: Instant?, assured: Instant?)
     /// The mapping's flows over all loops.
-    public let budget: UDPFlowBudget
+    package let budget: UDPFlowBudget
     /// Out of descriptors since the last flow opened: log only the first failure.
     private var exhausted = false
     /// This mapping's counters on this loop.
     let mapping: MappingCounterBox
     /// A copy of them; on the loop's thread.
-    public var counters: MappingCounters { mapping.value }
+    package var counters: MappingCounters { mapping.value }
 
     /// `options` nil: the loop's PROXY protocol setting, no mapping name in the log lines.
     /// `budget` nil: this relay alone, `udpMaxFlows` flows; the loops serving one mapping share one.
@@ -124,14 +124,14 @@ public final class UDPRelay: EventHandler {
         while let slot = flows.oldest { closeFlow(slot) }
     }
 
-    public func teardown(loop: EventLoop) { stop() }
+    package func teardown(loop: EventLoop) { stop() }
 
     /// Flows open now.
-    public var flowCount: Int { flows.count }
+    package var flowCount: Int { flows.count }
 
     // MARK: client → backend
 
-    public func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
+    package func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
         let batch = context.datagrams
         for _ in 0..<Self.listenerBatchesPerWake {
             let count: Int
@@ -423,7 +423,7 @@ public final class UDPRelay: EventHandler {
         armExpiry()
     }
 
-    public func timer(tag: UInt8, loop: EventLoop) {
+    package func timer(tag: UInt8, loop: EventLoop) {
         if tag == 0, let pending = expiryArmedAt.unassured, pending <= loop.now { expiryArmedAt.unassured = nil }
         if tag == 1, let pending = expiryArmedAt.assured, pending <= loop.now { expiryArmedAt.assured = nil }
         while let slot = flows.expired(now: loop.now) {

@@ -4,14 +4,14 @@ import Glibc
 import LinuxIO
 
 /// A fresh directory under /tmp, removed by nobody (it is small and names the test run).
-public func temporaryDirectory() throws -> String {
+package func temporaryDirectory() throws -> String {
     var template = Array("/tmp/berth-test-XXXXXX".utf8CString)
     guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp: \(errnoText())") }
     return String(cString: made)
 }
 
 /// The whole file as text; nil if it cannot be read.
-public func readFile(_ path: String) -> String? {
+package func readFile(_ path: String) -> String? {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -27,7 +27,7 @@ public func readFile(_ path: String) -> String? {
 }
 
 /// A blocking unix socket of `type` bound at `path` (which must not exist), close-on-exec.
-public func boundUnixSocket(_ path: String, type: __socket_type) throws -> Int32 {
+package func boundUnixSocket(_ path: String, type: __socket_type) throws -> Int32 {
     let fd = socket(AF_UNIX, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw TestFailure("socket: \(errnoText())") }
     var address = sockaddr_un()
@@ -49,11 +49,11 @@ public func boundUnixSocket(_ path: String, type: __socket_type) throws -> Int32
 
 /// A unix datagram socket bound at `path`, as syslog's /dev/log is: it receives one message per
 /// datagram. Binding removes whatever was at the path first (a syslog daemon that restarts does so).
-public final class TestUnixDatagramServer {
-    public let fd: Int32
-    public let path: String
+package final class TestUnixDatagramServer {
+    package let fd: Int32
+    package let path: String
 
-    public init(path: String) throws {
+    package init(path: String) throws {
         unlink(path)
         fd = try boundUnixSocket(path, type: SOCK_DGRAM)
         self.path = path
@@ -64,7 +64,7 @@ public final class TestUnixDatagramServer {
     deinit { close(fd) }
 
     /// The next datagram as text; throws after 20 s without one.
-    public func receive() throws -> String {
+    package func receive() throws -> String {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = recv(fd, &buffer, buffer.count, 0)

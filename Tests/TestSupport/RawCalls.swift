@@ -9,44 +9,44 @@ import LinuxIO
 import SystemPackage
 
 extension Socket {
-    public static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(SyscallError) {
+    package static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try setOption(d, level, name, value) }
     }
 
-    public static func getOption(_ fd: Int32, _ level: Int32, _ name: Int32) throws(SyscallError) -> Int32 {
+    package static func getOption(_ fd: Int32, _ level: Int32, _ name: Int32) throws(SyscallError) -> Int32 {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try getOption(d, level, name) }
     }
 
-    public static func bind(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) {
+    package static func bind(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try bind(d, address) }
     }
 
-    public static func listen(_ fd: Int32, backlog: Int32) throws(SyscallError) {
+    package static func listen(_ fd: Int32, backlog: Int32) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try listen(d, backlog: backlog) }
     }
 
-    public static func localAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
+    package static func localAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try localAddress(d) }
     }
 
-    public static func peerAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
+    package static func peerAddress(_ fd: Int32) throws(SyscallError) -> SocketAddress {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try peerAddress(d) }
     }
 
     /// The accepted client's number, which the caller must own at once.
-    public static func accept(_ fd: Int32) throws(SyscallError) -> Int32? {
+    package static func accept(_ fd: Int32) throws(SyscallError) -> Int32? {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try accept(d)?.release() }
     }
 
-    public static func connect(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) -> ConnectResult {
+    package static func connect(_ fd: Int32, _ address: SocketAddress) throws(SyscallError) -> ConnectResult {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try connect(d, address) }
     }
 
-    public static func pendingError(_ fd: Int32) -> Errno? {
+    package static func pendingError(_ fd: Int32) -> Errno? {
         Descriptor.lending(fd) { pendingError($0) }
     }
 
-    public static func receive(
+    package static func receive(
         _ fd: Int32,
         into buffer: UnsafeMutableRawPointer,
         count: Int,
@@ -56,7 +56,7 @@ extension Socket {
         }
     }
 
-    public static func send(
+    package static func send(
         _ fd: Int32,
         from buffer: UnsafeRawPointer,
         count: Int
@@ -64,16 +64,16 @@ extension Socket {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try send(d, from: buffer, count: count) }
     }
 
-    public static func setTimeouts(_ fd: Int32, seconds: Int) throws(SyscallError) {
+    package static func setTimeouts(_ fd: Int32, seconds: Int) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try setTimeouts(d, seconds: seconds) }
     }
 
-    public static func sendBlocking(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> Int
+    package static func sendBlocking(_ fd: Int32, from buffer: UnsafeRawPointer, count: Int) throws(SyscallError) -> Int
     {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try sendBlocking(d, from: buffer, count: count) }
     }
 
-    public static func receiveBlocking(
+    package static func receiveBlocking(
         _ fd: Int32,
         into buffer: UnsafeMutableRawPointer,
         count: Int
@@ -81,51 +81,51 @@ extension Socket {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try receiveBlocking(d, into: buffer, count: count) }
     }
 
-    public static func setReusePort(_ fd: Int32) throws(SyscallError) {
+    package static func setReusePort(_ fd: Int32) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try setReusePort(d) }
     }
 
-    public static func shutdownWrite(_ fd: Int32) { Descriptor.lending(fd) { shutdownWrite($0) } }
+    package static func shutdownWrite(_ fd: Int32) { Descriptor.lending(fd) { shutdownWrite($0) } }
 
-    public static func setResetOnClose(_ fd: Int32) { Descriptor.lending(fd) { setResetOnClose($0) } }
+    package static func setResetOnClose(_ fd: Int32) { Descriptor.lending(fd) { setResetOnClose($0) } }
 
-    public static func setNoDelay(_ fd: Int32) { Descriptor.lending(fd) { setNoDelay($0) } }
+    package static func setNoDelay(_ fd: Int32) { Descriptor.lending(fd) { setNoDelay($0) } }
 
-    public static func makeNonBlocking(_ fd: Int32) throws(SyscallError) {
+    package static func makeNonBlocking(_ fd: Int32) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try makeNonBlocking(d) }
     }
 
-    public static func type(_ fd: Int32) throws(SyscallError) -> Int32 {
+    package static func type(_ fd: Int32) throws(SyscallError) -> Int32 {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try type(d) }
     }
 
-    public static func isV6Only(_ fd: Int32) throws(SyscallError) -> Bool {
+    package static func isV6Only(_ fd: Int32) throws(SyscallError) -> Bool {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try isV6Only(d) }
     }
 
-    public static func isListening(_ fd: Int32) throws(SyscallError) -> Bool {
+    package static func isListening(_ fd: Int32) throws(SyscallError) -> Bool {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try isListening(d) }
     }
 
-    public static func setReceiveBuffer(_ fd: Int32, bytes: Int) {
+    package static func setReceiveBuffer(_ fd: Int32, bytes: Int) {
         Descriptor.lending(fd) { setReceiveBuffer($0, bytes: bytes) }
     }
 
-    public static func receiveBufferSize(_ fd: Int32) -> Int { Descriptor.lending(fd) { receiveBufferSize($0) } }
+    package static func receiveBufferSize(_ fd: Int32) -> Int { Descriptor.lending(fd) { receiveBufferSize($0) } }
 
-    public static func setPacketInfo(_ fd: Int32, v6: Bool, _ enabled: Bool) throws(SyscallError) {
+    package static func setPacketInfo(_ fd: Int32, v6: Bool, _ enabled: Bool) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try setPacketInfo(d, v6: v6, enabled) }
     }
 }
 
 extension DatagramBatch {
     @inline(__always)
-    public func receive(from fd: Int32) throws(SyscallError) -> IOResult<Int> {
+    package func receive(from fd: Int32) throws(SyscallError) -> IOResult<Int> {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try receive(from: d) }
     }
 
     @inline(__always)
-    public func send(
+    package func send(
         _ fd: Int32,
         queued range: Range<Int>,
         to peer: UnsafeRawPointer? = nil,
@@ -139,7 +139,7 @@ extension DatagramBatch {
 }
 
 extension UnixSocket {
-    public static func receive(
+    package static func receive(
         _ fd: Int32,
         into buffer: UnsafeMutableRawPointer,
         count: Int,
@@ -150,7 +150,7 @@ extension UnixSocket {
         }
     }
 
-    public static func send(
+    package static func send(
         _ fd: Int32,
         from buffer: UnsafeRawPointer,
         count: Int,
@@ -161,30 +161,30 @@ extension UnixSocket {
         }
     }
 
-    public static func peerCredentials(_ fd: Int32) throws(SyscallError) -> Credentials {
+    package static func peerCredentials(_ fd: Int32) throws(SyscallError) -> Credentials {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try peerCredentials(d) }
     }
 }
 
 extension Selector {
-    public func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws(SyscallError) {
+    package func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try add(d, interest, token: token) }
     }
 
-    public func remove(_ fd: Int32) { Descriptor.lending(fd) { remove($0) } }
+    package func remove(_ fd: Int32) { Descriptor.lending(fd) { remove($0) } }
 }
 
 extension EventLoop {
-    public func add(_ fd: Int32, _ interest: Interest, for id: HandlerID, tag: UInt8) throws(SyscallError) {
+    package func add(_ fd: Int32, _ interest: Interest, for id: HandlerID, tag: UInt8) throws(SyscallError) {
         try Descriptor.lending(fd) { (d) throws(SyscallError) in try add(d, interest, for: id, tag: tag) }
     }
 
-    public func remove(_ fd: Int32) { Descriptor.lending(fd) { remove($0) } }
+    package func remove(_ fd: Int32) { Descriptor.lending(fd) { remove($0) } }
 }
 
 extension Splice {
     @inline(__always)
-    public static func move(from: Int32, to: Int32, length: Int) throws(SyscallError) -> IOResult<Int> {
+    package static func move(from: Int32, to: Int32, length: Int) throws(SyscallError) -> IOResult<Int> {
         try Descriptor.lending(from) { (source) throws(SyscallError) in
             try Descriptor.lending(to) { (target) throws(SyscallError) in
                 try move(from: source, to: target, length: length)

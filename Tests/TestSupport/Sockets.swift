@@ -6,22 +6,22 @@ import Glibc
 import LinuxIO
 import Synchronization
 
-public struct TestFailure: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+package struct TestFailure: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }
 
 /// A blocking TCP socket owned by a test.
-public final class TestSocket: @unchecked Sendable {
-    public let fd: Int32
+package final class TestSocket: @unchecked Sendable {
+    package let fd: Int32
     /// A lock, not an atomic flag: `shutdownUnlessClosed` must never reach a descriptor number that
     /// `close` has just given back (and the kernel handed to someone else).
     private let closed = Mutex(false)
 
-    public init(fd: Int32) { self.fd = fd }
+    package init(fd: Int32) { self.fd = fd }
     deinit { close() }
 
-    public func close() {
+    package func close() {
         closed.withLock { closed in
             if !closed {
                 closed = true
@@ -32,14 +32,14 @@ public final class TestSocket: @unchecked Sendable {
 
     /// Ends both directions, so that a thread blocked reading or writing this socket returns; nothing
     /// once it is closed.
-    public func shutdownUnlessClosed() {
+    package func shutdownUnlessClosed() {
         closed.withLock { closed in
             if !closed { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         }
     }
 
     /// Connects with a receive/send timeout so a broken relay fails the test instead of hanging it.
-    public static func connect(_ address: SocketAddress, timeoutSeconds: Int = 20) throws -> TestSocket {
+    package static func connect(_ address: SocketAddress, timeoutSeconds: Int = 20) throws -> TestSocket {
         let fd = Glibc.socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket: \(errnoText())") }
         let s = TestSocket(fd: fd)
@@ -49,13 +49,13 @@ public final class TestSocket: @unchecked Sendable {
         return s
     }
 
-    public func setTimeout(seconds: Int) {
+    package func setTimeout(seconds: Int) {
         var tv = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    public func send(_ bytes: [UInt8]) throws {
+    package func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes {
@@ -69,10 +69,10 @@ public final class TestSocket: @unchecked Sendable {
         }
     }
 
-    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+    package func send(_ text: String) throws { try send(Array(text.utf8)) }
 
     /// Reads up to `max` bytes; empty at end of file. Throws on error or timeout.
-    public func receive(max: Int = 65536) throws -> [UInt8] {
+    package func receive(max: Int = 65536) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: max)
         while true {
             let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, max, 0) }
@@ -84,7 +84,7 @@ public final class TestSocket: @unchecked Sendable {
         }
     }
 
-    public func receive(exactly count: Int) throws -> [UInt8] {
+    package func receive(exactly count: Int) throws -> [UInt8] {
         var result: [UInt8] = []
         while result.count < count {
             let chunk = try receive(max: min(65536, count - result.count))
@@ -95,7 +95,7 @@ public final class TestSocket: @unchecked Sendable {
     }
 
     /// Reads until end of file.
-    public func receiveAll() throws -> [UInt8] {
+    package func receiveAll() throws -> [UInt8] {
         var result: [UInt8] = []
         while true {
             let chunk = try receive()
@@ -105,32 +105,32 @@ public final class TestSocket: @unchecked Sendable {
     }
 
     /// What the next read says: bytes, end of file, or the errno (ECONNRESET).
-    public func receiveOutcome() -> (bytes: [UInt8], errno: Int32) {
+    package func receiveOutcome() -> (bytes: [UInt8], errno: Int32) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, 65536, 0) }
         if n < 0 { return ([], errno) }
         return (Array(buffer[0..<n]), 0)
     }
 
-    public func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+    package func shutdownWrite() { Glibc.shutdown(fd, Int32(SHUT_WR)) }
 
     /// Closes with RST instead of FIN.
-    public func reset() {
+    package func reset() {
         var l = linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
         close()
     }
 }
 
-public func errnoText(_ e: Int32 = errno) -> String { String(cString: strerror(e)) }
+package func errnoText(_ e: Int32 = errno) -> String { String(cString: strerror(e)) }
 
 /// A blocking TCP server on a loopback address; each client is served on its own thread.
 ///
 /// Every thread it starts is joined (ThreadSanitizer reports a thread that ends unjoined as a leak):
 /// a client's thread by the accept loop once it has finished, the rest by `stop`, which the server's
 /// `deinit` calls. `stop` shuts the clients' sockets down first, so that their handlers return.
-public final class TestServer: @unchecked Sendable {
-    public let address: SocketAddress
+package final class TestServer: @unchecked Sendable {
+    package let address: SocketAddress
     private let listenFD: Int32
     private var thread: LoopThread?
     /// What the accept loop shares with the server; the loop does not hold the server itself, so that
@@ -152,9 +152,9 @@ public final class TestServer: @unchecked Sendable {
         init(_ socket: TestSocket) { self.socket = socket }
     }
 
-    public var acceptedCount: Int { state.accepted.load(ordering: .relaxed) }
+    package var acceptedCount: Int { state.accepted.load(ordering: .relaxed) }
 
-    public init(host: String = "127.0.0.1", port: UInt16 = 0, handler: @escaping @Sendable (TestSocket) -> Void) throws
+    package init(host: String = "127.0.0.1", port: UInt16 = 0, handler: @escaping @Sendable (TestSocket) -> Void) throws
     {
         let bindAddress = SocketAddress(ip: host, port: port)!
         let fd = Glibc.socket(bindAddress.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -202,7 +202,7 @@ public final class TestServer: @unchecked Sendable {
         }
     }
 
-    public func stop() {
+    package func stop() {
         Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
         Glibc.close(listenFD)
         thread?.join()
@@ -220,7 +220,7 @@ public final class TestServer: @unchecked Sendable {
     deinit { if thread != nil { stop() } }
 
     /// Echoes everything back, then closes after the client's EOF.
-    public static func echo(host: String = "127.0.0.1") throws -> TestServer {
+    package static func echo(host: String = "127.0.0.1") throws -> TestServer {
         try TestServer(host: host) { socket in
             while let chunk = try? socket.receive(), !chunk.isEmpty {
                 if (try? socket.send(chunk)) == nil { break }
@@ -231,10 +231,10 @@ public final class TestServer: @unchecked Sendable {
 }
 
 /// Open descriptors of this process, or of `pid`.
-public func openDescriptorCount(pid: Int32? = nil) -> Int { countDescriptors(pid: pid) }
+package func openDescriptorCount(pid: Int32? = nil) -> Int { countDescriptors(pid: pid) }
 
 /// Sockets among the open descriptors of `pid` (or this process).
-public func openSocketCount(pid: Int32? = nil) -> Int {
+package func openSocketCount(pid: Int32? = nil) -> Int {
     countDescriptors(pid: pid) { readLink($0)?.hasPrefix("socket:") == true }
 }
 
@@ -252,7 +252,7 @@ private func countDescriptors(pid: Int32?, where keep: (String) -> Bool = { _ in
 }
 
 /// Polls `condition` every 10 ms until it holds or `seconds` pass; the answer, not the time, is what tests assert.
-public func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+package func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     let deadline = Instant.now() + .milliseconds(Int(seconds * 1000))
     while Instant.now() < deadline {
         if condition() { return true }
@@ -262,7 +262,7 @@ public func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
 }
 
 /// A deterministic byte pattern and a checksum to compare transfers without keeping both copies.
-public func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
+package func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
     var x = seed | 1
     var out = [UInt8](repeating: 0, count: count)
     for i in 0..<count {
@@ -274,17 +274,17 @@ public func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
     return out
 }
 
-public func fnv1a(_ bytes: [UInt8], into hash: inout UInt64) {
+package func fnv1a(_ bytes: [UInt8], into hash: inout UInt64) {
     for b in bytes {
         hash ^= UInt64(b)
         hash = hash &* 0x100_0000_01b3
     }
 }
 
-public let fnvOffset: UInt64 = 0xcbf2_9ce4_8422_2325
+package let fnvOffset: UInt64 = 0xcbf2_9ce4_8422_2325
 
 /// A TCP port on 127.0.0.1 and ::1 that nothing listens on right now (bound, then closed).
-public func freePort() -> UInt16 {
+package func freePort() -> UInt16 {
     for _ in 0..<20 {
         if let port = bindDualStack(port: 0) { return port }
     }
@@ -293,7 +293,7 @@ public func freePort() -> UInt16 {
 
 /// Two consecutive free ports (p, p + 1), for range specs: below the ephemeral range, where
 /// the TIME_WAIT of earlier tests' client sockets does not land.
-public func freePortPair() -> UInt16 {
+package func freePortPair() -> UInt16 {
     for _ in 0..<200 {
         let p = UInt16.random(in: 20000..<32000)
         if bindDualStack(port: p) != nil && bindDualStack(port: p + 1) != nil { return p }

@@ -7,8 +7,8 @@ import CTestSupport
 import Glibc
 import LinuxIO
 
-public final class Subprocess: @unchecked Sendable {
-    public let pid: pid_t
+package final class Subprocess: @unchecked Sendable {
+    package let pid: pid_t
     private let stdoutFD: Int32
     private let stderrFD: Int32
     private var stdoutBuffer: [UInt8] = []
@@ -18,7 +18,7 @@ public final class Subprocess: @unchecked Sendable {
     /// `path`: a file, or a bare name looked up in PATH (`nft`).
     /// `extraFDs`: child fd number → parent fd to dup there (e.g. [3: pipeWriteEnd], or [0: file] for
     /// stdin).
-    public init(
+    package init(
         _ path: String,
         _ arguments: [String],
         extraFDs: [Int32: Int32] = [:],
@@ -74,7 +74,7 @@ public final class Subprocess: @unchecked Sendable {
     }
 
     /// This process's environment, `NAME=value` each.
-    public static func currentEnvironment() -> [String] {
+    package static func currentEnvironment() -> [String] {
         var result: [String] = []
         var p = environ
         while let entry = p.pointee {
@@ -100,14 +100,14 @@ public final class Subprocess: @unchecked Sendable {
         }
     }
 
-    public var stdout: String { String(decoding: stdoutBuffer, as: UTF8.self) }
-    public var stderr: String { String(decoding: stderrBuffer, as: UTF8.self) }
+    package var stdout: String { String(decoding: stdoutBuffer, as: UTF8.self) }
+    package var stderr: String { String(decoding: stderrBuffer, as: UTF8.self) }
 
-    public var stdoutLines: [String] { stdout.split(separator: "\n").map(String.init) }
+    package var stdoutLines: [String] { stdout.split(separator: "\n").map(String.init) }
 
     /// Waits until stdout has `count` complete lines (or the process exits, or time runs out).
     @discardableResult
-    public func waitForLines(_ count: Int, seconds: Double = 20) -> [String] {
+    package func waitForLines(_ count: Int, seconds: Double = 20) -> [String] {
         let deadline = Instant.now() + .milliseconds(Int(seconds * 1000))
         while Instant.now() < deadline {
             if stdoutBuffer.filter({ $0 == 10 }).count >= count { break }
@@ -129,10 +129,10 @@ public final class Subprocess: @unchecked Sendable {
         return false
     }
 
-    public func signal(_ signal: Int32) { kill(pid, signal) }
+    package func signal(_ signal: Int32) { kill(pid, signal) }
 
     /// Exit code (or 128 + signal), nil if it did not exit in time. Drains stdout/stderr meanwhile.
-    public func waitForExit(seconds: Double = 20) -> Int32? {
+    package func waitForExit(seconds: Double = 20) -> Int32? {
         let deadline = Instant.now() + .milliseconds(Int(seconds * 1000))
         while exitStatus == nil && Instant.now() < deadline {
             if hasExited() { break }
@@ -146,7 +146,7 @@ public final class Subprocess: @unchecked Sendable {
     }
 
     /// Runs to completion: (exit code, stdout, stderr).
-    public static func run(
+    package static func run(
         _ path: String,
         _ arguments: [String],
         seconds: Double = 30
@@ -158,7 +158,7 @@ public final class Subprocess: @unchecked Sendable {
 }
 
 /// Where the symbolic link at `path` points (`/proc/self/exe`, `/proc/PID/fd/N`); nil if it is none.
-public func readLink(_ path: String) -> String? {
+package func readLink(_ path: String) -> String? {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink(path, &buffer, buffer.count - 1)
     guard n > 0 else { return nil }
@@ -166,10 +166,10 @@ public func readLink(_ path: String) -> String? {
 }
 
 /// The built `berth` binary next to the test bundle (`.build/<triple>/debug/berth`).
-public func berthBinary() -> String { builtBinary("berth") }
+package func berthBinary() -> String { builtBinary("berth") }
 
 /// The built executable `name` (`berth`, `berth-cni`) next to the test bundle.
-public func builtBinary(_ name: String) -> String {
+package func builtBinary(_ name: String) -> String {
     var dir = readLink("/proc/self/exe") ?? ""
     while !dir.isEmpty && !dir.hasSuffix("/") { dir.removeLast() }
     // The test bundle is `<dir>/berthPackageTests.xctest`; the executables sit beside it.
@@ -178,4 +178,4 @@ public func builtBinary(_ name: String) -> String {
     return access(candidate, X_OK) == 0 ? candidate : (dir + name)
 }
 
-public var isRoot: Bool { geteuid() == 0 }
+package var isRoot: Bool { geteuid() == 0 }

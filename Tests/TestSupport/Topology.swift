@@ -10,21 +10,21 @@ import Glibc
 import LinuxIO
 import Synchronization
 
-public final class Topology: @unchecked Sendable {
-    public let host: String
-    public let container: String
-    public let client: String
-    public static let containerIP = "198.18.0.2"
-    public static let bridgeIP = "198.18.0.1"
-    public static let hostOutsideIP = "198.18.1.1"
-    public static let clientIP = "198.18.1.2"
-    public static let containerIPv6 = "fd00:b::2"
-    public static let bridgeIPv6 = "fd00:b::1"
-    public static let hostOutsideIPv6 = "fd00:b:1::1"
-    public static let clientIPv6 = "fd00:b:1::2"
+package final class Topology: @unchecked Sendable {
+    package let host: String
+    package let container: String
+    package let client: String
+    package static let containerIP = "198.18.0.2"
+    package static let bridgeIP = "198.18.0.1"
+    package static let hostOutsideIP = "198.18.1.1"
+    package static let clientIP = "198.18.1.2"
+    package static let containerIPv6 = "fd00:b::2"
+    package static let bridgeIPv6 = "fd00:b::1"
+    package static let hostOutsideIPv6 = "fd00:b:1::1"
+    package static let clientIPv6 = "fd00:b:1::2"
 
     /// Why namespaces cannot be made here, or nil when they can.
-    public static var unavailableReason: String? {
+    package static var unavailableReason: String? {
         if geteuid() != 0 { return "network namespace tests need root (CI runs them as root)" }
         if access("/usr/sbin/ip", X_OK) != 0 && access("/sbin/ip", X_OK) != 0 && access("/usr/bin/ip", X_OK) != 0 {
             return "iproute2's ip is not installed (make test installs it)"
@@ -32,7 +32,7 @@ public final class Topology: @unchecked Sendable {
         return nil
     }
 
-    public init() throws {
+    package init() throws {
         let tag = "\(getpid())-\(UInt32.random(in: 0..<1_000_000))"
         host = "berth-h-\(tag)"
         container = "berth-c-\(tag)"
@@ -77,11 +77,11 @@ public final class Topology: @unchecked Sendable {
     deinit { destroy() }
 
     /// Deletes the namespaces and every link in them.
-    public func destroy() {
+    package func destroy() {
         for ns in [host, container, client] { _ = try? Topology.ip("netns del \(ns)", quiet: true) }
     }
 
-    public static func ip(_ arguments: String, quiet: Bool = false) throws {
+    package static func ip(_ arguments: String, quiet: Bool = false) throws {
         let path =
             access("/usr/sbin/ip", X_OK) == 0
             ? "/usr/sbin/ip" : (access("/sbin/ip", X_OK) == 0 ? "/sbin/ip" : "/usr/bin/ip")
@@ -90,7 +90,7 @@ public final class Topology: @unchecked Sendable {
     }
 
     /// Runs `body` on a thread inside namespace `name`: sockets made there belong to it for life.
-    public static func inside<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
+    package static func inside<T: Sendable>(_ name: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
         let fd = open("/run/netns/\(name)", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw TestFailure("open netns \(name): \(errnoText())") }
         defer { close(fd) }
@@ -110,7 +110,7 @@ public final class Topology: @unchecked Sendable {
     }
 
     /// argv that runs a program inside namespace `name`.
-    public static func exec(in name: String, _ program: String, _ arguments: [String]) -> (String, [String]) {
+    package static func exec(in name: String, _ program: String, _ arguments: [String]) -> (String, [String]) {
         let path = access("/usr/sbin/ip", X_OK) == 0 ? "/usr/sbin/ip" : "/sbin/ip"
         return (path, ["netns", "exec", name, program] + arguments)
     }

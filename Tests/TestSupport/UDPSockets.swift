@@ -8,13 +8,13 @@ import LinuxIO
 import Synchronization
 
 /// A blocking UDP socket owned by a test.
-public final class TestUDPSocket: @unchecked Sendable {
-    public let fd: Int32
-    public let family: Int32
+package final class TestUDPSocket: @unchecked Sendable {
+    package let fd: Int32
+    package let family: Int32
     private let closed = Atomic<Bool>(false)
 
     /// A socket bound to `host:port` (port 0: the kernel picks), with a receive timeout.
-    public init(host: String = "127.0.0.1", port: UInt16 = 0, timeoutMilliseconds: Int = 10_000) throws {
+    package init(host: String = "127.0.0.1", port: UInt16 = 0, timeoutMilliseconds: Int = 10_000) throws {
         let address = SocketAddress(ip: host, port: port)!
         family = address.family
         fd = Glibc.socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -35,36 +35,36 @@ public final class TestUDPSocket: @unchecked Sendable {
 
     deinit { close() }
 
-    public func close() {
+    package func close() {
         if !closed.exchange(true, ordering: .acquiringAndReleasing) { Glibc.close(fd) }
     }
 
-    public var localAddress: SocketAddress { (try? Socket.localAddress(fd)) ?? SocketAddress() }
+    package var localAddress: SocketAddress { (try? Socket.localAddress(fd)) ?? SocketAddress() }
 
-    public func setTimeout(milliseconds: Int) {
+    package func setTimeout(milliseconds: Int) {
         var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// Connects: sends go to `address`, and only datagrams from it are received.
-    public func connect(_ address: SocketAddress) throws {
+    package func connect(_ address: SocketAddress) throws {
         guard address.withSockAddr({ Glibc.connect(fd, $0, $1) }) == 0 else {
             throw TestFailure("connect \(address): \(errnoText())")
         }
     }
 
     /// Sends one datagram on a connected socket.
-    public func send(_ bytes: [UInt8]) throws {
+    package func send(_ bytes: [UInt8]) throws {
         let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, bytes.count, 0) }
         guard n == bytes.count else {
             throw TestFailure("send \(bytes.count) bytes: \(n < 0 ? errnoText() : "sent \(n)")")
         }
     }
 
-    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+    package func send(_ text: String) throws { try send(Array(text.utf8)) }
 
     /// Sends one datagram to `address`.
-    public func send(_ bytes: [UInt8], to address: SocketAddress) throws {
+    package func send(_ bytes: [UInt8], to address: SocketAddress) throws {
         let n = bytes.withUnsafeBytes { raw in
             address.withSockAddr { Glibc.sendto(fd, raw.baseAddress, bytes.count, 0, $0, $1) }
         }
@@ -75,7 +75,7 @@ public final class TestUDPSocket: @unchecked Sendable {
 
     /// Receives one datagram and says who sent it. Throws on timeout, error, or a datagram
     /// larger than 65,536 bytes (MSG_TRUNC), so a truncation never passes for a short datagram.
-    public func receiveFrom() throws -> (bytes: [UInt8], from: SocketAddress) {
+    package func receiveFrom() throws -> (bytes: [UInt8], from: SocketAddress) {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         var from = SocketAddress()
         while true {
@@ -91,10 +91,10 @@ public final class TestUDPSocket: @unchecked Sendable {
         }
     }
 
-    public func receive() throws -> [UInt8] { try receiveFrom().bytes }
+    package func receive() throws -> [UInt8] { try receiveFrom().bytes }
 
     /// What the next receive says: a datagram, or the errno (EAGAIN on timeout, ECONNREFUSED).
-    public func receiveOutcome() -> (bytes: [UInt8]?, errno: Int32) {
+    package func receiveOutcome() -> (bytes: [UInt8]?, errno: Int32) {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let n = buffer.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
@@ -107,19 +107,19 @@ public final class TestUDPSocket: @unchecked Sendable {
 
 /// A UDP backend on a loopback address that echoes every datagram to its sender, on its own
 /// thread, and remembers which addresses it heard from.
-public final class TestUDPEchoServer: @unchecked Sendable {
-    public let socket: TestUDPSocket
-    public var address: SocketAddress { socket.localAddress }
+package final class TestUDPEchoServer: @unchecked Sendable {
+    package let socket: TestUDPSocket
+    package var address: SocketAddress { socket.localAddress }
     private let stopping = Atomic<Bool>(false)
     private let received = Atomic<Int>(0)
     private let peers = Mutex<[SocketAddress]>([])
     private var thread: LoopThread?
 
-    public var receivedCount: Int { received.load(ordering: .relaxed) }
+    package var receivedCount: Int { received.load(ordering: .relaxed) }
     /// Distinct senders in order of first datagram.
-    public var senders: [SocketAddress] { peers.withLock { $0 } }
+    package var senders: [SocketAddress] { peers.withLock { $0 } }
 
-    public init(host: String = "127.0.0.1", port: UInt16 = 0) throws {
+    package init(host: String = "127.0.0.1", port: UInt16 = 0) throws {
         socket = try TestUDPSocket(host: host, port: port, timeoutMilliseconds: 100)
         thread = try LoopThread(name: "test-udp-echo") { [self] in self.serve() }
     }
@@ -133,7 +133,7 @@ public final class TestUDPEchoServer: @unchecked Sendable {
         }
     }
 
-    public func stop() {
+    package func stop() {
         stopping.store(true, ordering: .releasing)
         thread?.join()
         thread = nil
@@ -145,12 +145,12 @@ public final class TestUDPEchoServer: @unchecked Sendable {
 
 /// Binds `host:port` if no other socket holds it: the returned socket then keeps the port, so
 /// that nothing else takes it. nil when the port is in use.
-public func claimUDPPort(_ host: String, _ port: UInt16) -> TestUDPSocket? {
+package func claimUDPPort(_ host: String, _ port: UInt16) -> TestUDPSocket? {
     try? TestUDPSocket(host: host, port: port, timeoutMilliseconds: 100)
 }
 
 /// A UDP port on `host` that nothing is bound to (bound, then closed).
-public func unusedUDPPort(_ host: String = "127.0.0.1") -> UInt16 {
+package func unusedUDPPort(_ host: String = "127.0.0.1") -> UInt16 {
     guard let s = try? TestUDPSocket(host: host) else { return 1 }
     defer { s.close() }
     return s.localAddress.port
