@@ -65,7 +65,7 @@ enum Berth {
         berth also takes docker-proxy's flags (-proto, -host-ip, -host-port,
         -container-ip, -container-port, -use-listen-fd), so dockerd can run
         it as its userland-proxy-path. There the environment variable BERTH_LOG
-        (file:PATH, syslog, stderr, level=LEVEL, separated by commas) says where
+        (file:PATH, syslog, syslog:PATH, stderr, level=LEVEL, separated by commas) says where
         log lines go, since dockerd sends stderr to /dev/null.
 
         USAGE: berth <subcommand>

@@ -17,9 +17,6 @@ final class LogOutputs: Sendable {
         self.syslog = syslog
     }
 
-    /// Test hook, not for production: a unix datagram socket to use instead of /dev/log.
-    static let syslogSocketVariable = "BERTH_SYSLOG_SOCKET"
-
     /// Opens what `settings` asks for, then routes swift-log there (once per process). The error
     /// is one line: `<origin>: open /var/log/berth.log: permission denied`, origin naming the option
     /// or variable that asked for it.
@@ -34,8 +31,7 @@ final class LogOutputs: Sendable {
         if let path = settings.file {
             do { file = try LogFile(path: path) } catch { throw StartError("\(fileOrigin): \(error)") }
         }
-        if settings.syslog {
-            let path = ProcessStart.environment(syslogSocketVariable) ?? SyslogSocket.defaultPath
+        if let path = settings.syslog {
             do { syslog = try SyslogSocket(path: path) } catch { throw StartError("\(syslogOrigin): \(error)") }
         }
         let outputs = LogOutputs(file: file, syslog: syslog)

@@ -147,7 +147,6 @@ package final class LogFile: LogSink {
 /// non-blocking: when syslog cannot keep up the line is dropped rather than stall an event loop.
 /// A syslog daemon that restarted (the socket refuses, or is gone) is connected to again once per line.
 package final class SyslogSocket: LogSink {
-    package static let defaultPath = "/dev/log"
     package let path: String
     private let socket: Mutex<Descriptor>
     private let hostname: String
@@ -155,7 +154,7 @@ package final class SyslogSocket: LogSink {
     private let clock: @Sendable () -> WallTime
 
     package init(
-        path: String = SyslogSocket.defaultPath,
+        path: String,
         hostname: String = ThisProcess.hostname,
         pid: Int32 = ThisProcess.id,
         clock: @escaping @Sendable () -> WallTime = WallTime.now

@@ -7,12 +7,16 @@ package struct LogSettings: Sendable, Equatable {
     package var stderr: Bool
     /// Appended to this file, reopened on SIGHUP.
     package var file: String?
-    /// RFC 5424 datagrams to syslog's socket (/dev/log), facility daemon.
-    package var syslog: Bool
+    /// RFC 5424 datagrams to this unix socket (syslog's, `defaultSyslogSocket`), facility daemon;
+    /// nil: none.
+    package var syslog: String?
     /// One of `RunArguments.logLevels`.
     package var level: String
 
-    package init(stderr: Bool = true, file: String? = nil, syslog: Bool = false, level: String = "notice") {
+    /// Where syslog listens unless told otherwise.
+    package static let defaultSyslogSocket = "/dev/log"
+
+    package init(stderr: Bool = true, file: String? = nil, syslog: String? = nil, level: String = "notice") {
         self.stderr = stderr
         self.file = file
         self.syslog = syslog
@@ -20,10 +24,11 @@ package struct LogSettings: Sendable, Equatable {
     }
 
     /// Whether there is something SIGHUP should reopen or reconnect.
-    package var wantsHangup: Bool { file != nil || syslog }
+    package var wantsHangup: Bool { file != nil || syslog != nil }
 
     /// Reads `BERTH_LOG`: items separated by commas, each one of
-    ///   `stderr`, `syslog`, `file:PATH` (PATH absolute, without commas), `level=LEVEL`.
+    ///   `stderr`, `syslog` or `syslog:PATH` (syslog's socket, /dev/log unless PATH names another),
+    ///   `file:PATH`, `level=LEVEL`; each PATH absolute, without commas.
     /// Examples: `file:/var/log/berth.log`, `syslog,level=debug`, `stderr,file:/tmp/b.log`.
     /// Naming a file or syslog turns stderr off unless `stderr` is named too; `level=` alone keeps
     /// stderr. An empty value is the same as none. Anything else is an error naming the item.
@@ -37,8 +42,15 @@ package struct LogSettings: Sendable, Equatable {
             if item == "stderr" {
                 settings.stderr = true
                 named = true
-            } else if item == "syslog" {
-                settings.syslog = true
+            } else if item == "syslog" || item.hasPrefix("syslog:") {
+                let path = item == "syslog" ? defaultSyslogSocket : String(item.dropFirst(7))
+                guard path.hasPrefix("/") else {
+                    throw EnvironmentError("BERTH_LOG: \(quoted(item)): the socket must be an absolute path")
+                }
+                if let earlier = settings.syslog, earlier != path {
+                    throw EnvironmentError("BERTH_LOG: one syslog socket at most")
+                }
+                settings.syslog = path
                 named = true
             } else if item.hasPrefix("file:") {
                 let path = String(item.dropFirst(5))
@@ -59,7 +71,7 @@ package struct LogSettings: Sendable, Equatable {
                 break
             } else {
                 throw EnvironmentError(
-                    "BERTH_LOG: unknown item \(quoted(item)): must be stderr, syslog, file:PATH or level=LEVEL"
+                    "BERTH_LOG: unknown item \(quoted(item)): must be stderr, syslog, syslog:PATH, file:PATH or level=LEVEL"
                 )
             }
         }
@@ -69,8 +81,9 @@ package struct LogSettings: Sendable, Equatable {
 }
 
 extension RunArguments {
-    /// `--log-file`, `--log-syslog` and `--log-level` together; stderr when neither is given.
+    /// `--log-file`, `--log-syslog` (`--log-syslog-socket`) and `--log-level` together; stderr when
+    /// neither is given.
     package var logSettings: LogSettings {
-        LogSettings(stderr: logFile == nil && !logSyslog, file: logFile, syslog: logSyslog, level: logLevel)
+        LogSettings(stderr: logFile == nil && logSyslog == nil, file: logFile, syslog: logSyslog, level: logLevel)
     }
 }

@@ -38,8 +38,9 @@ package struct RunArguments: Sendable, Equatable {
     package var proxyProtocolUDP = false
     /// `--log-file`: log lines appended to this file (reopened on SIGHUP) instead of stderr.
     package var logFile: String?
-    /// `--log-syslog`: log lines to syslog (/dev/log) instead of stderr.
-    package var logSyslog = false
+    /// `--log-syslog` (/dev/log) or `--log-syslog-socket PATH`: log lines to this syslog socket
+    /// instead of stderr; nil: not to syslog.
+    package var logSyslog: String?
 
     package init(specs: [String], target: IPAddress) {
         self.specs = specs
@@ -155,7 +156,11 @@ extension RunArguments {
             case "--log-file": parsed.logFile = try value()
             case "--log-syslog":
                 try noValue()
-                parsed.logSyslog = true
+                if parsed.logSyslog == nil { parsed.logSyslog = LogSettings.defaultSyslogSocket }
+            case "--log-syslog-socket":
+                let path = try value()
+                guard path.hasPrefix("/") else { throw RunArgumentError("--log-syslog-socket needs an absolute path") }
+                parsed.logSyslog = path
             default: throw RunArgumentError("unknown option \(quoted(name))")
             }
         }
@@ -315,6 +320,9 @@ extension RunArguments {
                                   of stderr; SIGHUP reopens it (for logrotate).
           --log-syslog            Send log lines to syslog (/dev/log, facility daemon,
                                   RFC 5424) instead of stderr.
+          --log-syslog-socket <path>
+                                  The same to another syslog socket (a unix datagram
+                                  socket, e.g. /run/systemd/journal/syslog).
           --version               Show the version.
           -h, --help              Show help information.
 

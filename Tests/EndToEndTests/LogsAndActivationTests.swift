@@ -93,10 +93,9 @@ final class LogsAndActivationTests: XCTestCase {
         let berth = try Subprocess(
             berthBinary(),
             [
-                "run", "--mode", "userspace", "--log-level", "debug", "--log-syslog", "-p", "127.0.0.1::\(closed)",
-                "127.0.0.1",
-            ],
-            environment: Subprocess.currentEnvironment() + ["BERTH_SYSLOG_SOCKET=\(syslog.path)"]
+                "run", "--mode", "userspace", "--log-level", "debug", "--log-syslog-socket", syslog.path, "-p",
+                "127.0.0.1::\(closed)", "127.0.0.1",
+            ]
         )
         let printed = berth.waitForLines(1)
         XCTAssertEqual(printed.count, 1, "stderr: \(berth.stderr)")
@@ -129,7 +128,7 @@ final class LogsAndActivationTests: XCTestCase {
         ]
         let environment =
             Subprocess.currentEnvironment() + [
-                "BERTH_LOG=file:\(path),syslog,level=debug", "BERTH_SYSLOG_SOCKET=\(syslog.path)",
+                "BERTH_LOG=file:\(path),syslog:\(syslog.path),level=debug",
             ]
         let launch = try ProxyLaunch(flags, environment: environment)
         XCTAssertEqual(launch.readinessText(), "0\n", "stderr: \(launch.process.stderr)")

@@ -9,24 +9,28 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
     @Test func destinationsAndLevel() throws {
         #expect(try settings("") == LogSettings())
         #expect(try settings("file:/var/log/berth.log") == LogSettings(stderr: false, file: "/var/log/berth.log"))
-        #expect(try settings("syslog") == LogSettings(stderr: false, syslog: true))
-        #expect(try settings("syslog,level=debug") == LogSettings(stderr: false, syslog: true, level: "debug"))
+        #expect(try settings("syslog") == LogSettings(stderr: false, syslog: "/dev/log"))
+        #expect(try settings("syslog,level=debug") == LogSettings(stderr: false, syslog: "/dev/log", level: "debug"))
         #expect(try settings("level=info") == LogSettings(level: "info"))
         #expect(
             try settings("stderr,file:/tmp/b.log,syslog,level=error")
-                == LogSettings(stderr: true, file: "/tmp/b.log", syslog: true, level: "error")
+                == LogSettings(stderr: true, file: "/tmp/b.log", syslog: "/dev/log", level: "error")
         )
+        #expect(try settings("syslog:/run/log.sock") == LogSettings(stderr: false, syslog: "/run/log.sock"))
+        #expect(try settings("syslog,syslog:/dev/log") == LogSettings(stderr: false, syslog: "/dev/log"))
         #expect(
             try settings("file:/a").wantsHangup && settings("syslog").wantsHangup && !settings("stderr").wantsHangup
         )
     }
 
     @Test(arguments: [
-        ("files", #"BERTH_LOG: unknown item "files": must be stderr, syslog, file:PATH or level=LEVEL"#),
-        ("syslog,", #"BERTH_LOG: unknown item "": must be stderr, syslog, file:PATH or level=LEVEL"#),
+        ("files", #"BERTH_LOG: unknown item "files": must be stderr, syslog, syslog:PATH, file:PATH or level=LEVEL"#),
+        ("syslog,", #"BERTH_LOG: unknown item "": must be stderr, syslog, syslog:PATH, file:PATH or level=LEVEL"#),
         ("file:", #"BERTH_LOG: "file:": the file must be an absolute path"#),
         ("file:berth.log", #"BERTH_LOG: "file:berth.log": the file must be an absolute path"#),
         ("file:/a,file:/b", "BERTH_LOG: one file:PATH at most"),
+        ("syslog:log.sock", #"BERTH_LOG: "syslog:log.sock": the socket must be an absolute path"#),
+        ("syslog,syslog:/run/log.sock", "BERTH_LOG: one syslog socket at most"),
         (
             "level=loud",
             #"BERTH_LOG: invalid level "loud": must be trace, debug, info, notice, warning, error or critical"#
@@ -43,9 +47,17 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
             case .run(let logged) = try RunArguments.parse(
                 ["--log-file", "/tmp/b.log", "--log-syslog", "--log-level=debug", "-p", "80", "127.0.0.1"])
         else { return }
-        #expect(logged.logSettings == LogSettings(stderr: false, file: "/tmp/b.log", syslog: true, level: "debug"))
+        #expect(logged.logSettings == LogSettings(stderr: false, file: "/tmp/b.log", syslog: "/dev/log", level: "debug"))
         #expect(throws: RunArgumentError("--log-syslog takes no value")) {
             try RunArguments.parse(["--log-syslog=yes", "-p", "80", "127.0.0.1"])
+        }
+        guard
+            case .run(let socket) = try RunArguments.parse(
+                ["--log-syslog-socket", "/run/log.sock", "--log-syslog", "-p", "80", "127.0.0.1"])
+        else { return }
+        #expect(socket.logSettings == LogSettings(stderr: false, syslog: "/run/log.sock"))
+        #expect(throws: RunArgumentError("--log-syslog-socket needs an absolute path")) {
+            try RunArguments.parse(["--log-syslog-socket=log.sock", "-p", "80", "127.0.0.1"])
         }
         #expect(throws: RunArgumentError("--log-file needs a path")) {
             try RunArguments.parse(["--log-file=", "-p", "80", "127.0.0.1"])
