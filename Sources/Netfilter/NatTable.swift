@@ -54,12 +54,6 @@ package final class NatTable {
     /// target fails the whole call, as does any rule the kernel path cannot serve (loopback host
     /// address, a protocol other than tcp/udp, mixed families).
     package func add(_ rules: [DNATRule]) throws(NetfilterError) {
-        try add(rules, extraElementIn: nil)
-    }
-
-    /// `add`, plus one element for a set named `missingSet` in the same batch: lets tests make the
-    /// kernel reject a batch after valid messages, to check that none of it stays behind.
-    package func add(_ rules: [DNATRule], extraElementIn missingSet: String?) throws(NetfilterError) {
         try checkAlive("add rules")
         var additions: [(key: ElementKey, rule: DNATRule)] = []
         var pending: [ElementKey: DNATRule] = [:]
@@ -85,7 +79,7 @@ package final class NatTable {
             }
             hairpinDelta[hairpin, default: 0] += 1
         }
-        guard !additions.isEmpty || missingSet != nil else { return }
+        guard !additions.isEmpty else { return }
 
         var batch = Batch(
             firstSequence: socket.nextSequence,
@@ -97,25 +91,8 @@ package final class NatTable {
             add: true,
             rules: additions,
             hairpins: newHairpins,
-            ackLast: missingSet == nil
+            ackLast: true
         )
-        if let missingSet {
-            batch.append(
-                .element(add: true, key: "198.18.0.1 . tcp . 1", kind: "map", table: name, set: missingSet),
-                type: NFT_MSG_NEWSETELEM.rawValue,
-                flags: NLM_F_CREATE | NLM_F_EXCL,
-                ack: true,
-                maxBytes: 512
-            ) { header in
-                TableMessages.elementPayload(
-                    header,
-                    table: name,
-                    set: missingSet,
-                    key: [198, 18, 0, 1, 6, 0, 0, 0, 0, 1, 0, 0],
-                    data: nil
-                )
-            }
-        }
         batch.end()
         try socket.commit(batch, "add \(additions.count) rule(s) to table inet \(name)")
 
