@@ -128,7 +128,7 @@ final class LogsAndActivationTests: XCTestCase {
         ]
         let environment =
             Subprocess.currentEnvironment() + [
-                "BERTH_LOG=file:\(path),syslog:\(syslog.path),level=debug",
+                "BERTH_LOG=file:\(path),syslog:\(syslog.path),level=debug"
             ]
         let launch = try ProxyLaunch(flags, environment: environment)
         XCTAssertEqual(launch.readinessText(), "0\n", "stderr: \(launch.process.stderr)")

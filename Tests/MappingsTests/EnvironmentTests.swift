@@ -47,7 +47,9 @@ private func settings(_ value: String) throws(EnvironmentError) -> LogSettings {
             case .run(let logged) = try RunArguments.parse(
                 ["--log-file", "/tmp/b.log", "--log-syslog", "--log-level=debug", "-p", "80", "127.0.0.1"])
         else { return }
-        #expect(logged.logSettings == LogSettings(stderr: false, file: "/tmp/b.log", syslog: "/dev/log", level: "debug"))
+        #expect(
+            logged.logSettings == LogSettings(stderr: false, file: "/tmp/b.log", syslog: "/dev/log", level: "debug")
+        )
         #expect(throws: RunArgumentError("--log-syslog takes no value")) {
             try RunArguments.parse(["--log-syslog=yes", "-p", "80", "127.0.0.1"])
         }
