@@ -7,11 +7,14 @@
 #   udp   a 64 B UDP request/response on one flow
 #   flow  the same, each from a new client socket (a new flow in berth: DNS-style)
 # Usage: bench/strace-ops.py BERTH [N1 N2]   (as root or with ptrace rights; loopback only)
-import collections, os, re, signal, socket, subprocess, sys, tempfile, threading, time
+# A peer instead of berth: STRACE_OPS_COMMAND='haproxy -db -f cfg' STRACE_OPS=conn,rr bench/strace-ops.py - N1 N2,
+# the command listening on 127.0.0.1:25411 (TCP, to 25401) and 25412 (UDP, to 25402).
+import os, re, shlex, signal, socket, subprocess, sys, tempfile, threading, time
 
 binary = sys.argv[1]
 n1, n2 = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (200, 1200)
-BACK_TCP, BACK_UDP, FRONT_TCP, FRONT_UDP = 15401, 15402, 15411, 15412
+wanted = os.environ.get("STRACE_OPS", "conn,rr,udp,flow").split(",")
+BACK_TCP, BACK_UDP, FRONT_TCP, FRONT_UDP = 25401, 25402, 25411, 25412
 
 
 def tcp_echo():
@@ -96,10 +99,10 @@ def op_flow(n):
 
 def counts(op, n):
     out = tempfile.mktemp(prefix="strace-ops-")
-    p = subprocess.Popen(
-        ["strace", "-c", "-f", "-o", out, binary, "run", "--mode", "userspace", "--threads", "1", "--bulk-loops", "0",
-         "-p", f"127.0.0.1:{FRONT_TCP}:{BACK_TCP}", "-p", f"127.0.0.1:{FRONT_UDP}:{BACK_UDP}/udp", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = shlex.split(os.environ.get("STRACE_OPS_COMMAND", "")) or [
+        binary, "run", "--mode", "userspace", "--threads", "1", "--bulk-loops", "0",
+        "-p", f"127.0.0.1:{FRONT_TCP}:{BACK_TCP}", "-p", f"127.0.0.1:{FRONT_UDP}:{BACK_UDP}/udp", "127.0.0.1"]
+    p = subprocess.Popen(["strace", "-c", "-f", "-o", out] + command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(400):
         try:
             socket.create_connection(("127.0.0.1", FRONT_TCP)).close()
@@ -131,6 +134,8 @@ def counts(op, n):
 
 
 for name, op in [("conn", op_conn), ("rr", op_rr), ("udp", op_udp), ("flow", op_flow)]:
+    if name not in wanted:
+        continue
     a, b = counts(op, n1), counts(op, n2)
     per = {k: (b.get(k, 0) - a.get(k, 0)) / (n2 - n1) for k in set(a) | set(b)}
     per = {k: v for k, v in per.items() if abs(v) >= 0.005}
