@@ -1,6 +1,14 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// Release builds of the data path (the event loop and the relay) leave out Swift's run-time
+// exclusivity checks: they were two thirds of berth's instructions per round trip (bench/RESULTS.md,
+// "Exclusivity checks"). Debug builds, the tests and the ASan, TSan and fuzz builds keep them
+// (README, "Exclusivity checks" says why that is safe).
+let dataPathSettings: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
+]
+
 let package = Package(
     name: "berth",
     // The libraries are what bench/ builds on (a package of its own, it sees only `public`);
@@ -28,7 +36,8 @@ let package = Package(
             dependencies: [
                 "CBerthLinux",
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            swiftSettings: dataPathSettings
         ),
         .target(name: "Mappings", dependencies: ["CGitCommit", "GitCommit"]),
         // The git commit berth is built from, for its version (Mappings' Version.swift): declared in
@@ -41,7 +50,8 @@ let package = Package(
             dependencies: [
                 "LinuxIO", "Mappings",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: dataPathSettings
         ),
         .target(
             name: "Publishing",

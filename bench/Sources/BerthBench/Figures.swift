@@ -1,6 +1,8 @@
 // The figures: what each measures, its unit, and which way is better. A group (the name
 // `--figures` takes) yields one or more rows of the table.
 
+import BenchReport
+
 enum FigureGroup: String, CaseIterable, Sendable {
     case tcpBulk = "tcp-bulk"
     case tcpConnections = "tcp-connrate"
@@ -22,10 +24,14 @@ struct Figure: Sendable {
     let title: String
     let unit: String
     let higherIsBetter: Bool
-    /// Ratios are to `direct`, except for memory (direct has no forwarder): to docker-proxy.
-    var ratioBase: String { group.isMemory ? "docker-proxy" : "direct" }
+    /// The target ratios are taken to when it is not the group's: CPU per operation is held
+    /// against a peer (HAProxy), since direct has no forwarder to spend it.
+    var peer: String? = nil
+    /// Ratios are to `direct`, except for memory (direct has no forwarder): to docker-proxy;
+    /// CPU per operation: to its `peer`.
+    var ratioBase: String { peer ?? (group.isMemory ? "docker-proxy" : "direct") }
     /// Whether `direct` has a value at all.
-    var hasDirect: Bool { !group.isMemory }
+    var hasDirect: Bool { !group.isMemory && peer == nil }
 }
 
 struct FigurePlan {
@@ -41,11 +47,25 @@ struct FigurePlan {
         func f(_ id: String, _ title: String, _ unit: String, _ higher: Bool) -> Figure {
             Figure(id: id, group: group, title: title, unit: unit, higherIsBetter: higher)
         }
+        /// The forwarder's own CPU time (all its processes' utime + stime) over a measurement,
+        /// per `per` of its operations; ids end in CPUCost.idSuffix.
+        func cpu(_ id: String, _ what: String, _ per: String, peer: String = "haproxy") -> Figure {
+            Figure(
+                id: id + CPUCost.idSuffix,
+                group: group,
+                title: "Forwarder CPU time, \(what)",
+                unit: "CPU ms/\(per)",
+                higherIsBetter: false,
+                peer: peer
+            )
+        }
         switch group {
         case .tcpBulk:
             return [
                 f("tcp-bulk-1", "TCP bulk, 1 stream", "Gbit/s", true),
                 f("tcp-bulk-8", "TCP bulk, 8 streams", "Gbit/s", true),
+                cpu("tcp-bulk-1", "TCP bulk, 1 stream", "GB"),
+                cpu("tcp-bulk-8", "TCP bulk, 8 streams", "GB"),
             ]
         case .tcpConnections:
             return [
@@ -54,7 +74,8 @@ struct FigurePlan {
                     "TCP connections (connect, 64 B request, response, close; \(connectConcurrency) at a time)",
                     "conn/s",
                     true
-                )
+                ),
+                cpu("tcp-connrate", "new TCP connections (connect, 64 B each way, close)", "1000 conns"),
             ]
         case .tcpRequestResponse:
             var rows: [Figure] = []
@@ -71,11 +92,14 @@ struct FigurePlan {
                 }
             }
             rows.append(f("tcp-rr-64-rps", "TCP requests/s, 64 keep-alive conns", "req/s", true))
+            rows.append(cpu("tcp-rr-64", "TCP keep-alive requests, 64 conns", "1000 req"))
             return rows
         case .udpDatagrams:
             return [
                 f("udp-pps", "UDP 64 B datagrams delivered (one flow, unthrottled sender)", "datagrams/s", true),
                 f("udp-loss", "UDP loss at that load", "%", false),
+                // HAProxy forwards no UDP: nginx is the peer here.
+                cpu("udp-pps", "UDP 64 B datagrams delivered", "1000 datagrams", peer: "nginx"),
             ]
         case .udpRequestResponse:
             return [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")].map { p, name in

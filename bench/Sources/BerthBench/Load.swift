@@ -31,8 +31,13 @@ enum Load {
 
     /// `streams` TCP connections sending as fast as they can for `seconds`; then each shuts
     /// down its write side and waits for the sink's close, so every byte counted got through.
-    /// Returns bits per second.
-    static func bulk(to address: SocketAddress, streams: Int, seconds: Double, ns: String?) throws -> Double {
+    /// Returns bits per second and the bytes sent.
+    static func bulk(
+        to address: SocketAddress,
+        streams: Int,
+        seconds: Double,
+        ns: String?
+    ) throws -> (bitsPerSecond: Double, bytes: UInt64) {
         var fds: [Int32] = []
         defer { for fd in fds { close(fd) } }
         for _ in 0..<streams {
@@ -76,7 +81,7 @@ enum Load {
             if recv(fd, &scratch, 1, 0) != 0 { throw BenchError("bulk: the sink did not close: \(errnoText())") }
         }
         let elapsed = Double(nowNanos() - start) / 1e9
-        return Double(sent) * 8 / elapsed
+        return (Double(sent) * 8 / elapsed, sent)
     }
 
     // MARK: connection rate
@@ -90,7 +95,7 @@ enum Load {
         concurrency: Int,
         seconds: Double,
         ns: String?
-    ) throws -> (perSecond: Double, errors: Int) {
+    ) throws -> (perSecond: Double, errors: Int, completed: Int) {
         let poller = try Poller(capacity: concurrency * 2)
         var fds = [Int32](repeating: -1, count: concurrency)
         var states = [ConnState](repeating: .idle, count: concurrency)
@@ -182,7 +187,7 @@ enum Load {
             }
         }
         let elapsed = Double(nowNanos() - begin) / 1e9
-        return (Double(completed) / elapsed, errors)
+        return (Double(completed) / elapsed, errors, completed)
     }
 
     // MARK: request/response

@@ -1,6 +1,7 @@
 // Forwarder processes: spawned in a process group of their own (so a forking peer's
 // children go with it), stopped with SIGTERM then SIGKILL, measured from /proc.
 
+import BenchReport
 import CBench
 import Glibc
 
@@ -249,6 +250,27 @@ enum ProcFS {
         }
         m.kib += shared
         return m
+    }
+
+    /// CPU time of every process in these process groups so far, in seconds: each one's own
+    /// (all its threads, the ended ones too) and that of the children it has reaped (a peer
+    /// that forks per connection). The own part from the process's CPU clock (nanoseconds),
+    /// /proc's ticks (10 ms) only where that clock cannot be read.
+    static func cpuSeconds(groups wanted: Set<pid_t>) -> Double {
+        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for (pid, pgid) in groups() where wanted.contains(pgid) {
+            guard let stat = read("/proc/\(pid)/stat"), let ticks = CPUCost.ticks(procStat: stat) else { continue }
+            total += Double(ticks.children) / tick
+            var clock = clockid_t()
+            var now = timespec()
+            if clock_getcpuclockid(pid, &clock) == 0 && clock_gettime(clock, &now) == 0 {
+                total += Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+            } else {
+                total += Double(ticks.own) / tick
+            }
+        }
+        return total
     }
 
     private static func kib(_ line: Substring) -> Double {

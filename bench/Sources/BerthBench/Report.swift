@@ -98,7 +98,14 @@ struct Report {
                             : f.id == "mem-per-conn"
                                 ? .memoryConnections : f.id == "udp-loss" ? .udpDatagrams : .tcpBulk)
                     figures.append(
-                        Figure(id: f.id, group: group, title: f.title, unit: f.unit, higherIsBetter: f.higherIsBetter)
+                        Figure(
+                            id: f.id,
+                            group: group,
+                            title: f.title,
+                            unit: f.unit,
+                            higherIsBetter: f.higherIsBetter,
+                            peer: f.id.hasSuffix(CPUCost.idSuffix) ? f.ratioTo : nil
+                        )
                     )
                 }
                 for (target, cell) in f.targets {
@@ -128,7 +135,7 @@ struct Report {
 
     func ratio(_ s: ScenarioKind, _ f: Figure, _ target: String) -> Double? {
         guard target != f.ratioBase, let mine = summary(s, f.id, target),
-            let base = summary(s, f.ratioBase == "direct" ? f.id : f.id, f.ratioBase), base.median != 0
+            let base = summary(s, f.id, f.ratioBase), base.median != 0
         else { return nil }
         return mine.median / base.median
     }
@@ -176,7 +183,7 @@ struct Report {
                 text += row + "\n"
             }
             text +=
-                "\nEach cell: median of the repetitions (min–max) ×ratio to `direct`; memory rows ×ratio to `docker-proxy`. ↑ higher is better, ↓ lower is better.\n"
+                "\nEach cell: median of the repetitions (min–max) ×ratio to `direct`; memory rows ×ratio to `docker-proxy`; CPU rows ×ratio to `haproxy` (UDP: `nginx`). ↑ higher is better, ↓ lower is better.\n"
             if !footnotes.isEmpty {
                 text += "\n"
                 for (i, n) in footnotes.enumerated() { text += "\(i + 1). \(n.replacingAll("|", "/"))\n" }
@@ -269,6 +276,15 @@ struct Report {
             + headline(scenarios.first ?? .loopback) + "\n"
         if scenarios.count > 1 {
             for s in scenarios.dropFirst() { text += "## Headline (\(s.rawValue))\n\n" + headline(s) + "\n" }
+        }
+        for s in scenarios {
+            guard let scenario = document().scenarios.first(where: { $0.name == s.rawValue }) else { continue }
+            let table = CPUCost.table(scenario, targets: targetNames)
+            if table.isEmpty { continue }
+            text += "## CPU per operation (\(s.rawValue))\n\n"
+            text +=
+                "Each forwarder's own CPU time (utime + stime of all its processes, and of the children they reaped) over a measurement, divided by what it forwarded in it. Medians (min–max) of the repetitions; berth ÷ the peer per repetition (HAProxy; nginx for UDP). Issue 22's targets: below \(formatNumber(CPUCost.cpuTarget))× HAProxy's CPU on each, keep-alive requests/s at least \(formatNumber(CPUCost.requestRateTarget))× HAProxy's.\n\n"
+            text += table + "\n"
         }
         if !charts.isEmpty {
             text +=

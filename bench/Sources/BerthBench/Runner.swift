@@ -252,11 +252,14 @@ final class Runner {
         switch group {
         case .tcpBulk:
             for streams in [1, 8] {
-                let bps = try Load.bulk(to: address, streams: streams, seconds: d, ns: ns)
+                let cpu = f.cpuSeconds()
+                let (bps, bytes) = try Load.bulk(to: address, streams: streams, seconds: d, ns: ns)
                 results.add(k, "tcp-bulk-\(streams)", t.name, bps / 1e9)
+                recordCPU(k, "tcp-bulk-\(streams)", t, f, since: cpu, operations: Double(bytes), per: 1e9)
                 log("  tcp-bulk-\(streams) \(t.name): \(fmt(bps / 1e9)) Gbit/s")
             }
         case .tcpConnections:
+            let cpu = f.cpuSeconds()
             let r = try Load.connectionRate(
                 to: address,
                 concurrency: options.plan.connectConcurrency,
@@ -264,6 +267,7 @@ final class Runner {
                 ns: ns
             )
             results.add(k, "tcp-connrate", t.name, r.perSecond)
+            recordCPU(k, "tcp-connrate", t, f, since: cpu, operations: Double(r.completed), per: 1000)
             results.countErrors(k, "tcp-connrate", t.name, r.errors)
             log("  tcp-connrate \(t.name): \(fmt(r.perSecond)) conn/s\(r.errors > 0 ? ", \(r.errors) failed" : "")")
         case .tcpRequestResponse:
@@ -272,7 +276,9 @@ final class Runner {
             }
             try percentiles("tcp-rr-1", one)
             results.countErrors(k, "tcp-rr-1-p50", t.name, one.errors)
+            let cpu = f.cpuSeconds()
             let many = try Load.requestResponse(to: address, connections: 64, seconds: d, ns: ns)
+            recordCPU(k, "tcp-rr-64", t, f, since: cpu, operations: Double(many.completed), per: 1000)
             try percentiles("tcp-rr-64", many)
             results.add(k, "tcp-rr-64-rps", t.name, many.perSecond)
             results.countErrors(k, "tcp-rr-64-rps", t.name, many.errors)
@@ -282,10 +288,13 @@ final class Runner {
         case .udpDatagrams:
             guard let backends else { return }
             let before = backends.udpSinkCount
+            let cpu = f.cpuSeconds()
             let r = try Load.udpFlood(to: address, seconds: d, ns: ns)
             sleepSeconds(0.3)  // what is still queued in the forwarder arrives
             let delivered = backends.udpSinkCount - before
             guard delivered > 0 else { throw BenchError("no datagram arrived (\(r.sent) sent)") }
+            // Per datagram delivered: what the forwarder read and could not send is its cost too.
+            recordCPU(k, "udp-pps", t, f, since: cpu, operations: Double(delivered), per: 1000)
             results.add(k, "udp-pps", t.name, Double(delivered) / r.seconds)
             results.add(k, "udp-loss", t.name, 100 * (1 - Double(delivered) / Double(max(r.sent, 1))))
             log(
@@ -303,6 +312,29 @@ final class Runner {
         default:
             break
         }
+    }
+
+    /// `figure`'s CPU row: the forwarder's CPU seconds since `before`, per `per` operations.
+    private func recordCPU(
+        _ k: ScenarioKind,
+        _ figure: String,
+        _ t: Target,
+        _ f: Forwarding,
+        since before: Double,
+        operations: Double,
+        per: Double
+    ) {
+        let id = figure + CPUCost.idSuffix
+        if t.isDirect {
+            results.note(k, id, t.name, "no forwarder", unsupported: true)
+            return
+        }
+        guard let ms = CPUCost.milliseconds(cpuSeconds: f.cpuSeconds() - before, operations: operations, per: per)
+        else {
+            results.note(k, id, t.name, "nothing forwarded", unsupported: false)
+            return
+        }
+        results.add(k, id, t.name, ms)
     }
 
     // MARK: fairness

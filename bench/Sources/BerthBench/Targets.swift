@@ -91,6 +91,9 @@ final class Forwarding {
 
     func memory() -> Memory { ProcFS.memory(groups: groups) }
 
+    /// CPU seconds its processes have spent so far.
+    func cpuSeconds() -> Double { ProcFS.cpuSeconds(groups: groups) }
+
     func stop() {
         stopAll(children)
         children.removeAll()
