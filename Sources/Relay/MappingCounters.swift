@@ -32,6 +32,8 @@ public struct MappingCounters: Sendable, Equatable {
     public var flowsCreated: UInt64 = 0
     public var flowsExpired: UInt64 = 0
     public var flowsEvicted: UInt64 = 0
+    /// Answered flows closed beyond `--udp-max-answered`.
+    public var answeredEvicted: UInt64 = 0
     /// Flows that became assured: traffic both ways past 2 s, the long timeout.
     public var flowsAssured: UInt64 = 0
     /// Datagrams larger than the buffer (MSG_TRUNC), dropped.
@@ -68,6 +70,7 @@ public struct MappingCounters: Sendable, Equatable {
         s.flowsCreated &+= b.flowsCreated
         s.flowsExpired &+= b.flowsExpired
         s.flowsEvicted &+= b.flowsEvicted
+        s.answeredEvicted &+= b.answeredEvicted
         s.flowsAssured &+= b.flowsAssured
         s.truncated &+= b.truncated
         s.dropped &+= b.dropped

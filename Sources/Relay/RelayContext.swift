@@ -40,6 +40,11 @@ public struct RelayConfig: Sendable {
     /// timeout (a busy DNS or game server) still fit. Each loop's table and per-flow arrays take
     /// about 0.5 MiB for 4,096, touched only as flows arrive.
     public var udpMaxFlows: Int = 4096
+    /// Answered UDP flows (an exchange that is over: one request, its reply; see `UDPFlowTable`)
+    /// a mapping keeps, over all loops; past it the oldest answered flow closes. A stub resolver
+    /// takes a new port per query, so under DNS-style load nearly every flow is one of these, and
+    /// this, not `udpMaxFlows`, bounds the descriptors it takes. nil: a quarter of `udpMaxFlows`.
+    public var udpMaxAnswered: Int?
 
     /// A TCP connection that moves this many bytes (both directions together) within one
     /// `bulkWindow` is bulk: it moves to a bulk loop (`RelayContext.bulkLoops`), whose thread runs
@@ -91,6 +96,8 @@ public struct RelayCounters: Sendable, Equatable {
     public var udpFlowsActive: Int = 0
     public var udpFlowsExpired: UInt64 = 0
     public var udpFlowsEvicted: UInt64 = 0
+    /// Answered flows closed beyond `udpMaxAnswered`.
+    public var udpAnsweredEvicted: UInt64 = 0
     /// Flows that became assured (and got the long timeout).
     public var udpFlowsAssured: UInt64 = 0
     /// Errors the backend's side reported (ECONNREFUSED after an ICMP port unreachable,
@@ -130,6 +137,7 @@ public struct RelayCounters: Sendable, Equatable {
         s.udpFlowsActive = a.udpFlowsActive + b.udpFlowsActive
         s.udpFlowsExpired = a.udpFlowsExpired + b.udpFlowsExpired
         s.udpFlowsEvicted = a.udpFlowsEvicted + b.udpFlowsEvicted
+        s.udpAnsweredEvicted = a.udpAnsweredEvicted + b.udpAnsweredEvicted
         s.udpFlowsAssured = a.udpFlowsAssured + b.udpFlowsAssured
         s.udpBackendErrors = a.udpBackendErrors + b.udpBackendErrors
         s.udpTruncated = a.udpTruncated + b.udpTruncated

@@ -21,7 +21,10 @@
 // in the loop's heap (one timer for both would be, each time the short list refilled).
 // The flows are bounded per listener address over all its loops (`UDPFlowBudget`: a reserve
 // per loop, a pool shared): a new client when the pool is spent evicts the flow of its own loop
-// that `UDPFlowTable.oldest` names (unassured ones first) and takes its place.
+// that `UDPFlowTable.oldest` names (answered ones first, then waiting ones) and takes its place.
+// Answered flows (an exchange that is over: a DNS query and its answer) are also bounded on
+// their own (`--udp-max-answered`, split over the loops): once a reply makes one too many, the
+// oldest answered flow closes, so one-shot load holds a fraction of the cap's descriptors.
 //
 // A backend that is down answers with ICMP port unreachable, which the connected flow
 // socket reports once as ECONNREFUSED on its next send or receive. That is counted, never
@@ -96,7 +99,11 @@ public final class UDPRelay: EventHandler {
         let budget = budget ?? UDPFlowBudget(limit: context.config.udpMaxFlows)
         self.budget = budget
         let capacity = budget.perLoop
-        flows = UDPFlowTable(capacity: capacity, lifetimes: context.config.udpLifetimes)
+        flows = UDPFlowTable(
+            capacity: capacity,
+            lifetimes: context.config.udpLifetimes,
+            answeredLimit: budget.answeredPerLoop(context.config.udpMaxAnswered)
+        )
         listenerKey = FlowKey(listener.address)
         backends = DescriptorSlots(capacity: capacity)
         flowIDs = .allocate(capacity: capacity)
@@ -217,6 +224,12 @@ public final class UDPRelay: EventHandler {
 
     fileprivate func backendReady(slot: Int) {
         backends.with(slot) { backendReady(slot: slot, $0) }
+        // After the replies went out: the flow closed may be this one.
+        while let answered = flows.overAnswered {
+            closeFlow(answered)
+            context.counters.udpAnsweredEvicted &+= 1
+            mapping.pointer.pointee.answeredEvicted &+= 1
+        }
     }
 
     private func backendReady(slot: Int, _ fd: borrowing Descriptor) {
@@ -240,7 +253,7 @@ public final class UDPRelay: EventHandler {
                 mapping.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
                 return
             }
-            if flows.touch(slot, now: context.loop.now, reply: true) { assured() }
+            if flows.touch(slot, now: context.loop.now, reply: true, datagrams: count) { assured() }
             batch.clearQueue()
             for i in 0..<count {
                 if batch.isTruncated(i) {
