@@ -98,6 +98,8 @@ public struct RelayCounters: Sendable, Equatable {
     public var udpFlowsEvicted: UInt64 = 0
     /// Answered flows closed beyond `udpMaxAnswered`.
     public var udpAnsweredEvicted: UInt64 = 0
+    /// Segmented sends (UDP GSO) to backends, each of several datagrams.
+    public var udpSegmentedSends: UInt64 = 0
     /// Flows that became assured (and got the long timeout).
     public var udpFlowsAssured: UInt64 = 0
     /// Errors the backend's side reported (ECONNREFUSED after an ICMP port unreachable,
@@ -138,6 +140,7 @@ public struct RelayCounters: Sendable, Equatable {
         s.udpFlowsExpired = a.udpFlowsExpired + b.udpFlowsExpired
         s.udpFlowsEvicted = a.udpFlowsEvicted + b.udpFlowsEvicted
         s.udpAnsweredEvicted = a.udpAnsweredEvicted + b.udpAnsweredEvicted
+        s.udpSegmentedSends = a.udpSegmentedSends + b.udpSegmentedSends
         s.udpFlowsAssured = a.udpFlowsAssured + b.udpFlowsAssured
         s.udpBackendErrors = a.udpBackendErrors + b.udpBackendErrors
         s.udpTruncated = a.udpTruncated + b.udpTruncated

@@ -6,7 +6,8 @@
 //
 // Up (client → backend): recvmmsg reads up to 32 datagrams from the listener into the
 // loop's `DatagramBatch`; each one finds (or opens) its flow, marks it active, and is
-// queued; consecutive datagrams of one flow go out in one sendmmsg on its socket. Down
+// queued; consecutive datagrams of one flow go out in one sendmmsg on its socket, or, several
+// of one size, in one segmented send (UDP GSO: `DatagramBatch.sendSegmented`). Down
 // (backend → client): the flow socket is read the same way, and its datagrams go out in one
 // sendmmsg on the listener, addressed to the client and, on a wildcard listener, from the
 // local address the client last sent to (an IP_PKTINFO / IPV6_PKTINFO control message).
@@ -72,6 +73,9 @@ public final class UDPRelay: EventHandler {
     private var expiryArmedAt: (unassured: Instant?, assured: Instant?)
     /// The mapping's flows over all loops.
     public let budget: UDPFlowBudget
+    /// Datagrams to the backend this size or larger are not segmented (UDP GSO): a segmented
+    /// send of them was refused (over the path's MTU, or no GSO on the path at all).
+    private var segmentLimit = Int.max
     /// Out of descriptors since the last flow opened: log only the first failure.
     private var exhausted = false
     /// This mapping's counters on this loop.
@@ -296,9 +300,20 @@ public final class UDPRelay: EventHandler {
         var next = range.lowerBound
         var retried = false
         while next < range.upperBound {
+            // Several of one size to the backend: one segmented send (UDP GSO), a pass down the
+            // stack for all of them instead of one each. Not to clients: those sends carry an
+            // address and a pktinfo, and one reply batch rarely holds several of one size.
+            let run =
+                peer == nil && source == nil && range.upperBound - next >= 2
+                ? batch.segmentable(next..<range.upperBound, below: segmentLimit) : 0
             do {
-                switch try batch.send(fd, queued: next..<range.upperBound, to: peer, length: length, from: source) {
+                let result =
+                    run >= 2
+                    ? try batch.sendSegmented(fd, queued: next..<(next + run))
+                    : try batch.send(fd, queued: next..<range.upperBound, to: peer, length: length, from: source)
+                switch result {
                 case .done(let sent):
+                    if run >= 2 { context.counters.udpSegmentedSends &+= 1 }
                     var bytes = 0
                     for k in next..<(next + sent) { bytes += batch.queuedLength(k) }
                     if toBackend {
@@ -321,6 +336,12 @@ public final class UDPRelay: EventHandler {
                     return
                 }
             } catch {
+                if run >= 2 && (error.errno == .invalidArgument || error.errno == .ioError) {
+                    // This path cannot segment datagrams of this size: one by one from now on.
+                    segmentLimit = min(segmentLimit, batch.queuedTotal(next))
+                    mapping.logger.debug("\(listener.address): no UDP segmentation to \(target): \(error)")
+                    continue
+                }
                 if Self.isBackendError(error.errno) {
                     context.counters.udpBackendErrors &+= 1
                     mapping.pointer.pointee.backendErrors &+= 1

@@ -10,16 +10,17 @@ import TestSupport
 import XCTest
 
 /// A UDP relay on 127.0.0.1 whose loop the test turns by hand, its clock set by the test.
-private final class HandDrivenRelay {
+final class HandDrivenRelay {
     let loop: EventLoop
     let relay: UDPRelay
+    let context: RelayContext
     let start: Instant
 
     init(target: SocketAddress, config: RelayConfig = RelayConfig()) throws {
         loop = try EventLoop()
         start = loop.now
         loop.frozenNow = start
-        let context = RelayContext(loop: loop, config: config)
+        context = RelayContext(loop: loop, config: config)
         relay = UDPRelay(
             listener: try Listener.udp(SocketAddress(ip: "127.0.0.1", port: 0)!),
             target: target,
