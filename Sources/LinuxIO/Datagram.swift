@@ -317,8 +317,9 @@ public final class DatagramBatch {
     }
 
     /// One sendmsg with UDP_SEGMENT of the queued datagrams in `range` (as `segmentable` counted
-    /// them) to a connected socket's peer: all of them go, or none. EINVAL or EIO say the path
-    /// cannot segment (a size over its MTU, no checksum offload): send them one by one instead.
+    /// them) to a connected socket's peer: all of them go, or none. EMSGSIZE, EINVAL or EIO say
+    /// the path cannot segment them (a size over its MTU, no checksum offload): send them one by
+    /// one instead, which may still pass (fragmented).
     @inline(__always)
     public func sendSegmented(
         _ fd: borrowing Descriptor,

@@ -336,8 +336,11 @@ public final class UDPRelay: EventHandler {
                     return
                 }
             } catch {
-                if run >= 2 && (error.errno == .invalidArgument || error.errno == .ioError) {
-                    // This path cannot segment datagrams of this size: one by one from now on.
+                if run >= 2
+                    && (error.errno == .messageTooLong || error.errno == .invalidArgument || error.errno == .ioError)
+                {
+                    // This path cannot segment datagrams of this size (EMSGSIZE: over its MTU, which
+                    // one by one they may pass fragmented; EINVAL, EIO: no GSO): one by one from now on.
                     segmentLimit = min(segmentLimit, batch.queuedTotal(next))
                     mapping.logger.debug("\(listener.address): no UDP segmentation to \(target): \(error)")
                     continue
