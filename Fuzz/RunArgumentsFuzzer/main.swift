@@ -23,6 +23,7 @@ func commandLine(_ arguments: RunArguments) -> [String] {
     ]
     if let bulkLoops = arguments.bulkLoops { args += ["--bulk-loops", "\(bulkLoops)"] }
     if let unreplied = arguments.udpTimeoutUnreplied { args += ["--udp-timeout-unreplied", "\(unreplied)"] }
+    if let answered = arguments.udpMaxAnswered { args += ["--udp-max-answered", "\(answered)"] }
     if let threads = arguments.threads { args += ["--threads", "\(threads)"] }
     if let mode = arguments.mode { args += ["--mode", mode.rawValue] }
     if let nftTable = arguments.nftTable { args += ["--nft-table", nftTable] }

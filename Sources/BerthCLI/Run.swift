@@ -104,6 +104,7 @@ enum Run {
         options.relay.udpTimeout = .seconds(arguments.udpTimeout)
         options.relay.udpTimeoutUnreplied = .seconds(arguments.effectiveUDPTimeoutUnreplied)
         options.relay.udpMaxFlows = arguments.udpMaxFlows
+        options.relay.udpMaxAnswered = arguments.udpMaxAnswered
         options.relay.proxyProtocol = arguments.proxyProtocol
         options.relay.proxyProtocolUDP = arguments.proxyProtocolUDP
         return options

@@ -6,6 +6,12 @@
 // storage and control space, all set up once. Sending goes through a queue of message
 // headers whose iovecs point into those same buffers: a datagram is received once and
 // sent from where it lies, never copied, and nothing is allocated per datagram.
+//
+// Segmented sends (UDP GSO, UDP_SEGMENT): consecutive queued datagrams of one size (the last may
+// be shorter) go to a connected socket as one sendmsg whose iovecs are theirs in order and whose
+// control message gives the size; the kernel passes them down the stack once and cuts them into
+// the same datagrams at the device (or, on loopback, at the receiving socket). Their iovecs lie
+// two per datagram (prefix, payload), so the run's iovecs are contiguous: an unused one is empty.
 
 import CBerthLinux
 import Glibc
@@ -87,6 +93,15 @@ package final class DatagramBatch {
     /// Bytes of prefix room per datagram.
     package static let prefixSpace = 64
     private let replyControl: UnsafeMutableRawPointer
+    /// The header and control message (UDP_SEGMENT) of a segmented send.
+    private let segmentHeader: UnsafeMutablePointer<msghdr>
+    private let segmentControl: UnsafeMutableRawPointer
+    /// linux/udp.h: the level and option of UDP_SEGMENT, and the most segments one send may carry.
+    private static let solUDP: Int32 = 17
+    private static let udpSegment: Int32 = 103
+    public static let maxSegments = 64
+    /// What one segmented send may carry in all: an IPv4 datagram's payload, less room for a header.
+    public static let maxSegmentedBytes = 65_000
     /// Receive headers the kernel wrote last time, whose lengths must be reset.
     private var dirty: Int
     /// Datagrams queued for sending.
@@ -110,6 +125,10 @@ package final class DatagramBatch {
         prefixes = .allocate(byteCount: capacity * Self.prefixSpace, alignment: 16)
         replyControl = .allocate(byteCount: Self.controlSpace, alignment: 16)
         replyControl.initializeMemory(as: UInt8.self, repeating: 0, count: Self.controlSpace)
+        segmentHeader = .allocate(capacity: 1)
+        segmentHeader.initialize(to: msghdr())
+        segmentControl = .allocate(byteCount: Self.controlSpace, alignment: 16)
+        segmentControl.initializeMemory(as: UInt8.self, repeating: 0, count: Self.controlSpace)
         for i in 0..<capacity {
             iovecs[i] = iovec(iov_base: buffers + i * bufferSize, iov_len: bufferSize)
             names[i] = sockaddr_storage()
@@ -139,6 +158,8 @@ package final class DatagramBatch {
         outgoingIovecs.deallocate()
         prefixes.deallocate()
         replyControl.deallocate()
+        segmentHeader.deallocate()
+        segmentControl.deallocate()
     }
 
     // MARK: receiving
@@ -239,6 +260,7 @@ package final class DatagramBatch {
         let k = 2 * queued
         outgoingIovecs[k].iov_base = iovecs[i].iov_base
         outgoingIovecs[k].iov_len = Int(messages[i].msg_len)
+        outgoingIovecs[k + 1].iov_len = 0
         outgoing[queued].msg_hdr.msg_iovlen = 1
         queued += 1
     }
@@ -263,6 +285,66 @@ package final class DatagramBatch {
     @inline(__always)
     package func queuedLength(_ k: Int) -> Int {
         outgoingIovecs[2 * k + Int(outgoing[k].msg_hdr.msg_iovlen) - 1].iov_len
+    }
+
+    /// Bytes of queued datagram `k`, its prefix included: what goes on the wire as its payload.
+    @inline(__always)
+    public func queuedTotal(_ k: Int) -> Int {
+        outgoingIovecs[2 * k].iov_len + (outgoing[k].msg_hdr.msg_iovlen == 2 ? outgoingIovecs[2 * k + 1].iov_len : 0)
+    }
+
+    /// How many of the queued datagrams in `range`, from its start, one segmented send can carry:
+    /// those of the first one's size, and one shorter to end the run; each of them under `below`
+    /// bytes (a size a segmented send was refused for), at most `maxSegments` and
+    /// `maxSegmentedBytes` in all. 1 or 0 when there is nothing to segment.
+    @inline(__always)
+    public func segmentable(_ range: Range<Int>, below limit: Int) -> Int {
+        guard !range.isEmpty else { return 0 }
+        let size = queuedTotal(range.lowerBound)
+        guard size > 0, size < limit else { return 1 }
+        var n = 1
+        var total = size
+        var k = range.lowerBound + 1
+        while k < range.upperBound && n < Self.maxSegments {
+            let next = queuedTotal(k)
+            guard next > 0, next <= size, total + next <= Self.maxSegmentedBytes else { break }
+            n += 1
+            total += next
+            k += 1
+            if next < size { break }
+        }
+        return n
+    }
+
+    /// One sendmsg with UDP_SEGMENT of the queued datagrams in `range` (as `segmentable` counted
+    /// them) to a connected socket's peer: all of them go, or none. EMSGSIZE, EINVAL or EIO say
+    /// the path cannot segment them (a size over its MTU, no checksum offload): send them one by
+    /// one instead, which may still pass (fragmented).
+    @inline(__always)
+    public func sendSegmented(
+        _ fd: borrowing Descriptor,
+        queued range: Range<Int>
+    ) throws(SyscallError) -> IOResult<Int> {
+        let fd = fd.raw
+        let cmsg = segmentControl.assumingMemoryBound(to: cmsghdr.self)
+        cmsg.pointee.cmsg_len = CBerthLinux_CMSG_LEN(MemoryLayout<UInt16>.size)
+        cmsg.pointee.cmsg_level = Self.solUDP
+        cmsg.pointee.cmsg_type = Self.udpSegment
+        CBerthLinux_CMSG_DATA(cmsg).map(UnsafeMutableRawPointer.init)?
+            .storeBytes(of: UInt16(truncatingIfNeeded: queuedTotal(range.lowerBound)), as: UInt16.self)
+        segmentHeader.pointee.msg_name = nil
+        segmentHeader.pointee.msg_namelen = 0
+        segmentHeader.pointee.msg_iov = outgoingIovecs + 2 * range.lowerBound
+        segmentHeader.pointee.msg_iovlen = 2 * range.count
+        segmentHeader.pointee.msg_control = segmentControl
+        segmentHeader.pointee.msg_controllen = CBerthLinux_CMSG_SPACE(MemoryLayout<UInt16>.size)
+        segmentHeader.pointee.msg_flags = 0
+        let header = segmentHeader
+        let result = try syscallNonBlocking("sendmsg") { Glibc.sendmsg(fd, header, Int32(MSG_NOSIGNAL)) }
+        switch result {
+        case .done: return .done(range.count)
+        case .wouldBlock: return .wouldBlock
+        }
     }
 
     /// sendmmsg of the queued datagrams in `range`: to the socket's peer when `peer` is nil (a

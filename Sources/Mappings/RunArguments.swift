@@ -15,6 +15,8 @@ package struct RunArguments: Sendable, Equatable {
     package var udpTimeoutUnreplied: Double?
     /// Per mapping, over all loops.
     package var udpMaxFlows = 4096
+    /// Answered UDP flows kept per mapping, over all loops; nil: a quarter of `udpMaxFlows`.
+    package var udpMaxAnswered: Int?
     /// nil: one event loop per CPU berth may run on.
     package var threads: Int?
     /// Bytes within 100 ms that make a TCP connection bulk; 0: none is.
@@ -139,6 +141,7 @@ extension RunArguments {
             case "--udp-timeout": parsed.udpTimeout = try seconds(name, value())
             case "--udp-timeout-unreplied": parsed.udpTimeoutUnreplied = try seconds(name, value())
             case "--udp-max-flows": parsed.udpMaxFlows = try wholeNumber(name, value())
+            case "--udp-max-answered": parsed.udpMaxAnswered = try wholeNumber(name, value())
             case "--threads": parsed.threads = try wholeNumber(name, value())
             case "--bulk-after": parsed.bulkAfter = try wholeNumber(name, value())
             case "--bulk-loops": parsed.bulkLoops = try wholeNumber(name, value())
@@ -197,6 +200,9 @@ extension RunArguments {
         }
         if udpMaxFlows < 1 || udpMaxFlows > 1_000_000 {
             throw RunArgumentError("--udp-max-flows must be between 1 and 1000000")
+        }
+        if let udpMaxAnswered, udpMaxAnswered < 0 || udpMaxAnswered > udpMaxFlows {
+            throw RunArgumentError("--udp-max-answered must be between 0 and --udp-max-flows (\(udpMaxFlows))")
         }
         if let threads, threads < 1 || threads > 1024 { throw RunArgumentError("--threads must be between 1 and 1024") }
         if bulkAfter < 0 || bulkAfter > 1 << 40 {
@@ -283,7 +289,13 @@ extension RunArguments {
                                   shorter)
           --udp-max-flows <n>     UDP flows per mapping, over all threads; when full,
                                   a new client's thread evicts its least recently
-                                  active flow, unassured ones first. (default: 4096)
+                                  active flow: answered ones first, then those
+                                  awaiting a reply, assured ones last. (default: 4096)
+          --udp-max-answered <n>  Answered UDP flows (one request and its reply, such
+                                  as a DNS query from a new port each time) kept per
+                                  mapping; past it the oldest closes, so one-shot
+                                  load holds few descriptors. 0: close each once
+                                  answered. (default: a quarter of --udp-max-flows)
           --threads <n>           Event loop threads. Default: the CPUs berth may run
                                   on.
           --bulk-after <bytes>    A TCP connection that moves this many bytes within

@@ -155,6 +155,12 @@ package struct PublisherMetrics: Sendable {
         ) { Double($0.flowsEvicted) }
         family(
             udp,
+            "berth_udp_flows_answered_evicted_total",
+            .counter,
+            "UDP flows closed once answered (one request, its reply), beyond --udp-max-answered."
+        ) { Double($0.answeredEvicted) }
+        family(
+            udp,
             "berth_udp_flows_assured_total",
             .counter,
             "UDP flows that went on both ways and got the long timeout (--udp-timeout)."

@@ -32,6 +32,10 @@ public struct MappingCounters: Sendable, Equatable {
     package var flowsCreated: UInt64 = 0
     package var flowsExpired: UInt64 = 0
     package var flowsEvicted: UInt64 = 0
+    /// Answered flows closed beyond `--udp-max-answered`.
+    package var answeredEvicted: UInt64 = 0
+    /// Segmented sends (UDP GSO) to backends, each of several datagrams.
+    package var segmentedSends: UInt64 = 0
     /// Flows that became assured: traffic both ways past 2 s, the long timeout.
     package var flowsAssured: UInt64 = 0
     /// Datagrams larger than the buffer (MSG_TRUNC), dropped.
@@ -80,6 +84,8 @@ public struct MappingCounters: Sendable, Equatable {
         s.flowsCreated &+= b.flowsCreated
         s.flowsExpired &+= b.flowsExpired
         s.flowsEvicted &+= b.flowsEvicted
+        s.answeredEvicted &+= b.answeredEvicted
+        s.segmentedSends &+= b.segmentedSends
         s.flowsAssured &+= b.flowsAssured
         s.truncated &+= b.truncated
         s.dropped &+= b.dropped

@@ -40,6 +40,11 @@ public struct RelayConfig: Sendable {
     /// timeout (a busy DNS or game server) still fit. Each loop's table and per-flow arrays take
     /// about 0.5 MiB for 4,096, touched only as flows arrive.
     package var udpMaxFlows: Int = 4096
+    /// Answered UDP flows (an exchange that is over: one request, its reply; see `UDPFlowTable`)
+    /// a mapping keeps, over all loops; past it the oldest answered flow closes. A stub resolver
+    /// takes a new port per query, so under DNS-style load nearly every flow is one of these, and
+    /// this, not `udpMaxFlows`, bounds the descriptors it takes. nil: a quarter of `udpMaxFlows`.
+    package var udpMaxAnswered: Int?
 
     /// A TCP connection that moves this many bytes (both directions together) within one
     /// `bulkWindow` is bulk: it moves to a bulk loop (`RelayContext.bulkLoops`), whose thread runs

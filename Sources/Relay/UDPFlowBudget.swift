@@ -20,18 +20,29 @@ public final class UDPFlowBudget: Sendable {
     package let reserve: Int
     /// What the loops share: the limit less every loop's reserve.
     package let pool: Int
+    /// The loops serving the mapping.
+    package let loops: Int
     private let used = Atomic<Int>(0)
 
     package init(limit: Int, loops: Int = 1) {
         let limit = max(1, limit)
         let loops = max(1, loops)
         self.limit = limit
+        self.loops = loops
         reserve = limit < loops ? 0 : max(1, limit / (4 * loops))
         pool = limit - reserve * loops
     }
 
     /// The most flows one loop can hold: its reserve and the whole pool.
     package var perLoop: Int { max(1, reserve + pool) }
+
+    /// Answered flows (`--udp-max-answered`) one loop keeps: its share of `answered` for the
+    /// mapping, rounded up; nil `answered`: a quarter of the limit, rounded up. The loops' tables
+    /// are apart, and SO_REUSEPORT spreads one-shot clients about evenly over them.
+    public func answeredPerLoop(_ answered: Int?) -> Int {
+        let total = max(0, answered ?? (limit + 3) / 4)
+        return min(perLoop, (total + loops - 1) / loops)
+    }
 
     /// Units of the pool taken now.
     package var pooled: Int { used.load(ordering: .relaxed) }

@@ -23,13 +23,24 @@
 // the first reply itself: a reply later than 2 s assures there; here it takes one more datagram,
 // so a slow single answer does not hold a flow for two minutes.
 //
-// Recency: two intrusive doubly-linked lists through the slots, one per lifetime, least
-// recently active at the head. Touching a flow moves it to the tail of its list; eviction and
-// expiry take from a head; all O(1). Every flow of one list has the same timeout and the relay
+// Answered: an unassured flow whose last datagram was a reply and that has had as many reply
+// datagrams as requests (a DNS, NTP or SNMP exchange that is over) is *answered*. A stub resolver
+// takes a new source port per query, so under one-shot load nearly every flow is an answered one
+// that will never see another datagram; holding each for its 30 s would fill the cap, and the cap
+// would set berth's descriptors. So answered flows are a bounded pool of their own
+// (`answeredLimit`, `--udp-max-answered`, a quarter of the cap by default): past it the oldest
+// answered flow closes. A datagram from the client makes the flow waiting again (it expects an
+// answer), and a second reply to one request (a stream, a multi-part answer) keeps it out of
+// the pool: only flows that are over are closed early.
+//
+// Recency: three intrusive doubly-linked lists through the slots, waiting (no reply yet, or a
+// request since), answered and assured, least recently active at the head. Touching a flow
+// moves it to the tail of its list; eviction and expiry take from a head; all O(1). Every flow
+// of one list has the same timeout (waiting and answered share the short one) and the relay
 // touches with the loop's clock, which never goes back, so each head is the first of its list
-// to expire, and expiry looks at the two heads only. Eviction takes unassured flows first,
-// like conntrack's early drop: a flood of one-shot flows pushes out its own kind, not the
-// flows that carry a conversation.
+// to expire, and expiry looks at the three heads only. Eviction takes answered flows first,
+// then waiting ones, like conntrack's early drop: a flood of one-shot flows pushes out its own
+// kind, never a flow awaiting its answer or one that carries a conversation while those remain.
 //
 // Memory: nothing is allocated after `init`. The buckets come from calloc and slots are
 // used from the front, so pages are touched only as flows arrive: a table sized for a
@@ -135,13 +146,16 @@ public final class UDPFlowTable {
         var opened: UInt64
         var previous: Int32
         var next: Int32
-        /// Which list: `unrepliedList` or `assuredList`.
+        /// Request datagrams less reply datagrams while unassured; 0 after a reply: answered.
+        var balance: Int32
+        /// Which list: `waitingList`, `assuredList` or `answeredList`.
         var list: UInt8
         var replied: Bool
     }
 
-    private static let unrepliedList = 0
+    private static let waitingList = 0
     private static let assuredList = 1
+    private static let answeredList = 2
 
     /// What `insert` did: the flow's slot, and the flow evicted to make room, if the table was full.
     public struct Insertion: Sendable {
@@ -154,6 +168,10 @@ public final class UDPFlowTable {
     package private(set) var count = 0
     /// Flows that are assured now.
     package private(set) var assuredCount = 0
+    /// Flows that are answered now (see the file's comment).
+    package private(set) var answeredCount = 0
+    /// The answered flows the relay keeps; beyond, `overAnswered` names one to close.
+    package let answeredLimit: Int
 
     private let entries: UnsafeMutablePointer<Entry>
     private let buckets: UnsafeMutablePointer<UInt64>
@@ -162,15 +180,17 @@ public final class UDPFlowTable {
     private var used = 0
     /// Slots freed by `remove`, linked through `next`.
     private var freeHead: Int32 = -1
-    /// Per list: least recently active, most recently active.
-    private var heads: (Int32, Int32) = (-1, -1)
-    private var tails: (Int32, Int32) = (-1, -1)
+    /// Per list (waiting, assured, answered): least recently active, most recently active.
+    private var heads: (Int32, Int32, Int32) = (-1, -1, -1)
+    private var tails: (Int32, Int32, Int32) = (-1, -1, -1)
     private let timeouts: (UInt64, UInt64)
     private let assuredAfter: UInt64
 
-    public init(capacity: Int, lifetimes: UDPFlowLifetimes = UDPFlowLifetimes()) {
+    /// `answeredLimit` nil: as many as the capacity (no pool of its own).
+    public init(capacity: Int, lifetimes: UDPFlowLifetimes = UDPFlowLifetimes(), answeredLimit: Int? = nil) {
         precondition(capacity > 0 && capacity < Int(Int32.max) / 2, "flow table capacity \(capacity)")
         self.capacity = capacity
+        self.answeredLimit = min(capacity, max(0, answeredLimit ?? capacity))
         self.lifetimes = lifetimes
         timeouts = (lifetimes.unreplied.nanosecondsClamped, lifetimes.assured.nanosecondsClamped)
         assuredAfter = lifetimes.assuredAfter.nanosecondsClamped
@@ -218,7 +238,7 @@ public final class UDPFlowTable {
         if count == capacity, let victim = oldest {
             slot = victim
             evicted = entries[slot].key
-            if isAssured(slot) { assuredCount -= 1 }
+            uncount(slot)
             unindex(slot)
             unlink(slot)
             count -= 1
@@ -238,7 +258,8 @@ public final class UDPFlowTable {
                 opened: now.nanoseconds,
                 previous: -1,
                 next: -1,
-                list: UInt8(Self.unrepliedList),
+                balance: 0,
+                list: UInt8(Self.waitingList),
                 replied: false
             )
         )
@@ -250,35 +271,44 @@ public final class UDPFlowTable {
         return Insertion(slot: slot, evicted: evicted)
     }
 
-    /// Marks the flow in `slot` active at `now`, a datagram from the backend (`reply`) or from the
-    /// client: it becomes the most recently active of its lifetime. True when this made it assured.
+    /// Marks the flow in `slot` active at `now`: `datagrams` from the backend (`reply`), or one
+    /// from the client. It becomes the most recently active of its list, which may change (see
+    /// the file's comment). True when this made it assured.
     @inline(__always)
     @discardableResult
-    package func touch(_ slot: Int, now: Instant, reply: Bool = false) -> Bool {
+    package func touch(_ slot: Int, now: Instant, reply: Bool = false, datagrams: Int = 1) -> Bool {
         entries[slot].lastActive = now.nanoseconds
-        var assured = false
-        if Int(entries[slot].list) == Self.unrepliedList {
-            if entries[slot].replied {
-                assured = now.nanoseconds >= entries[slot].opened &+ assuredAfter
+        let list = Int(entries[slot].list)
+        var target = list
+        if list != Self.assuredList {
+            let balance = entries[slot].balance
+            entries[slot].balance = reply ? balance &- Int32(truncatingIfNeeded: datagrams) : balance &+ 1
+            if entries[slot].replied && now.nanoseconds >= entries[slot].opened &+ assuredAfter {
+                target = Self.assuredList
             } else if reply {
                 entries[slot].replied = true
+                target = entries[slot].balance == 0 ? Self.answeredList : Self.waitingList
+            } else {
+                target = Self.waitingList
             }
         }
-        if assured {
+        if target == list {
+            if tail(list) == slot { return false }
             unlink(slot)
-            entries[slot].list = UInt8(Self.assuredList)
-            assuredCount += 1
         } else {
-            if tail(Int(entries[slot].list)) == slot { return false }
             unlink(slot)
+            uncount(slot)
+            entries[slot].list = UInt8(target)
+            if target == Self.assuredList { assuredCount += 1 }
+            if target == Self.answeredList { answeredCount += 1 }
         }
         linkAtTail(slot)
-        return assured
+        return target == Self.assuredList && list != Self.assuredList
     }
 
     /// Forgets the flow in `slot`; the slot may be handed out again by the next `insert`.
     public func remove(_ slot: Int) {
-        if isAssured(slot) { assuredCount -= 1 }
+        uncount(slot)
         unindex(slot)
         unlink(slot)
         entries[slot].next = freeHead
@@ -286,19 +316,26 @@ public final class UDPFlowTable {
         count -= 1
     }
 
-    /// The flow to evict first: the least recently active unassured one, else the least
-    /// recently active assured one.
+    /// The flow to evict first: the least recently active answered one, else the least recently
+    /// active waiting one, else the least recently active assured one.
     package var oldest: Int? {
+        if heads.2 >= 0 { return Int(heads.2) }
         if heads.0 >= 0 { return Int(heads.0) }
         return heads.1 < 0 ? nil : Int(heads.1)
     }
 
-    package func isAssured(_ slot: Int) -> Bool { Int(entries[slot].list) == Self.assuredList }
+    /// The oldest answered flow while there are more than `answeredLimit`: the one to close.
+    @inline(__always)
+    package var overAnswered: Int? { answeredCount > answeredLimit && heads.2 >= 0 ? Int(heads.2) : nil }
 
-    /// A flow whose idle time ran out at `now`, if any: the head of either list.
+    public func isAssured(_ slot: Int) -> Bool { Int(entries[slot].list) == Self.assuredList }
+    public func isAnswered(_ slot: Int) -> Bool { Int(entries[slot].list) == Self.answeredList }
+
+    /// A flow whose idle time ran out at `now`, if any: the head of some list.
     @inline(__always)
     public func expired(now: Instant) -> Int? {
         if heads.0 >= 0 && deadline(Int(heads.0)) <= now.nanoseconds { return Int(heads.0) }
+        if heads.2 >= 0 && deadline(Int(heads.2)) <= now.nanoseconds { return Int(heads.2) }
         if heads.1 >= 0 && deadline(Int(heads.1)) <= now.nanoseconds { return Int(heads.1) }
         return nil
     }
@@ -312,12 +349,18 @@ public final class UDPFlowTable {
     }
 
     /// When the next flow of one lifetime expires if nothing happens before; nil if never. Never
-    /// earlier than it said before while the list had flows, and no earlier than a deadline it
-    /// gave before the list emptied: the relay keeps one timer per lifetime.
+    /// earlier than it said before while the lifetime had flows, and no earlier than a deadline it
+    /// gave before it had none: the relay keeps one timer per lifetime. (Unassured covers the
+    /// waiting and the answered list: one timeout, and a flow moving between them only ever
+    /// moves its deadline later.)
     package func nextExpiry(assured: Bool) -> Instant? {
-        let head = assured ? heads.1 : heads.0
-        guard head >= 0 else { return nil }
-        let next = deadline(Int(head))
+        var next = UInt64.max
+        if assured {
+            if heads.1 >= 0 { next = deadline(Int(heads.1)) }
+        } else {
+            if heads.0 >= 0 { next = deadline(Int(heads.0)) }
+            if heads.2 >= 0 { next = min(next, deadline(Int(heads.2))) }
+        }
         return next == .max ? nil : Instant(nanoseconds: next)
     }
 
@@ -332,12 +375,12 @@ public final class UDPFlowTable {
     package func key(at slot: Int) -> FlowKey { entries[slot].key }
     package func lastActive(at slot: Int) -> Instant { Instant(nanoseconds: entries[slot].lastActive) }
 
-    /// Keys in the order they would be evicted (unassured, then assured, each least recently
-    /// active first), for tests and debugging (this one allocates).
+    /// Keys in the order they would be evicted (answered, waiting, then assured, each least
+    /// recently active first), for tests and debugging (this one allocates).
     package func keysByRecency() -> [FlowKey] {
         var keys: [FlowKey] = []
         keys.reserveCapacity(count)
-        for list in [Self.unrepliedList, Self.assuredList] {
+        for list in [Self.answeredList, Self.waitingList, Self.assuredList] {
             var slot = head(list)
             while slot >= 0 {
                 keys.append(entries[slot].key)
@@ -346,6 +389,17 @@ public final class UDPFlowTable {
         }
         return keys
     }
+
+    /// Takes `slot`'s flow out of its list's count, before it leaves the list.
+    @inline(__always)
+    private func uncount(_ slot: Int) {
+        switch Int(entries[slot].list) {
+        case Self.assuredList: assuredCount -= 1
+        case Self.answeredList: answeredCount -= 1
+        default: break
+        }
+    }
+
     // MARK: the index
 
     /// Removes `slot`'s bucket and shifts the buckets after it back to where probing finds them.
@@ -371,18 +425,39 @@ public final class UDPFlowTable {
     // MARK: the recency lists
 
     @inline(__always)
-    private func head(_ list: Int) -> Int { Int(list == Self.unrepliedList ? heads.0 : heads.1) }
+    private func head(_ list: Int) -> Int {
+        switch list {
+        case Self.waitingList: Int(heads.0)
+        case Self.assuredList: Int(heads.1)
+        default: Int(heads.2)
+        }
+    }
+
     @inline(__always)
-    private func tail(_ list: Int) -> Int { Int(list == Self.unrepliedList ? tails.0 : tails.1) }
+    private func tail(_ list: Int) -> Int {
+        switch list {
+        case Self.waitingList: Int(tails.0)
+        case Self.assuredList: Int(tails.1)
+        default: Int(tails.2)
+        }
+    }
 
     @inline(__always)
     private func setHead(_ list: Int, _ slot: Int32) {
-        if list == Self.unrepliedList { heads.0 = slot } else { heads.1 = slot }
+        switch list {
+        case Self.waitingList: heads.0 = slot
+        case Self.assuredList: heads.1 = slot
+        default: heads.2 = slot
+        }
     }
 
     @inline(__always)
     private func setTail(_ list: Int, _ slot: Int32) {
-        if list == Self.unrepliedList { tails.0 = slot } else { tails.1 = slot }
+        switch list {
+        case Self.waitingList: tails.0 = slot
+        case Self.assuredList: tails.1 = slot
+        default: tails.2 = slot
+        }
     }
 
     @inline(__always)

@@ -6,7 +6,8 @@
 //
 // Up (client → backend): recvmmsg reads up to 32 datagrams from the listener into the
 // loop's `DatagramBatch`; each one finds (or opens) its flow, marks it active, and is
-// queued; consecutive datagrams of one flow go out in one sendmmsg on its socket. Down
+// queued; consecutive datagrams of one flow go out in one sendmmsg on its socket, or, several
+// of one size, in one segmented send (UDP GSO: `DatagramBatch.sendSegmented`). Down
 // (backend → client): the flow socket is read the same way, and its datagrams go out in one
 // sendmmsg on the listener, addressed to the client and, on a wildcard listener, from the
 // local address the client last sent to (an IP_PKTINFO / IPV6_PKTINFO control message).
@@ -21,7 +22,10 @@
 // in the loop's heap (one timer for both would be, each time the short list refilled).
 // The flows are bounded per listener address over all its loops (`UDPFlowBudget`: a reserve
 // per loop, a pool shared): a new client when the pool is spent evicts the flow of its own loop
-// that `UDPFlowTable.oldest` names (unassured ones first) and takes its place.
+// that `UDPFlowTable.oldest` names (answered ones first, then waiting ones) and takes its place.
+// Answered flows (an exchange that is over: a DNS query and its answer) are also bounded on
+// their own (`--udp-max-answered`, split over the loops): once a reply makes one too many, the
+// oldest answered flow closes, so one-shot load holds a fraction of the cap's descriptors.
 //
 // A backend that is down answers with ICMP port unreachable, which the connected flow
 // socket reports once as ECONNREFUSED on its next send or receive. That is counted, never
@@ -69,6 +73,9 @@ public final class UDPRelay: EventHandler {
     private var expiryArmedAt: (unassured: Instant?, assured: Instant?)
     /// The mapping's flows over all loops.
     package let budget: UDPFlowBudget
+    /// Datagrams to the backend this size or larger are not segmented (UDP GSO): a segmented
+    /// send of them was refused (over the path's MTU, or no GSO on the path at all).
+    private var segmentLimit = Int.max
     /// Out of descriptors since the last flow opened: log only the first failure.
     private var exhausted = false
     /// This mapping's counters on this loop.
@@ -96,7 +103,11 @@ public final class UDPRelay: EventHandler {
         let budget = budget ?? UDPFlowBudget(limit: context.config.udpMaxFlows)
         self.budget = budget
         let capacity = budget.perLoop
-        flows = UDPFlowTable(capacity: capacity, lifetimes: context.config.udpLifetimes)
+        flows = UDPFlowTable(
+            capacity: capacity,
+            lifetimes: context.config.udpLifetimes,
+            answeredLimit: budget.answeredPerLoop(context.config.udpMaxAnswered)
+        )
         listenerKey = FlowKey(listener.address)
         backends = DescriptorSlots(capacity: capacity)
         flowIDs = .allocate(capacity: capacity)
@@ -214,6 +225,11 @@ public final class UDPRelay: EventHandler {
 
     fileprivate func backendReady(slot: Int) {
         backends.with(slot) { backendReady(slot: slot, $0) }
+        // After the replies went out: the flow closed may be this one.
+        while let answered = flows.overAnswered {
+            closeFlow(answered)
+            mapping.pointer.pointee.answeredEvicted &+= 1
+        }
     }
 
     private func backendReady(slot: Int, _ fd: borrowing Descriptor) {
@@ -235,7 +251,7 @@ public final class UDPRelay: EventHandler {
                 mapping.logger.debug("\(listener.address) flow \(flows.key(at: slot)): \(error)")
                 return
             }
-            if flows.touch(slot, now: context.loop.now, reply: true) { assured() }
+            if flows.touch(slot, now: context.loop.now, reply: true, datagrams: count) { assured() }
             batch.clearQueue()
             for i in 0..<count {
                 if batch.isTruncated(i) {
@@ -277,9 +293,20 @@ public final class UDPRelay: EventHandler {
         var next = range.lowerBound
         var retried = false
         while next < range.upperBound {
+            // Several of one size to the backend: one segmented send (UDP GSO), a pass down the
+            // stack for all of them instead of one each. Not to clients: those sends carry an
+            // address and a pktinfo, and one reply batch rarely holds several of one size.
+            let run =
+                peer == nil && source == nil && range.upperBound - next >= 2
+                ? batch.segmentable(next..<range.upperBound, below: segmentLimit) : 0
             do {
-                switch try batch.send(fd, queued: next..<range.upperBound, to: peer, length: length, from: source) {
+                let result =
+                    run >= 2
+                    ? try batch.sendSegmented(fd, queued: next..<(next + run))
+                    : try batch.send(fd, queued: next..<range.upperBound, to: peer, length: length, from: source)
+                switch result {
                 case .done(let sent):
+                    if run >= 2 { mapping.pointer.pointee.segmentedSends &+= 1 }
                     var bytes = 0
                     for k in next..<(next + sent) { bytes += batch.queuedLength(k) }
                     if toBackend {
@@ -297,6 +324,15 @@ public final class UDPRelay: EventHandler {
                     return
                 }
             } catch {
+                if run >= 2
+                    && (error.errno == .messageTooLong || error.errno == .invalidArgument || error.errno == .ioError)
+                {
+                    // This path cannot segment datagrams of this size (EMSGSIZE: over its MTU, which
+                    // one by one they may pass fragmented; EINVAL, EIO: no GSO): one by one from now on.
+                    segmentLimit = min(segmentLimit, batch.queuedTotal(next))
+                    mapping.logger.debug("\(listener.address): no UDP segmentation to \(target): \(error)")
+                    continue
+                }
                 if Self.isBackendError(error.errno) {
                     mapping.pointer.pointee.backendErrors &+= 1
                     // The error was left by an earlier datagram and is cleared now; this one has not gone.

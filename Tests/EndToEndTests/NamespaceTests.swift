@@ -67,6 +67,41 @@ final class NamespaceTests: XCTestCase {
         XCTAssertEqual(berth.waitForExit(), 0)
     }
 
+    /// Datagrams that reach berth together go to the container in one segmented send (UDP GSO)
+    /// where they can; 3,000-byte ones cannot over the container's 1,500-byte link (the kernel
+    /// refuses the segmented send: EMSGSIZE) and must still arrive, fragmented, one by one. berth
+    /// is stopped while they are sent, so it reads them in one batch. Before the fix each refusal
+    /// dropped one of them.
+    func testDatagramsOverTheContainerLinksMTUArriveWhenTheyComeInOneBatch() throws {
+        let backend = try Topology.inside(topology.container) {
+            try TestUDPSocket(host: Topology.containerIP, timeoutMilliseconds: 2000)
+        }
+        let (berth, _) = try startBerth(
+            ["-p", "127.0.0.1:8082:\(backend.localAddress.port)/udp", Topology.containerIP],
+            lines: 1
+        )
+        let client = try Topology.inside(topology.host) { try TestUDPSocket() }
+        let relay = SocketAddress(ip: "127.0.0.1", port: 8082)!
+        try client.send(Array("open".utf8), to: relay)
+        XCTAssertEqual(String(decoding: try backend.receive(), as: UTF8.self), "open")
+        var sent: [[UInt8]] = []
+        berth.signal(SIGSTOP)
+        for (i, size) in (Array(repeating: 3000, count: 8) + Array(repeating: 1400, count: 8) + [3000, 3000])
+            .enumerated()
+        {
+            let datagram = (0..<size).map { UInt8(truncatingIfNeeded: $0 &+ i) }
+            try client.send(datagram, to: relay)
+            sent.append(datagram)
+        }
+        berth.signal(SIGCONT)
+        var got: [[UInt8]] = []
+        for _ in sent { got.append(try backend.receive()) }
+        XCTAssertEqual(got.map(\.count), sent.map(\.count))
+        XCTAssertEqual(got, sent, "every datagram, intact and in order")
+        berth.signal(SIGTERM)
+        XCTAssertEqual(berth.waitForExit(), 0)
+    }
+
     func testIPv6Container() throws {
         let server = try Topology.inside(topology.container) { try TestServer.echo(host: Topology.containerIPv6) }
         defer { server.stop() }

@@ -28,6 +28,7 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         #expect(parsed.udpTimeoutUnreplied == nil)
         #expect(parsed.effectiveUDPTimeoutUnreplied == 30)
         #expect(parsed.udpMaxFlows == 4096)
+        #expect(parsed.udpMaxAnswered == nil)
         #expect(parsed.threads == nil)
         #expect(parsed.busyPoll == 0)
         #expect(parsed.bulkAfter == 1 << 20)
@@ -48,6 +49,7 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         ("--udp-timeout", "0.25", { $0.udpTimeout == 0.25 && $0.effectiveUDPTimeoutUnreplied == 0.25 }),
         ("--udp-timeout-unreplied", "5", { $0.udpTimeoutUnreplied == 5 && $0.effectiveUDPTimeoutUnreplied == 5 }),
         ("--udp-max-flows", "64", { $0.udpMaxFlows == 64 }),
+        ("--udp-max-answered", "0", { $0.udpMaxAnswered == 0 }),
         ("--threads", "3", { $0.threads == 3 }),
         ("--busy-poll", "50", { $0.busyPoll == 50 }),
         ("--bulk-after", "65536", { $0.bulkAfter == 65536 }),
@@ -170,7 +172,8 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         let help = RunArguments.help
         for option in [
             "-p, --publish <spec>", "<target-ip>", "--connect-timeout <seconds>", "--half-close-timeout <seconds>",
-            "--udp-timeout <seconds>", "--udp-timeout-unreplied <seconds>", "--udp-max-flows <n>", "--threads <n>",
+            "--udp-timeout <seconds>", "--udp-timeout-unreplied <seconds>", "--udp-max-flows <n>",
+            "--udp-max-answered <n>", "--threads <n>",
             "--busy-poll <us>",
             "--pipe-size <bytes>", "--mode <mode>", "--nft-table <name>", "--log-level <level>", "--version",
             "-h, --help", "--proxy-protocol <version>", "--proxy-protocol-udp <version>",
@@ -263,6 +266,11 @@ private let minimal = ["-p", "80", "127.0.0.1"]
         ),
         (minimal + ["--udp-max-flows", "0"], "--udp-max-flows must be between 1 and 1000000"),
         (minimal + ["--udp-max-flows", "1000001"], "--udp-max-flows must be between 1 and 1000000"),
+        (minimal + ["--udp-max-answered", "-1"], "--udp-max-answered must be between 0 and --udp-max-flows (4096)"),
+        (
+            minimal + ["--udp-max-flows", "64", "--udp-max-answered", "65"],
+            "--udp-max-answered must be between 0 and --udp-max-flows (64)"
+        ),
         (minimal + ["--threads", "0"], "--threads must be between 1 and 1024"),
         (minimal + ["--threads", "1025"], "--threads must be between 1 and 1024"),
         (minimal + ["--bulk-after", "-1"], "--bulk-after must be between 0 and 1099511627776 bytes"),

@@ -84,13 +84,13 @@ final class PublisherTests: XCTestCase {
     /// with a cap of 10 leave 10 flows open, not 10 per loop (before the fix: 20), and the
     /// mapping's counters say how many were evicted.
     func testTheUDPFlowCapIsPerMappingAcrossLoops() throws {
-        let backend = try TestUDPEchoServer()
+        let backend = try TestUDPSocket()  // never answers: every flow awaits its reply
         var options = PublishOptions()
         options.threads = 2
         options.mode = .userspace
         options.relay.udpMaxFlows = 10
         let publisher = Publisher(options: options)
-        let added = try publisher.add(try loopbackMappings(["127.0.0.1::\(backend.address.port)/udp"]))
+        let added = try publisher.add(try loopbackMappings(["127.0.0.1::\(backend.localAddress.port)/udp"]))
         let stop = try runInBackground(publisher)
         defer { stop() }
         var clients: [TestUDPSocket] = []
@@ -122,6 +122,50 @@ final class PublisherTests: XCTestCase {
         )
         XCTAssertTrue(lines.contains { $0.hasPrefix("berth_udp_flows_active{") && $0.hasSuffix("} 10") })
         withExtendedLifetime(clients) {}
+    }
+
+    /// One-shot exchanges (each client one request, its echo) hold the answered pool, a quarter of
+    /// `--udp-max-flows` by default and split over the loops, not the cap: 100 clients through 2
+    /// loops with a cap of 40 leave at most 10 flows open, and the metrics count the rest as
+    /// answered flows closed, none evicted for the cap. Every client got its answer.
+    func testAnsweredOneShotFlowsAreBoundedByTheirPoolOverLoops() throws {
+        let backend = try TestUDPEchoServer()
+        var options = PublishOptions()
+        options.threads = 2
+        options.mode = .userspace
+        options.relay.udpMaxFlows = 40
+        let publisher = Publisher(options: options)
+        let added = try publisher.add(try loopbackMappings(["127.0.0.1::\(backend.address.port)/udp"]))
+        let stop = try runInBackground(publisher)
+        defer { stop() }
+        for i in 0..<100 {
+            let client = try TestUDPSocket()
+            try client.send(Array("client \(i)".utf8), to: added.ports[0].address)
+            XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "client \(i)")
+        }
+        var m = publisher.metrics()
+        XCTAssertTrue(
+            eventually {
+                m = publisher.metrics()
+                let answered = m.mappings.map(\.counters.datagramsToClient).reduce(0, +)
+                return answered == 100
+                    && m.mappings.map { $0.counters.flowsCreated - $0.counters.answeredEvicted }.reduce(0, +) <= 10
+            },
+            "\(m.mappings.map(\.counters))"
+        )
+        let udp = try XCTUnwrap(m.mappings.first)
+        XCTAssertLessThanOrEqual(udp.counters.flowsActive, 10, "5 answered flows per loop")
+        XCTAssertEqual(udp.counters.flowsCreated, 100)
+        XCTAssertEqual(udp.counters.flowsEvicted, 0, "none for the cap")
+        XCTAssertEqual(udp.counters.datagramsToClient, 100)
+        let lines = m.prometheusText().split(separator: "\n")
+        XCTAssertTrue(
+            lines.contains {
+                $0.hasPrefix("berth_udp_flows_answered_evicted_total{")
+                    && $0.hasSuffix("} \(udp.counters.answeredEvicted)")
+            },
+            "the answered flows closed are in the mapping's metrics"
+        )
     }
 
     /// A second publisher (another berth) cannot join the first one's SO_REUSEPORT group.

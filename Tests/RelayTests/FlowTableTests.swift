@@ -127,6 +127,44 @@ final class FlowTableTests: XCTestCase {
         XCTAssertTrue(table.isEmpty)
     }
 
+    /// Answered: as many replies as requests, the last a reply, not assured. A request makes a
+    /// flow waiting again, a second reply to one request keeps it out; past `answeredLimit`
+    /// `overAnswered` names the oldest answered flow, and the cap takes answered flows first.
+    func testAnsweredFlowsAreCountedApartAndNamedOldestFirstPastTheirLimit() {
+        let table = UDPFlowTable(capacity: 5, answeredLimit: 1)
+        let a = table.insert(v4(0), now: at(0)).slot
+        let b = table.insert(v4(1), now: at(0)).slot
+        let c = table.insert(v4(2), now: at(0)).slot
+        let d = table.insert(v4(3), now: at(0)).slot
+        table.touch(a, now: at(0))
+        table.touch(a, now: at(0), reply: true, datagrams: 2)
+        XCTAssertFalse(table.isAnswered(a), "two replies to one request: a stream, not over")
+        table.touch(b, now: at(0))
+        table.touch(b, now: at(0))
+        table.touch(b, now: at(1), reply: true, datagrams: 2)
+        XCTAssertTrue(table.isAnswered(b), "two requests, both answered")
+        XCTAssertNil(table.overAnswered)
+        table.touch(c, now: at(1))
+        table.touch(c, now: at(1), reply: true)
+        XCTAssertEqual(table.answeredCount, 2)
+        XCTAssertEqual(table.overAnswered, b, "the oldest answered flow")
+        table.touch(b, now: at(1))
+        XCTAssertFalse(table.isAnswered(b), "a new request: waiting for its answer")
+        XCTAssertNil(table.overAnswered)
+        XCTAssertEqual(table.keysByRecency(), [v4(2), v4(3), v4(0), v4(1)], "answered first, then waiting")
+        XCTAssertEqual(table.oldest, c)
+        table.touch(d, now: at(2))
+        XCTAssertEqual(table.nextExpiry(assured: false), at(30), "a and d's 30 s, over both unassured lists")
+        table.remove(c)
+        XCTAssertEqual(table.answeredCount, 0)
+        let e = table.insert(v4(4), now: at(3)).slot
+        table.touch(e, now: at(3))
+        table.touch(e, now: at(3), reply: true)
+        XCTAssertEqual(table.insert(v4(5), now: at(3)).evicted, nil)
+        XCTAssertEqual(table.insert(v4(6), now: at(4)).evicted, v4(4), "full: the answered flow goes first")
+        XCTAssertEqual(table.answeredCount, 0)
+    }
+
     func testRemovedSlotsAreReusedAndLookupsStayRightThroughChurn() {
         // A model check: random inserts, touches and removes against a Dictionary, with a
         // small capacity so that probe chains collide and backward shifts happen all the time.

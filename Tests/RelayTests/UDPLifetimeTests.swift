@@ -10,16 +10,17 @@ import TestSupport
 import XCTest
 
 /// A UDP relay on 127.0.0.1 whose loop the test turns by hand, its clock set by the test.
-private final class HandDrivenRelay {
+final class HandDrivenRelay {
     let loop: EventLoop
     let relay: UDPRelay
+    let context: RelayContext
     let start: Instant
 
     init(target: SocketAddress, config: RelayConfig = RelayConfig()) throws {
         loop = try EventLoop()
         start = loop.now
         loop.frozenNow = start
-        let context = RelayContext(loop: loop, config: config)
+        context = RelayContext(loop: loop, config: config)
         relay = UDPRelay(
             listener: try Listener.udp(SocketAddress(ip: "127.0.0.1", port: 0)!),
             target: target,
@@ -198,5 +199,93 @@ final class UDPLifetimeTests: XCTestCase {
         }
         XCTAssertEqual(relay.relay.counters.flowsExpired, 200)
         XCTAssertLessThanOrEqual(relay.loop.pendingTimers, 2, "one per lifetime at most")
+    }
+
+    // MARK: the answered pool
+
+    /// One-shot load (a new source port per query) leaves answered flows only, and berth keeps at
+    /// most `udpMaxAnswered` of them, oldest closed first: the descriptors one-shot load holds are
+    /// that, not the cap. A flow awaiting its answer, one answered twice for one request (a
+    /// stream) and an assured one are never closed for the pool, and each still relays.
+    func testAnsweredOneShotFlowsAreAPoolOfTheirOwnAndNothingElseIsClosedForIt() throws {
+        let backend = try TestUDPSocket()
+        var config = RelayConfig()
+        config.udpMaxFlows = 16
+        config.udpMaxAnswered = 2
+        let relay = try HandDrivenRelay(target: backend.localAddress, config: config)
+        var ongoing = try connect(relay)
+        try exchange(&ongoing, "hello", relay, backend)
+        try relay.at(2)
+        try exchange(&ongoing, "more", relay, backend)
+        XCTAssertEqual(relay.relay.counters.flowsAssured, 1)
+        var waiting = try connect(relay)
+        try up(&waiting, "slow query", relay, backend)
+        var stream = try connect(relay)
+        try up(&stream, "subscribe", relay, backend)
+        try down(stream, "event 1", relay, backend)
+        try down(stream, "event 2", relay, backend)
+        var pair = try connect(relay)
+        try up(&pair, "A?", relay, backend)
+        try up(&pair, "AAAA?", relay, backend)
+        try down(pair, "A", relay, backend)
+        XCTAssertEqual(relay.relay.counters.answeredEvicted, 0, "one of two queries answered: still waiting")
+        try down(pair, "AAAA", relay, backend)
+
+        var oneShots: [Peer] = []
+        for i in 0..<5 {
+            var peer = try connect(relay)
+            try exchange(&peer, "query \(i)", relay, backend)
+            oneShots.append(peer)
+        }
+        // The pair, then one-shots 0, 1 and 2 closed as later ones were answered.
+        XCTAssertEqual(relay.relay.counters.answeredEvicted, 4)
+        XCTAssertEqual(relay.relay.counters.flowsEvicted, 0, "no flow evicted for the cap")
+        XCTAssertEqual(relay.relay.flowCount, 5, "ongoing, waiting, stream and the two newest one-shots")
+        XCTAssertEqual(relay.relay.counters.flowsActive, 5)
+        XCTAssertNotNil(claimUDPPort("127.0.0.1", try XCTUnwrap(oneShots[0].flow).port), "its socket is closed")
+        XCTAssertNil(claimUDPPort("127.0.0.1", try XCTUnwrap(oneShots[4].flow).port), "the newest is open")
+
+        // The flows the pool left alone still relay on their own ports.
+        try down(waiting, "slow answer", relay, backend)
+        try down(stream, "event 3", relay, backend)
+        try down(ongoing, "still here", relay, backend)
+        try down(oneShots[4], "a late second answer", relay, backend)
+        // A closed one-shot's client asking again gets a new flow, from a new port.
+        let again = try up(&oneShots[0], "query 0 again", relay, backend)
+        XCTAssertNotEqual(again.port, try XCTUnwrap(oneShots[4].flow).port)
+        XCTAssertEqual(relay.relay.counters.flowsCreated, 10)
+    }
+
+    /// When the cap is reached, answered flows make room first, then flows awaiting a reply, and
+    /// assured ones only when nothing else is left; `udpMaxAnswered` 0 closes a flow as soon as
+    /// its exchange is over.
+    func testTheCapEvictsAnsweredFlowsFirstAndZeroClosesEachOnceAnswered() throws {
+        let backend = try TestUDPSocket()
+        var config = RelayConfig()
+        config.udpMaxFlows = 3
+        config.udpMaxAnswered = 3
+        let relay = try HandDrivenRelay(target: backend.localAddress, config: config)
+        var waiting = try connect(relay)
+        try up(&waiting, "slow query", relay, backend)
+        var answered = try connect(relay)
+        try exchange(&answered, "query", relay, backend)
+        var newer = try connect(relay)
+        try up(&newer, "another slow one", relay, backend)
+        var fourth = try connect(relay)
+        try up(&fourth, "one more", relay, backend)
+        XCTAssertEqual(relay.relay.counters.flowsEvicted, 1)
+        XCTAssertNotNil(
+            claimUDPPort("127.0.0.1", try XCTUnwrap(answered.flow).port),
+            "the answered flow made room, though the waiting ones are older"
+        )
+        try down(waiting, "slow answer", relay, backend)
+        try down(newer, "answer", relay, backend)
+
+        config.udpMaxAnswered = 0
+        let closing = try HandDrivenRelay(target: backend.localAddress, config: config)
+        var peer = try connect(closing)
+        try exchange(&peer, "query", closing, backend)
+        XCTAssertEqual(closing.relay.flowCount, 0, "closed once answered")
+        XCTAssertEqual(closing.relay.counters.answeredEvicted, 1)
     }
 }

@@ -221,6 +221,7 @@ final class UDPRelayTests: XCTestCase {
         let backend = try TestUDPSocket()
         var config = RelayConfig()
         config.udpMaxFlows = 3
+        config.udpMaxAnswered = 3  // the cap alone: every flow here is an answered one
         let relay = try RelayHarness(udpTarget: backend.localAddress, config: config)
         let clients = try (0..<4).map { _ in try TestUDPSocket() }
         for c in clients { try c.connect(relay.address) }
