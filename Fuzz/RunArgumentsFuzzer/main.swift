@@ -28,7 +28,7 @@ func commandLine(_ arguments: RunArguments) -> [String] {
     if let mode = arguments.mode { args += ["--mode", mode.rawValue] }
     if let nftTable = arguments.nftTable { args += ["--nft-table", nftTable] }
     if let logFile = arguments.logFile { args += ["--log-file", logFile] }
-    if arguments.logSyslog { args.append("--log-syslog") }
+    if let socket = arguments.logSyslog { args += ["--log-syslog-socket", socket] }
     if let version = arguments.proxyProtocol { args += ["--proxy-protocol", version.rawValue] }
     if arguments.proxyProtocolUDP { args += ["--proxy-protocol-udp", "v2"] }
     return args + ["--", arguments.target.description]
