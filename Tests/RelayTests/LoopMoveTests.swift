@@ -178,7 +178,7 @@ final class LoopMoveTests: XCTestCase {
     /// 1 ms window: it goes home whenever a millisecond passes with less than 64 KiB), both loops
     /// on their own threads; every byte in order, and the descriptors back at their baseline.
     func testBytesCrossMovesIntactBothWaysAndNothingIsLeftOpen() throws {
-        let baseline = openDescriptorCount()
+        let baseline = openDescriptors()
         do {
             let backend = try TestServer.echo()
             defer { backend.stop() }
@@ -212,7 +212,7 @@ final class LoopMoveTests: XCTestCase {
                 "closed once, wherever it was"
             )
         }
-        XCTAssertEqual(openDescriptorCount(), baseline, "sockets and pipes all closed")
+        XCTAssertEqual(descriptorsLeftOpen(since: baseline), [], "sockets and pipes all closed")
     }
 
     /// The client half-closes before the connection's first turn: its FIN goes out with its bytes,
@@ -352,7 +352,7 @@ final class LoopMoveTests: XCTestCase {
     /// took): it is reset, its sockets and pipes close, and the descriptors are back at their
     /// baseline (the message held the loop's context, and through it the loop's own inbox).
     func testAConnectionInTransitWhenTheLoopsStopIsResetAndClosed() throws {
-        let baseline = openDescriptorCount()
+        let baseline = openDescriptors()
         let backend = try Backend(receiveBuffer: 4096)
         var loops: TwoLoops? = try TwoLoops(target: backend.address, config: config())
         let client = try TestSocket.connect(try XCTUnwrap(loops?.address))
@@ -369,7 +369,9 @@ final class LoopMoveTests: XCTestCase {
         client.close()
         server.close()
         withExtendedLifetime(backend) {}
-        XCTAssertEqual(openDescriptorCount(), baseline + 1, "only the backend's listener is left")
+        let left = descriptorsLeftOpen(since: baseline)
+        XCTAssertEqual(left.count, 1, "only the backend's listener is left: \(left)")
+        XCTAssertTrue(left.allSatisfy { $0.contains("socket:") }, "\(left)")
     }
 
     /// The port is removed while its connection is on the bulk loop: the connection drains there

@@ -238,6 +238,28 @@ package func openSocketCount(pid: Int32? = nil) -> Int {
     countDescriptors(pid: pid) { readLink($0)?.hasPrefix("socket:") == true }
 }
 
+/// This process's open descriptors, each as "number -> what it is" (its /proc link), without
+/// the one that lists them.
+package func openDescriptors() -> Set<String> {
+    guard let dir = opendir("/proc/self/fd") else { return [] }
+    defer { closedir(dir) }
+    let own = "\(dirfd(dir))"
+    var open: Set<String> = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard name != "." && name != ".." && name != own else { continue }
+        open.insert(name + " -> " + (readLink("/proc/self/fd/" + name) ?? "?"))
+    }
+    return open
+}
+
+/// Descriptors open now that were not open at `baseline` (`openDescriptors()`): what a test left
+/// open. Unlike comparing counts, a descriptor of another test's thread closing meanwhile does
+/// not hide one left open here, nor fail the test (a reused number names another file).
+package func descriptorsLeftOpen(since baseline: Set<String>) -> [String] {
+    openDescriptors().subtracting(baseline).sorted()
+}
+
 /// Open descriptors of `pid` (or this process) whose /proc path `keep` accepts; -1 if they cannot be listed.
 private func countDescriptors(pid: Int32?, where keep: (String) -> Bool = { _ in true }) -> Int {
     let path = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
