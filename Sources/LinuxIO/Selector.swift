@@ -21,17 +21,17 @@ public struct Interest: OptionSet, Sendable {
 
 /// What woke us, as returned by epoll_wait.
 public struct Readiness: Sendable {
-    package let rawValue: UInt32
-    @inline(__always) public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @usableFromInline package let rawValue: UInt32
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    @inline(__always) public var readable: Bool {
+    @inlinable public var readable: Bool {
         rawValue & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0
     }
-    @inline(__always) package var writable: Bool { rawValue & (EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 }
+    @inlinable package var writable: Bool { rawValue & (EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 }
     /// The peer shut down its write side (or the connection hung up).
-    @inline(__always) package var readHangup: Bool { rawValue & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }
-    @inline(__always) public var error: Bool { rawValue & EPOLLERR.rawValue != 0 }
-    @inline(__always) public var hangup: Bool { rawValue & EPOLLHUP.rawValue != 0 }
+    @inlinable package var readHangup: Bool { rawValue & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 }
+    @inlinable public var error: Bool { rawValue & EPOLLERR.rawValue != 0 }
+    @inlinable public var hangup: Bool { rawValue & EPOLLHUP.rawValue != 0 }
 }
 
 /// An epoll instance and its event buffer.

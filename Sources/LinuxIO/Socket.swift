@@ -98,18 +98,26 @@ package enum Socket {
         return v == 0 ? nil : Errno(rawValue: v)
     }
 
-    /// recv(2) without blocking: bytes read (0: the peer's FIN), or `.wouldBlock`. With `peek`
-    /// the bytes stay queued (MSG_PEEK).
+    /// recv(2) without blocking: bytes read (0: the peer's FIN), or `.wouldBlock`.
     @inline(__always)
     package static func receive(
         _ fd: borrowing Descriptor,
         into buffer: UnsafeMutableRawPointer,
-        count: Int,
-        peek: Bool = false
+        count: Int
     ) throws(SyscallError) -> IOResult<Int> {
         let fd = fd.raw
-        let flags = Int32(MSG_DONTWAIT) | (peek ? Int32(MSG_PEEK) : 0)
-        return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, flags) }
+        return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT)) }
+    }
+
+    /// `receive`, with the bytes left queued (MSG_PEEK). Its own function, not a flag with a
+    /// default: a default argument of a package function is a call of its own from another module.
+    package static func peek(
+        _ fd: borrowing Descriptor,
+        into buffer: UnsafeMutableRawPointer,
+        count: Int
+    ) throws(SyscallError) -> IOResult<Int> {
+        let fd = fd.raw
+        return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_PEEK)) }
     }
 
     /// send(2) without blocking and without SIGPIPE: bytes the socket took, or `.wouldBlock`.

@@ -314,7 +314,11 @@ final class TCPConnection: EventHandler {
             var progressed = false
             let wantsRead = !s.readDone && !t.failed && s.readable && budget > 0
             if wantsRead && (!s.hasPipe || s.buffered < s.capacity) {
-                if !s.hasPipe && !copyOnly {
+                // A small message that goes out whole needs no pipe: copySmall takes one only for
+                // what the target did not take, from the pool's idle ones (it cannot fail then).
+                let copiesFirst = copyFirst && s.buffered == 0 && t.writable
+                let pipeLater = copiesFirst && !copyOnly && context.pipes.idle > 0
+                if !s.hasPipe && !copyOnly && !pipeLater {
                     do {
                         let p = try context.pipes.take()
                         s.capacity = p.capacity
@@ -324,12 +328,12 @@ final class TCPConnection: EventHandler {
                         mapping.pointer.pointee.copyFallbacks &+= 1
                     }
                 }
-                if !s.hasPipe {
+                if !s.hasPipe && !pipeLater {
                     let n = copy(from: &s, to: &t, budget: budget)
                     budget -= n
                     return (moved || n > 0, budget <= 0 && s.readable && !s.readDone && t.writable)
                 }
-                if copyFirst && s.buffered == 0 && t.writable {
+                if copiesFirst {
                     let n = copySmall(from: &s, to: &t)
                     progressed = n > 0
                     budget -= n
@@ -419,10 +423,13 @@ final class TCPConnection: EventHandler {
     /// less than asked has emptied the receive queue, so the next data brings a new edge. If the
     /// peer's FIN was already reported (`hangup`), that short read reached it: EOF, without the
     /// recv that would return 0 (a connection-per-request client saves one a side). What the
-    /// target does not take goes into the (empty) pipe, which keeps the order. A full read means
-    /// bulk: the caller goes on with splice. Returns the bytes read.
+    /// target does not take goes into the (empty) pipe, which keeps the order: the side's, or
+    /// one of the pool's idle pipes (the caller saw one there), so a request that goes out whole
+    /// moves no pipe in or out of the pool. A full read means bulk: the caller goes on with
+    /// splice. Returns the bytes read.
     private func copySmall(from s: inout Side, to t: inout Side) -> Int {
-        let want = min(Self.smallCopy, s.capacity, context.scratch.count)
+        let capacity = s.hasPipe ? s.capacity : context.pipes.budget
+        let want = min(Self.smallCopy, capacity, context.scratch.count)
         guard let buffer = context.scratch.baseAddress else { return 0 }
         mapping.pointer.pointee.copyCalls &+= 1
         let n: Int
@@ -455,6 +462,10 @@ final class TCPConnection: EventHandler {
         if sent < n {
             // Into the empty pipe, which holds at least `want` bytes: nothing is lost or reordered.
             let rest = n - sent
+            if !s.hasPipe, let p = try? context.pipes.take() {
+                s.capacity = p.capacity
+                s.pipe = consume p
+            }
             let stashed = s.stash(buffer + sent, count: rest)
             if stashed < rest {
                 // Cannot happen with a pipe this size; if it does, this connection alone is reset.
@@ -487,7 +498,7 @@ final class TCPConnection: EventHandler {
         while s.readable && t.writable && !s.readDone && !t.failed && moved < budget {
             let peeked: Int
             do {
-                switch try Socket.receive(s.socket, into: buffer, count: context.scratch.count, peek: true) {
+                switch try Socket.peek(s.socket, into: buffer, count: context.scratch.count) {
                 case .done(0):
                     s.readDone = true
                     return moved

@@ -267,6 +267,50 @@ final class LoopMoveTests: XCTestCase {
         withExtendedLifetime(backend) {}
     }
 
+    /// Small messages copy (recv, send) and take no pipe while the target takes them whole; one
+    /// it takes only part of leaves the rest in a pipe taken from the pool's idle ones then, not
+    /// a new one, and every byte still reaches the backend once, in order. No move (the
+    /// threshold is out of reach).
+    func testWhatASmallSendLeavesWaitsInAPipeFromThePool() throws {
+        let backend = try Backend(receiveBuffer: 4096)
+        let loops = try TwoLoops(target: backend.address, config: config(bulkAfter: 1 << 40))
+        let client = try TestSocket.connect(loops.address)
+        try client.send("hello")
+        let server = try backend.accept(turning: loops)
+        let hello = try receive(server, turning: loops) { $0.bytes.count == 5 }
+        XCTAssertEqual(hello.bytes, Array("hello".utf8))
+        XCTAssertEqual(loops.homeContext.pipesMade, 1, "the first message found the pool empty")
+        XCTAssertEqual(loops.homeContext.idlePipes, 1, "and gave the pipe back")
+        // The backend reads nothing now: 8 KB messages, one a turn, until a send is partial.
+        let data = pattern(64 << 20, seed: 5)
+        var offset = 0
+        for _ in 0..<(data.count / 8192) where loops.homeContext.counters.copyStashes == 0 {
+            offset += sendSome(client, data[offset..<(offset + 8192)])
+            try loops.home.runOnce(timeoutMilliseconds: 0)
+        }
+        XCTAssertEqual(loops.homeContext.counters.copyStashes, 1, "a send was partial")
+        XCTAssertEqual(loops.homeContext.pipesMade, 1, "the rest went into the idle pipe")
+        XCTAssertEqual(loops.homeContext.idlePipes, 0, "which the stream holds now")
+        client.shutdownWrite()
+        var expected = StreamSum()
+        expected.add(Array("hello".utf8))
+        expected.add(Array(data[0..<offset]))
+        var sum = StreamSum()
+        sum.add(hello.bytes)
+        var r = Received()
+        for _ in 0..<400_000 where !r.done {
+            receiveSome(server, into: &r)
+            sum.add(r.bytes)
+            r.bytes.removeAll(keepingCapacity: true)
+            try loops.turn()
+        }
+        XCTAssertTrue(r.eof, "the client's FIN came after its bytes")
+        XCTAssertEqual(sum.count, expected.count)
+        XCTAssertEqual(sum.value, expected.value, "in order and intact")
+        XCTAssertEqual(loops.homeContext.counters.bytesToBackend, UInt64(expected.count))
+        withExtendedLifetime(backend) {}
+    }
+
     /// The connection first stalls on its home loop, moving nothing (the bulk loop is not offered
     /// yet), with its pipe full: the backend reads nothing. Then the backend sends a byte, the turn
     /// that relays it moves the connection, and the client's pipe goes along holding what the

@@ -49,11 +49,9 @@ extension Socket {
     package static func receive(
         _ fd: Int32,
         into buffer: UnsafeMutableRawPointer,
-        count: Int,
-        peek: Bool = false
+        count: Int
     ) throws(SyscallError) -> IOResult<Int> {
-        try Descriptor.lending(fd) { (d) throws(SyscallError) in try receive(d, into: buffer, count: count, peek: peek)
-        }
+        try Descriptor.lending(fd) { (d) throws(SyscallError) in try receive(d, into: buffer, count: count) }
     }
 
     package static func send(
