@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev rootlesskit
 
-.PHONY: test-run bench-build all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-compare bench-smoke clean \
+.PHONY: test-run bench-smoke-quiet all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-compare bench-smoke clean \
 	install install-files uninstall install-cni uninstall-cni install-docker-config uninstall-docker-config \
 	man deb deb-lint test-install
 
@@ -63,13 +63,14 @@ lint:
 	@if grep -rn 'lending(' Sources --include='*.swift' | grep -v '^Sources/LinuxIO/'; then \
 		echo "lint: only LinuxIO lends a raw descriptor number to its calls; product code passes owners"; exit 1; fi
 
-# The bench package's build (its own copy of the modules it uses, swift-argument-parser, ...) is
-# most of make test's CPU, and the tests and dockerd mostly wait: the two run side by side.
+# bench-smoke (the bench package's own build, swift-argument-parser and all, then two tiny runs)
+# is most of make test's CPU, and the tests and dockerd mostly wait: the two run side by side,
+# bench-smoke's lines kept in a log (they would cut up the tests') and shown if it fails. Its
+# ports are below the ephemeral range the tests' listeners take theirs from.
 test: deps lint
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(MAKE) .build/debug/berth-proxy
-	$(MAKE) -j2 --no-print-directory test-run bench-build
-	$(MAKE) bench-smoke
+	$(MAKE) -j2 --no-print-directory test-run bench-smoke-quiet
 	$(MAKE) test-install BUILD=debug
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-cni; fi
 
@@ -79,12 +80,12 @@ test-run:
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-docker; \
 	else echo "make: test-docker and test-cni skipped: they need root (network namespaces: one with its own dockerd and containerd, others for CNI plugin chains)"; fi
 
-# bench-smoke's builds, quiet unless they fail (beside test-run, whose lines they would cut up).
-bench-build:
+# bench-smoke, quiet unless it fails (beside test-run, whose lines it would cut up).
+bench-smoke-quiet:
 	@mkdir -p .build
-	@{ $(SWIFT) build --package-path bench --product berth-bench && \
-	  $(SWIFT) build --package-path bench --product berth-benchPackageTests; } > .build/bench-build.log 2>&1 || \
-	  { cat .build/bench-build.log; echo "make: the bench package did not build"; exit 1; }
+	@$(MAKE) --no-print-directory bench-smoke > .build/bench-smoke.log 2>&1 || \
+	  { cat .build/bench-smoke.log; echo "make: bench-smoke failed"; exit 1; }
+	@echo "make: bench-smoke passed: $$(tail -n 1 .build/bench-smoke.log) (its output: .build/bench-smoke.log)"
 
 # berth as dockerd's userland-proxy-path: Debian's dockerd 20.10 and containerd (docker.io,
 # installed if missing, services kept from starting), private to a network namespace and a
