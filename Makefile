@@ -6,7 +6,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 APT_PACKAGES = libnftnl-dev libmnl-dev pkg-config nftables iproute2 conntrack curl python3 libcap2-bin procps haproxy libhttp-parser-dev libcjson-dev rootlesskit
 
-.PHONY: test-run bench-smoke-quiet all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-compare bench-smoke clean \
+.PHONY: test-run test-side all deps lint build release test test-docker test-cni test-asan test-tsan fuzz demo bench bench-peers bench-compare bench-smoke clean \
 	install install-files uninstall install-cni uninstall-cni install-docker-config uninstall-docker-config \
 	man deb deb-lint test-install
 
@@ -63,29 +63,32 @@ lint:
 	@if grep -rn 'lending(' Sources --include='*.swift' | grep -v '^Sources/LinuxIO/'; then \
 		echo "lint: only LinuxIO lends a raw descriptor number to its calls; product code passes owners"; exit 1; fi
 
-# bench-smoke (the bench package's own build, swift-argument-parser and all, then two tiny runs)
-# is most of make test's CPU, and the tests and dockerd mostly wait: the two run side by side,
-# bench-smoke's lines kept in a log (they would cut up the tests') and shown if it fails. Its
-# ports are below the ephemeral range the tests' listeners take theirs from.
+# Two halves side by side: the tests, dockerd and the CNI chains (mostly waiting on processes and
+# namespaces), and bench-smoke (the bench package's own build, swift-argument-parser and all,
+# then two tiny runs: most of make test's CPU) followed by the install test. The second half's
+# lines go to .build/test-side.log (they would cut up the tests'), shown if it fails. bench's
+# ports are below the ephemeral range the tests' listeners take theirs from. The install test's
+# packages come first: two apt-gets at once would fight over dpkg's lock (test-docker's and
+# test-cni's run in the first half, one after the other).
 test: deps lint
+	$(call apt_install,$(DEB_PACKAGES))
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(MAKE) .build/debug/berth-proxy
-	$(MAKE) -j2 --no-print-directory test-run bench-smoke-quiet
-	$(MAKE) test-install BUILD=debug
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-cni; fi
+	$(MAKE) -j2 --no-print-directory test-run test-side
 
-# The tests of the built tree, and dockerd driving berth (root only).
+# The tests of the built tree, then dockerd driving berth and the CNI chains (root only).
 test-run:
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-docker; \
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) test-docker && $(MAKE) test-cni; \
 	else echo "make: test-docker and test-cni skipped: they need root (network namespaces: one with its own dockerd and containerd, others for CNI plugin chains)"; fi
 
-# bench-smoke, quiet unless it fails (beside test-run, whose lines it would cut up).
-bench-smoke-quiet:
+# bench-smoke, then the install test, quiet unless they fail (beside test-run).
+test-side:
 	@mkdir -p .build
-	@$(MAKE) --no-print-directory bench-smoke > .build/bench-smoke.log 2>&1 || \
-	  { cat .build/bench-smoke.log; echo "make: bench-smoke failed"; exit 1; }
-	@echo "make: bench-smoke passed: $$(tail -n 1 .build/bench-smoke.log) (its output: .build/bench-smoke.log)"
+	@{ $(MAKE) --no-print-directory bench-smoke && $(MAKE) --no-print-directory test-install BUILD=debug; } \
+	  > .build/test-side.log 2>&1 || { cat .build/test-side.log; echo "make: bench-smoke or test-install failed"; exit 1; }
+	@grep -E '^make: [0-9]+ well-formed charts|^test-install: ' .build/test-side.log; \
+	  echo "make: bench-smoke and test-install passed (their output: .build/test-side.log)"
 
 # berth as dockerd's userland-proxy-path: Debian's dockerd 20.10 and containerd (docker.io,
 # installed if missing, services kept from starting), private to a network namespace and a
