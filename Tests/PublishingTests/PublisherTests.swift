@@ -138,8 +138,12 @@ final class PublisherTests: XCTestCase {
         let added = try publisher.add(try loopbackMappings(["127.0.0.1::\(backend.address.port)/udp"]))
         let stop = try runInBackground(publisher)
         defer { stop() }
+        // Every client stays open to the end: a closed one's port could go to the next, whose
+        // datagram would then join the old flow if the pool still holds it (99 flows, not 100).
+        var clients: [TestUDPSocket] = []
         for i in 0..<100 {
             let client = try TestUDPSocket()
+            clients.append(client)
             try client.send(Array("client \(i)".utf8), to: added.ports[0].address)
             XCTAssertEqual(String(decoding: try client.receive(), as: UTF8.self), "client \(i)")
         }
@@ -166,6 +170,7 @@ final class PublisherTests: XCTestCase {
             },
             "the answered flows closed are in the mapping's metrics"
         )
+        withExtendedLifetime(clients) {}
     }
 
     /// A second publisher (another berth) cannot join the first one's SO_REUSEPORT group.
