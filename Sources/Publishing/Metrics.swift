@@ -43,6 +43,10 @@ package struct PublisherMetrics: Sendable {
     package var descriptorLimit: UInt64?
     /// Empty pipes kept for reuse, over all loops.
     package var pipesPooled = 0
+    /// Splice pipes made because a loop's pool had none idle, over all loops. Under steady load it
+    /// stops rising once the pools hold what the streams need; a count that keeps rising is a
+    /// pipe2 and two fcntl per burst (pipes closed with bytes in them, or beyond a pool's limit).
+    package var pipesCreated: UInt64 = 0
 
     package init() {}
 
@@ -58,6 +62,8 @@ package struct PublisherMetrics: Sendable {
             out.gauge("berth_max_fds", "Soft limit on open file descriptors (RLIMIT_NOFILE).", Double(descriptorLimit))
         }
         out.gauge("berth_pipes_pooled", "Empty pipes kept for reuse, all loops.", Double(pipesPooled))
+        out.header("berth_pipes_created_total", .counter, "Splice pipes made (a loop's pool had none idle), all loops.")
+        out.sample("berth_pipes_created_total", [], Double(pipesCreated))
 
         let tcp = mappings.filter { $0.proto == .tcp }.map { ($0.labels, $0.counters) }
         let udp = mappings.filter { $0.proto == .udp }.map { ($0.labels, $0.counters) }

@@ -181,6 +181,37 @@ final class PublisherMetricsTests: XCTestCase {
     }
 
     /// Not running: no loops, no mappings, and the scrape does not wait.
+    /// A stream that moves more than a small message at a time splices through a pipe, which its
+    /// loop's pool makes once: `berth_pipes_created_total`, a counter beside the pipes pooled.
+    /// Small request/response exchanges after it make none: they copy, or reuse the pooled pipe.
+    func testPipesMadeShowInTheScrape() throws {
+        let echo = try TestServer.echo()
+        var options = PublishOptions()
+        options.threads = 1
+        options.bulkLoops = 0
+        let publisher = Publisher(options: options)
+        let web = try publisher.add(try loopbackMappings(["127.0.0.1::\(echo.address.port)"]))
+        let stop = try runInBackground(publisher)
+        defer { stop() }
+        XCTAssertEqual(publisher.metrics().pipesCreated, 0, "none before a byte moved")
+        let c = try TestSocket.connect(web.ports[0].address)
+        let bulk = pattern(256 << 10, seed: 3)
+        try c.send(bulk)
+        XCTAssertEqual(try c.receive(exactly: bulk.count), bulk)
+        let made = publisher.metrics().pipesCreated
+        XCTAssertGreaterThanOrEqual(made, 1, "the stream spliced")
+        for i in 0..<50 {
+            try c.send("ping \(i)")
+            XCTAssertEqual(String(decoding: try c.receive(exactly: "ping \(i)".utf8.count), as: UTF8.self), "ping \(i)")
+        }
+        let m = publisher.metrics()
+        XCTAssertEqual(m.pipesCreated, made, "small exchanges made no pipe")
+        let lines = Set(m.prometheusText().split(separator: "\n").map(String.init))
+        XCTAssertTrue(lines.contains("# TYPE berth_pipes_created_total counter"))
+        XCTAssertTrue(lines.contains("berth_pipes_created_total \(made)"), m.prometheusText())
+        c.close()
+    }
+
     func testAScrapeBeforeRunIsEmpty() throws {
         let publisher = Publisher()
         _ = try publisher.add(try loopbackMappings(["127.0.0.1::80"]))
