@@ -105,8 +105,7 @@ package enum Socket {
         into buffer: UnsafeMutableRawPointer,
         count: Int
     ) throws(SyscallError) -> IOResult<Int> {
-        let fd = fd.raw
-        return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT)) }
+        try receive(fd, into: buffer, count: count, flags: Int32(MSG_DONTWAIT))
     }
 
     /// `receive`, with the bytes left queued (MSG_PEEK). Its own function, not a flag with a
@@ -116,8 +115,18 @@ package enum Socket {
         into buffer: UnsafeMutableRawPointer,
         count: Int
     ) throws(SyscallError) -> IOResult<Int> {
+        try receive(fd, into: buffer, count: count, flags: Int32(MSG_DONTWAIT | MSG_PEEK))
+    }
+
+    @inline(__always)
+    private static func receive(
+        _ fd: borrowing Descriptor,
+        into buffer: UnsafeMutableRawPointer,
+        count: Int,
+        flags: Int32
+    ) throws(SyscallError) -> IOResult<Int> {
         let fd = fd.raw
-        return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT | MSG_PEEK)) }
+        return try syscallNonBlocking("recv") { Glibc.recv(fd, buffer, count, flags) }
     }
 
     /// send(2) without blocking and without SIGPIPE: bytes the socket took, or `.wouldBlock`.

@@ -164,7 +164,11 @@ final class TCPConnection: EventHandler {
         mapping.pointer.pointee.active += 1
         if context.isBulk { mapping.pointer.pointee.bulk += 1 }
         do {
-            for tag in Sides.tags { try loop.add(sides[tag].socket, Self.interest, for: id, tag: tag) }
+            for tag in Sides.tags {
+                try sides.with(tag) { (s) throws(SyscallError) in
+                    try loop.add(s.socket, Self.interest, for: id, tag: tag)
+                }
+            }
         } catch {
             mapping.logger.warning("\(error)")
             close(reset: true)
@@ -176,7 +180,7 @@ final class TCPConnection: EventHandler {
     // MARK: events
 
     func ready(_ readiness: Readiness, tag: UInt8, loop: EventLoop) {
-        sides[tag].note(readiness)
+        sides.update(tag) { $0.note(readiness) }
         if phase == .connecting {
             // The client's bytes (and even its reset) wait until the backend answers.
             guard tag == 1, readiness.writable || readiness.error else { return }
@@ -556,7 +560,7 @@ final class TCPConnection: EventHandler {
     /// that owns it (see "Bulk and interactive").
     private func move(to destination: RelayContext) {
         let loop = context.loop
-        for tag in Sides.tags { loop.remove(sides[tag].socket) }
+        for tag in Sides.tags { sides.with(tag) { loop.remove($0.socket) } }
         loop.detach(id)
         id = .none
         onReadyList = false
@@ -606,7 +610,7 @@ final class TCPConnection: EventHandler {
     /// open is reset, as a stopping loop resets what it owned; the sockets close as it goes.
     deinit {
         if phase != .closed {
-            for tag in Sides.tags { Socket.setResetOnClose(sides[tag].socket) }
+            for tag in Sides.tags { sides.with(tag) { Socket.setResetOnClose($0.socket) } }
         }
     }
 
@@ -616,9 +620,12 @@ final class TCPConnection: EventHandler {
         queue?.leave(self)
         group?.untrack(self)
         // Pipes with bytes in them are closed, never pooled.
+        let pipes = context.pipes
         for tag in Sides.tags {
-            if reset { Socket.setResetOnClose(sides[tag].socket) }
-            if let p = sides[tag].pipe.take(), sides[tag].buffered == 0 { context.pipes.give(p) }
+            sides.update(tag) { s in
+                if reset { Socket.setResetOnClose(s.socket) }
+                if let p = s.pipe.take(), s.buffered == 0 { pipes.give(p) }
+            }
         }
         // The sockets close with the connection, which the loop just let go of: no event
         // reaches it again, and nothing else holds it once it left its queue and group.
