@@ -4,7 +4,7 @@ import Mappings
 /// Counters of one served mapping on one loop: one `TCPAcceptor` (and the connections it let
 /// in) or one `UDPRelay`. Plain integers, written only on the loop's thread, no atomics; a
 /// scrape copies them on that thread (`Publisher.metrics()`) and sums them over the loops.
-/// The one counter set: a loop's totals are the sum of its mappings' (`RelayContext.counters()`).
+/// The one counter set: a loop's totals are the sum of its mappings' (`RelayContext.counters`).
 public struct MappingCounters: Sendable, Equatable {
     // TCP
     package var accepted: UInt64 = 0

@@ -324,9 +324,7 @@ final class TCPConnection: EventHandler {
                 let pipeLater = copiesFirst && !copyOnly && context.pipes.idle > 0
                 if !s.hasPipe && !copyOnly && !pipeLater {
                     do {
-                        let p = try context.pipes.take()
-                        s.capacity = p.capacity
-                        s.pipe = consume p
+                        s.pipe = try context.pipes.take()
                     } catch {
                         // Out of descriptors: copy instead, holding nothing between events.
                         mapping.pointer.pointee.copyFallbacks &+= 1
@@ -466,10 +464,7 @@ final class TCPConnection: EventHandler {
         if sent < n {
             // Into the empty pipe, which holds at least `want` bytes: nothing is lost or reordered.
             let rest = n - sent
-            if !s.hasPipe, let p = try? context.pipes.take() {
-                s.capacity = p.capacity
-                s.pipe = consume p
-            }
+            if !s.hasPipe { s.pipe = try? context.pipes.take() }
             let stashed = s.stash(buffer + sent, count: rest)
             if stashed < rest {
                 // Cannot happen with a pipe this size; if it does, this connection alone is reset.

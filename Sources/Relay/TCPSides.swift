@@ -16,8 +16,6 @@ extension TCPConnection {
         var hangup = false
         /// Bytes read from this side that wait for the other; the pipe only while some are in flight.
         var pipe: Pipe?
-        /// The pipe's capacity, as granted, while it has one.
-        var capacity = 0
         var buffered = 0
         var readDone = false
         var failed = false
@@ -34,6 +32,14 @@ extension TCPConnection {
             switch pipe {
             case .some: return true
             case .none: return false
+            }
+        }
+
+        /// The pipe's capacity as the kernel granted it; 0 without a pipe.
+        var capacity: Int {
+            switch pipe {
+            case .some(let p): return p.capacity
+            case .none: return 0
             }
         }
 
