@@ -39,6 +39,12 @@ int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
 // 0, or -1 with errno.
 int CBerthLinux_lower_thread_priority(int batch, int nice);
 
+// The calling thread's time slice (sched_setattr's sched_runtime for SCHED_OTHER, Linux 6.12's
+// EEVDF): a woken thread with a shorter slice than the running one preempts it at once. Its
+// policy stays SCHED_OTHER and its nice value stays. 0, or -1 with errno (EINVAL before 6.12
+// is harmless: the kernel then ignores slices anyway).
+int CBerthLinux_set_thread_slice(unsigned long long nanoseconds);
+
 // struct ucred (SO_PEERCRED) is GNU-only: the peer of a unix socket, field by field.
 int CBerthLinux_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 
