@@ -119,8 +119,8 @@ extension Publisher {
     /// The time slice an interactive loop asks for. Such a loop runs briefly and sleeps, so a
     /// short slice costs it nothing, and on Linux 6.12+ (EEVDF) it lets the woken loop preempt a
     /// busy thread (an iperf3, a bulk loop) at once instead of waiting out that thread's slice:
-    /// beside 8 downloads, ping p50 127 µs against 197 without it, docker-proxy 115 (bench/RESULTS.md). 100 µs is
-    /// the kernel's minimum.
+    /// beside 8 downloads, ping p50 127 µs against 197 without it, docker-proxy 115
+    /// (bench/RESULTS.md). 100 µs is the kernel's minimum.
     static let interactiveSlice: UInt64 = 100_000
 
     /// Gives the calling thread `interactiveSlice`. A kernel or seccomp filter that refuses it
