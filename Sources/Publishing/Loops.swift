@@ -95,8 +95,9 @@ extension Publisher {
                             do { try lowerThreadPriority(batch: true, nice: nice) } catch {
                                 logger.warning("bulk loop \(i - loopCount): \(error)")
                             }
+                        } else {
+                            Self.shortenSlice(logger)
                         }
-                        if !bulk { Self.shortenSlice(logger) }
                         do { try handover.value.run() } catch { logger.critical("loop \(i): \(error)") }
                     }
                 )

@@ -1,7 +1,6 @@
 // Interactive loops ask the kernel for a short time slice (Publisher.interactiveSlice), so that a
 // woken loop preempts a busy thread at once; bulk loops keep the default.
 
-import Glibc
 import TestSupport
 import XCTest
 
@@ -11,20 +10,13 @@ final class LoopSliceTests: XCTestCase {
 
     /// Read from /proc/self/task/*/sched (the kernel's `se.slice`, in nanoseconds), by thread name.
     private func slices() -> [String: UInt64] {
-        guard let dir = opendir("/proc/self/task") else { return [:] }
-        defer { closedir(dir) }
         var out: [String: UInt64] = [:]
-        while let entry = readdir(dir) {
-            let tid = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard tid.first?.isNumber == true,
-                let name = readFile("/proc/self/task/\(tid)/comm"),
-                let sched = readFile("/proc/self/task/\(tid)/sched"),
+        for (directory, name) in threadsOfThisProcess() {
+            guard let sched = readFile(directory + "sched"),
                 let line = sched.split(separator: "\n").first(where: { $0.hasPrefix("se.slice") }),
                 let value = line.split(separator: ":").last.flatMap({ UInt64(String($0.filter(\.isNumber))) })
             else { continue }
-            out[name.filter { $0 != "\n" }] = value
+            out[name] = value
         }
         return out
     }

@@ -180,7 +180,6 @@ final class PublisherMetricsTests: XCTestCase {
         d2.close()
     }
 
-    /// Not running: no loops, no mappings, and the scrape does not wait.
     /// A stream that moves more than a small message at a time splices through a pipe, which its
     /// loop's pool makes once: `berth_pipes_created_total`, a counter beside the pipes pooled.
     /// Small request/response exchanges after it make none: they copy, or reuse the pooled pipe.
@@ -212,6 +211,7 @@ final class PublisherMetricsTests: XCTestCase {
         c.close()
     }
 
+    /// Not running: no loops, no mappings, and the scrape does not wait.
     func testAScrapeBeforeRunIsEmpty() throws {
         let publisher = Publisher()
         _ = try publisher.add(try loopbackMappings(["127.0.0.1::80"]))

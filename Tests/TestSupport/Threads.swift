@@ -28,22 +28,28 @@ private enum DispatchTimeNanoseconds {
     }
 }
 
-/// Name, state letter and wait channel of each thread of this process.
-private func threadStates() -> [(name: String, state: String, wchan: String)] {
+/// Each thread of this process: its /proc/self/task/TID/ directory (with the slash) and its name.
+package func threadsOfThisProcess() -> [(directory: String, name: String)] {
     guard let dir = opendir("/proc/self/task") else { return [] }
     defer { closedir(dir) }
-    var out: [(name: String, state: String, wchan: String)] = []
+    var out: [(directory: String, name: String)] = []
     while let entry = readdir(dir) {
         let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         guard tid.first?.isNumber == true else { continue }
         let base = "/proc/self/task/\(tid)/"
-        let name = (readFile(base + "comm") ?? "").trimmingSuffix("\n")
+        out.append((base, (readFile(base + "comm") ?? "").trimmingSuffix("\n")))
+    }
+    return out
+}
+
+/// Name, state letter and wait channel of each thread of this process.
+private func threadStates() -> [(name: String, state: String, wchan: String)] {
+    threadsOfThisProcess().map { base, name in
         // stat: "tid (comm) S ...": the state follows the last ')'.
         let stat = readFile(base + "stat") ?? ""
         let state = stat.lastIndex(of: ")").map { String(stat[stat.index($0, offsetBy: 2)...].prefix(1)) } ?? "?"
-        out.append((name, state, readFile(base + "wchan") ?? ""))
+        return (name, state, readFile(base + "wchan") ?? "")
     }
-    return out
 }
 
 extension String {
