@@ -62,8 +62,11 @@ package struct PublisherMetrics: Sendable {
             out.gauge("berth_max_fds", "Soft limit on open file descriptors (RLIMIT_NOFILE).", Double(descriptorLimit))
         }
         out.gauge("berth_pipes_pooled", "Empty pipes kept for reuse, all loops.", Double(pipesPooled))
-        out.header("berth_pipes_created_total", .counter, "Splice pipes made (a loop's pool had none idle), all loops.")
-        out.sample("berth_pipes_created_total", [], Double(pipesCreated))
+        out.counter(
+            "berth_pipes_created_total",
+            "Splice pipes made (a loop's pool had none idle), all loops.",
+            Double(pipesCreated)
+        )
 
         let tcp = mappings.filter { $0.proto == .tcp }.map { ($0.labels, $0.counters) }
         let udp = mappings.filter { $0.proto == .udp }.map { ($0.labels, $0.counters) }
@@ -257,8 +260,13 @@ struct Exposition {
         text += "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(kind.rawValue)\n"
     }
 
-    mutating func gauge(_ name: String, _ help: String, _ value: Double) {
-        header(name, .gauge, help)
+    mutating func gauge(_ name: String, _ help: String, _ value: Double) { single(name, .gauge, help, value) }
+
+    mutating func counter(_ name: String, _ help: String, _ value: Double) { single(name, .counter, help, value) }
+
+    /// A metric with one unlabelled sample.
+    private mutating func single(_ name: String, _ kind: Kind, _ help: String, _ value: Double) {
+        header(name, kind, help)
         sample(name, [], value)
     }
 
