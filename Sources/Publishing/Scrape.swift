@@ -39,7 +39,7 @@ extension Publisher {
         for sample in samples {
             result.loopsAnswered += 1
             result.pipesPooled += sample.idlePipes
-            result.pipesCreated += sample.pipesMade
+            result.pipesCreated += sample.pipesCreated
             for (m, countersID) in zip(sample.mappings, sample.countersIDs) {
                 let key = MappingKey(publication: m.publication, proto: m.proto, host: m.host)
                 if let i = byKey[key] {
@@ -126,7 +126,7 @@ extension Publisher {
             countersIDs: countersIDs,
             movedIn: share.context.movedInCounters(),
             idlePipes: share.context.idlePipes,
-            pipesMade: share.context.pipesMade
+            pipesCreated: share.context.pipesCreated
         )
     }
 }
@@ -144,7 +144,7 @@ struct LoopSample: Sendable {
     /// A bulk loop's: what moved connections counted there, by their mapping's `countersID`.
     var movedIn: [(countersID: ObjectIdentifier, counters: MappingCounters)]
     var idlePipes: Int
-    var pipesMade: UInt64
+    var pipesCreated: UInt64
 }
 
 /// The loops' answers to one scrape. Kept alive by the posted work, so a loop that answers

@@ -115,7 +115,7 @@ public final class RelayContext {
     /// Empty pipes the loop's pool keeps for reuse; on the loop's thread.
     package var idlePipes: Int { pipes.idle }
     /// Pipes the loop's pool has made; on the loop's thread.
-    package var pipesMade: UInt64 { pipes.created }
+    package var pipesCreated: UInt64 { pipes.created }
     /// Bytes one stream may move per wake-up (`PipePool.budget`).
     package var wakeBudget: Int { pipes.budget }
 

@@ -279,7 +279,7 @@ final class LoopMoveTests: XCTestCase {
         let server = try backend.accept(turning: loops)
         let hello = try receive(server, turning: loops) { $0.bytes.count == 5 }
         XCTAssertEqual(hello.bytes, Array("hello".utf8))
-        XCTAssertEqual(loops.homeContext.pipesMade, 1, "the first message found the pool empty")
+        XCTAssertEqual(loops.homeContext.pipesCreated, 1, "the first message found the pool empty")
         XCTAssertEqual(loops.homeContext.idlePipes, 1, "and gave the pipe back")
         // The backend reads nothing now: 8 KB messages, one a turn, until a send is partial.
         let data = pattern(64 << 20, seed: 5)
@@ -289,7 +289,7 @@ final class LoopMoveTests: XCTestCase {
             try loops.home.runOnce(timeoutMilliseconds: 0)
         }
         XCTAssertEqual(loops.homeContext.counters.copyStashes, 1, "a send was partial")
-        XCTAssertEqual(loops.homeContext.pipesMade, 1, "the rest went into the idle pipe")
+        XCTAssertEqual(loops.homeContext.pipesCreated, 1, "the rest went into the idle pipe")
         XCTAssertEqual(loops.homeContext.idlePipes, 0, "which the stream holds now")
         client.shutdownWrite()
         var expected = StreamSum()
@@ -332,13 +332,13 @@ final class LoopMoveTests: XCTestCase {
             idle = n == 0 ? idle + 1 : 0
             try loops.home.runOnce(timeoutMilliseconds: 1)
         }
-        XCTAssertEqual(loops.homeContext.pipesMade, 1)
+        XCTAssertEqual(loops.homeContext.pipesCreated, 1)
         XCTAssertEqual(loops.homeContext.idlePipes, 0, "stalled with bytes in its pipe")
         loops.homeContext.bulkLoops = [loops.bulkContext]
         try server.send("x")
         try loops.turnHome { loops.homeContext.counters.moves == 1 }
         // The byte's stream took a second pipe and gave it back; the full one went along.
-        XCTAssertEqual(loops.homeContext.pipesMade, 2)
+        XCTAssertEqual(loops.homeContext.pipesCreated, 2)
         XCTAssertEqual(loops.homeContext.idlePipes, 1, "the full pipe went with its bytes")
         let reply = try receive(client, turning: loops) { $0.bytes.count == 1 }
         XCTAssertEqual(reply.bytes, Array("x".utf8))
@@ -357,7 +357,7 @@ final class LoopMoveTests: XCTestCase {
         XCTAssertEqual(sum.value, expected.value, "in order and intact")
         XCTAssertGreaterThan(loops.bulkContext.counters.bytesToBackend, 0, "the rest went from the bulk loop")
         XCTAssertEqual(loops.bulkContext.idlePipes, 1, "the emptied pipe went to the bulk loop's pool")
-        XCTAssertEqual(loops.bulkContext.pipesMade, 0, "and was used again there: the bulk loop made none")
+        XCTAssertEqual(loops.bulkContext.pipesCreated, 0, "and was used again there: the bulk loop made none")
     }
 
     /// With the clocks frozen: bulk at its first two bytes, home again after a quiet window, and the
