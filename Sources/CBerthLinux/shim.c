@@ -3,8 +3,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <assert.h>
-#include <errno.h>
-#include <sys/syscall.h>
 
 _Static_assert(sizeof(struct CBerthLinux_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
 _Static_assert(sizeof(struct CBerthLinux_in6_pktinfo) == sizeof(struct in6_pktinfo), "in6_pktinfo layout");
@@ -34,23 +32,6 @@ int CBerthLinux_lower_thread_priority(int batch, int nice) {
         if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) return -1;
     }
     return setpriority(PRIO_PROCESS, (id_t)gettid(), nice);
-}
-
-int CBerthLinux_set_thread_slice(unsigned long long nanoseconds) {
-    // struct sched_attr's first seven fields (SCHED_ATTR_SIZE_VER0); glibc has no wrapper.
-    struct {
-        unsigned int size, policy;
-        unsigned long long flags;
-        int nice;
-        unsigned int priority;
-        unsigned long long runtime, deadline, period;
-    } attr = {.size = 48, .policy = SCHED_OTHER, .runtime = nanoseconds};
-    _Static_assert(sizeof(attr) == 48, "sched_attr layout");
-    errno = 0;
-    int nice = getpriority(PRIO_PROCESS, (id_t)gettid());
-    if (nice == -1 && errno != 0) return -1;
-    attr.nice = nice;
-    return (int)syscall(SYS_sched_setattr, 0, &attr, 0);
 }
 
 int CBerthLinux_usable_cpus(void) {

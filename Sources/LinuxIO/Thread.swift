@@ -49,13 +49,6 @@ package func lowerThreadPriority(batch: Bool, nice: Int32) throws(SyscallError) 
     _ = try syscall("setpriority") { CBerthLinux_lower_thread_priority(batch ? 1 : 0, nice) }
 }
 
-/// Asks for a short time slice for the calling thread (an interactive loop's): on Linux 6.12 and
-/// later a woken thread whose slice is shorter than the running thread's preempts it at once,
-/// instead of waiting for that thread's slice to end. Needs no privilege.
-package func shortenThreadSlice(nanoseconds: UInt64) throws(SyscallError) {
-    _ = try syscall("sched_setattr") { CBerthLinux_set_thread_slice(nanoseconds) }
-}
-
 /// CPUs this process may run on (its affinity mask): the default number of event loops.
 package func usableCPUs() -> Int { Int(CBerthLinux_usable_cpus()) }
 

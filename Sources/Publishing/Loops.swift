@@ -95,8 +95,6 @@ extension Publisher {
                             do { try lowerThreadPriority(batch: true, nice: nice) } catch {
                                 logger.warning("bulk loop \(i - loopCount): \(error)")
                             }
-                        } else {
-                            Self.shortenSlice(logger)
                         }
                         do { try handover.value.run() } catch { logger.critical("loop \(i): \(error)") }
                     }
@@ -107,7 +105,6 @@ extension Publisher {
                 throw PublishError("\(error)")
             }
         }
-        Self.shortenSlice(logger)
         var failure: SyscallError?
         do { try loops[0].run() } catch {
             failure = error
@@ -115,21 +112,6 @@ extension Publisher {
         }
         for thread in threads { thread.join() }
         if let failure { throw PublishError("event loop: \(failure)") }
-    }
-
-    /// The time slice an interactive loop asks for. Such a loop runs briefly and sleeps, so a
-    /// short slice costs it nothing, and on Linux 6.12+ (EEVDF) it lets the woken loop preempt a
-    /// busy thread (an iperf3, a bulk loop) at once instead of waiting out that thread's slice:
-    /// beside 8 downloads, ping p50 127 µs against 197 without it, docker-proxy 115
-    /// (bench/RESULTS.md). 100 µs is the kernel's minimum.
-    static let interactiveSlice: UInt64 = 100_000
-
-    /// Gives the calling thread `interactiveSlice`. A kernel or seccomp filter that refuses it
-    /// leaves the default slice: slower to preempt, nothing else.
-    static func shortenSlice(_ logger: Logger) {
-        do { try shortenThreadSlice(nanoseconds: interactiveSlice) } catch {
-            logger.debug("interactive loop keeps the default time slice: \(error)")
-        }
     }
 
     /// How log lines name a port: its mapping as `-p` would spell it, with the host address and port

@@ -39,12 +39,6 @@ int CBerthLinux_pthread_setname(pthread_t thread, const char *name);
 // 0, or -1 with errno.
 int CBerthLinux_lower_thread_priority(int batch, int nice);
 
-// The calling thread's time slice (sched_setattr's sched_runtime for SCHED_OTHER, Linux 6.12's
-// EEVDF): a woken thread with a shorter slice than the running one preempts it at once. Its
-// policy stays SCHED_OTHER and its nice value stays (read first: sched_setattr sets it too).
-// 0, or -1 with errno. A kernel before 6.12 has no per-thread slice and ignores the field.
-int CBerthLinux_set_thread_slice(unsigned long long nanoseconds);
-
 // struct ucred (SO_PEERCRED) is GNU-only: the peer of a unix socket, field by field.
 int CBerthLinux_peer_credentials(int fd, int *pid, unsigned int *uid, unsigned int *gid);
 
