@@ -182,7 +182,7 @@ package struct ActivationPlan {
         case .anyOf(let range): if port < range.first || port > range.last { return false }
         case .ephemeral: return false
         }
-        guard let ip = IPAddress(bytes: socket.address.ipBytes) else { return false }
+        let ip = IPAddress(socket.address)
         if ip == host { return true }
         return mapping.hostIP == nil && socket.dualStack && host == .anyV4
     }

@@ -18,11 +18,11 @@ extension Mode {
 }
 
 enum KernelPath {
+    /// The host address a port is bound to, IPv4-mapped addresses as IPv4.
+    private static func hostIP(_ port: BoundPort) -> IPAddress { IPAddress(port.address).unmapped }
+
     /// Whether DNAT can serve traffic arriving at `port`: not loopback (route_localnet stays off,
     /// CVE-2020-8558) and the same family on both sides (no NAT64).
-    /// The host address a port is bound to, IPv4-mapped addresses as IPv4.
-    private static func hostIP(_ port: BoundPort) -> IPAddress { IPAddress(bytes: port.address.ipBytes)!.unmapped }
-
     static func canServe(_ port: BoundPort) -> Bool {
         guard port.mapping.proto == .tcp || port.mapping.proto == .udp else { return false }
         let host = hostIP(port)

@@ -118,7 +118,7 @@ extension Publisher {
     /// it got (`127.0.0.1:49153:172.17.0.2:80/tcp`), as the docker-proxy mode names its one.
     static func logName(_ port: BoundPort) -> String {
         var mapping = port.mapping
-        if let ip = IPAddress(bytes: port.address.ipBytes) { mapping.hostIP = ip }
+        mapping.hostIP = IPAddress(port.address)
         mapping.hostPort = .fixed(port.address.port)
         return mapping.description
     }

@@ -35,6 +35,19 @@ package struct BoundPort: Sendable {
     package var line: String { "\(mapping.containerSide) -> \(address)" }
 }
 
+extension IPAddress {
+    /// A socket address's IP: 4 bytes make IPv4, else the 16 of IPv6 (what a SocketAddress holds).
+    package init(_ address: SocketAddress) {
+        self = address.withIPBytes { raw in
+            raw.count == 4
+                ? .v4(raw[0], raw[1], raw[2], raw[3])
+                : .v6(
+                    Bytes16((raw.loadUnaligned(as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+                )
+        }
+    }
+}
+
 package struct PublishOptions: Sendable {
     package var relay = RelayConfig()
     /// Event loops (threads). Each loop has its own listener per mapping and host address

@@ -9,6 +9,16 @@ import XCTest
 
 final class PublisherTests: XCTestCase {
 
+    /// A bound port's address as the kernel path, log names and socket activation read it.
+    func testAnIPAddressFromASocketAddress() throws {
+        for text in ["127.0.0.1", "198.18.0.7", "::1", "fd00:b::2", "::ffff:10.0.0.1", "::"] {
+            let address = try XCTUnwrap(SocketAddress(ip: text, port: 8080))
+            XCTAssertEqual(IPAddress(address), IPAddress(text), text)
+        }
+        let mapped = try XCTUnwrap(SocketAddress(ip: "::ffff:10.0.0.1", port: 1))
+        XCTAssertEqual(IPAddress(mapped).unmapped, .v4(10, 0, 0, 1))
+    }
+
     private func publisher(threads: Int) -> Publisher {
         var options = PublishOptions()
         options.threads = threads
