@@ -144,9 +144,10 @@ demo: release
 
 # Benchmark peers from Debian's packages: socat, HAProxy, nginx with its stream module
 # (libnginx-mod-stream ships ngx_stream_module.so), and docker-proxy alone out of the
-# docker.io package (extracted, never installed: no daemon). Services are kept from
-# starting while the packages install. Does nothing when all are here already.
-BENCH_PEER_PACKAGES = socat haproxy nginx libnginx-mod-stream
+# docker.io package (extracted, never installed: no daemon); and what bench/'s scripts run
+# (iperf3 for fair-ping.py, strace and valgrind for the syscall and instruction counts).
+# Services are kept from starting while the packages install. Does nothing when all are here.
+BENCH_PEER_PACKAGES = socat haproxy nginx libnginx-mod-stream iperf3 strace valgrind
 bench-peers:
 	@missing=""; for p in $(BENCH_PEER_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
