@@ -11,7 +11,7 @@
 //   bench/.build/release/berth-bench --figures tcp-rr,tcp-connrate
 //     --targets direct,berth,haproxy,uring
 //     --peer 'uring=/tmp/uring-relay {host_ip} {host_port} {target_ip} {target_port} {proto}'
-#include <arpa/inet.h>
+#include <netdb.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -42,21 +42,19 @@ static struct sockaddr_storage host, target;
 static socklen_t host_len, target_len;
 static int defer = 1;
 
+// A numeric address and port (no DNS), or exit 2.
 static socklen_t make_address(const char *ip, const char *port, struct sockaddr_storage *out) {
-    memset(out, 0, sizeof *out);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)out;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
-    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((unsigned short)atoi(port));
-        return sizeof *v4;
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *found;
+    if (getaddrinfo(ip, port, &hints, &found) != 0) {
+        fprintf(stderr, "uring-relay: bad address %s port %s\n", ip, port);
+        exit(2);
     }
-    if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((unsigned short)atoi(port));
-        return sizeof *v6;
-    }
-    exit(2);
+    socklen_t length = found->ai_addrlen;
+    memcpy(out, found->ai_addr, length);
+    freeaddrinfo(found);
+    return length;
 }
 
 static struct io_uring_sqe *sqe_get(struct io_uring *ring) {
