@@ -59,7 +59,7 @@ SHIM_SOURCES = Sources/BerthShim/main.swift Sources/BerthShim/entry.c Sources/Be
 # Every test: unit, relay, netfilter and end-to-end (root-only ones skip with a reason elsewhere).
 # swift-format ships with the toolchain; .swift-format holds the rules.
 lint:
-	$(SWIFT) format lint --strict --recursive Sources Tests Fuzz
+	$(SWIFT) format lint --strict --recursive Sources Tests Fuzz bench/Sources bench/Tests bench/Benchmarks
 	@if grep -rn 'lending(' Sources --include='*.swift' | grep -v '^Sources/LinuxIO/'; then \
 		echo "lint: only LinuxIO lends a raw descriptor number to its calls; product code passes owners"; exit 1; fi
 

@@ -135,8 +135,12 @@ struct FigurePlan {
                     )
                 }
             }
-            rows.append(f("tcp-fair-bulk-gbps", "TCP bulk download, 1 stream, beside that ping (\(loops))", "Gbit/s", true))
-            rows.append(f("tcp-fair-bulk8-gbps", "TCP bulk download, 8 streams, beside that ping (\(loops))", "Gbit/s", true))
+            rows.append(
+                f("tcp-fair-bulk-gbps", "TCP bulk download, 1 stream, beside that ping (\(loops))", "Gbit/s", true)
+            )
+            rows.append(
+                f("tcp-fair-bulk8-gbps", "TCP bulk download, 8 streams, beside that ping (\(loops))", "Gbit/s", true)
+            )
             return rows
         case .memoryIdle:
             return [f("mem-idle", "Memory (RSS), idle, 1 port", "KiB", false)]

@@ -405,7 +405,9 @@ enum Load {
             let fd = try Net.connect(bulkAddress, type: Net.tcp, ns: ns)
             bulkFDs.append(fd)
             var role = UInt8(ascii: "b")
-            guard send(fd, &role, 1, Int32(MSG_NOSIGNAL)) == 1 else { throw BenchError("fair bulk: send: \(errnoText())") }
+            guard send(fd, &role, 1, Int32(MSG_NOSIGNAL)) == 1 else {
+                throw BenchError("fair bulk: send: \(errnoText())")
+            }
             Net.setReceiveTimeout(fd, milliseconds: 100)
             let reader = try LoopThread(name: "bench-download") { [download] in
                 while !download.stop.load(ordering: .relaxed) {

@@ -210,7 +210,9 @@ final class Poller {
         events.deallocate()
     }
 
-    func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws { try control(EPOLL_CTL_ADD, fd, interest, token) }
+    func add(_ fd: Int32, _ interest: Interest, token: UInt64) throws {
+        try control(EPOLL_CTL_ADD, fd, interest, token)
+    }
 
     func modify(_ fd: Int32, _ interest: Interest, token: UInt64) throws {
         try control(EPOLL_CTL_MOD, fd, interest, token)

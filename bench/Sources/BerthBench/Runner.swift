@@ -239,7 +239,13 @@ final class Runner {
         }
     }
 
-    private func measure(_ group: FigureGroup, _ s: Scenario, _ t: Target, _ f: Forwarding, _ address: SocketAddress) throws {
+    private func measure(
+        _ group: FigureGroup,
+        _ s: Scenario,
+        _ t: Target,
+        _ f: Forwarding,
+        _ address: SocketAddress
+    ) throws {
         let d = options.duration
         let ns = s.clientNS
         let k = s.kind
@@ -364,7 +370,9 @@ final class Runner {
             defer { f.stop() }
             guard let address = f.addresses[0], let bulkAddress = f.addresses[1] else {
                 let i = f.addresses[0] == nil ? 0 : 1
-                for r in rows { results.note(k, r.id, t.name, f.reasons[i] ?? "not started", unsupported: f.unsupported[i]) }
+                for r in rows {
+                    results.note(k, r.id, t.name, f.reasons[i] ?? "not started", unsupported: f.unsupported[i])
+                }
                 continue
             }
             do {
@@ -405,7 +413,8 @@ final class Runner {
         let k = s.kind
         let forwarders = options.targets.filter { !$0.isDirect && !$0.isYardstick }
         for t in options.targets where t.isDirect || t.isYardstick {
-            let why = t.isDirect ? "no forwarder" : "a yardstick for throughput (SwiftPM links the Swift runtime into it)"
+            let why =
+                t.isDirect ? "no forwarder" : "a yardstick for throughput (SwiftPM links the Swift runtime into it)"
             for g in groups {
                 for f in options.plan.figures(g) { results.note(k, f.id, t.name, why, unsupported: true) }
             }

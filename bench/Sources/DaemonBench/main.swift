@@ -94,7 +94,9 @@ for _ in 0..<200 where (try? ControlClient.request("GET", "/v1/info", socketPath
 
 func add(_ count: Int, owner: String) -> Bool {
     let specs = (0..<count).map { _ in JSONValue.string("127.0.0.1::80") }
-    let body = JSONValue.object([("target", .string("127.0.0.1")), ("publish", .array(specs)), ("owner", .string(owner))])
+    let body = JSONValue.object([
+        ("target", .string("127.0.0.1")), ("publish", .array(specs)), ("owner", .string(owner)),
+    ])
     return (try? ControlClient.request("POST", "/v1/berth/ports", body: body, socketPath: socket).status) == 201
 }
 
@@ -123,7 +125,9 @@ for size in [1, 100, 1000] {
         adds.append(Double(t1 - t0) / 1e6)
         removes.append(Double(t2 - t1) / 1e6)
     }
-    let row: [Double] = [percentile(adds, 0.5), percentile(adds, 0.99), percentile(removes, 0.5), percentile(removes, 0.99)]
+    let row: [Double] = [
+        percentile(adds, 0.5), percentile(adds, 0.99), percentile(removes, 0.5), percentile(removes, 0.99),
+    ]
     var line = String(size)
     line += String(repeating: " ", count: max(0, 7 - line.count))
     for value in row { line += fixed(value) + "  " }
