@@ -30,7 +30,6 @@ struct dir {
     struct pair *pair;
     int from, to;
     int off, len;
-    int done;
     char buf[16384];
 };
 struct pair {
@@ -90,7 +89,6 @@ static void release(struct pair *p) {
 
 static void direction_end(struct dir *d) {
     shutdown(d->to, SHUT_WR);
-    d->done = 1;
     release(d->pair);
 }
 

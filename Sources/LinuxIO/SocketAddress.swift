@@ -70,14 +70,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// The address bytes in network order (4 or 16).
-    package var ipBytes: [UInt8] {
-        withUnsafeBytes(of: storage) { raw in
-            isV6 ? Array(raw[8..<24]) : Array(raw[4..<8])
-        }
-    }
-
-    /// The address bytes in network order (4 or 16), without an array.
+    /// The address bytes in network order (4 or 16), lent to `body`.
     @inline(__always)
     package func withIPBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in

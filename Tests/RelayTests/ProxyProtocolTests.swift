@@ -110,7 +110,7 @@ final class ProxyProtocolTests: XCTestCase {
         let v6 = header(.v2, "fd00:b::2", 443, "::1", 8443)
         XCTAssertEqual(Array(v6[12..<16]), [0x21, 0x21, 0x00, 36])
         XCTAssertEqual(v6.count, 52)
-        XCTAssertEqual(Array(v6[16..<32]), SocketAddress(ip: "fd00:b::2", port: 0)!.ipBytes)
+        XCTAssertEqual(Array(v6[16..<32]), SocketAddress(ip: "fd00:b::2", port: 0)!.withIPBytes { Array($0) })
         XCTAssertEqual(Array(v6[48..<52]), [0x01, 0xBB, 0x20, 0xFB])
         var room = [UInt8](repeating: 0, count: 64)
         let n = room.withUnsafeMutableBytes {
